@@ -1,0 +1,93 @@
+//! The channel pool: several channels on one connection, each in confirm
+//! mode with its prefetch applied. A channel closed by a channel-level error
+//! (404, 406, ...) is replaced on next use, without touching the connection.
+
+use std::sync::Mutex;
+
+use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
+use lapin::{Channel, Connection};
+
+/// One channel that re-opens itself when found closed.
+pub(crate) struct Slot {
+    current: Mutex<Option<Channel>>,
+    replace: tokio::sync::Mutex<()>,
+    confirm: bool,
+    prefetch: u16,
+}
+
+impl Slot {
+    pub(crate) fn new(confirm: bool, prefetch: u16) -> Self {
+        Self {
+            current: Mutex::new(None),
+            replace: tokio::sync::Mutex::new(()),
+            confirm,
+            prefetch,
+        }
+    }
+
+    fn live(&self) -> Option<Channel> {
+        let guard = self.current.lock().unwrap();
+        guard.as_ref().filter(|c| c.status().connected()).cloned()
+    }
+
+    /// The slot's channel, opened (again) if needed.
+    pub(crate) async fn get(&self, connection: &Connection) -> Result<Channel, lapin::Error> {
+        if let Some(ch) = self.live() {
+            return Ok(ch);
+        }
+        let _one_at_a_time = self.replace.lock().await;
+        if let Some(ch) = self.live() {
+            return Ok(ch);
+        }
+        let ch = open_channel(connection, self.confirm, self.prefetch).await?;
+        *self.current.lock().unwrap() = Some(ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Opens a channel, in confirm mode if asked, with `prefetch` applied (0: none).
+pub(crate) async fn open_channel(
+    connection: &Connection,
+    confirm: bool,
+    prefetch: u16,
+) -> Result<Channel, lapin::Error> {
+    let ch = connection.create_channel().await?;
+    if prefetch > 0 {
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    }
+    if confirm {
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    }
+    Ok(ch)
+}
+
+/// The publishing channels of one connection.
+pub(crate) struct ChannelPool {
+    slots: Vec<Slot>,
+}
+
+impl ChannelPool {
+    /// Opens `count` confirm-mode channels at once.
+    pub(crate) async fn open(
+        connection: &Connection,
+        count: usize,
+        prefetch: u16,
+    ) -> Result<Self, lapin::Error> {
+        let slots: Vec<Slot> = (0..count.max(1))
+            .map(|_| Slot::new(true, prefetch))
+            .collect();
+        for slot in &slots {
+            slot.get(connection).await?;
+        }
+        Ok(Self { slots })
+    }
+
+    /// The channel of slot `index` (modulo the pool size).
+    pub(crate) async fn get(
+        &self,
+        connection: &Connection,
+        index: usize,
+    ) -> Result<Channel, lapin::Error> {
+        self.slots[index % self.slots.len()].get(connection).await
+    }
+}

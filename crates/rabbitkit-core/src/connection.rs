@@ -1,0 +1,481 @@
+//! The [`Client`]: the cheap-to-clone handle an application holds.
+//!
+//! A client owns one AMQP connection at a time (to one node of the cluster),
+//! a pool of publishing channels on it, a dedicated channel for declarations,
+//! and one channel per consumer. A supervisor task (see `supervisor.rs`)
+//! replaces all of them when the connection is lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
+
+use crate::channels::{ChannelPool, Slot};
+use crate::consumer::{ConsumeOptions, Consumer, ConsumerRecord};
+use crate::endpoint::Endpoint;
+use crate::error::{ConnectError, ConsumeError, DeclareError};
+use crate::events::{self, Event};
+use crate::options::Options;
+use crate::publisher::{Confirmed, OutgoingMessage, Publisher};
+use crate::topology::{BindingSpec, Declaration, Topology, declare_error};
+
+/// The state of the client's link to the cluster.
+#[derive(Clone)]
+pub(crate) enum Link {
+    /// Connecting or recovering.
+    Connecting,
+    /// Connected and recovered.
+    Up(Arc<Session>),
+    /// Stopped for good.
+    Closed(String),
+}
+
+/// One live AMQP connection and its channels.
+pub(crate) struct Session {
+    pub(crate) generation: u64,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) connection: lapin::Connection,
+    pub(crate) pool: ChannelPool,
+    pub(crate) admin: Slot,
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+}
+
+impl Session {
+    pub(crate) fn alive(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    /// Runs a declaration on the admin channel (never on a channel that
+    /// carries user traffic: a refusal closes the channel it ran on).
+    pub(crate) async fn declare(&self, decl: &Declaration) -> Result<(), DeclareError> {
+        let _serial = self.admin_lock.lock().await;
+        let channel = self
+            .admin
+            .get(&self.connection)
+            .await
+            .map_err(|e| declare_error(&e))?;
+        decl.run(&channel).await
+    }
+}
+
+/// Counters of what the client did, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Publishes confirmed by the broker.
+    pub confirmed: u64,
+    /// Publishes sent again after a connection loss (each may be a duplicate).
+    pub republished: u64,
+    /// Connections lost.
+    pub disconnects: u64,
+    /// Successful recoveries.
+    pub recoveries: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) confirmed: AtomicU64,
+    pub(crate) republished: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
+}
+
+/// State shared by the client handles, the supervisor and the tasks.
+pub(crate) struct Shared {
+    pub(crate) options: Options,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) link: watch::Sender<Link>,
+    pub(crate) topology: Mutex<Topology>,
+    pub(crate) consumers: Mutex<HashMap<u64, Arc<ConsumerRecord>>>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) window: Arc<Semaphore>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) next_slot: AtomicUsize,
+    pub(crate) counters: Counters,
+    pub(crate) shutdown: Notify,
+    pub(crate) closing: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: Event) {
+        tracing::info!(target: "rabbitkit", "{event}");
+        let _ = self.events.send(event);
+    }
+
+    /// The current session, if the link is up.
+    pub(crate) fn current(&self) -> Option<Arc<Session>> {
+        match &*self.link.borrow() {
+            Link::Up(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Waits for a session newer than `generation` (0: any), or the close reason.
+    pub(crate) async fn wait_up(&self, newer_than: u64) -> Result<Arc<Session>, String> {
+        let mut rx = self.link.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                Link::Up(s) if s.generation > newer_than && s.alive() => return Ok(s.clone()),
+                Link::Closed(r) => return Err(r.clone()),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("client dropped".into());
+            }
+        }
+    }
+
+    /// Like [`wait_up`](Self::wait_up), bounded by `timeout`.
+    pub(crate) async fn wait_up_for(
+        &self,
+        newer_than: u64,
+        timeout: Duration,
+    ) -> Result<Result<Arc<Session>, String>, tokio::time::error::Elapsed> {
+        if let Some(s) = self.current()
+            && s.generation > newer_than
+            && s.alive()
+        {
+            return Ok(Ok(s));
+        }
+        tokio::time::timeout(timeout, self.wait_up(newer_than)).await
+    }
+}
+
+/// Closes the connection when the last [`Client`] clone is dropped.
+pub(crate) struct Owner {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.shutdown.notify_one();
+    }
+}
+
+/// A connection to a RabbitMQ cluster that survives the loss of a node.
+///
+/// Cheap to clone; all clones share one AMQP connection. Dropping the last
+/// clone (and every [`Publisher`] and [`Consumer`] made from it) closes it.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use rabbitkit_core::{Options, OutgoingMessage};
+/// let client = Options::new().connect_env().await?;
+/// client.publish(OutgoingMessage::new("", "hello", b"Hello World!".to_vec())).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.owner.shared;
+        f.debug_struct("Client")
+            .field("endpoints", &shared.endpoints)
+            .field("current", &shared.current().map(|s| s.endpoint.clone()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
+    }
+
+    pub(crate) async fn start(
+        options: Options,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<Self, ConnectError> {
+        let (link, _) = watch::channel(Link::Connecting);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            window: Arc::new(Semaphore::new(options.publish_window)),
+            options,
+            endpoints,
+            link,
+            topology: Mutex::new(Topology::default()),
+            consumers: Mutex::new(HashMap::new()),
+            events,
+            next_id: AtomicU64::new(1),
+            next_slot: AtomicUsize::new(0),
+            counters: Counters::default(),
+            shutdown: Notify::new(),
+            closing: AtomicBool::new(false),
+        });
+        let (first_tx, first_rx) = oneshot::channel();
+        tokio::spawn(crate::supervisor::run(shared.clone(), first_tx));
+        let client = Client {
+            owner: Arc::new(Owner { shared }),
+        };
+        match first_rx.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Closed {
+                reason: "supervisor stopped".into(),
+            }),
+        }
+    }
+
+    /// A stream of connection [`Event`]s from now on.
+    pub fn events(&self) -> impl Stream<Item = Event> + Send + Unpin + 'static {
+        events::stream(self.shared().events.subscribe())
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &Options {
+        &self.shared().options
+    }
+
+    /// Whether the connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared().current().is_some_and(|s| s.alive())
+    }
+
+    /// The endpoint in use right now, if connected.
+    pub fn current_endpoint(&self) -> Option<Endpoint> {
+        self.shared().current().map(|s| s.endpoint.clone())
+    }
+
+    /// Counters of confirms, re-publishes and recoveries.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared().counters;
+        Stats {
+            confirmed: c.confirmed.load(Ordering::Relaxed),
+            republished: c.republished.load(Ordering::Relaxed),
+            disconnects: c.disconnects.load(Ordering::Relaxed),
+            recoveries: c.recoveries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A publisher bound to one pooled channel, so its messages keep their
+    /// order. Publishers made one after another use the pool's channels in turn.
+    pub fn publisher(&self) -> Publisher {
+        let slot = self.shared().next_slot.fetch_add(1, Ordering::Relaxed);
+        Publisher::new(self.clone(), slot % self.shared().options.channels)
+    }
+
+    /// Publishes one message with confirms on the pool's first channel.
+    /// See [`Publisher::publish`].
+    pub fn publish(
+        &self,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<Confirmed, crate::PublishError>> + Send + 'static + use<> {
+        Publisher::new(self.clone(), 0).publish(message)
+    }
+
+    /// Declares an exchange, queue or binding, and records it so it is
+    /// declared again after every reconnect.
+    ///
+    /// Declaring what exists with the same properties succeeds and changes
+    /// nothing; with other properties it fails with
+    /// [`DeclareError::Inequivalent`], and the connection and every other
+    /// channel keep working (declarations run on a channel of their own).
+    pub async fn declare(&self, declaration: Declaration) -> Result<(), DeclareError> {
+        let shared = self.shared();
+        let timeout = shared.options.operation_timeout;
+        let mut newer_than = 0;
+        loop {
+            let session = match shared.wait_up_for(newer_than, timeout).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(reason)) => return Err(DeclareError::Closed { reason }),
+                Err(_) => return Err(DeclareError::Timeout(timeout)),
+            };
+            match session.declare(&declaration).await {
+                Ok(()) => {
+                    shared.topology.lock().unwrap().record(declaration);
+                    return Ok(());
+                }
+                Err(_) if !session.alive() => newer_than = session.generation,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `op` on the admin channel of a live session, retrying once after a reconnect.
+    async fn admin<T, F, Fut>(&self, op: F) -> Result<T, DeclareError>
+    where
+        F: Fn(lapin::Channel) -> Fut,
+        Fut: Future<Output = Result<T, lapin::Error>>,
+    {
+        let shared = self.shared();
+        let timeout = shared.options.operation_timeout;
+        let mut newer_than = 0;
+        loop {
+            let session = match shared.wait_up_for(newer_than, timeout).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(reason)) => return Err(DeclareError::Closed { reason }),
+                Err(_) => return Err(DeclareError::Timeout(timeout)),
+            };
+            let res = {
+                let _serial = session.admin_lock.lock().await;
+                match session.admin.get(&session.connection).await {
+                    Ok(ch) => op(ch).await,
+                    Err(e) => Err(e),
+                }
+            };
+            match res {
+                Ok(v) => return Ok(v),
+                Err(_) if !session.alive() => newer_than = session.generation,
+                Err(e) => return Err(declare_error(&e)),
+            }
+        }
+    }
+
+    /// Number of ready messages and consumers of a queue (a passive declare).
+    /// A missing queue is [`DeclareError::NotFound`].
+    pub async fn queue_info(&self, queue: &str) -> Result<QueueInfo, DeclareError> {
+        let name = queue.to_owned();
+        self.admin(move |ch| {
+            let name = name.clone();
+            async move {
+                let q = ch
+                    .queue_declare(
+                        name.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok(QueueInfo {
+                    messages: q.message_count(),
+                    consumers: q.consumer_count(),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Stops re-declaring a queue (and its bindings) after reconnects,
+    /// without deleting it. For queues the broker deletes by itself.
+    pub fn forget_queue(&self, queue: &str) {
+        self.shared().topology.lock().unwrap().forget_queue(queue);
+    }
+
+    /// Deletes a queue (and forgets its declaration and bindings). Returns
+    /// the number of messages it held. Deleting a missing queue succeeds.
+    pub async fn delete_queue(&self, queue: &str) -> Result<u32, DeclareError> {
+        self.shared().topology.lock().unwrap().forget_queue(queue);
+        let name = queue.to_owned();
+        self.admin(move |ch| {
+            let name = name.clone();
+            async move {
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Deletes an exchange (and forgets its declaration and bindings).
+    pub async fn delete_exchange(&self, exchange: &str) -> Result<(), DeclareError> {
+        self.shared()
+            .topology
+            .lock()
+            .unwrap()
+            .forget_exchange(exchange);
+        let name = exchange.to_owned();
+        self.admin(move |ch| {
+            let name = name.clone();
+            async move {
+                ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Removes a binding (and forgets it).
+    pub async fn unbind(&self, binding: BindingSpec) -> Result<(), DeclareError> {
+        self.shared()
+            .topology
+            .lock()
+            .unwrap()
+            .forget_binding(&binding);
+        self.admin(move |ch| {
+            let b = binding.clone();
+            async move {
+                ch.queue_unbind(
+                    b.queue.as_str().into(),
+                    b.exchange.as_str().into(),
+                    b.routing_key.as_str().into(),
+                    b.arguments.clone(),
+                )
+                .await
+            }
+        })
+        .await
+    }
+
+    /// Starts consuming from `queue`. The returned [`Consumer`] is a stream
+    /// that survives failover: after a reconnect it is subscribed again
+    /// (and checked) before the client reports [`Event::Recovered`].
+    pub async fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<Consumer, ConsumeError> {
+        crate::consumer::start(self.clone(), queue, options).await
+    }
+
+    /// Opens a channel of your own on the current connection, for what the
+    /// client does not wrap (e.g. direct reply-to, which must consume and
+    /// publish on one channel). Such a channel is *not* recovered: when the
+    /// connection is lost it closes, and you open another.
+    /// Returns the channel and the connection's generation number, which
+    /// grows by one on every reconnect.
+    pub async fn open_channel(&self) -> Result<(lapin::Channel, u64), crate::ChannelError> {
+        let shared = self.shared();
+        let timeout = shared.options.operation_timeout;
+        let session = match shared.wait_up_for(0, timeout).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(reason)) => return Err(crate::ChannelError::Closed { reason }),
+            Err(_) => return Err(crate::ChannelError::Timeout(timeout)),
+        };
+        let ch = crate::channels::open_channel(&session.connection, false, 0)
+            .await
+            .map_err(|e| crate::ChannelError::Broker {
+                text: crate::error::describe(&e),
+            })?;
+        Ok((ch, session.generation))
+    }
+
+    /// Closes the connection. Pending publishes fail with `Closed`;
+    /// consumers' streams end.
+    pub async fn close(&self) {
+        let shared = self.shared();
+        shared.closing.store(true, Ordering::SeqCst);
+        shared.shutdown.notify_one();
+        let mut rx = shared.link.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if matches!(&*rx.borrow_and_update(), Link::Closed(_)) {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// What a passive declare tells about a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueInfo {
+    /// Messages ready for delivery (not counting unacknowledged ones).
+    pub messages: u32,
+    /// Active consumers.
+    pub consumers: u32,
+}

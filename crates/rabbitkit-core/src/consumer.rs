@@ -1,0 +1,489 @@
+//! Consumers that survive failover, and the deliveries they yield.
+//!
+//! A [`Consumer`] is a `Stream` of [`Delivery`]s. Each consumer has a
+//! channel of its own (with its prefetch). When the connection is lost, the
+//! supervisor subscribes it again on the new connection and checks with the
+//! broker that it is registered before reporting the recovery; the stream
+//! just goes on. When the broker cancels it (the queue was deleted) and it
+//! cannot be restarted, the stream yields [`ConsumeError::Cancelled`] and ends.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use tokio::sync::mpsc;
+
+use crate::channels::open_channel;
+use crate::connection::{Client, Session, Shared};
+use crate::error::{AckError, ConsumeError, amqp_error};
+
+/// How to consume.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct ConsumeOptions {
+    /// Unacknowledged deliveries allowed at once (default: the client's prefetch).
+    pub prefetch: Option<u16>,
+    /// Be the queue's only consumer.
+    pub exclusive: bool,
+    /// Deliveries need no acknowledgement (they are lost if the consumer dies).
+    pub no_ack: bool,
+    /// Consumer arguments (e.g. `x-priority`).
+    pub arguments: FieldTable,
+}
+
+impl ConsumeOptions {
+    /// Defaults: client prefetch, manual acks, not exclusive.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the prefetch.
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// Sets exclusive consumption.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Sets automatic acknowledgement.
+    pub fn no_ack(mut self, no_ack: bool) -> Self {
+        self.no_ack = no_ack;
+        self
+    }
+}
+
+type Item = Result<Delivery, ConsumeError>;
+
+/// A consumer's registration, replayed after every reconnect.
+pub(crate) struct ConsumerRecord {
+    pub(crate) id: u64,
+    pub(crate) queue: String,
+    pub(crate) options: ConsumeOptions,
+    tx: mpsc::Sender<Item>,
+    /// Generation of the session it is subscribed on, and that subscription's channel.
+    subscribed: tokio::sync::Mutex<Option<(u64, Channel)>>,
+}
+
+/// One message received by a [`Consumer`].
+///
+/// Acknowledge it with [`ack`](Self::ack) once processed, or give it back
+/// with [`nack`](Self::nack) / [`reject`](Self::reject). A delivery whose
+/// connection died cannot be acknowledged: you get
+/// [`AckError::ChannelGone`], and the broker delivers the message again.
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+    channel: Channel,
+    no_ack: bool,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("exchange", &self.exchange())
+            .field("routing_key", &self.routing_key())
+            .field("redelivered", &self.redelivered())
+            .field("bytes", &self.inner.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// The body as received.
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    /// The AMQP properties (content type, headers, correlation id, ...).
+    pub fn properties(&self) -> &BasicProperties {
+        &self.inner.properties
+    }
+
+    /// The exchange it was published to.
+    pub fn exchange(&self) -> &str {
+        self.inner.exchange.as_str()
+    }
+
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        self.inner.routing_key.as_str()
+    }
+
+    /// Whether the broker delivered it before (to this or another consumer).
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// The `message_id` property, if any.
+    pub fn message_id(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+    }
+
+    /// The broker's delivery tag (per channel).
+    pub fn delivery_tag(&self) -> u64 {
+        self.inner.delivery_tag
+    }
+
+    fn check(&self, outcome: Result<bool, lapin::Error>) -> Result<(), AckError> {
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) if self.channel.status().connected() => Err(AckError::AlreadyAcknowledged),
+            _ => Err(AckError::ChannelGone),
+        }
+    }
+
+    fn guard(&self) -> Result<(), AckError> {
+        if self.no_ack {
+            return Err(AckError::NoAck);
+        }
+        if !self.channel.status().connected() {
+            return Err(AckError::ChannelGone);
+        }
+        Ok(())
+    }
+
+    /// Acknowledges: the broker forgets the message.
+    pub async fn ack(&self) -> Result<(), AckError> {
+        self.guard()?;
+        self.check(self.inner.acker.ack(BasicAckOptions::default()).await)
+    }
+
+    /// Negative acknowledgement: requeue it, or (with `requeue: false`)
+    /// dead-letter it when the queue has a dead-letter exchange, else drop it.
+    pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
+        self.guard()?;
+        self.check(
+            self.inner
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                })
+                .await,
+        )
+    }
+
+    /// Rejects it; like [`nack`](Self::nack) for a single message.
+    pub async fn reject(&self, requeue: bool) -> Result<(), AckError> {
+        self.guard()?;
+        self.check(
+            self.inner
+                .acker
+                .reject(BasicRejectOptions { requeue })
+                .await,
+        )
+    }
+
+    /// The underlying lapin delivery (for interop).
+    pub fn into_lapin(self) -> lapin::message::Delivery {
+        self.inner
+    }
+}
+
+/// A stream of [`Delivery`]s from one queue that survives failover.
+///
+/// Dropping it cancels the subscription; unacknowledged deliveries go back
+/// to the queue.
+pub struct Consumer {
+    rx: mpsc::Receiver<Item>,
+    id: u64,
+    queue: String,
+    client: Client,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// The queue consumed from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Waits for the next delivery; `None` once the stream has ended.
+    pub async fn recv(&mut self) -> Option<Result<Delivery, ConsumeError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery, ConsumeError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let shared = self.client.shared();
+        let removed = shared.consumers.lock().unwrap().remove(&self.id);
+        if let Some(record) = removed
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                if let Some((_, ch)) = record.subscribed.lock().await.take() {
+                    let _ = ch.close(200, "consumer dropped".into()).await;
+                }
+            });
+        }
+    }
+}
+
+fn consume_error(err: &lapin::Error, queue: &str) -> ConsumeError {
+    match amqp_error(err) {
+        Some((404, _)) => ConsumeError::QueueNotFound {
+            queue: queue.to_owned(),
+        },
+        Some((403, text)) if text.contains("exclusive") => ConsumeError::Locked { text },
+        Some((403, text)) => ConsumeError::AccessRefused { text },
+        Some((405, text)) => ConsumeError::Locked { text },
+        Some((code, text)) => ConsumeError::Broker { code, text },
+        None => ConsumeError::Broker {
+            code: 0,
+            text: err.to_string(),
+        },
+    }
+}
+
+pub(crate) async fn start(
+    client: Client,
+    queue: &str,
+    options: ConsumeOptions,
+) -> Result<Consumer, ConsumeError> {
+    let shared = client.shared().clone();
+    let prefetch = options.prefetch.unwrap_or(shared.options.prefetch);
+    let capacity = usize::from(prefetch.max(16));
+    let (tx, rx) = mpsc::channel(capacity);
+    let record = Arc::new(ConsumerRecord {
+        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        queue: queue.to_owned(),
+        options,
+        tx,
+        subscribed: tokio::sync::Mutex::new(None),
+    });
+    let timeout = shared.options.operation_timeout;
+    let mut newer_than = 0;
+    loop {
+        let session = match shared.wait_up_for(newer_than, timeout).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(reason)) => return Err(ConsumeError::Closed { reason }),
+            Err(_) => return Err(ConsumeError::Timeout(timeout)),
+        };
+        // Registered before subscribing, so a recovery that starts now replays it.
+        shared
+            .consumers
+            .lock()
+            .unwrap()
+            .insert(record.id, record.clone());
+        match subscribe(&shared, &session, &record).await {
+            Ok(()) => break,
+            Err(_) if !session.alive() => {
+                // The supervisor will subscribe it on the next connection.
+                newer_than = session.generation;
+                if shared.wait_up_for(newer_than, timeout).await.is_ok() {
+                    break;
+                }
+            }
+            Err(e) => {
+                shared.consumers.lock().unwrap().remove(&record.id);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Consumer {
+        rx,
+        id: record.id,
+        queue: record.queue.clone(),
+        client,
+    })
+}
+
+/// Subscribes `record` on `session` unless it already is; spawns its pump.
+/// (Boxed: the pump calls it again, and the cycle needs a named `Send` type.)
+pub(crate) fn subscribe<'a>(
+    shared: &'a Arc<Shared>,
+    session: &'a Arc<Session>,
+    record: &'a Arc<ConsumerRecord>,
+) -> futures::future::BoxFuture<'a, Result<(), ConsumeError>> {
+    Box::pin(subscribe_inner(shared, session, record))
+}
+
+async fn subscribe_inner(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    record: &Arc<ConsumerRecord>,
+) -> Result<(), ConsumeError> {
+    let mut subscribed = record.subscribed.lock().await;
+    if let Some((generation, ch)) = subscribed.as_ref()
+        && *generation >= session.generation
+        && ch.status().connected()
+    {
+        return Ok(());
+    }
+    let prefetch = record.options.prefetch.unwrap_or(shared.options.prefetch);
+    let channel = open_channel(&session.connection, false, prefetch)
+        .await
+        .map_err(|e| consume_error(&e, &record.queue))?;
+    let tag = format!("rabbitkit-{}-{}", record.id, session.generation);
+    let consumer = channel
+        .basic_consume(
+            record.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions {
+                no_local: false,
+                no_ack: record.options.no_ack,
+                exclusive: record.options.exclusive,
+                nowait: false,
+            },
+            record.options.arguments.clone(),
+        )
+        .await
+        .map_err(|e| consume_error(&e, &record.queue))?;
+    *subscribed = Some((session.generation, channel.clone()));
+    drop(subscribed);
+    tokio::spawn(pump(
+        Arc::downgrade(shared),
+        session.clone(),
+        record.clone(),
+        consumer,
+        channel,
+        tag,
+    ));
+    Ok(())
+}
+
+/// Forwards one subscription's deliveries to the user's stream.
+async fn pump(
+    shared: Weak<Shared>,
+    session: Arc<Session>,
+    record: Arc<ConsumerRecord>,
+    mut consumer: lapin::Consumer,
+    channel: Channel,
+    tag: String,
+) {
+    let no_ack = record.options.no_ack;
+    while let Some(item) = consumer.next().await {
+        match item {
+            Ok(inner) => {
+                let delivery = Delivery {
+                    inner,
+                    channel: channel.clone(),
+                    no_ack,
+                };
+                if record.tx.send(Ok(delivery)).await.is_err() {
+                    // The user dropped the stream.
+                    let _ = channel
+                        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                        .await;
+                    let _ = channel.close(200, "consumer dropped".into()).await;
+                    return;
+                }
+            }
+            Err(_) => break, // lapin yields one error and may then hang: stop reading.
+        }
+    }
+    // The subscription ended: connection lost, channel error, or broker cancel.
+    drop(consumer);
+    {
+        let mut subscribed = record.subscribed.lock().await;
+        if subscribed
+            .as_ref()
+            .is_some_and(|(_, ch)| ch.id() == channel.id())
+        {
+            *subscribed = None;
+        }
+    }
+    let _ = channel.close(200, "consumer ended".into()).await;
+    for attempt in 0..5u32 {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if record.tx.is_closed() || !shared.consumers.lock().unwrap().contains_key(&record.id) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+        if !session.alive()
+            || shared
+                .current()
+                .is_none_or(|s| s.generation != session.generation)
+        {
+            return; // the supervisor re-subscribes it after the reconnect
+        }
+        match subscribe(&shared, &session, &record).await {
+            Ok(()) => return,
+            Err(ConsumeError::QueueNotFound { .. }) => break,
+            Err(e) => {
+                tracing::warn!(target: "rabbitkit", queue = %record.queue, error = %e, "consumer restart failed");
+            }
+        }
+    }
+    if let Some(shared) = shared.upgrade() {
+        shared.consumers.lock().unwrap().remove(&record.id);
+    }
+    let _ = record
+        .tx
+        .send(Err(ConsumeError::Cancelled {
+            queue: record.queue.clone(),
+        }))
+        .await;
+}
+
+/// Retries subscribing `record` on `session` with growing delays until it
+/// works, the consumer is dropped, or the session ends (the next recovery
+/// takes over then).
+pub(crate) async fn keep_trying(
+    shared: Weak<Shared>,
+    session: Arc<Session>,
+    record: Arc<ConsumerRecord>,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if record.tx.is_closed()
+            || !session.alive()
+            || !shared.consumers.lock().unwrap().contains_key(&record.id)
+            || shared
+                .current()
+                .is_some_and(|s| s.generation != session.generation)
+        {
+            return;
+        }
+        let step = shared.options.connect_timeout * 2;
+        match tokio::time::timeout(step, subscribe(&shared, &session, &record)).await {
+            Ok(Ok(())) => {
+                tracing::info!(target: "rabbitkit", queue = %record.queue, "consumer re-subscribed");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target: "rabbitkit", queue = %record.queue, error = %e, "consumer still not re-subscribed")
+            }
+            Err(_) => {
+                tracing::warn!(target: "rabbitkit", queue = %record.queue, "consumer re-subscription timed out")
+            }
+        }
+    }
+}

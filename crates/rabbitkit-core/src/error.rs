@@ -1,0 +1,310 @@
+//! Errors, one type per operation, each variant a kind you can match on.
+//!
+//! None of them ever holds a password: endpoints print as
+//! `amqp://user:***@host:port/vhost`.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A URL in the endpoint list could not be used.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// No endpoint was given (empty string or list).
+    #[error("no broker endpoint given")]
+    Empty,
+    /// The URL does not start with `amqp://` or `amqps://`.
+    #[error("broker URL must start with amqp:// or amqps:// (got scheme {scheme:?})")]
+    Scheme {
+        /// The scheme that was found, if any.
+        scheme: String,
+    },
+    /// The URL could not be parsed. The URL itself is not repeated: it may hold a password.
+    #[error("invalid broker URL: {reason}")]
+    Invalid {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Connecting failed.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The endpoint list was invalid.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The broker refused the user name or password. Retrying cannot fix this.
+    #[error("authentication failed at {endpoint}: {message}")]
+    AuthenticationFailed {
+        /// The endpoint that refused (password hidden).
+        endpoint: String,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The virtual host does not exist or the user may not use it. Retrying cannot fix this.
+    #[error("virtual host {vhost:?} is missing or not allowed at {endpoint}: {message}")]
+    VhostNotAllowed {
+        /// The endpoint (password hidden).
+        endpoint: String,
+        /// The virtual host asked for.
+        vhost: String,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// No endpoint could be reached within the retry policy.
+    #[error(
+        "no broker endpoint reachable after {attempts} attempt(s); last error at {endpoint}: {last_error}"
+    )]
+    Unreachable {
+        /// How many connection attempts were made.
+        attempts: u32,
+        /// The endpoint of the last attempt (password hidden).
+        endpoint: String,
+        /// The last error seen.
+        last_error: String,
+    },
+    /// The client was closed.
+    #[error("client closed: {reason}")]
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    /// Whether retrying the same configuration could ever succeed.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Endpoint(_) | Self::AuthenticationFailed { .. } | Self::VhostNotAllowed { .. }
+        )
+    }
+}
+
+/// Publishing a message failed.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// A `mandatory` message matched no queue; the broker returned it.
+    #[error(
+        "message to exchange {exchange:?} with routing key {routing_key:?} is unroutable: {reply_text}"
+    )]
+    Unroutable {
+        /// Exchange published to.
+        exchange: String,
+        /// Routing key used.
+        routing_key: String,
+        /// The broker's text (`NO_ROUTE`).
+        reply_text: String,
+    },
+    /// The broker refused the message (negative confirm).
+    #[error("broker nacked the message to exchange {exchange:?}")]
+    Nacked {
+        /// Exchange published to.
+        exchange: String,
+    },
+    /// The exchange does not exist (404).
+    #[error("exchange {exchange:?} does not exist")]
+    ExchangeNotFound {
+        /// The missing exchange.
+        exchange: String,
+    },
+    /// The broker refused the message: access refused, message too large, etc.
+    #[error("broker rejected the publish ({code}): {text}")]
+    Rejected {
+        /// AMQP reply code.
+        code: u16,
+        /// The broker's text.
+        text: String,
+    },
+    /// No confirm arrived before the publish timeout. The message may or may
+    /// not have reached the broker.
+    #[error("publish not confirmed within {0:?}")]
+    Timeout(Duration),
+    /// The client is closed (or stopped on a fatal error).
+    #[error("client closed: {reason}")]
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Declaring an exchange, queue or binding failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[non_exhaustive]
+pub enum DeclareError {
+    /// The object exists with other properties (`406 PRECONDITION_FAILED -
+    /// inequivalent arg ...`). Nothing was changed.
+    #[error("{object} {name:?} already exists with {argument} = {current}, not {requested}")]
+    Inequivalent {
+        /// `exchange` or `queue`.
+        object: String,
+        /// Its name.
+        name: String,
+        /// The differing argument (`type`, `durable`, `x-queue-type`, ...).
+        argument: String,
+        /// What this declaration asked for.
+        requested: String,
+        /// What the broker has.
+        current: String,
+    },
+    /// A name given is invalid (checked before anything reaches the network).
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A topic pattern, routing key or header match is invalid (checked
+    /// before anything reaches the network).
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What was checked: `topic pattern`, `routing key`, `argument`, ...
+        what: String,
+        /// The value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Something named does not exist (404), e.g. binding to a missing exchange.
+    #[error("not found: {text}")]
+    NotFound {
+        /// The broker's text.
+        text: String,
+    },
+    /// The user may not do this (403), e.g. a reserved `amq.` name or missing permissions.
+    #[error("access refused: {text}")]
+    AccessRefused {
+        /// The broker's text.
+        text: String,
+    },
+    /// The queue is exclusive to another connection (405).
+    #[error("resource locked: {text}")]
+    ResourceLocked {
+        /// The broker's text.
+        text: String,
+    },
+    /// Another broker refusal.
+    #[error("broker refused the declaration ({code}): {text}")]
+    Broker {
+        /// AMQP reply code.
+        code: u16,
+        /// The broker's text.
+        text: String,
+    },
+    /// The connection was not available in time.
+    #[error("declaration timed out after {0:?}")]
+    Timeout(Duration),
+    /// The client is closed.
+    #[error("client closed: {reason}")]
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Starting or running a consumer failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// The queue does not exist (404).
+    #[error("queue {queue:?} does not exist")]
+    QueueNotFound {
+        /// The queue.
+        queue: String,
+    },
+    /// The user may not consume from this queue (403).
+    #[error("access refused: {text}")]
+    AccessRefused {
+        /// The broker's text.
+        text: String,
+    },
+    /// The queue is exclusive to another connection or has an exclusive consumer (405 / 403).
+    #[error("queue locked: {text}")]
+    Locked {
+        /// The broker's text.
+        text: String,
+    },
+    /// The broker cancelled the consumer and it could not be restarted (e.g. the queue was deleted).
+    #[error("consumer on {queue:?} cancelled by the broker")]
+    Cancelled {
+        /// The queue.
+        queue: String,
+    },
+    /// Another broker refusal.
+    #[error("broker refused the consumer ({code}): {text}")]
+    Broker {
+        /// AMQP reply code.
+        code: u16,
+        /// The broker's text.
+        text: String,
+    },
+    /// The connection was not available in time.
+    #[error("consume timed out after {0:?}")]
+    Timeout(Duration),
+    /// The client is closed.
+    #[error("client closed: {reason}")]
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Opening a channel of one's own failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The connection was not available in time.
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+    /// The client is closed.
+    #[error("client closed: {reason}")]
+    Closed {
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused (e.g. channel limit reached).
+    #[error("could not open a channel: {text}")]
+    Broker {
+        /// What went wrong.
+        text: String,
+    },
+}
+
+/// Acknowledging (ack, nack, reject) a delivery failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The delivery came through a connection or channel that is gone. The
+    /// broker has put the message back and will deliver it again (with the
+    /// `redelivered` flag set); nothing is lost.
+    #[error("the delivery's channel is gone; the broker will redeliver the message")]
+    ChannelGone,
+    /// This delivery was already acknowledged, rejected or nacked.
+    #[error("delivery already acknowledged")]
+    AlreadyAcknowledged,
+    /// The delivery was received with `no_ack`; there is nothing to acknowledge.
+    #[error("delivery was consumed without acknowledgements")]
+    NoAck,
+}
+
+/// A broker reply code and text, read from a lapin error.
+pub(crate) fn amqp_error(err: &lapin::Error) -> Option<(u16, String)> {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Some((e.get_id(), e.get_message().to_string())),
+        lapin::ErrorKind::InvalidChannelState(_, _)
+        | lapin::ErrorKind::InvalidConnectionState(_) => None,
+        _ => None,
+    }
+}
+
+/// Short, password-free text for a lapin error.
+pub(crate) fn describe(err: &lapin::Error) -> String {
+    match amqp_error(err) {
+        Some((code, text)) => format!("{code} {text}"),
+        None => err.to_string(),
+    }
+}

@@ -1,0 +1,148 @@
+//! What happened to the connection, as a stream of [`Event`]s.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use crate::endpoint::Endpoint;
+
+/// Something that happened to the client's connection.
+///
+/// Get them with [`Client::events`](crate::Client::events):
+///
+/// ```no_run
+/// # async fn run(client: rabbitkit_core::Client) {
+/// use futures::StreamExt;
+/// use rabbitkit_core::Event;
+/// let mut events = client.events();
+/// while let Some(event) = events.next().await {
+///     match event {
+///         Event::Recovered { endpoint, took, .. } => println!("back on {endpoint} after {took:?}"),
+///         other => println!("{other}"),
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The first connection is up.
+    Connected {
+        /// Where (password hidden).
+        endpoint: Endpoint,
+    },
+    /// The connection was lost.
+    Disconnected {
+        /// Where it was.
+        endpoint: Endpoint,
+        /// Why, as far as the client knows.
+        reason: String,
+    },
+    /// A connection attempt is about to be made.
+    Reconnecting {
+        /// Attempt number in this series (1-based).
+        attempt: u32,
+        /// Delay waited before this attempt.
+        delay: Duration,
+        /// The endpoint tried.
+        endpoint: Endpoint,
+    },
+    /// A connection attempt failed.
+    ConnectFailed {
+        /// The endpoint tried.
+        endpoint: Endpoint,
+        /// The error (no credentials).
+        error: String,
+    },
+    /// Connection, channels, topology and consumers are back.
+    Recovered {
+        /// The endpoint now in use.
+        endpoint: Endpoint,
+        /// From the loss to the end of recovery.
+        took: Duration,
+        /// Consumers re-subscribed (and verified).
+        consumers: usize,
+    },
+    /// A recorded declaration could not be replayed after a reconnect.
+    TopologyRecoveryFailed {
+        /// The declaration, in words.
+        declaration: String,
+        /// The error.
+        error: String,
+    },
+    /// A consumer could not be re-subscribed after a reconnect (it is retried
+    /// at the next recovery; its stream gets an error if the queue is gone).
+    ConsumerRecoveryFailed {
+        /// The queue.
+        queue: String,
+        /// The error.
+        error: String,
+    },
+    /// The broker blocked publishing (memory or disk alarm).
+    Blocked {
+        /// The broker's reason.
+        reason: String,
+    },
+    /// The broker lifted the block.
+    Unblocked,
+    /// The client stopped for good: closed by the application, a fatal error
+    /// (bad credentials, missing vhost) or the backoff's attempt limit.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connected { endpoint } => write!(f, "connected to {endpoint}"),
+            Self::Disconnected { endpoint, reason } => {
+                write!(f, "disconnected from {endpoint}: {reason}")
+            }
+            Self::Reconnecting {
+                attempt,
+                delay,
+                endpoint,
+            } => write!(
+                f,
+                "reconnecting to {endpoint} (attempt {attempt}, after {delay:?})"
+            ),
+            Self::ConnectFailed { endpoint, error } => {
+                write!(f, "connection to {endpoint} failed: {error}")
+            }
+            Self::Recovered {
+                endpoint,
+                took,
+                consumers,
+            } => write!(
+                f,
+                "recovered on {endpoint} in {took:?} ({consumers} consumer(s) re-subscribed)"
+            ),
+            Self::TopologyRecoveryFailed { declaration, error } => {
+                write!(f, "could not re-declare {declaration}: {error}")
+            }
+            Self::ConsumerRecoveryFailed { queue, error } => {
+                write!(f, "could not re-subscribe consumer on {queue:?}: {error}")
+            }
+            Self::Blocked { reason } => write!(f, "blocked by the broker: {reason}"),
+            Self::Unblocked => write!(f, "unblocked by the broker"),
+            Self::Closed { reason } => write!(f, "closed: {reason}"),
+        }
+    }
+}
+
+/// Turns a broadcast receiver into a stream that skips lagged events.
+pub(crate) fn stream(rx: broadcast::Receiver<Event>) -> impl Stream<Item = Event> + Send + Unpin {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }))
+}

@@ -1,0 +1,281 @@
+//! The options builder: every default in one place.
+
+use std::time::Duration;
+
+use crate::connection::Client;
+use crate::endpoint::{Endpoint, ToEndpoints};
+use crate::error::{ConnectError, EndpointError};
+
+/// In which order endpoints are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum EndpointOrder {
+    /// In the order given; after a loss, the next one in the list first.
+    #[default]
+    InOrder,
+    /// Shuffled once per client, so many clients spread over the cluster;
+    /// after a loss, the next one in the shuffled list first.
+    Shuffled,
+}
+
+/// How long to wait between connection attempts.
+///
+/// The first attempt after a loss goes at once to the *next* endpoint (a
+/// dead node is skipped without delay). After that, delays grow
+/// exponentially from `initial` by `factor` up to `max`, with random jitter
+/// of up to half the delay, for at most `max_attempts` attempts (or forever).
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit_core::Backoff;
+/// let b = Backoff::default();
+/// assert_eq!(b.delay_for(0), Duration::ZERO);
+/// assert!(b.delay_for(1) <= Duration::from_millis(100));
+/// assert!(b.delay_for(30) <= Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Delay before the second attempt (default 100 ms).
+    pub initial: Duration,
+    /// Growth per attempt (default 2.0).
+    pub factor: f64,
+    /// Upper bound of a delay (default 10 s).
+    pub max: Duration,
+    /// Whether to randomise each delay within `[delay/2, delay]` (default on).
+    pub jitter: bool,
+    /// Give up after this many attempts in a row (default: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            jitter: true,
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt number `attempt` (0-based) of a series.
+    pub fn delay_for(&self, attempt: u32) -> Duration {
+        if attempt == 0 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .factor
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let base = self.initial.as_secs_f64() * exp;
+        let capped = base.min(self.max.as_secs_f64()).max(0.0);
+        let secs = if self.jitter {
+            capped * (0.5 + rand::random::<f64>() * 0.5)
+        } else {
+            capped
+        };
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// Everything a [`Client`] can be configured with, each default documented here.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rabbitkit_core::ConnectError> {
+/// use std::time::Duration;
+/// use rabbitkit_core::Options;
+/// let client = Options::new()
+///     .connection_name("billing")
+///     .heartbeat(Duration::from_secs(10))
+///     .connect("amqp://guest:guest@127.0.0.1:5672/%2f,amqp://guest:guest@127.0.0.1:5673/%2f")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Options {
+    pub(crate) order: EndpointOrder,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) connection_name: Option<String>,
+    pub(crate) backoff: Backoff,
+    pub(crate) retry_initial_connect: bool,
+    pub(crate) channels: usize,
+    pub(crate) prefetch: u16,
+    pub(crate) publish_window: usize,
+    pub(crate) publish_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            order: EndpointOrder::InOrder,
+            connect_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(10),
+            connection_name: None,
+            backoff: Backoff::default(),
+            retry_initial_connect: false,
+            channels: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            prefetch: 100,
+            publish_window: 1024,
+            publish_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Options {
+    /// The defaults:
+    ///
+    /// | option | default |
+    /// |---|---|
+    /// | [`order`](Self::order) | [`EndpointOrder::InOrder`] |
+    /// | [`connect_timeout`](Self::connect_timeout) | 5 s per attempt |
+    /// | [`heartbeat`](Self::heartbeat) | 10 s (a dead peer is noticed in ~20 s at worst; a killed node at once) |
+    /// | [`connection_name`](Self::connection_name) | none (shown in the management UI when set) |
+    /// | [`backoff`](Self::backoff) | [`Backoff::default`]: next node at once, then 100 ms doubling to 10 s, jittered, forever |
+    /// | [`retry_initial_connect`](Self::retry_initial_connect) | off: the first connect fails after one round over the endpoints |
+    /// | [`channels`](Self::channels) | the number of CPUs |
+    /// | [`prefetch`](Self::prefetch) | 100 unacknowledged deliveries per consumer |
+    /// | [`publish_window`](Self::publish_window) | 1024 unconfirmed publishes in flight |
+    /// | [`publish_timeout`](Self::publish_timeout) | 30 s, waiting for a connection included |
+    /// | [`operation_timeout`](Self::operation_timeout) | 30 s for declarations and consumer starts |
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Order in which endpoints are tried.
+    pub fn order(mut self, order: EndpointOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Time allowed for one connection attempt (TCP + TLS + AMQP handshake).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Heartbeat interval asked of the broker (whole seconds; 0 disables).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// A name for the connection, shown by the broker's tools.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// The reconnection policy.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Keep retrying the very first connect per the backoff policy instead of
+    /// failing after one round over the endpoints.
+    pub fn retry_initial_connect(mut self, retry: bool) -> Self {
+        self.retry_initial_connect = retry;
+        self
+    }
+
+    /// Number of pooled publishing channels on the one connection (at least 1).
+    pub fn channels(mut self, count: usize) -> Self {
+        self.channels = count.max(1);
+        self
+    }
+
+    /// Default prefetch (unacknowledged deliveries per consumer).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Most publishes awaiting a confirm at once; further publishes wait
+    /// (back-pressure). This also bounds duplicates after a failover.
+    pub fn publish_window(mut self, window: usize) -> Self {
+        self.publish_window = window.max(1);
+        self
+    }
+
+    /// Longest a publish may take, including waiting for a connection.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Longest a declaration or consumer start may wait for a connection.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Connects to the first reachable endpoint and starts the supervisor
+    /// that keeps the connection alive.
+    ///
+    /// `endpoints` is one URL, a comma-separated list, or a slice/`Vec` of them.
+    pub async fn connect(self, endpoints: impl ToEndpoints) -> Result<Client, ConnectError> {
+        let endpoints = endpoints.to_endpoints()?;
+        Client::start(self, endpoints).await
+    }
+
+    /// Connects to the endpoints listed in the `AMQP_ADDR` environment
+    /// variable (comma-separated), or to the local 3-node cluster that
+    /// `cargo xtask broker up` starts (127.0.0.1 ports 5672, 5673, 5674).
+    pub async fn connect_env(self) -> Result<Client, ConnectError> {
+        let endpoints = endpoints_from_env()?;
+        Client::start(self, endpoints).await
+    }
+}
+
+/// The local cluster's endpoints, used when `AMQP_ADDR` is not set.
+pub const LOCAL_CLUSTER: &str = "amqp://127.0.0.1:5672/%2f,amqp://127.0.0.1:5673/%2f,amqp://127.0.0.1:5674/%2f";
+
+/// The endpoints in `AMQP_ADDR` (comma-separated), or [`LOCAL_CLUSTER`].
+pub fn endpoints_from_env() -> Result<Vec<Endpoint>, EndpointError> {
+    match std::env::var("AMQP_ADDR") {
+        Ok(list) if !list.trim().is_empty() => Endpoint::parse_list(&list),
+        _ => Endpoint::parse_list(LOCAL_CLUSTER),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = Backoff {
+            jitter: false,
+            ..Backoff::default()
+        };
+        assert_eq!(b.delay_for(0), Duration::ZERO);
+        assert_eq!(b.delay_for(1), Duration::from_millis(100));
+        assert_eq!(b.delay_for(2), Duration::from_millis(200));
+        assert_eq!(b.delay_for(5), Duration::from_millis(1600));
+        assert_eq!(b.delay_for(100), Duration::from_secs(10));
+        let j = Backoff::default();
+        for _ in 0..100 {
+            let d = j.delay_for(3);
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
+        }
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let o = Options::new();
+        assert!(o.channels >= 1);
+        assert_eq!(o.prefetch, 100);
+        assert!(!o.retry_initial_connect);
+        let o = Options::new().channels(0).publish_window(0);
+        assert_eq!(o.channels, 1);
+        assert_eq!(o.publish_window, 1);
+    }
+}

@@ -1,0 +1,393 @@
+//! Declarations (exchanges, queues, bindings), recorded in order so they can
+//! be replayed after a reconnect, and the broker's refusal text turned into a
+//! typed [`DeclareError`].
+
+use std::fmt;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, ExchangeKind};
+
+use crate::error::{DeclareError, amqp_error};
+
+/// The type of an exchange, as the broker names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExchangeType {
+    /// Routes on an exact routing key.
+    Direct,
+    /// Copies to every bound queue.
+    Fanout,
+    /// Routes on a dot-separated pattern.
+    Topic,
+    /// Routes on header values.
+    Headers,
+    /// A plugin's type, e.g. `x-delayed-message`.
+    Custom(String),
+}
+
+impl ExchangeType {
+    /// The broker's name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+            Self::Custom(s) => s,
+        }
+    }
+
+    fn to_lapin(&self) -> ExchangeKind {
+        match self {
+            Self::Direct => ExchangeKind::Direct,
+            Self::Fanout => ExchangeKind::Fanout,
+            Self::Topic => ExchangeKind::Topic,
+            Self::Headers => ExchangeKind::Headers,
+            Self::Custom(s) => ExchangeKind::Custom(s.clone()),
+        }
+    }
+}
+
+impl fmt::Display for ExchangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An exchange declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeSpec {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub kind: ExchangeType,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Only reachable through exchange-to-exchange bindings.
+    pub internal: bool,
+    /// Extra arguments (`alternate-exchange`, ...).
+    pub arguments: FieldTable,
+}
+
+/// A queue declaration. The name is always given: rabbitkit never relies on
+/// server-named queues, which cannot be re-declared after a reconnect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// Name.
+    pub name: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Owned by this connection; deleted when it closes (re-declared after a reconnect).
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// `x-queue-type`, `x-dead-letter-exchange`, `x-message-ttl`, ...
+    pub arguments: FieldTable,
+}
+
+/// A queue-to-exchange binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingSpec {
+    /// The queue.
+    pub queue: String,
+    /// The exchange.
+    pub exchange: String,
+    /// Routing key or pattern (empty for fanout and headers).
+    pub routing_key: String,
+    /// Binding arguments (`x-match` and header values for headers exchanges).
+    pub arguments: FieldTable,
+}
+
+/// One recorded declaration.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Declaration {
+    /// An exchange.
+    Exchange(ExchangeSpec),
+    /// A queue.
+    Queue(QueueSpec),
+    /// A binding.
+    Binding(BindingSpec),
+}
+
+impl fmt::Display for Declaration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exchange(e) => write!(f, "{} exchange {:?}", e.kind, e.name),
+            Self::Queue(q) => write!(f, "queue {:?}", q.name),
+            Self::Binding(b) => write!(
+                f,
+                "binding {:?} -> {:?} ({:?})",
+                b.exchange, b.queue, b.routing_key
+            ),
+        }
+    }
+}
+
+impl Declaration {
+    /// Runs the declaration on `channel`. A refusal closes that channel: use
+    /// a channel that carries no other traffic.
+    pub(crate) async fn run(&self, channel: &Channel) -> Result<(), DeclareError> {
+        let res = match self {
+            Self::Exchange(e) => {
+                channel
+                    .exchange_declare(
+                        e.name.as_str().into(),
+                        e.kind.to_lapin(),
+                        ExchangeDeclareOptions {
+                            passive: false,
+                            durable: e.durable,
+                            auto_delete: e.auto_delete,
+                            internal: e.internal,
+                            nowait: false,
+                        },
+                        e.arguments.clone(),
+                    )
+                    .await
+            }
+            Self::Queue(q) => channel
+                .queue_declare(
+                    q.name.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: false,
+                        durable: q.durable,
+                        exclusive: q.exclusive,
+                        auto_delete: q.auto_delete,
+                        nowait: false,
+                    },
+                    q.arguments.clone(),
+                )
+                .await
+                .map(|_| ()),
+            Self::Binding(b) => {
+                channel
+                    .queue_bind(
+                        b.queue.as_str().into(),
+                        b.exchange.as_str().into(),
+                        b.routing_key.as_str().into(),
+                        QueueBindOptions::default(),
+                        b.arguments.clone(),
+                    )
+                    .await
+            }
+        };
+        res.map_err(|e| declare_error(&e))
+    }
+
+    /// Whether `other` declares the same object (so it replaces this record).
+    pub(crate) fn same_object(&self, other: &Declaration) -> bool {
+        match (self, other) {
+            (Self::Exchange(a), Self::Exchange(b)) => a.name == b.name,
+            (Self::Queue(a), Self::Queue(b)) => a.name == b.name,
+            (Self::Binding(a), Self::Binding(b)) => {
+                a.queue == b.queue
+                    && a.exchange == b.exchange
+                    && a.routing_key == b.routing_key
+                    && a.arguments == b.arguments
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The ordered record of declarations to replay after a reconnect.
+#[derive(Debug, Default)]
+pub(crate) struct Topology {
+    records: Vec<Declaration>,
+}
+
+impl Topology {
+    pub(crate) fn record(&mut self, decl: Declaration) {
+        if let Some(existing) = self.records.iter_mut().find(|d| d.same_object(&decl)) {
+            *existing = decl;
+        } else {
+            self.records.push(decl);
+        }
+    }
+
+    pub(crate) fn forget_queue(&mut self, name: &str) {
+        self.records.retain(|d| match d {
+            Declaration::Queue(q) => q.name != name,
+            Declaration::Binding(b) => b.queue != name,
+            Declaration::Exchange(_) => true,
+        });
+    }
+
+    pub(crate) fn forget_exchange(&mut self, name: &str) {
+        self.records.retain(|d| match d {
+            Declaration::Exchange(e) => e.name != name,
+            Declaration::Binding(b) => b.exchange != name,
+            Declaration::Queue(_) => true,
+        });
+    }
+
+    pub(crate) fn forget_binding(&mut self, spec: &BindingSpec) {
+        let probe = Declaration::Binding(spec.clone());
+        self.records.retain(|d| !d.same_object(&probe));
+    }
+
+    /// Exchanges first, then queues, then bindings, each in recorded order.
+    pub(crate) fn replay_order(&self) -> Vec<Declaration> {
+        let rank = |d: &Declaration| match d {
+            Declaration::Exchange(_) => 0,
+            Declaration::Queue(_) => 1,
+            Declaration::Binding(_) => 2,
+        };
+        let mut out = self.records.clone();
+        out.sort_by_key(rank); // stable: keeps the recorded order within a rank
+        out
+    }
+}
+
+/// Turns a lapin error from a declaration into a [`DeclareError`].
+pub(crate) fn declare_error(err: &lapin::Error) -> DeclareError {
+    match amqp_error(err) {
+        Some((406, text)) => {
+            parse_inequivalent(&text).unwrap_or(DeclareError::Broker { code: 406, text })
+        }
+        Some((404, text)) => DeclareError::NotFound { text },
+        Some((403, text)) => DeclareError::AccessRefused { text },
+        Some((405, text)) => DeclareError::ResourceLocked { text },
+        Some((code, text)) => DeclareError::Broker { code, text },
+        None => DeclareError::Broker {
+            code: 0,
+            text: err.to_string(),
+        },
+    }
+}
+
+/// Parses the broker's `inequivalent arg` text, e.g.
+/// `PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost '/': received 'fanout' but current is 'direct'`.
+pub fn parse_inequivalent(text: &str) -> Option<DeclareError> {
+    let rest = &text[text.find("inequivalent arg '")? + "inequivalent arg '".len()..];
+    let (argument, rest) = rest.split_once('\'')?;
+    let rest = rest.trim_start().strip_prefix("for ")?;
+    let (object, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix('\'')?;
+    let (name, rest) = rest.split_once("' in vhost ")?;
+    let rest = &rest[rest.find(": received ")? + ": received ".len()..];
+    let (requested, current) = rest.split_once(" but current is ")?;
+    Some(DeclareError::Inequivalent {
+        object: object.to_owned(),
+        name: name.to_owned(),
+        argument: argument.to_owned(),
+        requested: clean_value(requested),
+        current: clean_value(current),
+    })
+}
+
+/// `'fanout'` -> `fanout`; `the value 'quorum' of type 'longstr'` -> `quorum`; `none` -> `none`.
+fn clean_value(raw: &str) -> String {
+    let v = raw.trim().trim_end_matches('.');
+    let v = v.strip_prefix("the value ").unwrap_or(v);
+    let v = match v.rfind(" of type '") {
+        Some(i) => &v[..i],
+        None => v,
+    };
+    let v = v.trim();
+    v.strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .unwrap_or(v)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exchange_type_mismatch() {
+        let t = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost '/': received 'fanout' but current is 'direct'";
+        assert_eq!(
+            parse_inequivalent(t),
+            Some(DeclareError::Inequivalent {
+                object: "exchange".into(),
+                name: "logs".into(),
+                argument: "type".into(),
+                requested: "fanout".into(),
+                current: "direct".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn parses_queue_argument_mismatches() {
+        let t = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'jobs' in vhost '/': received the value 'quorum' of type 'longstr' but current is none";
+        match parse_inequivalent(t) {
+            Some(DeclareError::Inequivalent {
+                object,
+                name,
+                argument,
+                requested,
+                current,
+            }) => {
+                assert_eq!(
+                    (object.as_str(), name.as_str(), argument.as_str()),
+                    ("queue", "jobs", "x-queue-type")
+                );
+                assert_eq!((requested.as_str(), current.as_str()), ("quorum", "none"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q.1' in vhost 'prod': received 'false' but current is 'true'";
+        assert!(matches!(
+            parse_inequivalent(t),
+            Some(DeclareError::Inequivalent { ref argument, ref requested, ref current, .. })
+                if argument == "durable" && requested == "false" && current == "true"
+        ));
+        let t = "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received the value '500' of type 'signedint' but current is the value '1000' of type 'long'";
+        assert!(matches!(
+            parse_inequivalent(t),
+            Some(DeclareError::Inequivalent { ref requested, ref current, .. })
+                if requested == "500" && current == "1000"
+        ));
+    }
+
+    #[test]
+    fn other_texts_are_not_inequivalence() {
+        assert_eq!(
+            parse_inequivalent("PRECONDITION_FAILED - unknown delivery tag 1"),
+            None
+        );
+        assert_eq!(parse_inequivalent(""), None);
+    }
+
+    #[test]
+    fn replay_order_is_exchanges_queues_bindings() {
+        let mut t = Topology::default();
+        let q = |n: &str| {
+            Declaration::Queue(QueueSpec {
+                name: n.into(),
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            })
+        };
+        let b = Declaration::Binding(BindingSpec {
+            queue: "q1".into(),
+            exchange: "x".into(),
+            routing_key: "k".into(),
+            arguments: FieldTable::default(),
+        });
+        let x = Declaration::Exchange(ExchangeSpec {
+            name: "x".into(),
+            kind: ExchangeType::Direct,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::default(),
+        });
+        t.record(q("q1"));
+        t.record(b.clone());
+        t.record(x.clone());
+        t.record(q("q1"));
+        t.record(q("q2"));
+        assert_eq!(t.replay_order(), vec![x, q("q1"), q("q2"), b]);
+        t.forget_queue("q1");
+        assert_eq!(t.replay_order().len(), 2);
+    }
+}

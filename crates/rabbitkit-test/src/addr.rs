@@ -1,0 +1,117 @@
+//! Which broker the tests talk to.
+
+use crate::cluster::Cluster;
+
+/// Name of the environment variable that points the tests at an external
+/// broker.
+const AMQP_ADDR: &str = "AMQP_ADDR";
+
+/// The AMQP URLs the tests should connect to.
+///
+/// When `AMQP_ADDR` is set (one URL or a comma-separated list; entries are
+/// trimmed and empty entries dropped) those URLs are returned. Otherwise the
+/// three nodes of the local cluster are returned, node 1 first:
+/// `amqp://guest:guest@127.0.0.1:5672/%2f`, `...:5673/%2f`, `...:5674/%2f`.
+pub fn amqp_addrs() -> Vec<String> {
+    match external_addrs() {
+        Some(addrs) => addrs,
+        None => {
+            let cluster = Cluster::local();
+            Cluster::nodes().map(|n| cluster.amqp_url(n)).collect()
+        }
+    }
+}
+
+/// Whether `AMQP_ADDR` names an external broker (set and not blank).
+///
+/// When it does, [`ensure_cluster`] does nothing and the local cluster is
+/// neither started nor controlled; failover tests that kill nodes should
+/// skip themselves.
+pub fn using_external_broker() -> bool {
+    external_addrs().is_some()
+}
+
+/// Makes sure the broker the tests use is reachable.
+///
+/// With `AMQP_ADDR` set this does nothing. Otherwise, when every local node
+/// already accepts TCP connections on its AMQP port it returns at once (the
+/// fast path taken by nearly every test); if not it calls
+/// [`Cluster::up`] on [`Cluster::local`], which installs, starts, clusters
+/// or repairs whatever is missing (about 30 s from a cold state). Concurrent
+/// callers, in one process or in many, are serialised by the cluster's lock
+/// file.
+///
+/// # Panics
+///
+/// Panics with the cluster's error message when the cluster cannot be
+/// brought up: this is test support, and a test cannot run without it.
+pub fn ensure_cluster() {
+    if using_external_broker() {
+        return;
+    }
+    let cluster = Cluster::local();
+    if Cluster::nodes().all(|n| cluster.accepts_connections(n)) {
+        return;
+    }
+    eprintln!(
+        "rabbitkit-test: bringing up the local RabbitMQ cluster under {} \
+         (set AMQP_ADDR to use another broker)",
+        cluster.base_dir().display()
+    );
+    if let Err(err) = cluster.up() {
+        panic!("rabbitkit-test: could not bring up the local RabbitMQ cluster: {err}");
+    }
+}
+
+/// The URLs in `AMQP_ADDR`, or `None` when it is unset or blank.
+fn external_addrs() -> Option<Vec<String>> {
+    let value = std::env::var(AMQP_ADDR).ok()?;
+    let addrs = parse_addr_list(&value);
+    (!addrs.is_empty()).then_some(addrs)
+}
+
+/// Splits a comma-separated URL list, trimming entries and dropping empty
+/// ones.
+fn parse_addr_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_addr_list;
+
+    #[test]
+    fn single_url() {
+        assert_eq!(
+            parse_addr_list("amqp://u:p@host:5672/%2f"),
+            ["amqp://u:p@host:5672/%2f"]
+        );
+    }
+
+    #[test]
+    fn list_is_trimmed_and_ordered() {
+        assert_eq!(
+            parse_addr_list(" amqp://a:5672 ,amqp://b:5673,\tamqp://c:5674\n"),
+            ["amqp://a:5672", "amqp://b:5673", "amqp://c:5674"]
+        );
+    }
+
+    #[test]
+    fn empty_entries_are_dropped() {
+        assert_eq!(parse_addr_list(",amqp://a,, ,"), ["amqp://a"]);
+        assert!(parse_addr_list("").is_empty());
+        assert!(parse_addr_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn local_urls() {
+        let cluster = crate::Cluster::with_base_dir("/nonexistent");
+        assert_eq!(cluster.amqp_url(1), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(cluster.amqp_url(3), "amqp://guest:guest@127.0.0.1:5674/%2f");
+    }
+}

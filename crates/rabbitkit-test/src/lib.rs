@@ -1,0 +1,55 @@
+//! Test support for rabbitkit.
+//!
+//! This crate gives the integration tests, the examples and the `xtask`
+//! developer commands one shared view of "the broker":
+//!
+//! * a local **3-node RabbitMQ cluster** ([`Cluster`]) that is installed
+//!   (Debian `rabbitmq-server`), started, clustered, repaired and torn down
+//!   on demand, and whose nodes can be killed, stopped and restarted one by
+//!   one to exercise failover;
+//! * the **broker addresses** the tests connect to ([`amqp_addrs`]), which
+//!   come from the `AMQP_ADDR` environment variable when an external broker
+//!   is used, or else point at the local cluster;
+//! * **unique names** ([`unique_name`]) so that tests running in parallel
+//!   against the same broker never share a queue or an exchange.
+//!
+//! A typical integration test starts with:
+//!
+//! ```no_run
+//! rabbitkit_test::ensure_cluster();
+//! let urls = rabbitkit_test::amqp_addrs();
+//! let queue = rabbitkit_test::unique_name("orders");
+//! # let _ = (urls, queue);
+//! ```
+//!
+//! # Layout
+//!
+//! One flat file per concept:
+//!
+//! * `cluster.rs`: [`Cluster`], [`ClusterStatus`], [`NodeStatus`],
+//!   [`ClusterError`]: the local cluster, its files and its node control.
+//!   Nodes are `rabbit1@localhost`, `rabbit2@localhost` and
+//!   `rabbit3@localhost`, listening for AMQP on `127.0.0.1:5672`, `5673` and
+//!   `5674` (Erlang distribution on `25672`, `25673`, `25674`). Their files
+//!   live under `/var/tmp/rabbitkit-cluster` (or `$RABBITKIT_CLUSTER_DIR`),
+//!   one directory `rabbitN/` per node holding `rabbitmq.conf`,
+//!   `enabled_plugins`, `mnesia/`, `log/`, `plugins-expand/`, `pid` and
+//!   `stdout.log`; a `.lock` file there serialises concurrent callers.
+//! * `addr.rs`: [`amqp_addrs`], [`using_external_broker`],
+//!   [`ensure_cluster`]: which broker the tests talk to.
+//! * `names.rs`: [`unique_name`]: collision-free resource names.
+//!
+//! # Environment
+//!
+//! * `AMQP_ADDR`: one AMQP URL or a comma-separated list of them. When set,
+//!   the local cluster is never touched.
+//! * `RABBITKIT_CLUSTER_DIR`: base directory of the local cluster.
+#![deny(missing_docs)]
+
+mod addr;
+mod cluster;
+mod names;
+
+pub use addr::{amqp_addrs, ensure_cluster, using_external_broker};
+pub use cluster::{Cluster, ClusterError, ClusterStatus, NodeStatus};
+pub use names::unique_name;

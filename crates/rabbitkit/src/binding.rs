@@ -1,0 +1,314 @@
+//! What each exchange kind binds with: topic patterns and header matches.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rabbitkit_core::{AMQPValue, DeclareError, FieldTable};
+
+use crate::names::MAX_LEN;
+
+/// A validated topic binding pattern: dot-separated words, where `*`
+/// matches exactly one word and `#` matches zero or more words.
+///
+/// Refused: empty patterns, empty words (`a..b`, a leading or trailing
+/// dot), words that mix a wildcard with letters (`ab*`, which the broker
+/// would take literally), and patterns over 255 bytes.
+///
+/// ```
+/// use rabbitkit::TopicPattern;
+/// let p: TopicPattern = "*.orange.*".parse().unwrap();
+/// assert!(p.matches("quick.orange.rabbit"));
+/// assert!(!p.matches("quick.orange.male.rabbit"));
+/// assert!("lazy.#".parse::<TopicPattern>().unwrap().matches("lazy"));
+/// assert!("lazy.*x".parse::<TopicPattern>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPattern(String);
+
+impl TopicPattern {
+    /// Parses and checks a pattern.
+    pub fn new(pattern: &str) -> Result<Self, DeclareError> {
+        let refuse = |reason: &str| {
+            Err(DeclareError::Invalid {
+                what: "topic pattern".into(),
+                value: pattern.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if pattern.is_empty() {
+            return refuse("empty (use \"#\" to match everything)");
+        }
+        if pattern.len() > MAX_LEN {
+            return refuse("longer than 255 bytes");
+        }
+        for word in pattern.split('.') {
+            if word.is_empty() {
+                return refuse("empty word (two dots in a row, or a dot at either end)");
+            }
+            if word != "*" && word != "#" && word.contains(['*', '#']) {
+                return refuse("a wildcard must be a whole word: '*' or '#'");
+            }
+        }
+        Ok(Self(pattern.to_owned()))
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a routing key matches, as the broker decides it.
+    pub fn matches(&self, routing_key: &str) -> bool {
+        fn go(p: &[&str], k: &[&str]) -> bool {
+            match p.split_first() {
+                None => k.is_empty(),
+                Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
+                Some((&"*", rest)) => !k.is_empty() && go(rest, &k[1..]),
+                Some((w, rest)) => k.first() == Some(w) && go(rest, &k[1..]),
+            }
+        }
+        let p: Vec<&str> = self.0.split('.').collect();
+        let k: Vec<&str> = if routing_key.is_empty() {
+            Vec::new()
+        } else {
+            routing_key.split('.').collect()
+        };
+        go(&p, &k)
+    }
+}
+
+impl FromStr for TopicPattern {
+    type Err = DeclareError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A header value, typed: the broker compares type and value, so a binding
+/// on `Int(1)` does not match a message header `Str("1")`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HeaderValue {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl From<&str> for HeaderValue {
+    fn from(v: &str) -> Self {
+        Self::Str(v.to_owned())
+    }
+}
+impl From<String> for HeaderValue {
+    fn from(v: String) -> Self {
+        Self::Str(v)
+    }
+}
+impl From<i64> for HeaderValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<i32> for HeaderValue {
+    fn from(v: i32) -> Self {
+        Self::Int(v.into())
+    }
+}
+impl From<bool> for HeaderValue {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+impl HeaderValue {
+    pub(crate) fn to_amqp(&self) -> AMQPValue {
+        match self {
+            Self::Str(s) => AMQPValue::LongString(s.as_str().into()),
+            Self::Int(i) => AMQPValue::LongLongInt(*i),
+            Self::Bool(b) => AMQPValue::Boolean(*b),
+        }
+    }
+}
+
+/// Message headers, for publishing to a headers exchange.
+///
+/// ```
+/// use rabbitkit::Headers;
+/// let h = Headers::new().with("format", "pdf").with("pages", 3);
+/// assert_eq!(h.len(), 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct Headers(Vec<(String, HeaderValue)>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
+        self.0.push((key.into(), value.into()));
+        self
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn to_table(&self) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in &self.0 {
+            t.insert(k.as_str().into(), v.to_amqp());
+        }
+        t
+    }
+}
+
+/// Whether all or any of a [`HeadersMatch`]'s headers must match (`x-match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchMode {
+    /// Every header must be present with the value (`x-match: all`).
+    All,
+    /// At least one must (`x-match: any`).
+    Any,
+}
+
+/// A headers-exchange binding: `x-match` all/any over typed values.
+///
+/// ```
+/// use rabbitkit::HeadersMatch;
+/// let m = HeadersMatch::all().header("format", "pdf").header("type", "report");
+/// assert_eq!(m.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct HeadersMatch {
+    mode: MatchMode,
+    headers: Headers,
+}
+
+impl HeadersMatch {
+    /// Every header must match.
+    pub fn all() -> Self {
+        Self {
+            mode: MatchMode::All,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Any header may match.
+    pub fn any() -> Self {
+        Self {
+            mode: MatchMode::Any,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Adds a header to match.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
+        self.headers = self.headers.with(key, value);
+        self
+    }
+
+    /// Number of headers to match.
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The binding arguments; refuses an empty match and `x-` keys, which
+    /// the broker reserves (they would never be compared).
+    pub(crate) fn to_arguments(&self) -> Result<FieldTable, DeclareError> {
+        if self.headers.is_empty() {
+            return Err(DeclareError::Invalid {
+                what: "headers match".into(),
+                value: String::new(),
+                reason: "no header to match".into(),
+            });
+        }
+        if let Some((k, _)) = self.headers.0.iter().find(|(k, _)| k.starts_with("x-")) {
+            return Err(DeclareError::Invalid {
+                what: "headers match".into(),
+                value: k.clone(),
+                reason: "keys starting with \"x-\" are not matched by the broker".into(),
+            });
+        }
+        let mut t = self.headers.to_table();
+        let mode = match self.mode {
+            MatchMode::All => "all",
+            MatchMode::Any => "any",
+        };
+        t.insert("x-match".into(), AMQPValue::LongString(mode.into()));
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_validate() {
+        for ok in ["#", "*", "a.b.c", "*.orange.*", "lazy.#", "#.x.#", "kern.*"] {
+            TopicPattern::new(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["", "a..b", ".a", "a.", "ab*", "a.#b", "*x.y"] {
+            assert!(TopicPattern::new(bad).is_err(), "{bad}");
+        }
+        assert!(TopicPattern::new(&"a.".repeat(128)).is_err());
+    }
+
+    #[test]
+    fn topic_matching_follows_the_tutorial() {
+        let p = |s: &str| TopicPattern::new(s).unwrap();
+        assert!(p("*.orange.*").matches("quick.orange.rabbit"));
+        assert!(p("*.*.rabbit").matches("quick.orange.rabbit"));
+        assert!(p("lazy.#").matches("lazy.orange.elephant"));
+        assert!(p("lazy.#").matches("lazy"));
+        assert!(!p("*.orange.*").matches("quick.brown.fox"));
+        assert!(!p("*.orange.*").matches("orange"));
+        assert!(p("lazy.#").matches("lazy.orange.new.rabbit"));
+        assert!(!p("*.*.rabbit").matches("lazy.orange.new.rabbit"));
+        assert!(p("#").matches(""));
+        assert!(p("#.rabbit").matches("rabbit"));
+    }
+
+    #[test]
+    fn headers_match_arguments() {
+        let t = HeadersMatch::any()
+            .header("format", "pdf")
+            .header("n", 1)
+            .to_arguments()
+            .unwrap();
+        let m = t.inner();
+        assert_eq!(m.get("x-match"), Some(&AMQPValue::LongString("any".into())));
+        assert_eq!(m.get("n"), Some(&AMQPValue::LongLongInt(1)));
+        assert!(HeadersMatch::all().to_arguments().is_err());
+        assert!(
+            HeadersMatch::all()
+                .header("x-match", "any")
+                .to_arguments()
+                .is_err()
+        );
+    }
+}

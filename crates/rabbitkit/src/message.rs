@@ -1,0 +1,319 @@
+//! Typed messages: what a subscriber receives, and how a publish is labelled.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use rabbitkit_core::{
+    AckError, BasicProperties, Client, Consumer, Delivery, FieldTable, OutgoingMessage,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{ReceiveError, SendError};
+
+/// Per-message publishing settings. Each pattern has its defaults (work
+/// queues publish persistent messages); these override them.
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit::PublishOptions;
+/// let o = PublishOptions::new().persistent(true).gzip(true).expiration(Duration::from_secs(60));
+/// assert_eq!(o.persistent, Some(true));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct PublishOptions {
+    /// Written to disk by the broker (delivery mode 2). `None`: the pattern's default.
+    pub persistent: Option<bool>,
+    /// Fail with `Unroutable` when no queue receives it.
+    pub mandatory: bool,
+    /// Compress the body (`content_encoding: gzip`).
+    pub gzip: bool,
+    /// A `message_id` (one is generated otherwise).
+    pub message_id: Option<String>,
+    /// Per-message TTL.
+    pub expiration: Option<Duration>,
+    /// Priority (for priority queues).
+    pub priority: Option<u8>,
+    /// Extra headers.
+    pub headers: Option<FieldTable>,
+}
+
+impl PublishOptions {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets persistence.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = Some(persistent);
+        self
+    }
+    /// Sets `mandatory`.
+    pub fn mandatory(mut self, mandatory: bool) -> Self {
+        self.mandatory = mandatory;
+        self
+    }
+    /// Compresses the body with gzip.
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+    /// Sets the message id.
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+    /// Sets a per-message TTL.
+    pub fn expiration(mut self, ttl: Duration) -> Self {
+        self.expiration = Some(ttl);
+        self
+    }
+    /// Sets the priority.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+}
+
+/// Encodes `value` and builds the outgoing message.
+pub(crate) fn outgoing<T: Serialize + ?Sized>(
+    exchange: &str,
+    routing_key: &str,
+    value: &T,
+    default_persistent: bool,
+    opts: &PublishOptions,
+    extra: impl FnOnce(BasicProperties) -> BasicProperties,
+) -> Result<OutgoingMessage, SendError> {
+    let (body, mut props) = codec::encode(value, opts.gzip)?;
+    if opts.persistent.unwrap_or(default_persistent) {
+        props = props.with_delivery_mode(2);
+    }
+    if let Some(id) = &opts.message_id {
+        props = props.with_message_id(id.as_str().into());
+    }
+    if let Some(ttl) = opts.expiration {
+        props = props.with_expiration(ttl.as_millis().to_string().as_str().into());
+    }
+    if let Some(p) = opts.priority {
+        props = props.with_priority(p);
+    }
+    props = props.with_timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    if let Some(h) = &opts.headers {
+        props = props.with_headers(h.clone());
+    }
+    let props = extra(props);
+    Ok(OutgoingMessage::new(exchange, routing_key, body)
+        .properties(props)
+        .mandatory(opts.mandatory))
+}
+
+/// A typed message received, with the means to acknowledge it.
+#[derive(Debug)]
+pub struct Received<T> {
+    /// The decoded body.
+    pub body: T,
+    delivery: Delivery,
+}
+
+impl<T> Received<T> {
+    /// Acknowledges it.
+    pub async fn ack(&self) -> Result<(), AckError> {
+        self.delivery.ack().await
+    }
+    /// Gives it back: requeued, or (`requeue: false`) dead-lettered/dropped.
+    pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
+        self.delivery.nack(requeue).await
+    }
+    /// Rejects it.
+    pub async fn reject(&self, requeue: bool) -> Result<(), AckError> {
+        self.delivery.reject(requeue).await
+    }
+    /// The raw delivery (properties, routing key, redelivered flag, body bytes).
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        self.delivery.routing_key()
+    }
+    /// Whether it was delivered before.
+    pub fn redelivered(&self) -> bool {
+        self.delivery.redelivered()
+    }
+    /// The AMQP properties.
+    pub fn properties(&self) -> &BasicProperties {
+        self.delivery.properties()
+    }
+    /// Body and delivery apart.
+    pub fn into_parts(self) -> (T, Delivery) {
+        (self.body, self.delivery)
+    }
+}
+
+/// A typed stream of messages from one queue; survives failover.
+///
+/// Each item is a [`Received<T>`] to acknowledge, or a [`ReceiveError`]:
+/// a body that did not decode comes with its raw delivery, and the stream
+/// goes on.
+pub struct Subscription<T> {
+    consumer: Consumer,
+    client: Client,
+    temporary: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("queue", &self.consumer.queue())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Subscription<T> {
+    pub(crate) fn new(consumer: Consumer, client: Client, temporary: bool) -> Self {
+        Self {
+            consumer,
+            client,
+            temporary,
+            _t: PhantomData,
+        }
+    }
+
+    /// The queue consumed from.
+    pub fn queue(&self) -> &str {
+        self.consumer.queue()
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        if self.temporary {
+            // The broker deletes the auto-delete queue when this consumer goes;
+            // stop re-declaring it after reconnects.
+            self.client.forget_queue(self.consumer.queue());
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Subscription<T> {
+    /// The next message; `None` when the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Result<Received<T>, ReceiveError>> {
+        self.next().await
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Subscription<T> {
+    type Item = Result<Received<T>, ReceiveError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.consumer).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ReceiveError::Consume(e)))),
+            Poll::Ready(Some(Ok(delivery))) => Poll::Ready(Some(
+                match codec::decode(delivery.body(), delivery.properties()) {
+                    Ok(body) => Ok(Received { body, delivery }),
+                    Err(error) => Err(ReceiveError::Decode {
+                        error,
+                        delivery: Box::new(delivery),
+                    }),
+                },
+            )),
+        }
+    }
+}
+
+/// What a handler-style consumer does with a message whose handler failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnError {
+    /// Requeue it once; if it fails again (it comes back `redelivered`),
+    /// dead-letter it (or drop it when the queue has no dead-letter exchange).
+    #[default]
+    RequeueOnce,
+    /// Always requeue (only for failures that go away by themselves; a
+    /// quorum queue's delivery limit still bounds the loop).
+    Requeue,
+    /// Dead-letter it at once (or drop it when the queue has none).
+    DeadLetter,
+}
+
+/// What a handler-style consumer did, returned when its stream ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandleReport {
+    /// Messages handled and acknowledged.
+    pub acked: u64,
+    /// Messages whose handler failed and that were requeued.
+    pub requeued: u64,
+    /// Messages dead-lettered (or dropped): handler failures and undecodable bodies.
+    pub rejected: u64,
+    /// Of those, bodies that did not decode.
+    pub undecodable: u64,
+}
+
+impl<T: DeserializeOwned> Subscription<T> {
+    /// Runs `handler` on every message until the stream ends: `Ok` acks,
+    /// `Err` is handled per `on_error`; an undecodable body is rejected
+    /// without requeue (dead-lettered when the queue has a dead-letter
+    /// exchange) and never reaches the handler. Nothing crashes the loop.
+    pub async fn handle<F, Fut, E>(mut self, on_error: OnError, mut handler: F) -> HandleReport
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut report = HandleReport::default();
+        while let Some(item) = self.next().await {
+            match item {
+                Ok(msg) => {
+                    let (body, delivery) = msg.into_parts();
+                    let outcome = handler(body).await;
+                    match outcome {
+                        Ok(()) => {
+                            if delivery.ack().await.is_ok() {
+                                report.acked += 1;
+                            }
+                        }
+                        Err(e) => {
+                            let requeue = match on_error {
+                                OnError::Requeue => true,
+                                OnError::RequeueOnce => !delivery.redelivered(),
+                                OnError::DeadLetter => false,
+                            };
+                            tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, requeue, "handler failed");
+                            if delivery.nack(requeue).await.is_ok() {
+                                if requeue {
+                                    report.requeued += 1;
+                                } else {
+                                    report.rejected += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(ReceiveError::Decode { error, delivery }) => {
+                    tracing::warn!(target: "rabbitkit", queue = self.queue(), %error, "undecodable message rejected");
+                    if delivery.reject(false).await.is_ok() {
+                        report.rejected += 1;
+                        report.undecodable += 1;
+                    }
+                }
+                Err(ReceiveError::Consume(e)) => {
+                    tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, "consumer ended");
+                }
+            }
+        }
+        report
+    }
+}

@@ -1,0 +1,590 @@
+//! Request/reply (RPC) over RabbitMQ: `reply_to` + `correlation_id`.
+//!
+//! [`RpcServer`] consumes requests from a queue, runs a typed handler
+//! `Req -> Result<Resp, E>` and replies to each request's `reply_to` with its
+//! `correlation_id`. [`RpcClient`] sends requests and waits for replies on
+//! RabbitMQ's *direct reply-to* pseudo-queue by default (or on an exclusive
+//! reply queue of its own), with many calls in flight at once.
+//!
+//! Every call ends: with the reply, the handler's typed error
+//! ([`RpcError::Server`]), [`RpcError::Timeout`], [`RpcError::Unroutable`]
+//! at once when no queue takes the request, or [`RpcError::ConnectionLost`]
+//! when the connection dies while it waits. Replies whose correlation id is
+//! unknown (late replies to timed-out calls) are dropped and counted.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use rabbitkit_core::{
+    AMQPValue, BasicProperties, ChannelError, Client, ConsumeOptions, DeclareError, FieldTable,
+    OutgoingMessage, lapin,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::codec::{self, DecodeError, EncodeError};
+use crate::error::SubscribeError;
+use crate::queue::{Queue, QueueBuilder};
+
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// Header a server sets on a reply that carries an error.
+pub const ERROR_HEADER: &str = "x-rabbitkit-rpc-error";
+/// Default time a call waits for its reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A call failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[non_exhaustive]
+pub enum RpcError<E> {
+    /// No reply within the call's timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// No queue received the request (nobody serves it).
+    #[error("request to {routing_key:?} is unroutable: no server queue")]
+    Unroutable {
+        /// The routing key (the server's queue).
+        routing_key: String,
+    },
+    /// The connection died while the call waited; the request may or may not have been served.
+    #[error("connection lost while waiting for the reply")]
+    ConnectionLost,
+    /// The server's handler returned an error.
+    #[error("server error")]
+    Server(E),
+    /// The server could not decode the request.
+    #[error("server could not decode the request: {0}")]
+    BadRequest(String),
+    /// The reply did not decode.
+    #[error(transparent)]
+    Decode(DecodeError),
+    /// The request did not encode.
+    #[error(transparent)]
+    Encode(EncodeError),
+    /// The reply channel could not be opened.
+    #[error(transparent)]
+    Channel(ChannelError),
+    /// The broker refused the request.
+    #[error("broker refused the request: {0}")]
+    Broker(String),
+}
+
+type Waiter = oneshot::Sender<lapin::message::Delivery>;
+
+struct ReplyChannel {
+    channel: lapin::Channel,
+    reply_to: String,
+    epoch: u64,
+}
+
+struct Inner {
+    client: Client,
+    direct: bool,
+    reply: tokio::sync::Mutex<Option<ReplyChannel>>,
+    pending: Mutex<HashMap<String, (u64, Waiter)>>,
+    epochs: AtomicU64,
+    unknown: AtomicU64,
+}
+
+/// Builds an [`RpcClient`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RpcClientBuilder<Req, Resp, E> {
+    exchange: String,
+    routing_key: String,
+    timeout: Duration,
+    direct: bool,
+    _t: PhantomData<fn(Req) -> (Resp, E)>,
+}
+
+/// Calls a typed RPC server. Cheap to clone; clones share the reply channel.
+///
+/// ```no_run
+/// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use rabbitkit::RpcClient;
+/// let fib = RpcClient::<u64, u64>::builder("rpc_queue").build(&client).await?;
+/// let answer = fib.call(&30).await?;
+/// assert_eq!(answer, 832040);
+/// # Ok(()) }
+/// ```
+pub struct RpcClient<Req, Resp, E = String> {
+    inner: Arc<Inner>,
+    exchange: String,
+    routing_key: String,
+    timeout: Duration,
+    _t: PhantomData<fn(Req) -> (Resp, E)>,
+}
+
+impl<Req, Resp, E> Clone for RpcClient<Req, Resp, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            timeout: self.timeout,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp, E> std::fmt::Debug for RpcClient<Req, Resp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("routing_key", &self.routing_key)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, Resp, E> RpcClient<Req, Resp, E> {
+    /// A client of the server consuming `queue` (through the default exchange).
+    pub fn builder(queue: impl Into<String>) -> RpcClientBuilder<Req, Resp, E> {
+        RpcClientBuilder {
+            exchange: String::new(),
+            routing_key: queue.into(),
+            timeout: DEFAULT_TIMEOUT,
+            direct: true,
+            _t: PhantomData,
+        }
+    }
+
+    /// Replies that arrived for no waiting call (e.g. after a timeout).
+    pub fn unknown_replies(&self) -> u64 {
+        self.inner.unknown.load(Ordering::Relaxed)
+    }
+
+    /// Calls waiting for their reply right now.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.lock().unwrap().len()
+    }
+}
+
+impl<Req, Resp, E> RpcClientBuilder<Req, Resp, E> {
+    /// How long a call waits for its reply (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Send requests through this exchange (with the queue name as routing key).
+    pub fn exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = exchange.into();
+        self
+    }
+
+    /// Receive replies on an exclusive queue of this client's own instead of
+    /// direct reply-to.
+    pub fn exclusive_reply_queue(mut self) -> Self {
+        self.direct = false;
+        self
+    }
+
+    /// Builds the client and opens its reply channel.
+    pub async fn build(self, client: &Client) -> Result<RpcClient<Req, Resp, E>, ChannelError> {
+        let rpc = RpcClient {
+            inner: Arc::new(Inner {
+                client: client.clone(),
+                direct: self.direct,
+                reply: tokio::sync::Mutex::new(None),
+                pending: Mutex::new(HashMap::new()),
+                epochs: AtomicU64::new(0),
+                unknown: AtomicU64::new(0),
+            }),
+            exchange: self.exchange,
+            routing_key: self.routing_key,
+            timeout: self.timeout,
+            _t: PhantomData,
+        };
+        rpc.inner.reply_channel().await?;
+        Ok(rpc)
+    }
+}
+
+impl Inner {
+    /// The live reply channel, opened (again) when needed.
+    async fn reply_channel(
+        self: &Arc<Self>,
+    ) -> Result<(lapin::Channel, String, u64), ChannelError> {
+        let mut slot = self.reply.lock().await;
+        if let Some(r) = slot.as_ref()
+            && r.channel.status().connected()
+        {
+            return Ok((r.channel.clone(), r.reply_to.clone(), r.epoch));
+        }
+        let broker = |e: lapin::Error| ChannelError::Broker {
+            text: e.to_string(),
+        };
+        let (channel, _) = self.client.open_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(broker)?;
+        let reply_to = if self.direct {
+            DIRECT_REPLY_TO.to_owned()
+        } else {
+            let name = format!("rabbitkit.rpc.{}", uuid::Uuid::new_v4().simple());
+            channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(broker)?;
+            name
+        };
+        let consumer = channel
+            .basic_consume(
+                reply_to.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker)?;
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+        tokio::spawn(reply_pump(Arc::downgrade(self), consumer, epoch));
+        *slot = Some(ReplyChannel {
+            channel: channel.clone(),
+            reply_to: reply_to.clone(),
+            epoch,
+        });
+        Ok((channel, reply_to, epoch))
+    }
+}
+
+async fn reply_pump(inner: std::sync::Weak<Inner>, mut consumer: lapin::Consumer, epoch: u64) {
+    while let Some(Ok(delivery)) = consumer.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let id = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.to_string());
+        let waiter = id.and_then(|id| inner.pending.lock().unwrap().remove(&id));
+        match waiter {
+            Some((_, tx)) => {
+                let _ = tx.send(delivery);
+            }
+            None => {
+                inner.unknown.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(target: "rabbitkit", "RPC reply with unknown correlation id dropped");
+            }
+        }
+    }
+    // The reply channel is gone: fail the calls waiting on it (dropping
+    // their senders), rather than leave them hanging.
+    if let Some(inner) = inner.upgrade() {
+        inner
+            .pending
+            .lock()
+            .unwrap()
+            .retain(|_, (e, _)| *e != epoch);
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req, Resp, E> {
+    /// Calls the server and waits for its typed reply.
+    pub async fn call(&self, request: &Req) -> Result<Resp, RpcError<E>> {
+        let (channel, reply_to, epoch) = self
+            .inner
+            .reply_channel()
+            .await
+            .map_err(RpcError::Channel)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (body, props) = codec::encode(request, false).map_err(RpcError::Encode)?;
+        let props = props
+            .with_reply_to(reply_to.as_str().into())
+            .with_correlation_id(id.as_str().into())
+            .with_message_id(id.as_str().into())
+            // A request nobody served in time is worthless: let it expire.
+            .with_expiration(self.timeout.as_millis().to_string().as_str().into());
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (epoch, tx));
+        let forget = || {
+            self.inner.pending.lock().unwrap().remove(&id);
+        };
+        let confirm = async {
+            channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    self.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &body,
+                    props,
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(self.timeout, confirm).await {
+            Err(_) => {
+                forget();
+                return Err(RpcError::Timeout(self.timeout));
+            }
+            Ok(Err(e)) => {
+                forget();
+                return Err(if channel.status().connected() {
+                    RpcError::Broker(e.to_string())
+                } else {
+                    RpcError::ConnectionLost
+                });
+            }
+            Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => {
+                forget();
+                return Err(RpcError::Unroutable {
+                    routing_key: self.routing_key.clone(),
+                });
+            }
+            Ok(Ok(lapin::Confirmation::Nack(_))) => {
+                forget();
+                return Err(RpcError::Broker("request nacked".into()));
+            }
+            Ok(Ok(_)) => {}
+        }
+        let reply = match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(RpcError::ConnectionLost),
+            Err(_) => {
+                forget();
+                return Err(RpcError::Timeout(self.timeout));
+            }
+        };
+        let error_kind = reply
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(ERROR_HEADER).cloned());
+        match error_kind {
+            None => codec::decode(&reply.data, &reply.properties).map_err(RpcError::Decode),
+            Some(AMQPValue::LongString(kind)) if kind.to_string() == "bad-request" => Err(
+                RpcError::BadRequest(String::from_utf8_lossy(&reply.data).into_owned()),
+            ),
+            Some(_) => Err(RpcError::Server(
+                codec::decode(&reply.data, &reply.properties).map_err(RpcError::Decode)?,
+            )),
+        }
+    }
+}
+
+/// Builds an [`RpcServer`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RpcServerBuilder<Req, Resp, E> {
+    queue: QueueBuilder,
+    prefetch: u16,
+    concurrency: usize,
+    _t: PhantomData<fn(Req) -> (Resp, E)>,
+}
+
+/// Serves typed requests from a queue.
+///
+/// ```no_run
+/// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use rabbitkit::RpcServer;
+/// let server = RpcServer::<u64, u64, String>::builder("rpc_queue").declare(&client).await?;
+/// server
+///     .serve(|n: u64| async move {
+///         if n > 90 { Err(format!("{n} is too large")) } else { Ok(fib(n)) }
+///     })
+///     .await?;
+/// # fn fib(n: u64) -> u64 { n }
+/// # Ok(()) }
+/// ```
+pub struct RpcServer<Req, Resp, E> {
+    queue: Queue,
+    prefetch: u16,
+    concurrency: usize,
+    _t: PhantomData<fn(Req) -> (Resp, E)>,
+}
+
+impl<Req, Resp, E> std::fmt::Debug for RpcServer<Req, Resp, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("queue", &self.queue.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a server did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeReport {
+    /// Requests answered with the handler's `Ok`.
+    pub answered: u64,
+    /// Requests answered with the handler's `Err`.
+    pub failed: u64,
+    /// Requests whose body did not decode (answered with a bad-request error).
+    pub bad_requests: u64,
+    /// Requests without `reply_to`, rejected (nobody could get the answer).
+    pub no_reply_to: u64,
+}
+
+impl<Req, Resp, E> RpcServer<Req, Resp, E> {
+    /// A server on queue `name` (AMQP defaults, as the tutorials declare `rpc_queue`).
+    pub fn builder(name: impl Into<String>) -> RpcServerBuilder<Req, Resp, E> {
+        RpcServerBuilder {
+            queue: Queue::named(name),
+            prefetch: 32,
+            concurrency: 1,
+            _t: PhantomData,
+        }
+    }
+
+    /// The request queue.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl<Req, Resp, E> RpcServerBuilder<Req, Resp, E> {
+    /// Requests taken from the broker at once (default 32).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// Requests handled at once (default 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Change the request queue's declaration.
+    pub fn queue(mut self, f: impl FnOnce(QueueBuilder) -> QueueBuilder) -> Self {
+        self.queue = f(self.queue);
+        self
+    }
+
+    /// Declares the request queue.
+    pub async fn declare(self, client: &Client) -> Result<RpcServer<Req, Resp, E>, DeclareError> {
+        Ok(RpcServer {
+            queue: self.queue.declare(client).await?,
+            prefetch: self.prefetch,
+            concurrency: self.concurrency,
+            _t: PhantomData,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    answered: AtomicU64,
+    failed: AtomicU64,
+    bad: AtomicU64,
+    no_reply_to: AtomicU64,
+}
+
+impl<Req, Resp, E> RpcServer<Req, Resp, E>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: Serialize,
+{
+    /// Serves requests until the subscription ends. Each request is
+    /// acknowledged once its reply is published; one whose reply could not
+    /// be published (connection lost) is redelivered after recovery.
+    pub async fn serve<F, Fut>(&self, handler: F) -> Result<ServeReport, SubscribeError>
+    where
+        F: Fn(Req) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
+        let client = self.queue.client().clone();
+        let consumer = client
+            .consume(
+                self.queue.name(),
+                ConsumeOptions::new().prefetch(self.prefetch),
+            )
+            .await?;
+        let counters = Counters::default();
+        consumer
+            .for_each_concurrent(self.concurrency, |item| {
+                let client = &client;
+                let handler = &handler;
+                let counters = &counters;
+                async move {
+                    let Ok(delivery) = item else { return };
+                    let props = delivery.properties().clone();
+                    let Some(reply_to) = props.reply_to().as_ref().map(|s| s.to_string()) else {
+                        counters.no_reply_to.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "rabbitkit", "RPC request without reply_to rejected");
+                        let _ = delivery.reject(false).await;
+                        return;
+                    };
+                    let encoded = match codec::decode::<Req>(delivery.body(), &props) {
+                        Err(e) => {
+                            counters.bad.fetch_add(1, Ordering::Relaxed);
+                            Ok((e.to_string().into_bytes(), error_props("bad-request", TEXT_PROPS())))
+                        }
+                        Ok(req) => match handler(req).await {
+                            Ok(resp) => {
+                                counters.answered.fetch_add(1, Ordering::Relaxed);
+                                codec::encode(&resp, false)
+                            }
+                            Err(err) => {
+                                counters.failed.fetch_add(1, Ordering::Relaxed);
+                                codec::encode(&err, false).map(|(b, p)| (b, error_props("handler", p)))
+                            }
+                        },
+                    };
+                    let (body, mut reply_props) = match encoded {
+                        Ok(x) => x,
+                        Err(e) => (e.to_string().into_bytes(), error_props("handler", TEXT_PROPS())),
+                    };
+                    if let Some(id) = props.correlation_id() {
+                        reply_props = reply_props.with_correlation_id(id.clone());
+                    }
+                    let reply = OutgoingMessage::new("", reply_to, body).properties(reply_props);
+                    match client.publish(reply).await {
+                        Ok(_) => {
+                            let _ = delivery.ack().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "rabbitkit", error = %e, "RPC reply not sent; request requeued");
+                            let _ = delivery.nack(true).await;
+                        }
+                    }
+                }
+            })
+            .await;
+        Ok(ServeReport {
+            answered: counters.answered.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            bad_requests: counters.bad.load(Ordering::Relaxed),
+            no_reply_to: counters.no_reply_to.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[allow(non_snake_case)]
+fn TEXT_PROPS() -> BasicProperties {
+    BasicProperties::default().with_content_type(codec::TEXT.into())
+}
+
+fn error_props(kind: &str, props: BasicProperties) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(kind.into()));
+    props.with_headers(headers)
+}

@@ -1,0 +1,172 @@
+//! The work queue: tasks spread over several workers.
+//!
+//! Safe defaults: the queue is durable, tasks are persistent and confirmed,
+//! each worker takes few tasks at a time (prefetch, for fair dispatch) and
+//! acknowledges each only once its handler succeeded. A handler error
+//! requeues the task once, then dead-letters it ([`OnError::RequeueOnce`]);
+//! a body that does not decode is dead-lettered at once.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use rabbitkit_core::{Client, Confirmed, ConsumeOptions, DeclareError, QueueInfo};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{SendError, SubscribeError};
+use crate::message::{HandleReport, OnError, PublishOptions, Subscription};
+use crate::queue::{Queue, QueueBuilder};
+
+/// The default number of tasks a worker holds at once.
+pub const DEFAULT_PREFETCH: u16 = 20;
+
+/// Builds a [`WorkQueue`] of tasks of type `T`.
+///
+/// ```no_run
+/// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use rabbitkit::WorkQueue;
+/// let tasks = WorkQueue::<String>::builder("task_queue")
+///     .prefetch(1)
+///     .declare(&client)
+///     .await?;
+/// tasks.submit(&"Hello...".to_string()).await?;
+/// let report = tasks
+///     .work(|task: String| async move {
+///         println!("working on {task}");
+///         Ok::<_, std::io::Error>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct WorkQueueBuilder<T> {
+    queue: QueueBuilder,
+    prefetch: u16,
+    on_error: OnError,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// A durable queue of tasks of type `T` shared by workers.
+#[derive(Debug, Clone)]
+pub struct WorkQueue<T> {
+    queue: Queue,
+    prefetch: u16,
+    on_error: OnError,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> WorkQueue<T> {
+    /// A work queue on a durable classic queue named `name`.
+    pub fn builder(name: impl Into<String>) -> WorkQueueBuilder<T> {
+        WorkQueueBuilder {
+            queue: Queue::durable(name),
+            prefetch: DEFAULT_PREFETCH,
+            on_error: OnError::default(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The underlying queue.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Ready tasks and workers.
+    pub async fn info(&self) -> Result<QueueInfo, DeclareError> {
+        self.queue.info().await
+    }
+}
+
+impl<T> WorkQueueBuilder<T> {
+    /// Tasks a worker holds at once (default 20; 1 for the strictest fairness).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// What happens to a task whose handler fails.
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// Use a quorum queue (replicated over the cluster).
+    pub fn quorum(mut self) -> Self {
+        self.queue = self.queue.quorum();
+        self
+    }
+
+    /// Failed tasks go to this exchange.
+    pub fn dead_letter(mut self, exchange: &str) -> Self {
+        self.queue = self.queue.dead_letter(exchange);
+        self
+    }
+
+    /// ... with this routing key.
+    pub fn dead_letter_routing_key(mut self, key: &str) -> Self {
+        self.queue = self.queue.dead_letter_routing_key(key);
+        self
+    }
+
+    /// Tasks expire after this long in the queue.
+    pub fn message_ttl(mut self, ttl: Duration) -> Self {
+        self.queue = self.queue.message_ttl(ttl);
+        self
+    }
+
+    /// Change anything else about the queue.
+    pub fn queue(mut self, f: impl FnOnce(QueueBuilder) -> QueueBuilder) -> Self {
+        self.queue = f(self.queue);
+        self
+    }
+
+    /// Declares the queue.
+    pub async fn declare(self, client: &Client) -> Result<WorkQueue<T>, DeclareError> {
+        Ok(WorkQueue {
+            queue: self.queue.declare(client).await?,
+            prefetch: self.prefetch,
+            on_error: self.on_error,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: Serialize> WorkQueue<T> {
+    /// Submits a task (persistent) and waits for the broker's confirm.
+    pub async fn submit(&self, task: &T) -> Result<Confirmed, SendError> {
+        self.queue
+            .send_with(task, PublishOptions::new().persistent(true))
+            .await
+    }
+
+    /// [`submit`](Self::submit) with options.
+    pub async fn submit_with(
+        &self,
+        task: &T,
+        options: PublishOptions,
+    ) -> Result<Confirmed, SendError> {
+        self.queue.send_with(task, options).await
+    }
+}
+
+impl<T: DeserializeOwned> WorkQueue<T> {
+    /// Takes tasks as a stream, to acknowledge yourself.
+    pub async fn subscribe(&self) -> Result<Subscription<T>, SubscribeError> {
+        self.queue
+            .subscribe_with(ConsumeOptions::new().prefetch(self.prefetch))
+            .await
+    }
+
+    /// Runs `handler` on each task until the subscription ends: `Ok` acks
+    /// it, `Err` follows the queue's [`OnError`] policy.
+    pub async fn work<F, Fut, E>(&self, handler: F) -> Result<HandleReport, SubscribeError>
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let sub = self.subscribe().await?;
+        Ok(sub.handle(self.on_error, handler).await)
+    }
+}

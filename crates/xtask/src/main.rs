@@ -1,0 +1,394 @@
+//! Developer commands for rabbitkit: `cargo xtask <command>`.
+//!
+//! Run `cargo xtask help` for the list. Plain `std`; the broker control
+//! lives in the `rabbitkit-test` crate so tests and commands share it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use rabbitkit_test::{Cluster, using_external_broker};
+
+const HELP: &str = "\
+cargo xtask <command> [args]
+
+Developer commands for rabbitkit. The local broker is a 3-node RabbitMQ
+cluster (rabbit1@localhost..rabbit3@localhost, AMQP on 127.0.0.1:5672-5674),
+installed from Debian's rabbitmq-server package on first use (needs root).
+
+Broker:
+  broker up          Install RabbitMQ if missing, start the nodes that are not
+                     running, join them into one cluster, repair a broken one.
+                     A no-op when the cluster is already up.
+  broker down        Stop every node (gracefully, then SIGKILL leftovers).
+                     Data is kept: the next `up` restarts the same cluster.
+  broker status      Show each node (state, pid) and the cluster membership.
+  broker kill N      SIGKILL node N (1, 2 or 3); waits until its port closes.
+  broker stop N      Stop node N gracefully (rabbitmqctl stop).
+  broker start N     Start node N; it rejoins the cluster by itself.
+
+Workflows:
+  test [ARGS]        Bring the cluster up, then run the whole test suite:
+                       1. cargo nextest run --workspace --all-targets
+                          --no-fail-fast -E 'not binary(failover)' [ARGS]
+                       2. if a `failover` test binary exists, its tests
+                          alone, one at a time (they kill nodes):
+                          cargo nextest run --workspace -E 'binary(failover)'
+                          -j 1 --no-fail-fast [ARGS]
+                       3. cargo test --workspace --doc
+                     ARGS go to both nextest runs (name filters narrow them;
+                     a NEXTEST_PROFILE such as `ci` is honoured).
+  demo [ARGS]        Bring the cluster up, then `cargo run --quiet --example
+                     demo -- [ARGS]`.
+  bench [ARGS]       Bring the cluster up, then `cargo run --release
+                     -p rabbitkit-bench -- [ARGS]`.
+  help               Show this text.
+
+Environment:
+  AMQP_ADDR              Use this broker (one URL or a comma-separated list)
+                         instead of the local cluster, which is then never
+                         started by test/demo/bench.
+  RABBITKIT_CLUSTER_DIR  Where the local cluster keeps its files
+                         (default /var/tmp/rabbitkit-cluster).
+";
+
+/// Exit status of `cargo nextest run` when tests ran and some failed (any
+/// other failure, such as a build error, stops `cargo xtask test`).
+const NEXTEST_TESTS_FAILED: i32 = 100;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let Some((command, rest)) = args.split_first() else {
+        print!("{HELP}");
+        return Ok(ExitCode::from(2));
+    };
+    match command.as_str() {
+        "broker" => broker(rest).map(|()| ExitCode::SUCCESS),
+        "test" => test(rest),
+        "demo" => demo(rest),
+        "bench" => bench(rest),
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unknown command `{other}`; run `cargo xtask help`")),
+    }
+}
+
+// ----- broker ------------------------------------------------------------
+
+fn broker(args: &[String]) -> Result<()> {
+    let cluster = Cluster::local();
+    let node = || -> Result<usize> {
+        match args {
+            [_, n] => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| Cluster::nodes().contains(n))
+                .ok_or_else(|| format!("node must be 1, 2 or 3, not `{n}`")),
+            _ => Err(format!(
+                "usage: cargo xtask broker {} N   (N = 1, 2 or 3)",
+                args[0]
+            )),
+        }
+    };
+    let no_more = |usage: &str| -> Result<()> {
+        if args.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("usage: cargo xtask broker {usage}"))
+        }
+    };
+    let Some(sub) = args.first() else {
+        return Err("usage: cargo xtask broker up|down|status|kill N|stop N|start N".into());
+    };
+    match sub.as_str() {
+        "up" => {
+            no_more("up")?;
+            eprintln!(
+                "xtask: bringing up the local cluster under {}",
+                cluster.base_dir().display()
+            );
+            cluster.up().map_err(|e| e.to_string())?;
+            print_status(&cluster)
+        }
+        "down" => {
+            no_more("down")?;
+            cluster.down().map_err(|e| e.to_string())?;
+            eprintln!("xtask: all nodes stopped");
+            Ok(())
+        }
+        "status" => {
+            no_more("status")?;
+            print_status(&cluster)
+        }
+        "kill" => {
+            let n = node()?;
+            cluster.kill(n).map_err(|e| e.to_string())?;
+            eprintln!("xtask: {} killed", cluster.node_name(n));
+            Ok(())
+        }
+        "stop" => {
+            let n = node()?;
+            cluster.stop(n).map_err(|e| e.to_string())?;
+            eprintln!("xtask: {} stopped", cluster.node_name(n));
+            Ok(())
+        }
+        "start" => {
+            let n = node()?;
+            cluster.start(n).map_err(|e| e.to_string())?;
+            eprintln!("xtask: {} started", cluster.node_name(n));
+            Ok(())
+        }
+        other => Err(format!(
+            "unknown broker command `{other}`; expected up, down, status, kill N, stop N or start N"
+        )),
+    }
+}
+
+fn print_status(cluster: &Cluster) -> Result<()> {
+    let status = cluster.status().map_err(|e| e.to_string())?;
+    println!("{status}");
+    Ok(())
+}
+
+/// Brings the local cluster up unless `AMQP_ADDR` points elsewhere.
+fn ensure_broker() -> Result<()> {
+    if using_external_broker() {
+        eprintln!(
+            "xtask: using the broker from AMQP_ADDR: {}",
+            rabbitkit_test::amqp_addrs().join(", ")
+        );
+        return Ok(());
+    }
+    let cluster = Cluster::local();
+    eprintln!(
+        "xtask: making sure the local cluster is up ({})",
+        cluster.base_dir().display()
+    );
+    cluster
+        .up()
+        .map_err(|e| format!("cannot bring up the local cluster: {e}"))
+}
+
+// ----- test, demo, bench --------------------------------------------------
+
+fn test(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    ensure_broker()?;
+
+    let mut failures = Failures::default();
+
+    let mut main = cargo(&metadata.root);
+    main.args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--all-targets",
+        "--no-fail-fast",
+        "--no-tests=warn",
+        "-E",
+        "not binary(failover)",
+    ])
+    .args(extra);
+    let code = run_step("tests", main)?;
+    failures.record("tests", code);
+    if code != 0 && code != NEXTEST_TESTS_FAILED {
+        return Ok(failures.finish());
+    }
+
+    if metadata.has_test_target("failover") {
+        ensure_broker()?;
+        let mut failover = cargo(&metadata.root);
+        failover
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "--no-tests=pass",
+                "-j",
+                "1",
+                "-E",
+                "binary(failover)",
+            ])
+            .args(extra);
+        let code = run_step("failover tests (serial)", failover)?;
+        failures.record("failover tests", code);
+        if code != 0 && code != NEXTEST_TESTS_FAILED {
+            return Ok(failures.finish());
+        }
+        // The failover tests kill nodes; leave a whole cluster behind.
+        ensure_broker()?;
+    } else {
+        eprintln!("xtask: no `failover` test binary in the workspace; skipping the serial run");
+    }
+
+    let mut doc = cargo(&metadata.root);
+    doc.args(["test", "--workspace", "--doc"]);
+    let code = run_step("doc tests", doc)?;
+    failures.record("doc tests", code);
+
+    Ok(failures.finish())
+}
+
+/// The failed steps of `cargo xtask test`.
+#[derive(Default)]
+struct Failures {
+    steps: Vec<String>,
+    first_code: i32,
+}
+
+impl Failures {
+    fn record(&mut self, step: &str, code: i32) {
+        if code != 0 {
+            self.steps.push(format!("{step} (exit status {code})"));
+            if self.first_code == 0 {
+                self.first_code = code;
+            }
+        }
+    }
+
+    /// Prints the summary; the exit code is that of the first failed step.
+    fn finish(self) -> ExitCode {
+        if self.steps.is_empty() {
+            eprintln!("xtask: all tests passed");
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("xtask: FAILED: {}", self.steps.join(", "));
+            exit_code(self.first_code)
+        }
+    }
+}
+
+fn demo(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    ensure_broker()?;
+    let mut cmd = cargo(&metadata.root);
+    cmd.args(["run", "--quiet", "--example", "demo"]);
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    run_step("demo", cmd).map(exit_code)
+}
+
+fn bench(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    if !metadata.has_package("rabbitkit-bench") {
+        return Err(
+            "there is no `rabbitkit-bench` package in this workspace (expected crates/rabbitkit-bench)"
+                .into(),
+        );
+    }
+    ensure_broker()?;
+    let mut cmd = cargo(&metadata.root);
+    cmd.args(["run", "--release", "-p", "rabbitkit-bench", "--"])
+        .args(extra);
+    run_step("bench", cmd).map(exit_code)
+}
+
+// ----- helpers --------------------------------------------------------------
+
+/// A `cargo` command (the one running us, when known) run from the
+/// workspace root.
+fn cargo(root: &Path) -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(program);
+    cmd.current_dir(root);
+    cmd
+}
+
+/// Runs `cmd` with inherited stdio and returns its exit code (128 + signal
+/// when killed by a signal).
+fn run_step(name: &str, mut cmd: Command) -> Result<i32> {
+    let shown: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect();
+    eprintln!("xtask: [{name}] {}", shown.join(" "));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", shown[0]))?;
+    Ok(status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    }))
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    match u8::try_from(code) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// What `cargo metadata --no-deps` says about the workspace.
+struct Metadata {
+    root: PathBuf,
+    value: serde_json::Value,
+}
+
+impl Metadata {
+    fn load() -> Result<Self> {
+        // crates/xtask -> workspace root, as a starting point for cargo.
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let start = here.ancestors().nth(2).unwrap_or(here);
+        let output = cargo(start)
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .output()
+            .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "cargo metadata failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("cannot parse cargo metadata: {e}"))?;
+        let root = value["workspace_root"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or("cargo metadata has no workspace_root")?;
+        Ok(Self { root, value })
+    }
+
+    fn packages(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.value["packages"].as_array().into_iter().flatten()
+    }
+
+    fn has_package(&self, name: &str) -> bool {
+        self.packages().any(|p| p["name"] == name)
+    }
+
+    /// Whether some workspace package has an integration test `name`.
+    fn has_test_target(&self, name: &str) -> bool {
+        self.packages()
+            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+            .any(|t| {
+                t["name"] == name
+                    && t["kind"]
+                        .as_array()
+                        .is_some_and(|kinds| kinds.iter().any(|k| k == "test"))
+            })
+    }
+}

@@ -1,0 +1,243 @@
+//! Failover against the real 3-node cluster: nodes are SIGKILLed for real.
+//!
+//! These tests stop and kill nodes, so `cargo xtask test` runs this binary
+//! alone, after every other test, one test at a time.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rabbitkit_core::{
+    AMQPValue, BasicProperties, ConsumeOptions, Declaration, Event, FieldTable, OutgoingMessage,
+    QueueSpec,
+};
+use rabbitkit_test::{Cluster, using_external_broker};
+
+fn quorum_queue(name: &str) -> Declaration {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    Declaration::Queue(QueueSpec {
+        name: name.into(),
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        arguments: args,
+    })
+}
+
+fn node_of(client: &rabbitkit_core::Client) -> usize {
+    let port = client.current_endpoint().expect("connected").port();
+    Cluster::local().node_for_port(port).expect("a local node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_connected_node_loses_no_confirmed_message() {
+    if using_external_broker() {
+        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
+        return;
+    }
+    const TOTAL: u32 = 3000;
+    const WINDOW: usize = 128;
+    const PREFETCH: u16 = 50;
+    let cluster = Cluster::local();
+    cluster.up().unwrap();
+    let client = common::options()
+        .publish_window(WINDOW)
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let queue = common::unique_name("failover.quorum");
+    client.declare(quorum_queue(&queue)).await.unwrap();
+
+    // The consumer counts every delivery per message number and acks it.
+    let received: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let mut consumer = client
+        .consume(&queue, ConsumeOptions::new().prefetch(PREFETCH))
+        .await
+        .unwrap();
+    let seen = received.clone();
+    let consuming = tokio::spawn(async move {
+        while let Some(item) = consumer.next().await {
+            let delivery = item.expect("the consumer stream survives failover");
+            let n: u32 = std::str::from_utf8(delivery.body())
+                .unwrap()
+                .parse()
+                .unwrap();
+            *seen.lock().unwrap().entry(n).or_default() += 1;
+            // An ack on a dead channel is a clear error; the broker redelivers.
+            let _ = delivery.ack().await;
+        }
+    });
+
+    // Publish with confirms, many in flight, and kill the node half-way.
+    let publisher = client.publisher();
+    let mut confirmed = BTreeSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut killed = None;
+    for n in 0..TOTAL {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        in_flight.push({
+            let f = publisher.publish(
+                OutgoingMessage::new("", queue.as_str(), n.to_string().into_bytes())
+                    .properties(props),
+            );
+            async move { (n, f.await) }
+        });
+        if in_flight.len() >= WINDOW {
+            let (n, res) = in_flight.next().await.unwrap();
+            res.unwrap_or_else(|e| panic!("publish {n} failed: {e}"));
+            confirmed.insert(n);
+        }
+        if n == TOTAL / 3 && killed.is_none() {
+            let node = node_of(&client);
+            cluster.kill(node).unwrap();
+            killed = Some(node);
+        }
+    }
+    while let Some((n, res)) = in_flight.next().await {
+        res.unwrap_or_else(|e| panic!("publish {n} failed: {e}"));
+        confirmed.insert(n);
+    }
+    assert_eq!(confirmed.len(), TOTAL as usize);
+
+    // The events tell the story.
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    let recovered = common::wait_for_event(&mut events, Duration::from_secs(60), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    if let Event::Recovered { consumers, .. } = recovered {
+        assert_eq!(consumers, 1, "the consumer was re-subscribed");
+    }
+    assert_ne!(node_of(&client), killed.unwrap(), "now on another node");
+
+    // Zero loss: every confirmed message arrives (the consumer resumed by itself).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let missing = {
+            let got = received.lock().unwrap();
+            confirmed.iter().filter(|n| !got.contains_key(n)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} confirmed messages never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let duplicates: u32 = received.lock().unwrap().values().map(|c| c - 1).sum();
+    let stats = client.stats();
+    eprintln!(
+        "killed node {killed:?}; confirmed {}, duplicates {duplicates}, republished {}",
+        confirmed.len(),
+        stats.republished
+    );
+    assert!(
+        duplicates as usize <= WINDOW + PREFETCH as usize,
+        "duplicates ({duplicates}) are bounded by the publish window plus the prefetch"
+    );
+    assert!(stats.recoveries >= 1);
+
+    consuming.abort();
+    client.delete_queue(&queue).await.unwrap();
+    cluster.start(killed.unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_nodes_down_then_back_recovers_by_itself() {
+    if using_external_broker() {
+        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
+        return;
+    }
+    let cluster = Cluster::local();
+    cluster.up().unwrap();
+    // Publishes may wait as long as a full cluster restart takes.
+    let client = common::options()
+        .publish_timeout(Duration::from_secs(300))
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let queue = common::unique_name("failover.alldown");
+    // A durable classic queue: rabbitkit re-declares it after the restart
+    // whatever the broker kept. (A quorum queue created a moment before
+    // every node is SIGKILLed can come back without a leader on 3.10.)
+    client
+        .declare(Declaration::Queue(QueueSpec {
+            name: queue.clone(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        }))
+        .await
+        .unwrap();
+    let mut consumer = client.consume(&queue, ConsumeOptions::new()).await.unwrap();
+    // One confirmed round trip first.
+    client
+        .publish(OutgoingMessage::new("", queue.as_str(), b"before".to_vec()))
+        .await
+        .unwrap();
+    let before = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.body(), b"before");
+    before.ack().await.unwrap();
+
+    for n in Cluster::nodes() {
+        cluster.kill(n).unwrap();
+    }
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    // While every node is down, the client keeps trying and says so.
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::ConnectFailed { .. })
+    })
+    .await;
+    assert!(!client.is_connected());
+    // A publish made now waits for the cluster (back-pressure), it is not dropped.
+    let pending = tokio::spawn(client.publish(OutgoingMessage::new(
+        "",
+        queue.as_str(),
+        b"sent while down".to_vec(),
+    )));
+
+    let t = std::time::Instant::now();
+    cluster.up().unwrap();
+    eprintln!("cluster back up in {:?}", t.elapsed());
+    let ev = common::wait_for_event(&mut events, Duration::from_secs(120), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    eprintln!("{ev} ({:?} after the cluster was up)", t.elapsed());
+    pending
+        .await
+        .unwrap()
+        .expect("the publish made while down is confirmed");
+    let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the consumer resumes by itself")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.body(), b"sent while down");
+    delivery.ack().await.unwrap();
+    drop(consumer);
+    client.delete_queue(&queue).await.unwrap();
+}

@@ -1,0 +1,89 @@
+//! Headers: routing on header values, all or any of them, typed.
+
+mod common;
+
+use rabbitkit::{Exchange, Headers, HeadersMatch, Queue};
+
+#[tokio::test]
+async fn routes_on_all_or_any_headers() {
+    let client = common::client().await;
+    let x = Exchange::headers(common::unique_name("headers_logs"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let end = HeadersMatch::any().header("end", true);
+    let q_all = Queue::temporary().declare(&client).await.unwrap();
+    x.bind(
+        &q_all,
+        &HeadersMatch::all()
+            .header("format", "pdf")
+            .header("type", "report"),
+    )
+    .await
+    .unwrap();
+    x.bind(&q_all, &end).await.unwrap();
+    let q_any = Queue::temporary().declare(&client).await.unwrap();
+    x.bind(
+        &q_any,
+        &HeadersMatch::any()
+            .header("format", "pdf")
+            .header("pages", 2),
+    )
+    .await
+    .unwrap();
+    x.bind(&q_any, &end).await.unwrap();
+    let mut all = q_all.subscribe::<String>().await.unwrap();
+    let mut any = q_any.subscribe::<String>().await.unwrap();
+
+    for (headers, body) in [
+        (
+            Headers::new().with("format", "pdf").with("type", "report"),
+            "pdf report",
+        ),
+        (
+            Headers::new().with("format", "pdf").with("type", "log"),
+            "pdf log",
+        ),
+        (
+            Headers::new().with("format", "zip").with("pages", 2),
+            "zip 2 pages",
+        ),
+        (
+            Headers::new().with("format", "zip").with("pages", "2"),
+            "pages as text",
+        ),
+        (Headers::new().with("format", "zip"), "zip"),
+        (Headers::new().with("end", true), "end"),
+    ] {
+        x.publish(&headers, &body.to_string()).await.unwrap();
+    }
+    assert_eq!(common::bodies_until(&mut all, "end").await, ["pdf report"]);
+    assert_eq!(
+        common::bodies_until(&mut any, "end").await,
+        ["pdf report", "pdf log", "zip 2 pages"],
+        "a header typed as text does not match an integer binding"
+    );
+    drop((all, any));
+    client.delete_exchange(x.name()).await.unwrap();
+}
+
+#[tokio::test]
+async fn empty_and_reserved_matches_are_refused() {
+    let client = common::client().await;
+    let x = Exchange::headers(common::unique_name("headers.bad"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    assert!(matches!(
+        x.bind(&q, &HeadersMatch::all()).await,
+        Err(rabbitkit::DeclareError::Invalid { .. })
+    ));
+    assert!(
+        x.bind(&q, &HeadersMatch::all().header("x-match", "any"))
+            .await
+            .is_err()
+    );
+    q.delete().await.unwrap();
+    client.delete_exchange(x.name()).await.unwrap();
+}

@@ -1,0 +1,166 @@
+//! RPC: typed calls with reply_to + correlation_id, many in flight, typed
+//! server errors, timeouts, unroutable requests, unknown replies.
+
+mod common;
+
+use std::time::Duration;
+
+use rabbitkit::{Queue, RpcClient, RpcError, RpcServer};
+
+fn fib(n: u64) -> u64 {
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    a
+}
+
+async fn start_server(client: &rabbitkit::Client, queue: &str) -> tokio::task::JoinHandle<()> {
+    let server = RpcServer::<u64, u64, String>::builder(queue)
+        .concurrency(8)
+        .declare(client)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        server
+            .serve(|n: u64| async move {
+                if n > 90 {
+                    Err(format!("fib({n}) overflows"))
+                } else {
+                    Ok(fib(n))
+                }
+            })
+            .await
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_calls_are_all_answered_correctly() {
+    let client = common::client().await;
+    let queue = common::unique_name("rpc_queue");
+    let server = start_server(&client, &queue).await;
+    for direct in [true, false] {
+        let mut b = RpcClient::<u64, u64>::builder(queue.as_str());
+        if !direct {
+            b = b.exclusive_reply_queue();
+        }
+        let rpc = b.build(&client).await.unwrap();
+        let calls = (0..64u64).map(|i| {
+            let rpc = rpc.clone();
+            async move { (i % 50, rpc.call(&(i % 50)).await) }
+        });
+        for (n, res) in futures::future::join_all(calls).await {
+            assert_eq!(res.unwrap(), fib(n), "fib({n}) with direct={direct}");
+        }
+        assert_eq!(rpc.pending(), 0);
+        // The handler's error reaches the caller, typed.
+        assert_eq!(
+            rpc.call(&91).await,
+            Err(RpcError::Server("fib(91) overflows".to_string()))
+        );
+    }
+    server.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn unroutable_request_fails_at_once() {
+    let client = common::client().await;
+    let rpc = RpcClient::<u64, u64>::builder(common::unique_name("rpc.nobody"))
+        .timeout(Duration::from_secs(30))
+        .build(&client)
+        .await
+        .unwrap();
+    match rpc.call(&1).await {
+        Err(RpcError::Unroutable { .. }) => {}
+        other => panic!("expected Unroutable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reply_times_out_and_the_late_reply_is_counted() {
+    let client = common::client().await;
+    // A "server" that takes the request but answers only after the caller gave up.
+    let queue = Queue::named(common::unique_name("rpc.slow"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut slow_server = queue.subscribe::<u64>().await.unwrap();
+    let rpc = RpcClient::<u64, u64>::builder(queue.name())
+        .timeout(Duration::from_millis(500))
+        .build(&client)
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let rpc = rpc.clone();
+        async move { rpc.call(&10).await }
+    });
+    let req = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut slow_server),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(req.body, 10);
+    assert_eq!(
+        call.await.unwrap(),
+        Err(RpcError::Timeout(Duration::from_millis(500)))
+    );
+    assert_eq!(rpc.pending(), 0, "a timed-out call leaves nothing behind");
+    let props = req.properties().clone();
+    let reply = rabbitkit::OutgoingMessage::new(
+        "",
+        props.reply_to().as_ref().unwrap().as_str(),
+        b"55".to_vec(),
+    )
+    .properties(
+        rabbitkit::BasicProperties::default()
+            .with_correlation_id(props.correlation_id().clone().unwrap()),
+    );
+    client.publish(reply).await.unwrap();
+    req.ack().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rpc.unknown_replies() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "late reply never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rpc.unknown_replies(), 1);
+    drop(slow_server);
+    queue.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_without_reply_to_is_rejected_not_looped() {
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.noreply");
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    let q = server.queue().clone();
+    let handle = tokio::spawn(async move { server.serve(|n: u64| async move { Ok(n) }).await });
+    q.send(&5u64).await.unwrap(); // no reply_to
+    // The server rejects it (no requeue): the queue drains and stays empty.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = q.info().await.unwrap();
+        if info.messages == 0 && info.consumers == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&7).await.unwrap(), 7, "the server goes on serving");
+    handle.abort();
+    client.delete_queue(&queue).await.unwrap();
+}

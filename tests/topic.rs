@@ -1,0 +1,81 @@
+//! Topics: routing by pattern, with `*` for one word and `#` for any number.
+
+mod common;
+
+use rabbitkit::{DeclareError, Exchange, SendError, TopicPattern};
+
+fn p(s: &str) -> TopicPattern {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn routes_by_pattern_as_in_the_tutorial() {
+    let client = common::client().await;
+    let x = Exchange::topic(common::unique_name("topic_logs"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut q1 = x
+        .subscribe::<String>(&[p("*.orange.*"), p("end")])
+        .await
+        .unwrap();
+    let mut q2 = x
+        .subscribe::<String>(&[p("*.*.rabbit"), p("lazy.#"), p("end")])
+        .await
+        .unwrap();
+    for key in [
+        "quick.orange.rabbit",
+        "lazy.orange.elephant",
+        "quick.orange.fox",
+        "lazy.brown.fox",
+        "lazy.pink.rabbit",
+        "quick.brown.fox",
+        "orange",
+        "quick.orange.new.rabbit",
+        "lazy.orange.new.rabbit",
+        "lazy",
+    ] {
+        x.publish(key, &key.to_string()).await.unwrap();
+    }
+    x.publish("end", &"end".to_string()).await.unwrap();
+    assert_eq!(
+        common::bodies_until(&mut q1, "end").await,
+        [
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "quick.orange.fox"
+        ]
+    );
+    assert_eq!(
+        common::bodies_until(&mut q2, "end").await,
+        [
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "lazy.brown.fox",
+            "lazy.pink.rabbit", // once, although it matches two bindings
+            "lazy.orange.new.rabbit",
+            "lazy"
+        ]
+    );
+    drop((q1, q2));
+    client.delete_exchange(x.name()).await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_patterns_and_wildcard_keys_are_refused() {
+    assert!(matches!(
+        "a..b".parse::<TopicPattern>(),
+        Err(DeclareError::Invalid { .. })
+    ));
+    assert!("kern*".parse::<TopicPattern>().is_err());
+    let client = common::client().await;
+    let x = Exchange::topic(common::unique_name("topic.bad"))
+        .declare(&client)
+        .await
+        .unwrap();
+    assert!(matches!(
+        x.publish("kern.*", &1).await,
+        Err(SendError::Invalid(_))
+    ));
+    client.delete_exchange(x.name()).await.unwrap();
+}
