@@ -18,7 +18,9 @@ use rabbitkit::{
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-async fn next<T: serde::de::DeserializeOwned>(sub: &mut rabbitkit::Subscription<T>) -> Result<T, Error> {
+async fn next<T: serde::de::DeserializeOwned>(
+    sub: &mut rabbitkit::Subscription<T>,
+) -> Result<T, Error> {
     let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await?
         .ok_or("subscription ended")??;
@@ -28,20 +30,38 @@ async fn next<T: serde::de::DeserializeOwned>(sub: &mut rabbitkit::Subscription<
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let client = Options::new().connection_name("rabbitkit-demo").connect_env().await?;
-    println!("connected to {}", client.current_endpoint().map(|e| e.to_string()).unwrap_or_default());
+    let client = Options::new()
+        .connection_name("rabbitkit-demo")
+        .connect_env()
+        .await?;
+    println!(
+        "connected to {}",
+        client
+            .current_endpoint()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
 
     // 1. Point-to-point.
-    let hello = Queue::named(format!("demo.hello.{tag}")).declare(&client).await?;
+    let hello = Queue::named(format!("demo.hello.{tag}"))
+        .declare(&client)
+        .await?;
     let mut sub = hello.subscribe::<String>().await?;
     hello.send(&"Hello World!".to_string()).await?;
-    println!("1. point-to-point: sent 'Hello World!' to {}, received {:?}", hello.name(), next(&mut sub).await?);
+    println!(
+        "1. point-to-point: sent 'Hello World!' to {}, received {:?}",
+        hello.name(),
+        next(&mut sub).await?
+    );
     drop(sub);
     hello.delete().await?;
 
     // 2. Work queue: two workers share five tasks.
-    let tasks = WorkQueue::<u32>::builder(format!("demo.tasks.{tag}")).prefetch(1).declare(&client).await?;
+    let tasks = WorkQueue::<u32>::builder(format!("demo.tasks.{tag}"))
+        .prefetch(1)
+        .declare(&client)
+        .await?;
     for n in 1..=5 {
         tasks.submit(&n).await?;
     }
@@ -54,7 +74,9 @@ async fn main() -> Result<(), Error> {
                 .work(move |n: u32| {
                     let done = done.clone();
                     async move {
-                        done.lock().unwrap().push(format!("worker {w} did task {n}"));
+                        done.lock()
+                            .unwrap()
+                            .push(format!("worker {w} did task {n}"));
                         Ok::<_, String>(())
                     }
                 })
@@ -69,39 +91,83 @@ async fn main() -> Result<(), Error> {
     tasks.queue().clone().delete().await?;
 
     // 3. Publish/subscribe.
-    let logs = Exchange::fanout(format!("demo.logs.{tag}")).auto_delete(true).declare(&client).await?;
-    let (mut a, mut b) = (logs.subscribe::<String>().await?, logs.subscribe::<String>().await?);
+    let logs = Exchange::fanout(format!("demo.logs.{tag}"))
+        .auto_delete(true)
+        .declare(&client)
+        .await?;
+    let (mut a, mut b) = (
+        logs.subscribe::<String>().await?,
+        logs.subscribe::<String>().await?,
+    );
     logs.publish(&"system booted".to_string()).await?;
-    println!("3. fanout: both subscribers got {:?} and {:?}", next(&mut a).await?, next(&mut b).await?);
+    println!(
+        "3. fanout: both subscribers got {:?} and {:?}",
+        next(&mut a).await?,
+        next(&mut b).await?
+    );
 
     // 4. Routing.
-    let direct = Exchange::direct(format!("demo.direct.{tag}")).auto_delete(true).declare(&client).await?;
+    let direct = Exchange::direct(format!("demo.direct.{tag}"))
+        .auto_delete(true)
+        .declare(&client)
+        .await?;
     let mut errors = direct.subscribe::<String>(&["error"]).await?;
     direct.publish("info", &"just saying".to_string()).await?;
     direct.publish("error", &"disk full".to_string()).await?;
-    println!("4. direct: the 'error' subscriber got only {:?}", next(&mut errors).await?);
+    println!(
+        "4. direct: the 'error' subscriber got only {:?}",
+        next(&mut errors).await?
+    );
 
     // 5. Topics.
-    let topics = Exchange::topic(format!("demo.topic.{tag}")).auto_delete(true).declare(&client).await?;
-    let mut kern = topics.subscribe::<String>(&[TopicPattern::new("kern.*")?]).await?;
+    let topics = Exchange::topic(format!("demo.topic.{tag}"))
+        .auto_delete(true)
+        .declare(&client)
+        .await?;
+    let mut kern = topics
+        .subscribe::<String>(&[TopicPattern::new("kern.*")?])
+        .await?;
     topics.publish("user.info", &"login".to_string()).await?;
-    topics.publish("kern.critical", &"kernel panic".to_string()).await?;
+    topics
+        .publish("kern.critical", &"kernel panic".to_string())
+        .await?;
     println!("5. topic: 'kern.*' got {:?}", next(&mut kern).await?);
 
     // 6. Headers.
-    let headers = Exchange::headers(format!("demo.headers.{tag}")).auto_delete(true).declare(&client).await?;
-    let mut pdfs = headers.subscribe::<String>(&HeadersMatch::all().header("format", "pdf")).await?;
-    headers.publish(&Headers::new().with("format", "zip"), &"archive.zip".to_string()).await?;
-    headers.publish(&Headers::new().with("format", "pdf"), &"report.pdf".to_string()).await?;
+    let headers = Exchange::headers(format!("demo.headers.{tag}"))
+        .auto_delete(true)
+        .declare(&client)
+        .await?;
+    let mut pdfs = headers
+        .subscribe::<String>(&HeadersMatch::all().header("format", "pdf"))
+        .await?;
+    headers
+        .publish(
+            &Headers::new().with("format", "zip"),
+            &"archive.zip".to_string(),
+        )
+        .await?;
+    headers
+        .publish(
+            &Headers::new().with("format", "pdf"),
+            &"report.pdf".to_string(),
+        )
+        .await?;
     println!("6. headers: format=pdf got {:?}", next(&mut pdfs).await?);
 
     // 7. RPC.
-    let server = RpcServer::<u64, u64, String>::builder(format!("demo.rpc.{tag}")).declare(&client).await?;
+    let server = RpcServer::<u64, u64, String>::builder(format!("demo.rpc.{tag}"))
+        .declare(&client)
+        .await?;
     let rpc_queue = server.queue().clone();
     let serving = tokio::spawn(async move {
-        server.serve(|n: u64| async move { Ok((1..=n).product::<u64>()) }).await
+        server
+            .serve(|n: u64| async move { Ok((1..=n).product::<u64>()) })
+            .await
     });
-    let rpc = RpcClient::<u64, u64>::builder(rpc_queue.name()).build(&client).await?;
+    let rpc = RpcClient::<u64, u64>::builder(rpc_queue.name())
+        .build(&client)
+        .await?;
     println!("7. rpc: 10! = {}", rpc.call(&10).await?);
     serving.abort();
     rpc_queue.delete().await?;
