@@ -236,7 +236,8 @@ impl Options {
 }
 
 /// The local cluster's endpoints, used when `AMQP_ADDR` is not set.
-pub const LOCAL_CLUSTER: &str = "amqp://127.0.0.1:5672/%2f,amqp://127.0.0.1:5673/%2f,amqp://127.0.0.1:5674/%2f";
+pub const LOCAL_CLUSTER: &str =
+    "amqp://127.0.0.1:5672/%2f,amqp://127.0.0.1:5673/%2f,amqp://127.0.0.1:5674/%2f";
 
 /// The endpoints in `AMQP_ADDR` (comma-separated), or [`LOCAL_CLUSTER`].
 pub fn endpoints_from_env() -> Result<Vec<Endpoint>, EndpointError> {
