@@ -14,13 +14,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::mpsc;
 
+use crate::acks::Acks;
 use crate::channels::open_channel;
 use crate::connection::{Client, Session, Shared};
 use crate::error::{AckError, ConsumeError, amqp_error};
@@ -73,7 +72,14 @@ pub(crate) struct ConsumerRecord {
     pub(crate) options: ConsumeOptions,
     tx: mpsc::Sender<Item>,
     /// Generation of the session it is subscribed on, and that subscription's channel.
-    subscribed: tokio::sync::Mutex<Option<(u64, Channel)>>,
+    subscribed: tokio::sync::Mutex<Option<Subscribed>>,
+}
+
+/// One live subscription of a consumer.
+struct Subscribed {
+    generation: u64,
+    channel: Channel,
+    acks: Option<Arc<Acks>>,
 }
 
 /// One message received by a [`Consumer`].
@@ -84,8 +90,8 @@ pub(crate) struct ConsumerRecord {
 /// [`AckError::ChannelGone`], and the broker delivers the message again.
 pub struct Delivery {
     inner: lapin::message::Delivery,
-    channel: Channel,
-    no_ack: bool,
+    /// `None` for deliveries consumed with `no_ack`.
+    acks: Option<Arc<Acks>>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -139,59 +145,33 @@ impl Delivery {
         self.inner.delivery_tag
     }
 
-    fn check(&self, outcome: Result<bool, lapin::Error>) -> Result<(), AckError> {
-        match outcome {
-            Ok(true) => Ok(()),
-            Ok(false) if self.channel.status().connected() => Err(AckError::AlreadyAcknowledged),
-            _ => Err(AckError::ChannelGone),
-        }
-    }
-
-    fn guard(&self) -> Result<(), AckError> {
-        if self.no_ack {
-            return Err(AckError::NoAck);
-        }
-        if !self.channel.status().connected() {
-            return Err(AckError::ChannelGone);
-        }
-        Ok(())
+    fn acks(&self) -> Result<&Acks, AckError> {
+        self.acks.as_deref().ok_or(AckError::NoAck)
     }
 
     /// Acknowledges: the broker forgets the message.
+    ///
+    /// Acks are coalesced: this returns once the ack is recorded, and the
+    /// broker gets one `basic.ack` (`multiple`) for a run of consecutive
+    /// acknowledged deliveries, at most a millisecond later. If the channel
+    /// dies first, the broker redelivers (at-least-once, never lost).
     pub async fn ack(&self) -> Result<(), AckError> {
-        self.guard()?;
-        self.check(self.inner.acker.ack(BasicAckOptions::default()).await)
+        self.acks()?.ack(self.inner.delivery_tag).await
     }
 
     /// Negative acknowledgement: requeue it, or (with `requeue: false`)
     /// dead-letter it when the queue has a dead-letter exchange, else drop it.
     pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
-        self.guard()?;
-        self.check(
-            self.inner
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue,
-                })
-                .await,
-        )
+        self.acks()?
+            .nack(self.inner.delivery_tag, requeue, false)
+            .await
     }
 
-    /// Rejects it; like [`nack`](Self::nack) for a single message.
+    /// Rejects it; like [`nack`](Self::nack).
     pub async fn reject(&self, requeue: bool) -> Result<(), AckError> {
-        self.guard()?;
-        self.check(
-            self.inner
-                .acker
-                .reject(BasicRejectOptions { requeue })
-                .await,
-        )
-    }
-
-    /// The underlying lapin delivery (for interop).
-    pub fn into_lapin(self) -> lapin::message::Delivery {
-        self.inner
+        self.acks()?
+            .nack(self.inner.delivery_tag, requeue, true)
+            .await
     }
 }
 
@@ -241,8 +221,12 @@ impl Drop for Consumer {
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             handle.spawn(async move {
-                if let Some((_, ch)) = record.subscribed.lock().await.take() {
-                    let _ = ch.close(200, "consumer dropped".into()).await;
+                if let Some(sub) = record.subscribed.lock().await.take() {
+                    // Acks recorded but not yet sent go out first.
+                    if let Some(acks) = &sub.acks {
+                        acks.close().await;
+                    }
+                    let _ = sub.channel.close(200, "consumer dropped".into()).await;
                 }
             });
         }
@@ -334,9 +318,9 @@ async fn subscribe_inner(
     record: &Arc<ConsumerRecord>,
 ) -> Result<(), ConsumeError> {
     let mut subscribed = record.subscribed.lock().await;
-    if let Some((generation, ch)) = subscribed.as_ref()
-        && *generation >= session.generation
-        && ch.status().connected()
+    if let Some(sub) = subscribed.as_ref()
+        && sub.generation >= session.generation
+        && sub.channel.status().connected()
     {
         return Ok(());
     }
@@ -359,9 +343,17 @@ async fn subscribe_inner(
         )
         .await
         .map_err(|e| consume_error(&e, &record.queue))?;
-    *subscribed = Some((session.generation, channel.clone()));
+    // Flush acks when half the prefetch window is acknowledged.
+    let acks = (!record.options.no_ack)
+        .then(|| Acks::start(channel.clone(), u64::from(prefetch.max(2) / 2)));
+    *subscribed = Some(Subscribed {
+        generation: session.generation,
+        channel: channel.clone(),
+        acks: acks.clone(),
+    });
     drop(subscribed);
     tokio::spawn(pump(
+        acks,
         Arc::downgrade(shared),
         session.clone(),
         record.clone(),
@@ -374,6 +366,7 @@ async fn subscribe_inner(
 
 /// Forwards one subscription's deliveries to the user's stream.
 async fn pump(
+    acks: Option<Arc<Acks>>,
     shared: Weak<Shared>,
     session: Arc<Session>,
     record: Arc<ConsumerRecord>,
@@ -381,17 +374,18 @@ async fn pump(
     channel: Channel,
     tag: String,
 ) {
-    let no_ack = record.options.no_ack;
     while let Some(item) = consumer.next().await {
         match item {
             Ok(inner) => {
                 let delivery = Delivery {
                     inner,
-                    channel: channel.clone(),
-                    no_ack,
+                    acks: acks.clone(),
                 };
                 if record.tx.send(Ok(delivery)).await.is_err() {
                     // The user dropped the stream.
+                    if let Some(acks) = &acks {
+                        acks.close().await;
+                    }
                     let _ = channel
                         .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                         .await;
@@ -404,11 +398,14 @@ async fn pump(
     }
     // The subscription ended: connection lost, channel error, or broker cancel.
     drop(consumer);
+    if let Some(acks) = &acks {
+        acks.close().await;
+    }
     {
         let mut subscribed = record.subscribed.lock().await;
         if subscribed
             .as_ref()
-            .is_some_and(|(_, ch)| ch.id() == channel.id())
+            .is_some_and(|sub| sub.channel.id() == channel.id())
         {
             *subscribed = None;
         }

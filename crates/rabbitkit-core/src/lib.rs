@@ -49,11 +49,13 @@
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
 //! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing.
-//! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`] acks.
+//! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
+//! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
 //! - `events.rs` — [`Event`].
 //! - `error.rs` — one error type per operation.
 #![deny(missing_docs)]
 
+mod acks;
 mod channels;
 mod connection;
 mod consumer;
