@@ -241,3 +241,142 @@ async fn all_nodes_down_then_back_recovers_by_itself() {
     drop(consumer);
     client.delete_queue(&queue).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_of_a_dead_node_are_redelivered_to_the_recovered_consumer() {
+    if using_external_broker() {
+        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
+        return;
+    }
+    let cluster = Cluster::local();
+    cluster.up().unwrap();
+    let client = common::client().await;
+    let mut events = client.events();
+    let queue = common::unique_name("failover.unacked");
+    client.declare(quorum_queue(&queue)).await.unwrap();
+    for n in 0..10u32 {
+        client
+            .publish(OutgoingMessage::new(
+                "",
+                queue.as_str(),
+                n.to_string().into_bytes(),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut consumer = client
+        .consume(&queue, ConsumeOptions::new().prefetch(10))
+        .await
+        .unwrap();
+    // Take all ten and acknowledge none.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!d.redelivered());
+        held.push(d);
+    }
+    let node = node_of(&client);
+    cluster.kill(node).unwrap();
+    common::wait_for_event(&mut events, Duration::from_secs(60), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    // The old deliveries cannot be acknowledged any more: a clear error.
+    for d in &held {
+        assert_eq!(d.ack().await, Err(rabbitkit_core::AckError::ChannelGone));
+    }
+    // All ten come again, flagged as redelivered, to the same stream.
+    let mut again = BTreeSet::new();
+    while again.len() < 10 {
+        let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("redelivered within 30 s")
+            .unwrap()
+            .unwrap();
+        assert!(d.redelivered(), "redelivered flag set");
+        again.insert(
+            std::str::from_utf8(d.body())
+                .unwrap()
+                .parse::<u32>()
+                .unwrap(),
+        );
+        d.ack().await.unwrap();
+    }
+    assert_eq!(again, (0..10).collect());
+    drop(consumer);
+    client.delete_queue(&queue).await.unwrap();
+    cluster.start(node).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_calls_end_when_the_node_is_restarted_or_killed_mid_call() {
+    if using_external_broker() {
+        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
+        return;
+    }
+    let cluster = Cluster::local();
+    cluster.up().unwrap();
+    let client = common::client().await;
+    let queue = common::unique_name("failover.rpc");
+    // A server on its own client, on another node than the caller may be.
+    let server_client = common::client_on(3).await;
+    let server = rabbitkit::RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .queue(|q| q.quorum())
+        .concurrency(4)
+        .declare(&server_client)
+        .await
+        .unwrap();
+    let serving = tokio::spawn(async move {
+        server
+            .serve(|ms: u64| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(ms)
+            })
+            .await
+    });
+    let rpc = rabbitkit::RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::from_secs(20))
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&1).await.unwrap(), 1);
+
+    for graceful in [true, false] {
+        let node = node_of(&client);
+        let call = tokio::spawn({
+            let rpc = rpc.clone();
+            async move { rpc.call(&1500).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await; // the call is in flight
+        if graceful {
+            cluster.stop(node).unwrap();
+        } else {
+            cluster.kill(node).unwrap();
+        }
+        // The call ends: answered, or a typed error; it does not hang.
+        match tokio::time::timeout(Duration::from_secs(30), call).await {
+            Ok(Ok(Ok(1500))) | Ok(Ok(Err(rabbitkit::RpcError::ConnectionLost))) => {}
+            other => panic!("graceful={graceful}: unexpected {other:?}"),
+        }
+        assert_eq!(rpc.pending(), 0);
+        // And calls work again after the failover.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match rpc.call(&2).await {
+                Ok(2) => break,
+                Ok(other) => panic!("wrong answer {other}"),
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "no recovery: {e:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        cluster.start(node).unwrap();
+    }
+    serving.abort();
+    client.delete_queue(&queue).await.unwrap();
+}

@@ -38,6 +38,8 @@
 //! * `addr.rs`: [`amqp_addrs`], [`using_external_broker`],
 //!   [`ensure_cluster`]: which broker the tests talk to.
 //! * `names.rs`: [`unique_name`]: collision-free resource names.
+//! * `proxy.rs`: [`FaultProxy`]: a TCP proxy that cuts, stalls or delays
+//!   connections on demand, for fault-injection tests.
 //!
 //! # Environment
 //!
@@ -49,7 +51,9 @@
 mod addr;
 mod cluster;
 mod names;
+mod proxy;
 
 pub use addr::{amqp_addrs, ensure_cluster, using_external_broker};
 pub use cluster::{Cluster, ClusterError, ClusterStatus, NodeStatus};
 pub use names::unique_name;
+pub use proxy::FaultProxy;
