@@ -111,7 +111,15 @@ pub enum PublishError {
         /// The missing exchange.
         exchange: String,
     },
-    /// The broker refused the message: access refused, message too large, etc.
+    /// The body is larger than the broker's `max_message_size`.
+    #[error("message of {size} bytes is larger than the broker's limit of {max} bytes")]
+    TooLarge {
+        /// The body's size.
+        size: u64,
+        /// The broker's limit.
+        max: u64,
+    },
+    /// The broker refused the message: access refused, etc.
     #[error("broker rejected the publish ({code}): {text}")]
     Rejected {
         /// AMQP reply code.

@@ -197,7 +197,13 @@ async fn publish(
                     newer_than = session.generation;
                     continue;
                 }
-                match amqp_error(&err) {
+                let broker = amqp_error(&err);
+                if let Some((406, text)) = &broker
+                    && let Some(e) = too_large(text)
+                {
+                    return Err(e);
+                }
+                match broker {
                     Some((404, text)) if text.contains(&format!("exchange '{}'", msg.exchange)) => {
                         return Err(PublishError::ExchangeNotFound {
                             exchange: msg.exchange,
@@ -218,5 +224,35 @@ async fn publish(
                 }
             }
         }
+    }
+}
+
+/// Reads `message size 9000000 is larger than configured max size 8388608`.
+fn too_large(text: &str) -> Option<PublishError> {
+    let rest = &text[text.find("message size ")? + "message size ".len()..];
+    let (size, rest) = rest.split_once(' ')?;
+    let max = rest.strip_prefix("is larger than configured max size ")?;
+    let max = max.trim().trim_end_matches('.');
+    Some(PublishError::TooLarge {
+        size: size.parse().ok()?,
+        max: max.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_size_refusal() {
+        match too_large(
+            "PRECONDITION_FAILED - message size 9000000 is larger than configured max size 8388608",
+        ) {
+            Some(PublishError::TooLarge { size, max }) => {
+                assert_eq!((size, max), (9000000, 8388608))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(too_large("PRECONDITION_FAILED - unknown delivery tag 3").is_none());
     }
 }

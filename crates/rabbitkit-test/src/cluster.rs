@@ -1006,6 +1006,8 @@ fn node_config(port: u16) -> String {
          loopback_users = none\n\
          log.console = false\n\
          log.file.level = info\n\
+         # Small enough that a test can exceed it cheaply (see MAX_MESSAGE_SIZE).\n\
+         max_message_size = 8388608\n\
          # Do not wait 5 minutes for peers that will not come back.\n\
          mnesia_table_loading_retry_timeout = 5000\n\
          mnesia_table_loading_retry_limit = 20\n"

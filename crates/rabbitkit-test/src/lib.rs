@@ -57,3 +57,6 @@ pub use addr::{amqp_addrs, ensure_cluster, using_external_broker};
 pub use cluster::{Cluster, ClusterError, ClusterStatus, NodeStatus};
 pub use names::unique_name;
 pub use proxy::FaultProxy;
+
+/// The largest message body the local cluster accepts (`max_message_size`).
+pub const MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;

@@ -1,0 +1,94 @@
+//! Credentials never show in logs: every `tracing` event of the whole run
+//! (rabbitkit's and lapin's, all levels) is captured and searched.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<String>>);
+
+struct Line<'a>(&'a mut String);
+impl Visit for Line<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        let mut line = String::new();
+        span.record(&mut Line(&mut line));
+        self.0.lock().unwrap().push_str(&line);
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, values: &Record<'_>) {
+        let mut line = String::new();
+        values.record(&mut Line(&mut line));
+        self.0.lock().unwrap().push_str(&line);
+    }
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut line = format!(
+            "\n{} {}:",
+            event.metadata().level(),
+            event.metadata().target()
+        );
+        event.record(&mut Line(&mut line));
+        self.0.lock().unwrap().push_str(&line);
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_in_any_log_line() {
+    let capture = Capture::default();
+    tracing::subscriber::set_global_default(capture.clone()).unwrap();
+    common::ensure_cluster();
+    let first: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let secret = "Sup3r-Secret-Pw-4417";
+
+    // A refused login, through every endpoint form.
+    let bad = format!(
+        "amqp://guest:{secret}@{}:{}/%2f",
+        first.host(),
+        first.port()
+    );
+    let err = rabbitkit::Options::new()
+        .connect(bad.as_str())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        rabbitkit::ConnectError::AuthenticationFailed { .. }
+    ));
+    // Unreachable endpoints with a password, retried a few times.
+    let gone =
+        format!("amqp://guest:{secret}@127.0.0.1:1/%2f,amqp://guest:{secret}@127.0.0.1:2/%2f");
+    let _ = rabbitkit::Options::new()
+        .connect(gone.as_str())
+        .await
+        .unwrap_err();
+    // A working client whose events and logs are exercised.
+    let client = common::client().await;
+    let q = rabbitkit::Queue::temporary()
+        .declare(&client)
+        .await
+        .unwrap();
+    q.send(&"hello".to_string()).await.unwrap();
+    client.close().await;
+
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(logs.lines().count() > 3, "logs were captured: {logs}");
+    assert!(!logs.contains(secret), "password found in the logs");
+    assert!(!logs.contains(":guest@"), "password found in the logs");
+}
