@@ -53,6 +53,15 @@ pub enum ConnectError {
         /// The broker's explanation.
         message: String,
     },
+    /// The TLS handshake failed on the server's certificate (unknown CA,
+    /// wrong host name, expired). Retrying cannot fix this.
+    #[error("TLS handshake with {endpoint} failed: {message}")]
+    Tls {
+        /// The endpoint (password hidden).
+        endpoint: String,
+        /// What the TLS library said.
+        message: String,
+    },
     /// No endpoint could be reached within the retry policy.
     #[error(
         "no broker endpoint reachable after {attempts} attempt(s); last error at {endpoint}: {last_error}"
@@ -78,7 +87,10 @@ impl ConnectError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Self::Endpoint(_) | Self::AuthenticationFailed { .. } | Self::VhostNotAllowed { .. }
+            Self::Endpoint(_)
+                | Self::AuthenticationFailed { .. }
+                | Self::VhostNotAllowed { .. }
+                | Self::Tls { .. }
         )
     }
 }

@@ -107,6 +107,7 @@ pub struct Options {
     pub(crate) publish_window: usize,
     pub(crate) publish_timeout: Duration,
     pub(crate) operation_timeout: Duration,
+    pub(crate) tls_ca_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -125,6 +126,7 @@ impl Default for Options {
             publish_window: 1024,
             publish_timeout: Duration::from_secs(30),
             operation_timeout: Duration::from_secs(30),
+            tls_ca_pem: None,
         }
     }
 }
@@ -145,6 +147,7 @@ impl Options {
     /// | [`publish_window`](Self::publish_window) | 1024 unconfirmed publishes in flight |
     /// | [`publish_timeout`](Self::publish_timeout) | 30 s, waiting for a connection included |
     /// | [`operation_timeout`](Self::operation_timeout) | 30 s for declarations and consumer starts |
+    /// | [`tls_ca_pem`](Self::tls_ca_pem) | none: `amqps://` servers are checked against the system's roots |
     pub fn new() -> Self {
         Self::default()
     }
@@ -214,6 +217,24 @@ impl Options {
     /// Longest a declaration or consumer start may wait for a connection.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
+        self
+    }
+
+    /// Trusts this CA (PEM, one or more certificates) for `amqps://`
+    /// endpoints, in addition to the system's roots. The server's
+    /// certificate must be valid for the host name in the URL.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read_to_string("/etc/rabbitmq/ca.pem")?;
+    /// let client = rabbitkit_core::Options::new()
+    ///     .tls_ca_pem(ca)
+    ///     .connect("amqps://app:secret@rabbit.internal:5671/%2f")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
         self
     }
 

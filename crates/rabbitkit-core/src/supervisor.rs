@@ -37,7 +37,16 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
     if let Some(name) = &o.connection_name {
         props = props.with_connection_name(name.as_str().into());
     }
-    match tokio::time::timeout(o.connect_timeout, Connection::connect_uri(uri, props)).await {
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: o.tls_ca_pem.clone(),
+    };
+    let runtime = match lapin::runtime::default_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return Err(AttemptError::Transient(describe(&e))),
+    };
+    let connect = Connection::connect_uri_with_config(uri, props, tls, runtime);
+    match tokio::time::timeout(o.connect_timeout, connect).await {
         Err(_) => Err(AttemptError::Transient(format!(
             "timed out after {:?}",
             o.connect_timeout
@@ -55,9 +64,23 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
                     message,
                 })
             }
+            _ if endpoint.is_tls() && is_certificate_error(&err) => {
+                AttemptError::Fatal(ConnectError::Tls {
+                    endpoint: endpoint.to_string(),
+                    message: describe(&err),
+                })
+            }
             _ => AttemptError::Transient(describe(&err)),
         }),
     }
+}
+
+/// A TLS handshake refused for the certificate: retrying cannot fix it.
+fn is_certificate_error(err: &lapin::Error) -> bool {
+    let text = err.to_string().to_lowercase();
+    text.contains("certificate")
+        || text.contains("unknownissuer")
+        || text.contains("notvalidforname")
 }
 
 fn close_for_good(shared: &Shared, reason: String) {

@@ -567,9 +567,109 @@ impl Cluster {
         }
     }
 
+    /// Where the test TLS files live: `ca.pem` (the CA that signed the
+    /// server certificate of node 1's TLS listener, for `localhost` only),
+    /// `other-ca.pem` (a CA that signed nothing, to test refusals),
+    /// `server.pem`, `server.key`.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.base.join("tls")
+    }
+
+    /// An `amqps://` URL of node 1's TLS listener ([`TLS_PORT`]), by host name.
+    pub fn amqps_url(&self) -> String {
+        format!("amqps://guest:guest@localhost:{TLS_PORT}/%2f")
+    }
+
+    /// Makes the test CA and node 1's server certificate once, with `openssl`.
+    fn prepare_tls(&self) -> Result<()> {
+        let dir = self.tls_dir();
+        if ["ca.pem", "other-ca.pem", "server.pem", "server.key"]
+            .iter()
+            .all(|f| dir.join(f).exists())
+        {
+            return Ok(());
+        }
+        fs::create_dir_all(&dir)
+            .map_err(|e| ClusterError::io(format!("creating {}", dir.display()), e))?;
+        fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .map_err(|e| ClusterError::io("writing server.ext", e))?;
+        let steps: [&[&str]; 4] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=rabbitkit test CA",
+            ],
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "other-ca.key",
+                "-out",
+                "other-ca.pem",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=rabbitkit other CA",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "3650",
+                "-extfile",
+                "server.ext",
+            ],
+        ];
+        for args in steps {
+            let mut cmd = Command::new("openssl");
+            cmd.args(args).current_dir(&dir);
+            run(cmd, CTL_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
     /// Creates every node directory with its configuration, owned by user
     /// `rabbitmq`.
     fn prepare_dirs(&self) -> Result<()> {
+        self.prepare_tls()?;
         for n in Self::nodes() {
             let dir = self.node_dir(n);
             for sub in ["mnesia", "log", "plugins-expand"] {
@@ -585,7 +685,11 @@ impl Cluster {
                 fs::write(&path, contents)
                     .map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
             };
-            write("rabbitmq.conf", node_config(self.amqp_port(n)))?;
+            let tls = (n == 1).then(|| self.tls_dir());
+            write(
+                "rabbitmq.conf",
+                node_config(self.amqp_port(n), tls.as_deref()),
+            )?;
             write("enabled_plugins", "[].\n".to_owned())?;
         }
         self.chown_node_dirs()
@@ -598,7 +702,8 @@ impl Cluster {
         let mut cmd = Command::new("chown");
         cmd.arg("-R")
             .arg(format!("{RABBITMQ_USER}:{RABBITMQ_USER}"))
-            .args(Self::nodes().map(|n| self.node_dir(n)));
+            .args(Self::nodes().map(|n| self.node_dir(n)))
+            .arg(self.tls_dir());
         run(cmd, CTL_TIMEOUT).map(drop)
     }
 
@@ -998,9 +1103,22 @@ fn parse_cluster_status(out: &str) -> Option<Membership> {
     })
 }
 
-/// The `rabbitmq.conf` of the node listening on `port`.
-fn node_config(port: u16) -> String {
-    format!(
+/// The `rabbitmq.conf` of the node listening on `port`, with a TLS
+/// listener when `tls` names the directory of its certificates.
+fn node_config(port: u16, tls: Option<&Path>) -> String {
+    let tls = match tls {
+        Some(dir) => format!(
+            "listeners.ssl.default = 127.0.0.1:{TLS_PORT}\n\
+             ssl_options.cacertfile = {d}/ca.pem\n\
+             ssl_options.certfile = {d}/server.pem\n\
+             ssl_options.keyfile = {d}/server.key\n\
+             ssl_options.verify = verify_none\n\
+             ssl_options.fail_if_no_peer_cert = false\n",
+            d = dir.display()
+        ),
+        None => String::new(),
+    };
+    tls + &format!(
         "# Written by rabbitkit-test; rewritten on every start.\n\
          listeners.tcp.default = 127.0.0.1:{port}\n\
          loopback_users = none\n\
@@ -1013,6 +1131,9 @@ fn node_config(port: u16) -> String {
          mnesia_table_loading_retry_limit = 20\n"
     )
 }
+
+/// The TLS (`amqps`) port of node 1.
+pub const TLS_PORT: u16 = 5671;
 
 fn check_node(n: usize) -> Result<()> {
     if Cluster::nodes().contains(&n) {
@@ -1261,7 +1382,7 @@ mod tests {
 
     #[test]
     fn config_has_listener_and_loopback() {
-        let conf = node_config(5673);
+        let conf = node_config(5673, None);
         assert!(conf.contains("listeners.tcp.default = 127.0.0.1:5673\n"));
         assert!(conf.contains("loopback_users = none\n"));
     }

@@ -54,7 +54,7 @@ mod names;
 mod proxy;
 
 pub use addr::{amqp_addrs, ensure_cluster, using_external_broker};
-pub use cluster::{Cluster, ClusterError, ClusterStatus, NodeStatus};
+pub use cluster::{Cluster, ClusterError, ClusterStatus, NodeStatus, TLS_PORT};
 pub use names::unique_name;
 pub use proxy::FaultProxy;
 
