@@ -9,6 +9,8 @@ use std::process::{Command, ExitCode};
 
 use rabbitkit_test::{Cluster, using_external_broker};
 
+mod book;
+
 const HELP: &str = "\
 cargo xtask <command> [args]
 
@@ -42,6 +44,13 @@ Workflows:
                      demo -- [ARGS]`.
   bench [ARGS]       Bring the cluster up, then `cargo run --release
                      -p rabbitkit-bench -- [ARGS]`.
+  soak [ARGS]        Bring the cluster up, then run the soak program
+                     (default: 10 minutes, the connected node SIGKILLed
+                     every 30 s; `-- --minutes 2 --kill-every 20`).
+  book               Check that every `{{#include file:anchor}}` of the book
+                     (docs/src) names an existing file and anchor, then
+                     build it: `mdbook build docs` (installs mdBook 0.4.52
+                     with `cargo install --locked` when it is missing).
   help               Show this text.
 
 Environment:
@@ -79,6 +88,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench(rest),
+        "book" => book::book(rest),
+        "soak" => soak(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
@@ -282,6 +293,16 @@ fn demo(extra: &[String]) -> Result<ExitCode> {
         cmd.arg("--").args(extra);
     }
     run_step("demo", cmd).map(exit_code)
+}
+
+/// `cargo xtask soak [ARGS]`: the soak run (minutes of traffic while nodes are killed).
+fn soak(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    ensure_broker()?;
+    let mut cmd = cargo(&metadata.root);
+    cmd.args(["run", "--release", "-p", "rabbitkit-soak", "--"])
+        .args(extra);
+    run_step("soak", cmd).map(exit_code)
 }
 
 fn bench(extra: &[String]) -> Result<ExitCode> {

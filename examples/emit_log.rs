@@ -1,0 +1,42 @@
+//! Publish/subscribe, the publisher: sends one log message to the fanout
+//! exchange `logs`; every running `receive_logs` gets a copy.
+//!
+//! Shows: declaring a fanout exchange and publishing to it (no routing key:
+//! a fanout exchange copies each message to every bound queue).
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs
+//! terminal 2$ cargo run --example receive_logs
+//! terminal 3$ cargo run --example emit_log
+//! terminal 3$ cargo run --example emit_log Disk almost full
+//! ```
+//!
+//! The message is the command line's words (default `info: Hello World!`).
+//! The exchange matches the official tutorials' `logs` (fanout, not
+//! durable). Chapter "Publish/Subscribe" of the book.
+
+// ANCHOR: code
+use rabbitkit::{Exchange, Options};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let message = if args.is_empty() {
+        "info: Hello World!".to_string()
+    } else {
+        args.join(" ")
+    };
+
+    let client = Options::new().connect_env().await?;
+    // ANCHOR: publish
+    let logs = Exchange::fanout("logs").declare(&client).await?;
+    logs.publish(&message).await?;
+    println!(" [x] Sent '{message}'");
+    // ANCHOR_END: publish
+
+    client.close().await;
+    Ok(())
+}
+// ANCHOR_END: code

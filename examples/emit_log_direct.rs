@@ -1,0 +1,43 @@
+//! Routing, the publisher: sends a log message with its severity as the
+//! routing key to the direct exchange `direct_logs`.
+//!
+//! Shows: a direct exchange routes a message to the queues bound with
+//! exactly its routing key.
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs_direct warning error
+//! terminal 2$ cargo run --example receive_logs_direct info warning error
+//! terminal 3$ cargo run --example emit_log_direct error "Run. Run. Or it will explode."
+//! terminal 3$ cargo run --example emit_log_direct info "Just saying."
+//! ```
+//!
+//! Arguments: `[SEVERITY [MESSAGE...]]`, default `info Hello World!`.
+//! The exchange matches the official tutorials' `direct_logs` (direct, not
+//! durable). Chapter "Routing" of the book.
+
+// ANCHOR: code
+use rabbitkit::{Exchange, Options};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let severity = args.first().map_or("info", String::as_str);
+    let message = if args.len() > 1 {
+        args[1..].join(" ")
+    } else {
+        "Hello World!".to_string()
+    };
+
+    let client = Options::new().connect_env().await?;
+    // ANCHOR: publish
+    let logs = Exchange::direct("direct_logs").declare(&client).await?;
+    logs.publish(severity, &message).await?;
+    println!(" [x] Sent '{severity}':'{message}'");
+    // ANCHOR_END: publish
+
+    client.close().await;
+    Ok(())
+}
+// ANCHOR_END: code

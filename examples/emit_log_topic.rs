@@ -1,0 +1,44 @@
+//! Topics, the publisher: sends a log message with a routing key of
+//! dot-separated words (`<facility>.<severity>`, e.g. `kern.critical`) to the
+//! topic exchange `topic_logs`.
+//!
+//! Shows: publishing to a topic exchange; the routing key is checked
+//! (words separated by dots, no wildcards, at most 255 bytes) before
+//! anything is sent.
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs_topic "#"
+//! terminal 2$ cargo run --example receive_logs_topic "kern.*" "*.critical"
+//! terminal 3$ cargo run --example emit_log_topic kern.critical "A critical kernel error"
+//! ```
+//!
+//! Arguments: `[ROUTING_KEY [MESSAGE...]]`, default `anonymous.info Hello
+//! World!`. The exchange matches the official tutorials' `topic_logs`
+//! (topic, not durable). Chapter "Topics" of the book.
+
+// ANCHOR: code
+use rabbitkit::{Exchange, Options};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let routing_key = args.first().map_or("anonymous.info", String::as_str);
+    let message = if args.len() > 1 {
+        args[1..].join(" ")
+    } else {
+        "Hello World!".to_string()
+    };
+
+    let client = Options::new().connect_env().await?;
+    // ANCHOR: publish
+    let logs = Exchange::topic("topic_logs").declare(&client).await?;
+    logs.publish(routing_key, &message).await?;
+    println!(" [x] Sent '{routing_key}':'{message}'");
+    // ANCHOR_END: publish
+
+    client.close().await;
+    Ok(())
+}
+// ANCHOR_END: code

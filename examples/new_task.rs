@@ -1,0 +1,45 @@
+//! Work queues, the producer: submits one task to the durable queue
+//! `task_queue`. Each `.` in the task stands for one second of work.
+//!
+//! Shows: a durable work queue, persistent messages, confirms.
+//!
+//! ```text
+//! terminal 1$ cargo run --example worker
+//! terminal 2$ cargo run --example worker
+//! terminal 3$ cargo run --example new_task First message.
+//! terminal 3$ cargo run --example new_task Second message..
+//! terminal 3$ cargo run --example new_task Third message...
+//! ```
+//!
+//! The task is the command line's words (default `Hello World!`). The queue
+//! matches the official tutorials' `task_queue` (durable, classic), so this
+//! works with their `worker.py`. Chapter "Work queues" of the book.
+
+// ANCHOR: code
+use rabbitkit::{Options, WorkQueue};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let message = if args.is_empty() {
+        "Hello World!".to_string()
+    } else {
+        args.join(" ")
+    };
+
+    let client = Options::new().connect_env().await?;
+    // ANCHOR: submit
+    let tasks = WorkQueue::<String>::builder("task_queue")
+        .prefetch(1)
+        .declare(&client)
+        .await?;
+    tasks.submit(&message).await?;
+    println!(" [x] Sent '{message}'");
+    // ANCHOR_END: submit
+
+    client.close().await;
+    Ok(())
+}
+// ANCHOR_END: code

@@ -1,0 +1,51 @@
+//! Hello World, the receiving half: prints every message that arrives on the
+//! queue `hello`, until Ctrl-C.
+//!
+//! Shows: subscribing to a queue, typed bodies (`String`), acknowledging,
+//! stopping cleanly on Ctrl-C.
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive
+//! terminal 2$ cargo run --example send
+//! ```
+//!
+//! Works with the official tutorials' `send.py` (and the other languages')
+//! as well. Chapter "Hello World" of the book (`docs/`) walks through it.
+
+// ANCHOR: code
+use std::io::Write;
+
+use futures::StreamExt;
+use rabbitkit::{Client, Options, Queue};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let client = Options::new().connect_env().await?;
+    // ANCHOR: ctrl_c
+    tokio::select! {
+        result = receive(&client) => result?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    client.close().await;
+    // ANCHOR_END: ctrl_c
+    Ok(())
+}
+
+// ANCHOR: receive
+async fn receive(client: &Client) -> Result<(), Error> {
+    let hello = Queue::named("hello").declare(client).await?;
+    let mut messages = hello.subscribe::<String>().await?;
+    println!(" [*] Waiting for messages. To exit press CTRL+C");
+
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        println!(" [x] Received '{}'", message.body);
+        std::io::stdout().flush()?;
+        message.ack().await?;
+    }
+    Ok(())
+}
+// ANCHOR_END: receive
+// ANCHOR_END: code

@@ -1,0 +1,51 @@
+//! Publish/subscribe, a subscriber: prints every message published to the
+//! fanout exchange `logs` from the moment it starts, until Ctrl-C.
+//!
+//! Shows: a temporary queue (exclusive to this program, deleted when it
+//! stops) bound to a fanout exchange.
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs
+//! terminal 2$ cargo run --example receive_logs
+//! terminal 3$ cargo run --example emit_log
+//! ```
+//!
+//! Works with the official tutorials' `emit_log.py`. Chapter
+//! "Publish/Subscribe" of the book.
+
+// ANCHOR: code
+use std::io::Write;
+
+use futures::StreamExt;
+use rabbitkit::{Client, Exchange, Options};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let client = Options::new().connect_env().await?;
+    tokio::select! {
+        result = receive(&client) => result?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    client.close().await;
+    Ok(())
+}
+
+// ANCHOR: receive
+async fn receive(client: &Client) -> Result<(), Error> {
+    let logs = Exchange::fanout("logs").declare(client).await?;
+    // A temporary queue of our own, bound to `logs`.
+    let mut messages = logs.subscribe::<String>().await?;
+    println!(" [*] Waiting for logs. To exit press CTRL+C");
+
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        println!(" [x] Received '{}'", message.body);
+        std::io::stdout().flush()?;
+        message.ack().await?;
+    }
+    Ok(())
+}
+// ANCHOR_END: receive
+// ANCHOR_END: code

@@ -1,0 +1,63 @@
+//! Routing, a subscriber: prints the log messages of the severities given on
+//! the command line, from the direct exchange `direct_logs`, until Ctrl-C.
+//!
+//! Shows: one temporary queue bound to a direct exchange with several
+//! routing keys.
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs_direct warning error
+//! terminal 2$ cargo run --example receive_logs_direct info warning error
+//! terminal 3$ cargo run --example emit_log_direct error "Run. Run. Or it will explode."
+//! ```
+//!
+//! Arguments: `SEVERITY...` (at least one, e.g. `info warning error`).
+//! Works with the official tutorials' `emit_log_direct.py`. Chapter
+//! "Routing" of the book.
+
+// ANCHOR: code
+use std::io::Write;
+
+use futures::StreamExt;
+use rabbitkit::{Client, Exchange, Options};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let severities: Vec<String> = std::env::args().skip(1).collect();
+    if severities.is_empty() {
+        eprintln!("Usage: receive_logs_direct [info] [warning] [error]");
+        std::process::exit(1);
+    }
+
+    let client = Options::new().connect_env().await?;
+    tokio::select! {
+        result = receive(&client, &severities) => result?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    client.close().await;
+    Ok(())
+}
+
+// ANCHOR: receive
+async fn receive(client: &Client, severities: &[String]) -> Result<(), Error> {
+    let logs = Exchange::direct("direct_logs").declare(client).await?;
+    // One temporary queue, bound once per severity.
+    let keys: Vec<&str> = severities.iter().map(String::as_str).collect();
+    let mut messages = logs.subscribe::<String>(&keys).await?;
+    println!(" [*] Waiting for logs. To exit press CTRL+C");
+
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        println!(
+            " [x] Received '{}':'{}'",
+            message.routing_key(),
+            message.body
+        );
+        std::io::stdout().flush()?;
+        message.ack().await?;
+    }
+    Ok(())
+}
+// ANCHOR_END: receive
+// ANCHOR_END: code

@@ -1,0 +1,88 @@
+//! Headers, a subscriber: prints the messages of the headers exchange
+//! `headers_logs` whose headers match all (or any) of the `KEY=VALUE` pairs
+//! given on the command line, until Ctrl-C.
+//!
+//! Shows: a headers binding (`x-match: all` or `any`), checked before it
+//! reaches the broker (no empty match, no reserved `x-` keys).
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs_headers all format=pdf type=report
+//! terminal 2$ cargo run --example receive_logs_headers any format=pdf type=log
+//! terminal 3$ cargo run --example emit_log_headers format=pdf type=report -- "Monthly report"
+//! terminal 3$ cargo run --example emit_log_headers format=zip type=log -- "Archived logs"
+//! ```
+//!
+//! Arguments: `all|any KEY=VALUE...` (values are matched as strings).
+//! Chapter "Headers" of the book.
+
+// ANCHOR: code
+use std::io::Write;
+
+use futures::StreamExt;
+use rabbitkit::{AMQPValue, Client, Exchange, HeadersMatch, Options};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "Usage: receive_logs_headers all|any KEY=VALUE...";
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // ANCHOR: matching
+    let mut matching = match args.first().map(String::as_str) {
+        Some("all") if args.len() > 1 => HeadersMatch::all(),
+        Some("any") if args.len() > 1 => HeadersMatch::any(),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(1);
+        }
+    };
+    for pair in &args[1..] {
+        let Some((key, value)) = pair.split_once('=') else {
+            eprintln!("{USAGE}  (not {pair:?})");
+            std::process::exit(1);
+        };
+        matching = matching.header(key, value);
+    }
+    // ANCHOR_END: matching
+
+    let client = Options::new().connect_env().await?;
+    tokio::select! {
+        result = receive(&client, &matching) => result?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    client.close().await;
+    Ok(())
+}
+
+// ANCHOR: receive
+async fn receive(client: &Client, matching: &HeadersMatch) -> Result<(), Error> {
+    let logs = Exchange::headers("headers_logs").declare(client).await?;
+    let mut messages = logs.subscribe::<String>(matching).await?;
+    println!(" [*] Waiting for logs. To exit press CTRL+C");
+
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        // The message's headers, as `key=value`.
+        let headers: Vec<String> = message
+            .properties()
+            .headers()
+            .iter()
+            .flat_map(|table| table.inner())
+            .map(|(key, value)| match value {
+                AMQPValue::LongString(s) => format!("{key}={s}"),
+                other => format!("{key}={other:?}"),
+            })
+            .collect();
+        println!(
+            " [x] Received {{{}}}:'{}'",
+            headers.join(", "),
+            message.body
+        );
+        std::io::stdout().flush()?;
+        message.ack().await?;
+    }
+    Ok(())
+}
+// ANCHOR_END: receive
+// ANCHOR_END: code

@@ -1,0 +1,78 @@
+//! Topics, a subscriber: prints the log messages whose routing key matches
+//! one of the binding patterns given on the command line, from the topic
+//! exchange `topic_logs`, until Ctrl-C.
+//!
+//! Shows: topic patterns, where `*` stands for exactly one word and `#` for
+//! zero or more; each pattern is validated (`TopicPattern`) before it is
+//! bound, so a typo such as `kern*` is refused instead of silently matching
+//! nothing.
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive_logs_topic "#"
+//! terminal 2$ cargo run --example receive_logs_topic "kern.*"
+//! terminal 3$ cargo run --example receive_logs_topic "*.critical"
+//! terminal 4$ cargo run --example receive_logs_topic "kern.*" "*.critical"
+//! terminal 5$ cargo run --example emit_log_topic kern.critical "A critical kernel error"
+//! ```
+//!
+//! Arguments: `BINDING_KEY...` (at least one). Quote patterns so the shell
+//! leaves `*` and `#` alone. Works with the official tutorials'
+//! `emit_log_topic.py`. Chapter "Topics" of the book.
+
+// ANCHOR: code
+use std::io::Write;
+
+use futures::StreamExt;
+use rabbitkit::{Client, Exchange, Options, TopicPattern};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        eprintln!("Usage: receive_logs_topic [binding_key]...");
+        std::process::exit(1);
+    }
+    // ANCHOR: patterns
+    let mut patterns = Vec::new();
+    for arg in &args {
+        match TopicPattern::new(arg) {
+            Ok(pattern) => patterns.push(pattern),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    // ANCHOR_END: patterns
+
+    let client = Options::new().connect_env().await?;
+    tokio::select! {
+        result = receive(&client, &patterns) => result?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    client.close().await;
+    Ok(())
+}
+
+// ANCHOR: receive
+async fn receive(client: &Client, patterns: &[TopicPattern]) -> Result<(), Error> {
+    let logs = Exchange::topic("topic_logs").declare(client).await?;
+    let mut messages = logs.subscribe::<String>(patterns).await?;
+    println!(" [*] Waiting for logs. To exit press CTRL+C");
+
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        println!(
+            " [x] Received '{}':'{}'",
+            message.routing_key(),
+            message.body
+        );
+        std::io::stdout().flush()?;
+        message.ack().await?;
+    }
+    Ok(())
+}
+// ANCHOR_END: receive
+// ANCHOR_END: code

@@ -1,0 +1,51 @@
+//! RPC, the client: asks the server on `rpc_queue` for a Fibonacci number
+//! and prints the reply.
+//!
+//! Shows: `RpcClient`, which sends a typed request with `reply_to` and a
+//! `correlation_id` and waits (with a timeout) for the matching reply on
+//! RabbitMQ's direct reply-to. The request and the reply are decimal
+//! numbers, as in the official tutorials, so this client works with their
+//! `rpc_server.py` too.
+//!
+//! ```text
+//! terminal 1$ cargo run --example rpc_server
+//! terminal 2$ cargo run --example rpc_client 30
+//! ```
+//!
+//! Arguments: `[N]`, default 30. Chapter "RPC" of the book.
+
+// ANCHOR: code
+use rabbitkit::{Options, RpcClient, RpcError};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let n: u64 = match std::env::args().nth(1) {
+        Some(arg) => arg.parse()?,
+        None => 30,
+    };
+
+    let client = Options::new().connect_env().await?;
+    // ANCHOR: call
+    let fibonacci = RpcClient::<u64, u64>::builder("rpc_queue")
+        .build(&client)
+        .await?;
+    println!(" [x] Requesting fib({n})");
+    match fibonacci.call(&n).await {
+        Ok(answer) => println!(" [.] Got {answer}"),
+        Err(RpcError::Server(message)) => println!(" [.] The server says: {message}"),
+        Err(RpcError::Unroutable { .. }) => {
+            println!(" [.] There is no rpc_queue: start rpc_server")
+        }
+        Err(RpcError::Timeout(after)) => {
+            println!(" [.] No reply within {after:?}: is rpc_server running?")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // ANCHOR_END: call
+
+    client.close().await;
+    Ok(())
+}
+// ANCHOR_END: code

@@ -1,0 +1,67 @@
+//! RPC, the server: answers Fibonacci requests from the queue `rpc_queue`
+//! until Ctrl-C.
+//!
+//! Shows: `RpcServer`, which takes typed requests, runs a handler and
+//! replies to each request's `reply_to` with its `correlation_id`. Requests
+//! and replies are decimal numbers, as in the official tutorials, so this
+//! server answers their `rpc_client.py` too.
+//!
+//! ```text
+//! terminal 1$ cargo run --example rpc_server
+//! terminal 2$ cargo run --example rpc_client 30
+//! ```
+//!
+//! Chapter "RPC" of the book.
+
+// ANCHOR: code
+use std::io::Write;
+
+use rabbitkit::{Client, Options, RpcServer};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+// ANCHOR: fib
+/// The n-th Fibonacci number, or `None` when it does not fit in a u64.
+fn fib(n: u64) -> Option<u64> {
+    if n == 0 {
+        return Some(0);
+    }
+    let (mut a, mut b) = (0u64, 1u64); // fib(0), fib(1)
+    for _ in 1..n {
+        (a, b) = (b, a.checked_add(b)?);
+    }
+    Some(b)
+}
+// ANCHOR_END: fib
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let client = Options::new().connect_env().await?;
+    tokio::select! {
+        result = serve(&client) => result?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    client.close().await;
+    Ok(())
+}
+
+// ANCHOR: serve
+async fn serve(client: &Client) -> Result<(), Error> {
+    // Requests are u64, replies are u64, errors are String.
+    let server = RpcServer::<u64, u64, String>::builder("rpc_queue")
+        .prefetch(1)
+        .declare(client)
+        .await?;
+    println!(" [x] Awaiting RPC requests");
+
+    server
+        .serve(|n: u64| async move {
+            println!(" [.] fib({n})");
+            let _ = std::io::stdout().flush();
+            fib(n).ok_or_else(|| format!("fib({n}) does not fit in 64 bits"))
+        })
+        .await?;
+    Ok(())
+}
+// ANCHOR_END: serve
+// ANCHOR_END: code

@@ -1,0 +1,40 @@
+//! Hello World, the sending half: puts one message on the queue `hello`.
+//!
+//! Shows: connecting (`AMQP_ADDR`, or the local 3-node cluster), declaring a
+//! queue, sending a plain-text message through the default exchange.
+//!
+//! Run the receiver in one terminal, then the sender in another:
+//!
+//! ```text
+//! terminal 1$ cargo run --example receive
+//! terminal 2$ cargo run --example send
+//! ```
+//!
+//! The queue is the one of RabbitMQ's official tutorials (not durable, not
+//! exclusive), so this program works with their `receive.py` and friends.
+//! Chapter "Hello World" of the book (`docs/`) walks through it.
+
+// ANCHOR: code
+use rabbitkit::{Options, Queue};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // ANCHOR: connect
+    let client = Options::new().connect_env().await?;
+    // ANCHOR_END: connect
+    // ANCHOR: declare
+    let hello = Queue::named("hello").declare(&client).await?;
+    // ANCHOR_END: declare
+
+    // ANCHOR: send
+    let message = "Hello World!";
+    hello.send(message).await?;
+    println!(" [x] Sent '{message}'");
+    // ANCHOR_END: send
+
+    client.close().await;
+    Ok(())
+}
+// ANCHOR_END: code
