@@ -28,7 +28,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{AMQPValue, BasicProperties, Options, Queue, WorkQueue};
+use rabbitkit::{BasicProperties, Options, Queue, WorkQueue};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -148,34 +148,10 @@ async fn work(jobs: &WorkQueue<String>, parked: &Queue, count: u32) -> Result<(u
 // ANCHOR_END: work
 
 // ANCHOR: x_death
-/// How many times this message was rejected from `jobs`, from the `x-death`
-/// header: the broker keeps one entry per queue and reason, with a count.
+/// How many times this message was rejected from `jobs`: the broker counts
+/// it in the `x-death` header, one entry per queue and reason.
 fn failed_attempts(properties: &BasicProperties) -> u32 {
-    let Some(AMQPValue::FieldArray(deaths)) = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-death"))
-    else {
-        return 0;
-    };
-    let text = |v: Option<&AMQPValue>| match v {
-        Some(AMQPValue::LongString(s)) => s.to_string(),
-        _ => String::new(),
-    };
-    deaths
-        .as_slice()
-        .iter()
-        .filter_map(AMQPValue::as_field_table)
-        .filter(|death| {
-            let death = death.inner();
-            text(death.get("queue")) == JOBS && text(death.get("reason")) == "rejected"
-        })
-        .map(|death| match death.inner().get("count") {
-            Some(AMQPValue::LongLongInt(n)) => *n as u32,
-            Some(AMQPValue::LongInt(n)) => *n as u32,
-            _ => 1,
-        })
-        .sum()
+    rabbitkit::message::death_count(properties, JOBS, "rejected") as u32
 }
 // ANCHOR_END: x_death
 // ANCHOR_END: code

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
@@ -224,9 +224,15 @@ impl Client {
         }
     }
 
-    /// A stream of connection [`Event`]s from now on.
+    /// A stream of connection [`Event`]s from now on. When the client is
+    /// connected, the stream starts with an [`Event::Connected`] naming the
+    /// endpoint in use, so a listener made after `connect` knows where it is.
     pub fn events(&self) -> impl Stream<Item = Event> + Send + Unpin + 'static {
-        events::stream(self.shared().events.subscribe())
+        let rx = self.shared().events.subscribe();
+        let first = self.shared().current().map(|s| Event::Connected {
+            endpoint: s.endpoint.clone(),
+        });
+        futures::StreamExt::boxed(futures::stream::iter(first).chain(events::stream(rx)))
     }
 
     /// The options this client was built with.

@@ -301,17 +301,19 @@ impl Exchange<Direct> {
         self.send_raw(key, value, &options, None).await
     }
 
-    /// A temporary queue bound to each of `keys`.
+    /// A temporary queue bound to each of `keys` (any strings: `&["a", "b"]`,
+    /// a `Vec<String>` from the command line, ...).
     pub async fn subscribe<T: DeserializeOwned>(
         &self,
-        keys: &[&str],
+        keys: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> Result<Subscription<T>, SubscribeError> {
-        for k in keys {
+        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        for k in &keys {
             check_routing_key(k, false)?;
         }
         self.subscribe_raw(
-            keys.iter()
-                .map(|k| (k.to_string(), FieldTable::default()))
+            keys.into_iter()
+                .map(|k| (k, FieldTable::default()))
                 .collect(),
         )
         .await

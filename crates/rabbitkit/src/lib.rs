@@ -60,7 +60,7 @@ mod binding;
 pub mod codec;
 mod error;
 mod exchange;
-mod message;
+pub mod message;
 pub mod names;
 mod queue;
 mod rpc;

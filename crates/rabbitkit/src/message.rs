@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rabbitkit_core::{
-    AckError, BasicProperties, Client, Consumer, Delivery, FieldTable, OutgoingMessage,
+    AMQPValue, AckError, BasicProperties, Client, Consumer, Delivery, FieldTable, OutgoingMessage,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -78,6 +78,13 @@ impl PublishOptions {
         self.priority = Some(priority);
         self
     }
+    /// Adds a header.
+    pub fn header(mut self, key: &str, value: impl Into<crate::HeaderValue>) -> Self {
+        self.headers
+            .get_or_insert_with(FieldTable::default)
+            .insert(key.into(), value.into().to_amqp());
+        self
+    }
 }
 
 /// Encodes `value` and builds the outgoing message.
@@ -117,6 +124,60 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
         .mandatory(opts.mandatory))
 }
 
+/// One header of `properties`, if present.
+pub fn header<'a>(properties: &'a BasicProperties, key: &str) -> Option<&'a AMQPValue> {
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(key))
+}
+
+/// How many times a message was dead-lettered from `queue` for `reason`,
+/// from its `x-death` header (0 without one).
+///
+/// ```
+/// use rabbitkit::{AMQPValue, BasicProperties, FieldTable};
+/// let mut death = FieldTable::default();
+/// death.insert("queue".into(), AMQPValue::LongString("jobs".into()));
+/// death.insert("reason".into(), AMQPValue::LongString("rejected".into()));
+/// death.insert("count".into(), AMQPValue::LongLongInt(2));
+/// let mut headers = FieldTable::default();
+/// headers.insert("x-death".into(), AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()));
+/// let props = BasicProperties::default().with_headers(headers);
+/// assert_eq!(rabbitkit::message::death_count(&props, "jobs", "rejected"), 2);
+/// assert_eq!(rabbitkit::message::death_count(&props, "jobs", "expired"), 0);
+/// ```
+pub fn death_count(properties: &BasicProperties, queue: &str, reason: &str) -> u64 {
+    let Some(AMQPValue::FieldArray(deaths)) = header(properties, "x-death") else {
+        return 0;
+    };
+    let text = |v: Option<&AMQPValue>| match v {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        Some(AMQPValue::ShortString(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    deaths
+        .as_slice()
+        .iter()
+        .filter_map(|d| match d {
+            AMQPValue::FieldTable(t)
+                if text(t.inner().get("queue")) == queue
+                    && text(t.inner().get("reason")) == reason =>
+            {
+                t.inner().get("count")
+            }
+            _ => None,
+        })
+        .map(|c| match c {
+            AMQPValue::LongLongInt(n) => u64::try_from(*n).unwrap_or(0),
+            AMQPValue::LongInt(n) => u64::try_from(*n).unwrap_or(0),
+            AMQPValue::LongUInt(n) => u64::from(*n),
+            AMQPValue::ShortInt(n) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A typed message received, with the means to acknowledge it.
 #[derive(Debug)]
 pub struct Received<T> {
@@ -153,6 +214,17 @@ impl<T> Received<T> {
     /// The AMQP properties.
     pub fn properties(&self) -> &BasicProperties {
         self.delivery.properties()
+    }
+    /// One header's value, if present.
+    pub fn header(&self, key: &str) -> Option<&AMQPValue> {
+        header(self.delivery.properties(), key)
+    }
+    /// How many times the broker dead-lettered this message from `queue`
+    /// for `reason` (`rejected`, `expired`, `maxlen`, `delivery_limit`), read
+    /// from the `x-death` header: the number of failed attempts in a
+    /// TTL + dead-letter retry loop.
+    pub fn death_count(&self, queue: &str, reason: &str) -> u64 {
+        death_count(self.delivery.properties(), queue, reason)
     }
     /// Body and delivery apart.
     pub fn into_parts(self) -> (T, Delivery) {
