@@ -322,8 +322,12 @@ async fn rpc_calls_end_when_the_node_is_restarted_or_killed_mid_call() {
     cluster.up().unwrap();
     let client = common::client().await;
     let queue = common::unique_name("failover.rpc");
-    // A server on its own client, on another node than the caller may be.
-    let server_client = common::client_on(3).await;
+    // A server on a client of its own, which fails over too.
+    let server_client = common::options()
+        .order(rabbitkit_core::EndpointOrder::Shuffled)
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
     let server = rabbitkit::RpcServer::<u64, u64, String>::builder(queue.as_str())
         .queue(|q| q.quorum())
         .concurrency(4)

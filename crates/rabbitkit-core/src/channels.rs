@@ -30,6 +30,25 @@ impl Slot {
         guard.as_ref().filter(|c| c.status().connected()).cloned()
     }
 
+    /// Takes channel `id` out of service: the next `get` opens a new one,
+    /// and the old one is closed once its pending confirms are in (so the
+    /// publishes still on it are not failed).
+    pub(crate) fn retire(&self, id: u16) {
+        let mut current = self.current.lock().unwrap();
+        if current.as_ref().is_some_and(|c| c.id() == id)
+            && let Some(old) = current.take()
+        {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    old.wait_for_confirms(),
+                )
+                .await;
+                let _ = old.close(200, "retired after nacks".into()).await;
+            });
+        }
+    }
+
     /// The slot's channel, opened (again) if needed.
     pub(crate) async fn get(&self, connection: &Connection) -> Result<Channel, lapin::Error> {
         if let Some(ch) = self.live() {
@@ -89,5 +108,10 @@ impl ChannelPool {
         index: usize,
     ) -> Result<Channel, lapin::Error> {
         self.slots[index % self.slots.len()].get(connection).await
+    }
+
+    /// See [`Slot::retire`].
+    pub(crate) fn retire(&self, index: usize, id: u16) {
+        self.slots[index % self.slots.len()].retire(id);
     }
 }

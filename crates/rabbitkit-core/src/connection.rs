@@ -455,10 +455,15 @@ impl Client {
         Ok((ch, session.generation))
     }
 
-    /// Closes the connection. Pending publishes fail with `Closed`;
-    /// consumers' streams end.
+    /// Closes the connection, after sending the acks consumers recorded.
+    /// Pending publishes fail with `Closed`; consumers' streams end.
     pub async fn close(&self) {
         let shared = self.shared();
+        // Acks recorded but not yet sent go out before the connection does.
+        let records: Vec<_> = shared.consumers.lock().unwrap().values().cloned().collect();
+        for record in records {
+            record.flush_acks().await;
+        }
         shared.closing.store(true, Ordering::SeqCst);
         shared.shutdown.notify_one();
         let mut rx = shared.link.subscribe();

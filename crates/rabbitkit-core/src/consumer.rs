@@ -75,6 +75,21 @@ pub(crate) struct ConsumerRecord {
     subscribed: tokio::sync::Mutex<Option<Subscribed>>,
 }
 
+impl ConsumerRecord {
+    /// Sends the acks recorded but not yet sent.
+    pub(crate) async fn flush_acks(&self) {
+        let acks = self
+            .subscribed
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|s| s.acks.clone());
+        if let Some(acks) = acks {
+            let _ = acks.flush().await;
+        }
+    }
+}
+
 /// One live subscription of a consumer.
 struct Subscribed {
     generation: u64,

@@ -138,6 +138,8 @@ async fn publish(
     let mut newer_than = 0;
     let mut attempts = 0u32;
     let mut channel_retries = 0;
+    let mut nack_delay = std::time::Duration::from_millis(50);
+    let channel_id = std::sync::Mutex::new(None::<u16>);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let session = match shared.wait_up_for(newer_than, left).await {
@@ -151,6 +153,7 @@ async fn publish(
         }
         let sent = async {
             let channel = session.pool.get(&session.connection, slot).await?;
+            *channel_id.lock().unwrap() = Some(channel.id());
             channel
                 .basic_publish(
                     msg.exchange.as_str().into(),
@@ -186,9 +189,24 @@ async fn publish(
                 });
             }
             Ok(Confirmation::Nack(_)) => {
-                return Err(PublishError::Nacked {
-                    exchange: msg.exchange,
-                });
+                // The broker could not store it: e.g. a quorum queue between
+                // leaders after a node died. RabbitMQ 3.10 goes on nacking a
+                // channel that published during the election, so send it
+                // again on a fresh channel, with backoff, until the deadline.
+                let id = *channel_id.lock().unwrap();
+                if let Some(id) = id {
+                    session.pool.retire(slot, id);
+                }
+                if Instant::now() + nack_delay >= deadline {
+                    return Err(PublishError::Nacked {
+                        exchange: msg.exchange,
+                    });
+                }
+                tracing::debug!(target: "rabbitkit", message_id, "publish nacked; sending it again");
+                tokio::time::sleep(nack_delay).await;
+                nack_delay = (nack_delay * 2).min(std::time::Duration::from_secs(1));
+                newer_than = 0;
+                continue;
             }
             Err(err) => {
                 if !session.alive() {

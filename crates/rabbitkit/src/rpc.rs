@@ -339,34 +339,47 @@ impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req,
                 .await?
                 .await
         };
-        match tokio::time::timeout(self.timeout, confirm).await {
-            Err(_) => {
-                forget();
-                return Err(RpcError::Timeout(self.timeout));
+        // Wait for the confirm and the reply together: the reply may come
+        // first (its round trip overlaps the confirm's); an unroutable
+        // request is known from the confirm.
+        let outcome = tokio::time::timeout(self.timeout, async {
+            let mut rx = rx;
+            tokio::pin!(confirm);
+            let mut confirmed = false;
+            loop {
+                tokio::select! {
+                    reply = &mut rx => return match reply {
+                        Ok(reply) => Ok(reply),
+                        Err(_) => Err(RpcError::ConnectionLost),
+                    },
+                    c = &mut confirm, if !confirmed => match c {
+                        Err(e) => {
+                            return Err(if channel.status().connected() {
+                                RpcError::Broker(e.to_string())
+                            } else {
+                                RpcError::ConnectionLost
+                            });
+                        }
+                        Ok(lapin::Confirmation::Ack(Some(_))) => {
+                            return Err(RpcError::Unroutable {
+                                routing_key: self.routing_key.clone(),
+                            });
+                        }
+                        Ok(lapin::Confirmation::Nack(_)) => {
+                            return Err(RpcError::Broker("request nacked".into()));
+                        }
+                        Ok(_) => confirmed = true,
+                    },
+                }
             }
+        })
+        .await;
+        let reply = match outcome {
+            Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 forget();
-                return Err(if channel.status().connected() {
-                    RpcError::Broker(e.to_string())
-                } else {
-                    RpcError::ConnectionLost
-                });
+                return Err(e);
             }
-            Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => {
-                forget();
-                return Err(RpcError::Unroutable {
-                    routing_key: self.routing_key.clone(),
-                });
-            }
-            Ok(Ok(lapin::Confirmation::Nack(_))) => {
-                forget();
-                return Err(RpcError::Broker("request nacked".into()));
-            }
-            Ok(Ok(_)) => {}
-        }
-        let reply = match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => return Err(RpcError::ConnectionLost),
             Err(_) => {
                 forget();
                 return Err(RpcError::Timeout(self.timeout));
@@ -448,7 +461,7 @@ impl<Req, Resp, E> RpcServer<Req, Resp, E> {
         RpcServerBuilder {
             queue: Queue::named(name),
             prefetch: 32,
-            concurrency: 1,
+            concurrency: 16,
             _t: PhantomData,
         }
     }
@@ -466,7 +479,7 @@ impl<Req, Resp, E> RpcServerBuilder<Req, Resp, E> {
         self
     }
 
-    /// Requests handled at once (default 1).
+    /// Requests handled at once (default 16; 1 handles them one by one, in order).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
