@@ -139,6 +139,11 @@ pub enum PublishError {
         /// The broker's text.
         text: String,
     },
+    /// The connection died before the confirm, and the message asked not
+    /// to be sent again (`resend_after_reconnect: false`). It may or may not
+    /// have reached the broker.
+    #[error("connection lost before the confirm (not sent again)")]
+    ConnectionLost,
     /// No confirm arrived before the publish timeout. The message may or may
     /// not have reached the broker.
     #[error("publish not confirmed within {0:?}")]

@@ -40,6 +40,11 @@ pub struct OutgoingMessage {
     pub properties: BasicProperties,
     /// Fail with [`PublishError::Unroutable`] when no queue receives the message.
     pub mandatory: bool,
+    /// Send it again after a reconnect when the connection died before its
+    /// confirm (default `true`: at-least-once). With `false` such a publish
+    /// fails with [`PublishError::ConnectionLost`] (for best-effort messages
+    /// such as RPC replies, whose target may have died with the node).
+    pub resend_after_reconnect: bool,
 }
 
 impl OutgoingMessage {
@@ -51,7 +56,14 @@ impl OutgoingMessage {
             body,
             properties: BasicProperties::default(),
             mandatory: false,
+            resend_after_reconnect: true,
         }
+    }
+
+    /// Sets [`resend_after_reconnect`](Self::resend_after_reconnect).
+    pub fn resend_after_reconnect(mut self, resend: bool) -> Self {
+        self.resend_after_reconnect = resend;
+        self
     }
 
     /// Sets the AMQP properties.
@@ -209,6 +221,9 @@ async fn publish(
                 continue;
             }
             Err(err) => {
+                if !session.alive() && !msg.resend_after_reconnect {
+                    return Err(PublishError::ConnectionLost);
+                }
                 if !session.alive() {
                     // The connection is gone: send again once recovered.
                     tracing::debug!(target: "rabbitkit", message_id, "publish interrupted by connection loss; will re-publish");

@@ -210,6 +210,16 @@ impl<Req, Resp, E> RpcClientBuilder<Req, Resp, E> {
 }
 
 impl Inner {
+    /// Closes the reply channel of `epoch`, if it is still the current one.
+    async fn retire(&self, epoch: u64) {
+        let mut slot = self.reply.lock().await;
+        if slot.as_ref().is_some_and(|r| r.epoch == epoch)
+            && let Some(old) = slot.take()
+        {
+            let _ = old.channel.close(200, "retired after a nack".into()).await;
+        }
+    }
+
     /// The live reply channel, opened (again) when needed.
     async fn reply_channel(
         self: &Arc<Self>,
@@ -366,6 +376,10 @@ impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req,
                             });
                         }
                         Ok(lapin::Confirmation::Nack(_)) => {
+                            // RabbitMQ 3.10 goes on nacking a channel that
+                            // published to a quorum queue during its leader
+                            // election: the next call gets a fresh channel.
+                            self.inner.retire(epoch).await;
                             return Err(RpcError::Broker("request nacked".into()));
                         }
                         Ok(_) => confirmed = true,
@@ -453,6 +467,9 @@ pub struct ServeReport {
     pub bad_requests: u64,
     /// Requests without `reply_to`, rejected (nobody could get the answer).
     pub no_reply_to: u64,
+    /// Redelivered requests dropped because their reply had already been
+    /// lost with a connection (their caller is gone).
+    pub dropped: u64,
 }
 
 impl<Req, Resp, E> RpcServer<Req, Resp, E> {
@@ -504,6 +521,9 @@ impl<Req, Resp, E> RpcServerBuilder<Req, Resp, E> {
 
 #[derive(Default)]
 struct Counters {
+    /// Correlation ids whose reply was cut off by a connection loss.
+    lost_replies: Mutex<std::collections::HashSet<String>>,
+    dropped: AtomicU64,
     answered: AtomicU64,
     failed: AtomicU64,
     bad: AtomicU64,
@@ -540,6 +560,20 @@ where
                 async move {
                     let Ok(delivery) = item else { return };
                     let props = delivery.properties().clone();
+                    let correlation = props.correlation_id().as_ref().map(|c| c.to_string());
+                    // A redelivered request whose reply already cost a
+                    // connection: its caller is gone (RabbitMQ 3.10 closes the
+                    // connection that replies to a direct reply-to address of
+                    // a dead node). Drop it rather than loop.
+                    if delivery.redelivered()
+                        && let Some(id) = &correlation
+                        && counters.lost_replies.lock().unwrap().contains(id)
+                    {
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "rabbitkit", correlation_id = %id, "RPC request dropped: its reply already failed once");
+                        let _ = delivery.reject(false).await;
+                        return;
+                    }
                     let Some(reply_to) = props.reply_to().as_ref().map(|s| s.to_string()) else {
                         counters.no_reply_to.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(target: "rabbitkit", "RPC request without reply_to rejected");
@@ -569,10 +603,22 @@ where
                     if let Some(id) = props.correlation_id() {
                         reply_props = reply_props.with_correlation_id(id.clone());
                     }
-                    let reply = OutgoingMessage::new("", reply_to, body).properties(reply_props);
+                    let reply = OutgoingMessage::new("", reply_to, body)
+                        .properties(reply_props)
+                        .resend_after_reconnect(false);
                     match client.publish(reply).await {
                         Ok(_) => {
                             let _ = delivery.ack().await;
+                        }
+                        Err(rabbitkit_core::PublishError::ConnectionLost) => {
+                            if let Some(id) = correlation {
+                                let mut lost = counters.lost_replies.lock().unwrap();
+                                if lost.len() > 10_000 {
+                                    lost.clear();
+                                }
+                                lost.insert(id);
+                            }
+                            tracing::warn!(target: "rabbitkit", "RPC reply lost with the connection; the request will come back");
                         }
                         Err(e) => {
                             tracing::warn!(target: "rabbitkit", error = %e, "RPC reply not sent; request requeued");
@@ -587,6 +633,7 @@ where
             failed: counters.failed.load(Ordering::Relaxed),
             bad_requests: counters.bad.load(Ordering::Relaxed),
             no_reply_to: counters.no_reply_to.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
         })
     }
 }

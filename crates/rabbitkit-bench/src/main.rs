@@ -1,0 +1,728 @@
+//! # rabbitkit-bench
+//!
+//! rabbitkit side by side with hand-written raw lapin 4, in one run, on the
+//! local 3-node cluster (GitHub issue 6). `cargo xtask bench [ARGS]` brings
+//! the cluster up and runs this program in release mode.
+//!
+//! Every scenario runs with rabbitkit *and* with raw lapin code written the
+//! way a careful lapin user writes it, under the same conditions: same
+//! broker node (node 1; rabbitkit is given the whole cluster, node 1 first,
+//! and lands there), same queue type, same body size, same in-flight window,
+//! same prefetch. The variants alternate which goes first from round to
+//! round, each run uses a fresh uniquely named queue, deleted afterwards, and
+//! the table reports the median over rounds. Client CPU per message is this
+//! process's user + system time (every thread, from `/proc/self/stat`) over
+//! the measured run, divided by the messages; the broker's CPU is read from
+//! its nodes' `/proc/<pid>/stat`. Client and broker share the machine's cores.
+//!
+//! Scenarios: publish without confirms (rate at which messages *land* in the
+//! queue), publish with pipelined confirms (classic and quorum queue),
+//! consume with manual acks from a pre-filled work queue, RPC one call at a
+//! time and with many calls in flight, and failover (rabbitkit only).
+//!
+//! Some scenarios add *reference* variants, reported without a target: raw
+//! lapin driven the way rabbitkit drives it (concurrent publish futures,
+//! `ack(multiple)`), and RPC with one side swapped (rabbitkit client against
+//! the raw server, and the reverse). They show how much of a difference is
+//! rabbitkit's own code and on which side it sits. A scenario that fails
+//! (e.g. a node stopped by someone else) is reported and skipped.
+//!
+//! ## Layout
+//! - `main.rs` — arguments, the scenario list, rounds and their order.
+//! - `raw.rs` — the raw lapin column (and the observer connection that
+//!   watches queues for both columns).
+//! - `rk.rs` — the rabbitkit column.
+//! - `failover.rs` — SIGKILL the connected node, measure, check for loss.
+//! - `measure.rs` — CPU from `/proc`, wall time, percentiles.
+//! - `report.rs` — the Markdown table, machine notes, `--write`.
+
+mod failover;
+mod measure;
+mod raw;
+mod report;
+mod rk;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rabbitkit::DEFAULT_PREFETCH;
+use rabbitkit_test::unique_name;
+
+use crate::measure::{BoxError, Result, Sample};
+use crate::report::{Comparison, Kind};
+
+const USAGE: &str = "\
+rabbitkit-bench: rabbitkit side by side with raw lapin 4 on the local cluster
+
+usage: cargo xtask bench [OPTIONS]
+   or: cargo run --release -p rabbitkit-bench -- [OPTIONS]
+
+  --quick                 smoke run of seconds (small counts, 1 round, no failover)
+  --rounds N              rounds per scenario, alternating which variant goes first [3]
+  --publish N             messages per publish run [100000]
+  --consume N             messages per consume run [50000]
+  --rpc N                 calls per one-at-a-time RPC run [5000]
+  --rpc-concurrent N      calls per concurrent RPC run [20000]
+  --warmup N              RPC warm-up calls before measuring [200]
+  --window N              publishes in flight with confirms [1000]
+  --in-flight N           RPC calls in flight in the concurrent scenario [64]
+  --body BYTES            body size [256]
+  --failover-rounds N     node kills in the failover scenario [5; 0 with --quick]
+  --failover-rate N       publishes per second during failover (0: unlimited) [2000]
+  --failover-window N     publishes in flight during failover [100]
+  --failover-give-up S    end a round S seconds after the kill if nothing was
+                          confirmed through the new connection [30]
+  --only LIST             comma-separated subset of:
+                          publish,confirm,quorum,consume,rpc,rpc-concurrent,failover
+  --write PATH            also write the report to PATH (relative to the workspace root)
+  --variant TEXT          only run variants whose label contains TEXT (to profile one;
+                          the table then lacks the comparisons it cannot make)
+  -h, --help              this text
+";
+
+/// The queue types the scenarios use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Classic, not durable (AMQP defaults; `Queue::named`).
+    Classic,
+    /// Classic, durable (`Queue::durable`, `WorkQueue`).
+    Durable,
+    /// Quorum (`Queue::quorum`).
+    Quorum,
+}
+
+/// What every scenario needs.
+pub struct Ctx {
+    /// The node both columns use (node 1).
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+    /// The whole cluster, node 1 first (rabbitkit is given all of it).
+    pub addrs: Vec<String>,
+    /// The message body.
+    pub body: Vec<u8>,
+    /// The broker nodes' process ids (for their CPU time).
+    pub pids: Vec<u32>,
+    /// Watches and deletes queues for both columns.
+    pub observer: raw::Observer,
+}
+
+/// The command-line settings.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// The arguments as given.
+    pub given: Vec<String>,
+    /// `--quick`.
+    pub quick: bool,
+    /// Rounds per scenario.
+    pub rounds: usize,
+    /// Messages per publish run.
+    pub publish: u64,
+    /// Messages per consume run.
+    pub consume: u64,
+    /// Calls per serial RPC run.
+    pub rpc: usize,
+    /// Calls per concurrent RPC run.
+    pub rpc_concurrent: usize,
+    /// RPC warm-up calls.
+    pub warmup: usize,
+    /// Publish window with confirms.
+    pub window: usize,
+    /// RPC calls in flight.
+    pub in_flight: usize,
+    /// Body size.
+    pub body: usize,
+    /// Failover settings.
+    pub failover: failover::Settings,
+    /// Scenario subset.
+    pub only: Option<Vec<String>>,
+    /// `--write` target.
+    pub write: Option<PathBuf>,
+    /// Only variants whose label contains this (for profiling one).
+    pub variant: Option<String>,
+}
+
+const SCENARIOS: &[&str] = &[
+    "publish",
+    "confirm",
+    "quorum",
+    "consume",
+    "rpc",
+    "rpc-concurrent",
+    "failover",
+];
+
+impl Args {
+    fn parse(given: Vec<String>) -> std::result::Result<Option<Self>, String> {
+        let quick = given.iter().any(|a| a == "--quick");
+        let mut args = Args {
+            given: given.clone(),
+            quick,
+            rounds: if quick { 1 } else { 3 },
+            publish: if quick { 5_000 } else { 100_000 },
+            consume: if quick { 3_000 } else { 50_000 },
+            rpc: if quick { 300 } else { 5_000 },
+            rpc_concurrent: if quick { 2_000 } else { 20_000 },
+            warmup: if quick { 50 } else { 200 },
+            window: 1000,
+            in_flight: 64,
+            body: 256,
+            failover: failover::Settings {
+                rounds: if quick { 0 } else { 5 },
+                window: 100,
+                rate: 2000,
+                before: Duration::from_secs(2),
+                after: Duration::from_secs(2),
+                settle: Duration::from_secs(3),
+                give_up: Duration::from_secs(30),
+            },
+            only: None,
+            write: None,
+            variant: None,
+        };
+        let mut it = given.into_iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+            fn num<T: std::str::FromStr>(flag: &str, v: String) -> std::result::Result<T, String> {
+                v.parse()
+                    .map_err(|_| format!("{flag}: {v:?} is not a number"))
+            }
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--quick" => {}
+                "--rounds" => args.rounds = num::<usize>(&flag, value()?)?.max(1),
+                "--publish" => args.publish = num(&flag, value()?)?,
+                "--consume" => args.consume = num(&flag, value()?)?,
+                "--rpc" => args.rpc = num(&flag, value()?)?,
+                "--rpc-concurrent" => args.rpc_concurrent = num(&flag, value()?)?,
+                "--warmup" => args.warmup = num(&flag, value()?)?,
+                "--window" => args.window = num::<usize>(&flag, value()?)?.max(1),
+                "--in-flight" => args.in_flight = num::<usize>(&flag, value()?)?.max(1),
+                "--body" => args.body = num::<usize>(&flag, value()?)?.max(20),
+                "--failover-rounds" => args.failover.rounds = num(&flag, value()?)?,
+                "--failover-rate" => args.failover.rate = num(&flag, value()?)?,
+                "--failover-give-up" => {
+                    args.failover.give_up = Duration::from_secs(num(&flag, value()?)?)
+                }
+                "--failover-window" => args.failover.window = num::<usize>(&flag, value()?)?.max(1),
+                "--only" => {
+                    let list: Vec<String> =
+                        value()?.split(',').map(|s| s.trim().to_owned()).collect();
+                    if let Some(bad) = list.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+                        return Err(format!("--only: unknown scenario {bad:?}"));
+                    }
+                    args.only = Some(list);
+                }
+                "--write" => args.write = Some(PathBuf::from(value()?)),
+                "--variant" => args.variant = Some(value()?),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(Some(args))
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|s| s == scenario))
+    }
+}
+
+/// One variant of a scenario: a label and a run that measures one sample.
+struct Variant<'a> {
+    label: String,
+    run: Box<dyn Fn() -> BoxFuture<'a, Result<Sample>> + Send + Sync + 'a>,
+    samples: Vec<Sample>,
+}
+
+impl<'a> Variant<'a> {
+    fn new(
+        label: &str,
+        run: impl Fn() -> BoxFuture<'a, Result<Sample>> + Send + Sync + 'a,
+    ) -> Self {
+        Self {
+            label: label.to_owned(),
+            run: Box::new(run),
+            samples: Vec::new(),
+        }
+    }
+}
+
+/// The scenario running now, for the record of other work seen meanwhile.
+static SCENARIO: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn entering(scenario: &str) {
+    *SCENARIO.lock().unwrap() = scenario.to_owned();
+}
+
+/// `--variant TEXT` (kept in a global: the closures cannot see `Args`).
+static VARIANT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn variant_wanted(label: &str) -> bool {
+    VARIANT
+        .get()
+        .and_then(|v| v.as_deref())
+        .is_none_or(|text| label.contains(text))
+}
+
+/// Runs every variant `rounds` times, reversing the order every other round.
+/// A failure (e.g. a broker node stopped by someone else) drops the whole
+/// scenario: it is reported under Anomalies and the run goes on.
+async fn rounds(title: &str, rounds: usize, variants: &mut [Variant<'_>]) {
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let v = &mut variants[i];
+            if !variant_wanted(&v.label) {
+                continue;
+            }
+            let sample = match (v.run)().await {
+                Ok(sample) => sample,
+                Err(e) => {
+                    report::anomaly(format!(
+                        "scenario `{title}` stopped in round {} ({}): {e}; it has no result",
+                        round + 1,
+                        v.label
+                    ));
+                    for v in variants.iter_mut() {
+                        v.samples.clear();
+                    }
+                    return;
+                }
+            };
+            eprintln!(
+                "  {title} [{}] round {}: {:.0}/s, client {:.1} µs/msg, broker {:.1} µs/msg{}",
+                v.label,
+                round + 1,
+                sample.rate(),
+                sample.cpu_us(),
+                sample.broker_us(),
+                match (sample.percentile_us(50.0), sample.percentile_us(99.0)) {
+                    (Some(p50), Some(p99)) => format!(", p50 {p50:.0} µs, p99 {p99:.0} µs"),
+                    _ => String::new(),
+                }
+            );
+            v.samples.push(sample);
+        }
+    }
+}
+
+/// Pairs of variants to compare: (raw lapin index, rabbitkit index, reference).
+/// A reference pair compares rabbitkit with raw lapin driven the way
+/// rabbitkit drives it, to show the wrapper's own cost; it has no target.
+type Pairs<'p> = &'p [(usize, usize, bool)];
+
+fn compare(
+    scenario: &str,
+    kind: Kind,
+    variants: &[Variant<'_>],
+    pairs: Pairs<'_>,
+) -> Vec<Comparison> {
+    pairs
+        .iter()
+        .filter(|&&(raw, rk, _)| {
+            !variants[raw].samples.is_empty() && !variants[rk].samples.is_empty()
+        })
+        .map(|&(raw, rk, reference)| Comparison {
+            scenario: scenario.to_owned(),
+            kind,
+            reference,
+            raw_label: variants[raw].label.clone(),
+            rk_label: variants[rk].label.clone(),
+            raw: variants[raw].samples.clone(),
+            rk: variants[rk].samples.clone(),
+        })
+        .collect()
+}
+
+/// A variant that runs `f` on a fresh queue named after `prefix`, then deletes it.
+fn on_fresh_queue<'a, F, Fut>(ctx: &'a Ctx, label: &str, prefix: &'static str, f: F) -> Variant<'a>
+where
+    F: Fn(String) -> Fut + Send + Sync + Copy + 'a,
+    Fut: std::future::Future<Output = Result<Sample>> + Send + 'a,
+{
+    Variant::new(label, move || {
+        Box::pin(async move {
+            let q = unique_name(prefix);
+            let sample = f(q.clone()).await;
+            ctx.observer.delete(&q).await?;
+            sample
+        })
+    })
+}
+
+/// After a consume run (its connection closed): every message was
+/// acknowledged, so none may be back in the queue. Reports any that are.
+async fn check_empty(ctx: &Ctx, queue: &str, who: &str) -> Result<()> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = ctx.observer.count(queue).await?;
+    if left > 0 {
+        report::anomaly(format!(
+            "{who}: {left} messages acknowledged by the program were back in the queue after the connection closed (acks not sent before the close)"
+        ));
+    }
+    Ok(())
+}
+
+async fn run(args: &Args) -> Result<report::Bench> {
+    entering("setup");
+    rabbitkit_test::ensure_cluster();
+    let addrs = rabbitkit_test::amqp_addrs();
+    let url = addrs.first().ok_or("no broker address")?.clone();
+    let port = rabbitkit::Endpoint::parse(&url)?.port();
+    let ctx = Ctx {
+        observer: raw::Observer::new(&url).await?,
+        url,
+        port,
+        addrs,
+        body: vec![b'x'; args.body],
+        pids: measure::broker_pids(),
+    };
+    let ctx = &ctx;
+    let mut bench = report::Bench::new(args);
+    let n = args.publish;
+    let window = args.window;
+    let body = args.body;
+    use rk::PublishApi::{Publisher, TypedSend};
+
+    if args.wants("publish") {
+        entering("publish");
+        eprintln!("publish, no confirms, landed ({n} × {body} B)");
+        let mut v = vec![
+            on_fresh_queue(
+                ctx,
+                "basic_publish loop, no confirms",
+                "bench.publish.raw",
+                move |q| async move {
+                    raw::publish(ctx, &q, QueueKind::Classic, n, raw::Publish::NoConfirms).await
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "Publisher::publish (confirms)",
+                "bench.publish.rk",
+                move |q| async move {
+                    rk::publish(ctx, &q, QueueKind::Classic, n, window, Publisher).await
+                },
+            ),
+        ];
+        rounds("publish", args.rounds, &mut v).await;
+        bench.comparisons.extend(compare(
+            &format!("publish, no confirms, landed in queue ({body} B, classic)¹"),
+            Kind::Throughput { must_beat: false },
+            &v,
+            &[(0, 1, false)],
+        ));
+    }
+
+    for (key, kind, label) in [
+        ("confirm", QueueKind::Classic, "classic"),
+        ("quorum", QueueKind::Quorum, "quorum"),
+    ] {
+        if !args.wants(key) {
+            continue;
+        }
+        entering(key);
+        eprintln!("publish, confirms, {window} in flight, {label} queue ({n} × {body} B)");
+        let mut v = vec![
+            on_fresh_queue(
+                ctx,
+                "basic_publish in turn, confirms pipelined",
+                "bench.confirm.raw",
+                move |q| async move {
+                    raw::publish(ctx, &q, kind, n, raw::Publish::Confirms(window)).await
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "concurrent basic_publish futures",
+                "bench.confirm.rawc",
+                move |q| async move {
+                    raw::publish(ctx, &q, kind, n, raw::Publish::ConcurrentConfirms(window)).await
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "Publisher::publish",
+                "bench.confirm.rk",
+                move |q| async move { rk::publish(ctx, &q, kind, n, window, Publisher).await },
+            ),
+        ];
+        let pairs: Pairs<'_> = if kind == QueueKind::Classic {
+            v.push(on_fresh_queue(
+                ctx,
+                "typed Queue::send(&String)",
+                "bench.confirm.typed",
+                move |q| async move { rk::publish(ctx, &q, kind, n, window, TypedSend).await },
+            ));
+            &[(0, 2, false), (0, 3, false), (1, 2, true)]
+        } else {
+            &[(0, 2, false), (1, 2, true)]
+        };
+        rounds(key, args.rounds, &mut v).await;
+        bench.comparisons.extend(compare(
+            &format!("publish, confirms, {window} in flight ({body} B, {label} queue)"),
+            Kind::Throughput { must_beat: false },
+            &v,
+            pairs,
+        ));
+    }
+
+    if args.wants("consume") {
+        let n = args.consume;
+        let prefetch = DEFAULT_PREFETCH;
+        entering("consume");
+        eprintln!("consume, manual ack, prefetch {prefetch} ({n} pre-filled persistent messages)");
+        let mut v = vec![
+            on_fresh_queue(
+                ctx,
+                "next().await + ack().await",
+                "bench.consume.raw",
+                move |q| async move {
+                    ctx.observer.declare(&q, QueueKind::Durable).await?;
+                    raw::fill(ctx, &q, n).await?;
+                    let s = raw::consume(ctx, &q, n, prefetch, raw::Consume::Inline).await;
+                    check_empty(ctx, &q, "raw lapin, ack each").await?;
+                    s
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "ack(multiple) every prefetch/2",
+                "bench.consume.rawm",
+                move |q| async move {
+                    ctx.observer.declare(&q, QueueKind::Durable).await?;
+                    raw::fill(ctx, &q, n).await?;
+                    let s = raw::consume(ctx, &q, n, prefetch, raw::Consume::MultipleAcks).await;
+                    check_empty(ctx, &q, "raw lapin, ack(multiple)").await?;
+                    s
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "Client::consume + Delivery::ack",
+                "bench.consume.rk",
+                move |q| async move {
+                    rk::declare_work_queue(ctx, &q).await?;
+                    raw::fill(ctx, &q, n).await?;
+                    let s = rk::consume(ctx, &q, n, rk::ConsumeApi::Core).await;
+                    check_empty(ctx, &q, "rabbitkit Client::consume").await?;
+                    s
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "typed WorkQueue::<String>::subscribe + ack",
+                "bench.consume.typed",
+                move |q| async move {
+                    rk::declare_work_queue(ctx, &q).await?;
+                    raw::fill(ctx, &q, n).await?;
+                    let s = rk::consume(ctx, &q, n, rk::ConsumeApi::WorkQueue).await;
+                    check_empty(ctx, &q, "rabbitkit WorkQueue::subscribe").await?;
+                    s
+                },
+            ),
+        ];
+        rounds("consume", args.rounds, &mut v).await;
+        bench.comparisons.extend(compare(
+            &format!(
+                "consume, manual ack each, prefetch {prefetch} (`DEFAULT_PREFETCH`), pre-filled durable queue ({body} B persistent)"
+            ),
+            Kind::Throughput { must_beat: true },
+            &v,
+            &[(0, 2, false), (0, 3, false), (1, 2, true)],
+        ));
+    }
+
+    for (key, in_flight, calls) in [
+        ("rpc", 1usize, args.rpc),
+        ("rpc-concurrent", args.in_flight, args.rpc_concurrent),
+    ] {
+        if !args.wants(key) {
+            continue;
+        }
+        let warmup = args.warmup;
+        entering(key);
+        eprintln!("RPC, {in_flight} call(s) in flight ({calls} calls)");
+        let raw_client = move |q: String| async move {
+            if in_flight == 1 {
+                raw::rpc_serial(ctx, &q, calls, warmup).await
+            } else {
+                raw::rpc_concurrent(ctx, &q, calls, warmup, in_flight).await
+            }
+        };
+        let mut v = vec![
+            on_fresh_queue(
+                ctx,
+                "raw client + raw server",
+                "bench.rpc.raw",
+                move |q| async move {
+                    let server = raw::Server::start(&ctx.url, &q, 32).await?;
+                    let s = raw_client(q).await;
+                    server.stop().await;
+                    s
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "RpcClient + RpcServer",
+                "bench.rpc.rk",
+                move |q| async move {
+                    let server = rk::Server::start(ctx, &q).await?;
+                    let s = rk::rpc(ctx, &q, calls, warmup, in_flight).await;
+                    server.stop().await;
+                    s
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "RpcClient + raw server",
+                "bench.rpc.rkc",
+                move |q| async move {
+                    let server = raw::Server::start(&ctx.url, &q, 32).await?;
+                    let s = rk::rpc(ctx, &q, calls, warmup, in_flight).await;
+                    server.stop().await;
+                    s
+                },
+            ),
+            on_fresh_queue(
+                ctx,
+                "raw client + RpcServer",
+                "bench.rpc.rks",
+                move |q| async move {
+                    let server = rk::Server::start(ctx, &q).await?;
+                    let s = raw_client(q).await;
+                    server.stop().await;
+                    s
+                },
+            ),
+        ];
+        rounds(key, args.rounds, &mut v).await;
+        let scenario = if in_flight == 1 {
+            format!("RPC, one call at a time ({body} B echo, direct reply-to)")
+        } else {
+            format!("RPC, {in_flight} calls in flight ({body} B echo, direct reply-to)")
+        };
+        bench.comparisons.extend(compare(
+            &scenario,
+            Kind::Rpc,
+            &v,
+            &[(0, 1, false), (0, 2, true), (0, 3, true)],
+        ));
+    }
+
+    if args.wants("failover") && args.failover.rounds > 0 {
+        if rabbitkit_test::using_external_broker() {
+            bench.failover = Some(Err("skipped: AMQP_ADDR points at an external broker".into()));
+        } else {
+            entering("failover");
+            eprintln!(
+                "failover: {} kills of the connected node, quorum queue, {} msgs/s",
+                args.failover.rounds, args.failover.rate
+            );
+            let outcome = failover::run(ctx, &args.failover).await;
+            // Whatever happened, leave the whole cluster running.
+            let _ = tokio::task::spawn_blocking(|| rabbitkit_test::Cluster::local().up()).await;
+            bench.failover = Some(outcome.map_err(|e| e.to_string()));
+        }
+    }
+    Ok(bench)
+}
+
+fn main() -> ExitCode {
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let args = match Args::parse(given) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = VARIANT.set(args.variant.clone());
+    let busy_before = report::busy_processes();
+    if !busy_before.is_empty() {
+        eprintln!(
+            "warning: other builds or tests are running ({}): the numbers will be disturbed",
+            busy_before.join(", ")
+        );
+    }
+    // Looks for other builds and tests every 2 s while the benchmark runs.
+    let before: Vec<String> = busy_before
+        .iter()
+        .map(|name| format!("{name} (at the start)"))
+        .collect();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(before));
+    std::thread::spawn({
+        let seen = seen.clone();
+        move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(2));
+                let now = report::busy_processes();
+                let scenario = SCENARIO.lock().unwrap().clone();
+                let mut seen = seen.lock().unwrap();
+                for name in now {
+                    let entry = format!("{name} (during `{scenario}`)");
+                    if !seen.contains(&entry) {
+                        eprintln!("warning: {entry}: the numbers will be disturbed");
+                        seen.push(entry);
+                    }
+                }
+            }
+        }
+    });
+    // The scenarios run in a spawned task, on the runtime's worker threads,
+    // as application code usually does (not on the thread that blocks).
+    let bench = runtime.block_on({
+        let args = args.clone();
+        async move { tokio::spawn(async move { run(&args).await.map_err(|e| e.to_string()) }).await }
+    });
+    let bench = match bench {
+        Ok(outcome) => outcome.map_err(BoxError::from),
+        Err(e) => Err(BoxError::from(format!("the benchmark task failed: {e}"))),
+    };
+    let mut bench = match bench {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    bench.busy = seen.lock().unwrap().clone();
+    bench.busy.extend(
+        report::busy_processes()
+            .into_iter()
+            .map(|n| format!("{n} (at the end)")),
+    );
+    bench.busy.sort();
+    bench.busy.dedup();
+    let text = report::render(&bench);
+    print!("{text}");
+    if let Some(path) = &args.write {
+        let path = report::workspace_path(path);
+        if let Err(e) = std::fs::write(&path, &text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
