@@ -707,7 +707,7 @@ pub fn render(bench: &Bench) -> String {
         out,
         "5. RPC: server and client run in this process on connections of their own, so the CPU per call covers both. Raw server: \
          prefetch 32, one request at a time, reply published without confirm, then ack. `RpcServer` defaults: prefetch 32, \
-         concurrency 1, reply published with `Client::publish` (confirmed), request acked after the confirm. Raw client: direct reply-to, \
+         concurrency 16, reply published with `Client::publish` (confirmed), request acked after the confirm. Raw client: direct reply-to, \
          request published without confirm (one at a time: it reads the reply consumer itself; in flight: a task routes replies to callers \
          by correlation id). `RpcClient` (direct reply-to by default) publishes each request mandatory, with a confirm, a UUID \
          correlation id and an expiration, waits for the confirm and then for the reply (routed by its reply task). The ↳ reference rows \

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) shutdown: Notify,
     pub(crate) closing: AtomicBool,
+    /// Consumers dropped whose last acks are still being sent.
+    pub(crate) draining: AtomicUsize,
 }
 
 impl Shared {
@@ -209,6 +211,7 @@ impl Client {
             counters: Counters::default(),
             shutdown: Notify::new(),
             closing: AtomicBool::new(false),
+            draining: AtomicUsize::new(0),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(crate::supervisor::run(shared.clone(), first_tx));
@@ -464,6 +467,13 @@ impl Client {
         for record in records {
             record.flush_acks().await;
         }
+        // ... and those of consumers dropped a moment ago.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while shared.draining.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         shared.closing.store(true, Ordering::SeqCst);
         shared.shutdown.notify_one();
         let mut rx = shared.link.subscribe();

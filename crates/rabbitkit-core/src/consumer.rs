@@ -235,7 +235,10 @@ impl Drop for Consumer {
         if let Some(record) = removed
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
+            let shared = shared.clone();
+            shared.draining.fetch_add(1, Ordering::SeqCst);
             handle.spawn(async move {
+                let _done = Draining(shared);
                 if let Some(sub) = record.subscribed.lock().await.take() {
                     // Acks recorded but not yet sent go out first.
                     if let Some(acks) = &sub.acks {
@@ -245,6 +248,15 @@ impl Drop for Consumer {
                 }
             });
         }
+    }
+}
+
+/// Counts a dropped consumer as draining until its last acks are sent.
+struct Draining(Arc<Shared>);
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        self.0.draining.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
