@@ -76,7 +76,9 @@ usage: cargo xtask bench [OPTIONS]
                           confirmed through the new connection [30]
   --only LIST             comma-separated subset of:
                           publish,confirm,quorum,consume,rpc,rpc-concurrent,failover
-  --write PATH            also write the report to PATH (relative to the workspace root)
+  --write PATH            also write the report to PATH (relative to the workspace root),
+                          replacing the block a previous --write generated there and
+                          keeping everything else in the file
   --variant TEXT          only run variants whose label contains TEXT (to profile one;
                           the table then lacks the comparisons it cannot make)
   -h, --help              this text
@@ -718,7 +720,9 @@ fn main() -> ExitCode {
     print!("{text}");
     if let Some(path) = &args.write {
         let path = report::workspace_path(path);
-        if let Err(e) = std::fs::write(&path, &text) {
+        let old = std::fs::read_to_string(&path).ok();
+        let merged = report::merge(old.as_deref(), &text);
+        if let Err(e) = std::fs::write(&path, merged) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

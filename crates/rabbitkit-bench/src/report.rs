@@ -85,6 +85,36 @@ impl Bench {
     }
 }
 
+/// Marks the start of what `--write` generated in a file.
+pub const BEGIN: &str = "<!-- rabbitkit-bench: begin (generated; replaced by the next --write) -->";
+/// Marks its end.
+pub const END: &str = "<!-- rabbitkit-bench: end -->";
+
+/// The new contents of a `--write` target that held `old`: the generated
+/// `report` replaces the previous generated block, and everything written
+/// by hand around it is kept. A file without a generated block keeps all of
+/// its text, below the new report (its title line, when it repeats the
+/// report's, is dropped).
+pub fn merge(old: Option<&str>, report: &str) -> String {
+    let block = format!("{BEGIN}\n{}\n{END}\n", report.trim_end());
+    let Some(old) = old.filter(|o| !o.trim().is_empty()) else {
+        return block;
+    };
+    if let (Some(b), Some(e)) = (old.find(BEGIN), old.find(END))
+        && b < e
+    {
+        let after = &old[e + END.len()..];
+        let after = after.strip_prefix('\n').unwrap_or(after);
+        return format!("{}{block}{after}", &old[..b]);
+    }
+    let title = report.lines().next().unwrap_or_default();
+    let rest = match old.split_once('\n') {
+        Some((first, rest)) if first.trim() == title.trim() => rest,
+        _ => old,
+    };
+    format!("{block}\n{}", rest.trim_start_matches('\n'))
+}
+
 /// `path` resolved against the workspace root when relative.
 pub fn workspace_path(path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -707,10 +737,10 @@ pub fn render(bench: &Bench) -> String {
         out,
         "5. RPC: server and client run in this process on connections of their own, so the CPU per call covers both. Raw server: \
          prefetch 32, one request at a time, reply published without confirm, then ack. `RpcServer` defaults: prefetch 32, \
-         concurrency 16, reply published with `Client::publish` (confirmed), request acked after the confirm. Raw client: direct reply-to, \
+         concurrency 16, reply published with `Client::publish` (confirmed; not sent again after a reconnect), request acked after the confirm. Raw client: direct reply-to, \
          request published without confirm (one at a time: it reads the reply consumer itself; in flight: a task routes replies to callers \
          by correlation id). `RpcClient` (direct reply-to by default) publishes each request mandatory, with a confirm, a UUID \
-         correlation id and an expiration, waits for the confirm and then for the reply (routed by its reply task). The ↳ reference rows \
+         correlation id and an expiration, and waits for its confirm and its reply together (the reply routed by its reply task). The ↳ reference rows \
          swap one side: rabbitkit's client against the raw server, and the raw client against rabbitkit's server, to show which side \
          costs what. {} warm-up calls before each measured run.",
         a.warmup
@@ -806,4 +836,26 @@ pub fn render(bench: &Bench) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BEGIN, END, merge};
+
+    #[test]
+    fn write_keeps_what_it_did_not_generate() {
+        let first = merge(None, "# T\n\nrun 1\n");
+        assert_eq!(first, format!("{BEGIN}\n# T\n\nrun 1\n{END}\n"));
+        let edited = format!("intro\n{first}\n## Soak\nkept\n");
+        let second = merge(Some(&edited), "# T\n\nrun 2\n");
+        assert_eq!(
+            second,
+            format!("intro\n{BEGIN}\n# T\n\nrun 2\n{END}\n\n## Soak\nkept\n")
+        );
+        let by_hand = merge(Some("# T\n\nold notes\n"), "# T\n\nrun 3\n");
+        assert_eq!(
+            by_hand,
+            format!("{BEGIN}\n# T\n\nrun 3\n{END}\n\nold notes\n")
+        );
+    }
 }
