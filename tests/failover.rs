@@ -1,7 +1,8 @@
 //! Failover against the real 3-node cluster: nodes are SIGKILLed for real.
 //!
 //! These tests stop and kill nodes, so `cargo xtask test` runs this binary
-//! alone, after every other test, one test at a time.
+//! alone, after every other test, one test at a time; with `AMQP_ADDR`
+//! set it skips the binary (the runner reports its tests as skipped).
 
 mod common;
 
@@ -15,7 +16,7 @@ use rabbitkit_core::{
     AMQPValue, BasicProperties, ConsumeOptions, Declaration, Event, FieldTable, OutgoingMessage,
     QueueSpec,
 };
-use rabbitkit_test::{Cluster, using_external_broker};
+use rabbitkit_test::{Cluster, require_local_cluster};
 
 fn quorum_queue(name: &str) -> Declaration {
     let mut args = FieldTable::default();
@@ -39,14 +40,10 @@ fn node_of(client: &rabbitkit_core::Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_connected_node_loses_no_confirmed_message() {
-    if using_external_broker() {
-        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
-        return;
-    }
     const TOTAL: u32 = 3000;
     const WINDOW: usize = 128;
     const PREFETCH: u16 = 50;
-    let cluster = Cluster::local();
+    let cluster = require_local_cluster();
     cluster.up().unwrap();
     let client = common::options()
         .publish_window(WINDOW)
@@ -158,11 +155,7 @@ async fn killing_the_connected_node_loses_no_confirmed_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_nodes_down_then_back_recovers_by_itself() {
-    if using_external_broker() {
-        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
-        return;
-    }
-    let cluster = Cluster::local();
+    let cluster = require_local_cluster();
     cluster.up().unwrap();
     // Publishes may wait as long as a full cluster restart takes.
     let client = common::options()
@@ -244,11 +237,7 @@ async fn all_nodes_down_then_back_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_messages_of_a_dead_node_are_redelivered_to_the_recovered_consumer() {
-    if using_external_broker() {
-        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
-        return;
-    }
-    let cluster = Cluster::local();
+    let cluster = require_local_cluster();
     cluster.up().unwrap();
     let client = common::client().await;
     let mut events = client.events();
@@ -314,11 +303,7 @@ async fn unacked_messages_of_a_dead_node_are_redelivered_to_the_recovered_consum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_calls_end_when_the_node_is_restarted_or_killed_mid_call() {
-    if using_external_broker() {
-        eprintln!("skipped: AMQP_ADDR points at a broker this test cannot kill");
-        return;
-    }
-    let cluster = Cluster::local();
+    let cluster = require_local_cluster();
     cluster.up().unwrap();
     let client = common::client().await;
     let queue = common::unique_name("failover.rpc");

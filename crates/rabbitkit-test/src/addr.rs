@@ -63,6 +63,29 @@ pub fn ensure_cluster() {
     }
 }
 
+/// For a test that controls the local cluster (kills or reconfigures
+/// nodes, runs its `rabbitmqctl`, uses its TLS listener): brings the
+/// cluster up and returns it.
+///
+/// Such tests live in the `failover` and `local_cluster` test binaries,
+/// which `cargo xtask test` filters out (the runner reports them as
+/// skipped) when `AMQP_ADDR` points elsewhere.
+///
+/// # Panics
+///
+/// When `AMQP_ADDR` is set: the test cannot run against that broker, and
+/// must fail rather than pass without having run. Also when the cluster
+/// cannot be brought up.
+pub fn require_local_cluster() -> Cluster {
+    assert!(
+        !using_external_broker(),
+        "this test controls the local RabbitMQ cluster and cannot run against AMQP_ADDR; \
+         `cargo xtask test` skips it there (unset AMQP_ADDR to run it)"
+    );
+    ensure_cluster();
+    Cluster::local()
+}
+
 /// The URLs in `AMQP_ADDR`, or `None` when it is unset or blank.
 fn external_addrs() -> Option<Vec<String>> {
     let value = std::env::var(AMQP_ADDR).ok()?;

@@ -2,15 +2,19 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
 use std::ops::RangeInclusive;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::error::{ClusterError, Result};
+use crate::process::{
+    is_live_beam, kill_pid, port_open, read_pid_file, run, unix_time, wait_until,
+};
+use crate::rabbitmq::RabbitMq;
 
 /// Default base directory of the local cluster.
 const DEFAULT_BASE_DIR: &str = "/var/tmp/rabbitkit-cluster";
@@ -20,14 +24,6 @@ const BASE_DIR_ENV: &str = "RABBITKIT_CLUSTER_DIR";
 const FIRST_AMQP_PORT: u16 = 5672;
 /// Erlang distribution port of node 1.
 const FIRST_DIST_PORT: u16 = 25672;
-/// The Debian wrapper: run as root it switches to user `rabbitmq`.
-const SERVER_PROGRAM: &str = "rabbitmq-server";
-/// The CLI, same wrapper.
-const CTL_PROGRAM: &str = "rabbitmqctl";
-/// Owner of every node directory (the wrapper runs the node as this user).
-const RABBITMQ_USER: &str = "rabbitmq";
-/// The command that installs the broker.
-const INSTALL_HINT: &str = "apt-get update && apt-get install -y rabbitmq-server";
 
 /// How long `rabbitmqctl wait` may take for one node to boot.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -35,42 +31,6 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CTL_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a killed or stopped node may take to release its port.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connect timeout of the TCP liveness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// An error from [`Cluster`]: what failed, with the output of the command
-/// that failed and, for a node that did not boot, the tail of its logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterError {
-    message: String,
-}
-
-impl ClusterError {
-    fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-
-    fn io(what: impl fmt::Display, err: io::Error) -> Self {
-        Self::new(format!("{what}: {err}"))
-    }
-
-    /// The full, human-readable description.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ClusterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ClusterError {}
-
-type Result<T, E = ClusterError> = std::result::Result<T, E>;
 
 /// State of one node, as reported by [`Cluster::status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +55,10 @@ pub struct NodeStatus {
 /// followed by the membership as seen by a running node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatus {
+    /// The RabbitMQ version the cluster runs.
+    pub version: RabbitMq,
+    /// The installed package's version (e.g. `4.3.6-1`), when known.
+    pub package_version: Option<String>,
     /// The three nodes, node 1 first.
     pub nodes: Vec<NodeStatus>,
     /// The node whose `rabbitmqctl cluster_status` gave the membership
@@ -128,6 +92,12 @@ impl ClusterStatus {
 
 impl fmt::Display for ClusterStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "RabbitMQ {} ({})",
+            self.version,
+            self.package_version.as_deref().unwrap_or("not installed")
+        )?;
         writeln!(
             f,
             "{:<19} {:<16} {:<9} {:<8} IN CLUSTER",
@@ -195,6 +165,7 @@ impl fmt::Display for ClusterStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
     base: PathBuf,
+    version: RabbitMq,
 }
 
 impl Cluster {
@@ -207,13 +178,41 @@ impl Cluster {
     }
 
     /// The cluster under `$RABBITKIT_CLUSTER_DIR`, or else under
-    /// `/var/tmp/rabbitkit-cluster`. Nothing is touched until a method
-    /// needs it.
+    /// `/var/tmp/rabbitkit-cluster`, running the RabbitMQ version named by
+    /// `$RABBITKIT_RABBITMQ` (see [`RabbitMq`]); without that variable, the
+    /// version whose nodes are running now, or else [`RabbitMq::default`]
+    /// (4.3). Nothing is touched until a method needs it.
+    ///
+    /// # Panics
+    ///
+    /// When `$RABBITKIT_RABBITMQ` names no known version.
     pub fn local() -> Self {
-        match std::env::var_os(BASE_DIR_ENV) {
+        let base = match std::env::var_os(BASE_DIR_ENV) {
             Some(dir) if !dir.is_empty() => Self::with_base_dir(dir),
             _ => Self::with_base_dir(DEFAULT_BASE_DIR),
+        };
+        match RabbitMq::from_env() {
+            Ok(Some(version)) => base.with_version(version),
+            Ok(None) => {
+                let running = RabbitMq::ALL.into_iter().find(|&v| {
+                    let c = base.clone().with_version(v);
+                    Self::nodes().any(|n| c.pid(n).is_some())
+                });
+                base.with_version(running.unwrap_or_default())
+            }
+            Err(err) => panic!("rabbitkit-test: {err}"),
         }
+    }
+
+    /// The same cluster directory, running `version`.
+    pub fn with_version(mut self, version: RabbitMq) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The RabbitMQ version its nodes run.
+    pub fn version(&self) -> RabbitMq {
+        self.version
     }
 
     /// The cluster whose files live under `base` (made absolute against
@@ -228,7 +227,10 @@ impl Cluster {
                 .map(|cwd| cwd.join(&base))
                 .unwrap_or(base)
         };
-        Self { base }
+        Self {
+            base,
+            version: RabbitMq::default(),
+        }
     }
 
     /// The base directory.
@@ -236,14 +238,18 @@ impl Cluster {
         &self.base
     }
 
-    /// The directory of node `n`: `<base>/rabbitN`.
+    /// The directory of node `n`: `<base>/<version>/rabbitN`, e.g.
+    /// `/var/tmp/rabbitkit-cluster/4.3/rabbit1` (each version keeps its own
+    /// data: they cannot read each other's).
     ///
     /// # Panics
     ///
     /// When `n` is not in 1..=3.
     pub fn node_dir(&self, n: usize) -> PathBuf {
         assert_node(n);
-        self.base.join(format!("rabbit{n}"))
+        self.base
+            .join(self.version.label())
+            .join(format!("rabbit{n}"))
     }
 
     /// The Erlang node name of node `n`: `rabbitN@localhost`.
@@ -323,57 +329,15 @@ impl Cluster {
         self.find_node_processes(n).into_iter().next()
     }
 
-    /// Whether the `rabbitmq-server` package is installed.
-    pub fn is_installed() -> bool {
-        find_program(SERVER_PROGRAM).is_some() && find_program(CTL_PROGRAM).is_some()
+    /// Whether this cluster's RabbitMQ version is installed.
+    pub fn is_installed(&self) -> bool {
+        self.version.is_installed()
     }
 
-    /// Installs the `rabbitmq-server` Debian package when it is missing:
-    /// `apt-get update`, then `apt-get install -y rabbitmq-server`, without
-    /// letting the package start its default service. Needs root; otherwise
-    /// fails with the command to run.
-    pub fn install() -> Result<()> {
-        if Self::is_installed() {
-            return Ok(());
-        }
-        if !is_root() {
-            return Err(ClusterError::new(format!(
-                "RabbitMQ is not installed and installing it needs root; run:\n  \
-                 sudo sh -c '{INSTALL_HINT}'"
-            )));
-        }
-        eprintln!("rabbitkit-test: installing RabbitMQ: {INSTALL_HINT}");
-        // Keep the package from starting its own node on port 5672.
-        let policy = Path::new("/usr/sbin/policy-rc.d");
-        let own_policy = !policy.exists()
-            && fs::write(
-                policy,
-                "#!/bin/sh\n# rabbitkit-test: no service starts\nexit 101\n",
-            )
-            .and_then(|()| set_mode(policy, 0o755))
-            .is_ok();
-        let result = (|| {
-            let apt = |args: &[&str]| {
-                let mut cmd = Command::new("apt-get");
-                cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-                run(cmd, Duration::from_secs(1800))
-            };
-            apt(&["update"])?;
-            apt(&["install", "-y", "rabbitmq-server"])?;
-            Ok(())
-        })();
-        if own_policy {
-            let _ = fs::remove_file(policy);
-        }
-        result.map_err(|e: ClusterError| {
-            ClusterError::new(format!("installing RabbitMQ failed: {e}"))
-        })?;
-        if !Self::is_installed() {
-            return Err(ClusterError::new(
-                "apt-get installed rabbitmq-server but rabbitmq-server/rabbitmqctl are not found",
-            ));
-        }
-        Ok(())
+    /// Installs this cluster's RabbitMQ version when it is missing (see
+    /// [`RabbitMq::install`]). Needs root.
+    pub fn install(&self) -> Result<()> {
+        self.version.install()
     }
 
     /// Brings the cluster up; a no-op when it is already healthy.
@@ -385,8 +349,9 @@ impl Cluster {
     /// stopped, forgotten by the cluster, wiped (its `mnesia/` directory)
     /// and started and joined again. Takes about 30 s from a cold state.
     pub fn up(&self) -> Result<()> {
-        Self::install()?;
+        self.install()?;
         let _lock = self.lock()?;
+        self.stop_other_versions()?;
         self.prepare_dirs()?;
 
         let to_start: Vec<usize> = Self::nodes().filter(|&n| !self.is_running(n)).collect();
@@ -417,6 +382,29 @@ impl Cluster {
     /// [`up`](Self::up) restarts the same cluster.
     pub fn down(&self) -> Result<()> {
         let _lock = self.lock_if_present()?;
+        self.down_locked()
+    }
+
+    /// Stops the nodes of every other version that runs from this
+    /// directory: they use the same ports.
+    fn stop_other_versions(&self) -> Result<()> {
+        for version in RabbitMq::ALL {
+            if version == self.version {
+                continue;
+            }
+            let other = self.clone().with_version(version);
+            if Self::nodes().any(|n| other.pid(n).is_some()) {
+                eprintln!(
+                    "rabbitkit-test: stopping the RabbitMQ {version} cluster to start {}",
+                    self.version
+                );
+                other.down_locked()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn down_locked(&self) -> Result<()> {
         let mut errors = Vec::new();
         for n in Self::nodes().rev() {
             if self.pid(n).is_some()
@@ -454,6 +442,8 @@ impl Cluster {
             })
             .collect();
         let mut status = ClusterStatus {
+            version: self.version,
+            package_version: self.version.package_version(),
             nodes,
             reported_by: None,
             running_nodes: Vec::new(),
@@ -519,7 +509,7 @@ impl Cluster {
     /// than starting them one by one.
     pub fn start(&self, n: usize) -> Result<()> {
         check_node(n)?;
-        Self::install()?;
+        self.install()?;
         let _lock = self.lock()?;
         self.prepare_dirs()?;
         if self.is_running(n) {
@@ -688,7 +678,7 @@ impl Cluster {
             let tls = (n == 1).then(|| self.tls_dir());
             write(
                 "rabbitmq.conf",
-                node_config(self.amqp_port(n), tls.as_deref()),
+                node_config(self.version, self.amqp_port(n), tls.as_deref()),
             )?;
             write("enabled_plugins", "[].\n".to_owned())?;
         }
@@ -696,15 +686,10 @@ impl Cluster {
     }
 
     fn chown_node_dirs(&self) -> Result<()> {
-        if !is_root() {
-            return Ok(());
-        }
-        let mut cmd = Command::new("chown");
-        cmd.arg("-R")
-            .arg(format!("{RABBITMQ_USER}:{RABBITMQ_USER}"))
-            .args(Self::nodes().map(|n| self.node_dir(n)))
-            .arg(self.tls_dir());
-        run(cmd, CTL_TIMEOUT).map(drop)
+        let mut paths: Vec<PathBuf> = Self::nodes().map(|n| self.node_dir(n)).collect();
+        paths.push(self.tls_dir());
+        self.version.share_dir(&self.base)?;
+        self.version.chown_to_rabbitmq(&paths)
     }
 
     /// Stops node `n`'s VM if any, makes the cluster forget it, and deletes
@@ -758,7 +743,7 @@ impl Cluster {
     /// Launches node `n` in the background, in its own process group, with
     /// its output appended to `stdout.log`. Does not wait for it.
     fn spawn_node(&self, n: usize) -> Result<()> {
-        let server = find_program(SERVER_PROGRAM).ok_or_else(not_installed)?;
+        self.version.share_dir(&self.base)?;
         let dir = self.node_dir(n);
         let log_path = dir.join("stdout.log");
         let mut log = OpenOptions::new()
@@ -779,7 +764,7 @@ impl Cluster {
             .try_clone()
             .map_err(|e| ClusterError::io("duplicating the log file handle", e))?;
         let path = |sub: &str| dir.join(sub).into_os_string();
-        let mut cmd = Command::new(server);
+        let mut cmd = self.version.command("rabbitmq-server")?;
         cmd.env("RABBITMQ_NODENAME", self.node_name(n))
             .env("RABBITMQ_NODE_PORT", self.amqp_port(n).to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port(n).to_string())
@@ -959,6 +944,10 @@ impl Cluster {
             ok
         });
         if formed {
+            if self.version.is_4() {
+                // As RabbitMQ's upgrade guide asks once every node runs.
+                self.ctl(1, &["enable_feature_flag", "all"])?;
+            }
             Ok(())
         } else {
             Err(ClusterError::new(format!(
@@ -1026,9 +1015,19 @@ impl Cluster {
         self.ctl_with_timeout(n, args, CTL_TIMEOUT)
     }
 
+    /// Runs `rabbitmqctl -n <node n> ARGS` with this cluster's version of
+    /// the CLI (inside its chroot for 4.x) and returns what it printed.
+    ///
+    /// # Errors
+    ///
+    /// When the command fails or takes more than 90 s, with its output.
+    pub fn rabbitmqctl(&self, n: usize, args: &[&str]) -> Result<String> {
+        check_node(n)?;
+        self.ctl(n, args)
+    }
+
     fn ctl_with_timeout(&self, n: usize, args: &[&str], timeout: Duration) -> Result<String> {
-        let ctl = find_program(CTL_PROGRAM).ok_or_else(not_installed)?;
-        let mut cmd = Command::new(ctl);
+        let mut cmd = self.version.command("rabbitmqctl")?;
         cmd.arg("-n").arg(self.node_name(n)).args(args);
         run(cmd, timeout)
     }
@@ -1105,7 +1104,7 @@ fn parse_cluster_status(out: &str) -> Option<Membership> {
 
 /// The `rabbitmq.conf` of the node listening on `port`, with a TLS
 /// listener when `tls` names the directory of its certificates.
-fn node_config(port: u16, tls: Option<&Path>) -> String {
+fn node_config(version: RabbitMq, port: u16, tls: Option<&Path>) -> String {
     let tls = match tls {
         Some(dir) => format!(
             "listeners.ssl.default = 127.0.0.1:{TLS_PORT}\n\
@@ -1125,11 +1124,17 @@ fn node_config(port: u16, tls: Option<&Path>) -> String {
          log.console = false\n\
          log.file.level = info\n\
          # Small enough that a test can exceed it cheaply (see MAX_MESSAGE_SIZE).\n\
-         max_message_size = 8388608\n\
-         # Do not wait 5 minutes for peers that will not come back.\n\
-         mnesia_table_loading_retry_timeout = 5000\n\
+         max_message_size = 8388608\n"
+    ) + if version.is_4() {
+        // RabbitMQ 4.3.0 refused transient non-exclusive queues by default
+        // and later releases will again: refuse them here so the suite
+        // shows rabbitkit never needs them.
+        "deprecated_features.permit.transient_nonexcl_queues = false\n"
+    } else {
+        // Do not wait 5 minutes for peers that will not come back.
+        "mnesia_table_loading_retry_timeout = 5000\n\
          mnesia_table_loading_retry_limit = 20\n"
-    )
+    }
 }
 
 /// The TLS (`amqps`) port of node 1.
@@ -1152,155 +1157,6 @@ fn assert_node(n: usize) {
     );
 }
 
-fn not_installed() -> ClusterError {
-    ClusterError::new(format!(
-        "RabbitMQ is not installed (no rabbitmq-server/rabbitmqctl); run `{INSTALL_HINT}` as root"
-    ))
-}
-
-/// Looks `name` up in `PATH`, then in `/usr/sbin` and `/sbin` (often absent
-/// from a non-root `PATH`).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-fn is_root() -> bool {
-    // The second field of `Uid:` is the effective user id.
-    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-            .unwrap_or(false)
-    })
-}
-
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-fn read_pid_file(path: &Path) -> Option<u32> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is a live (not zombie) `beam.smp` process.
-fn is_live_beam(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "<pid> (<comm>) <state> ..."; comm may contain spaces and parentheses.
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-        return false;
-    };
-    let comm = &stat[open + 1..close];
-    let state = stat[close + 1..].trim_start().chars().next();
-    comm == "beam.smp" && !matches!(state, Some('Z' | 'X' | 'x') | None)
-}
-
-/// SIGKILLs `target`: a pid, or a process group when negative. Uses the
-/// shell's `kill` builtin (`/usr/bin/kill` is not always installed).
-fn kill_pid(target: impl fmt::Display) {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -9 {target}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn port_open(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
-}
-
-/// Polls `done` every 200 ms until it returns `true` (→ `true`) or
-/// `timeout` passes (→ `false`).
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn unix_time() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Runs `cmd` with stdout and stderr captured (in one stream, interleaved)
-/// and a time limit. Returns the output on success; on failure or timeout
-/// an error holding the command line and its output.
-fn run(mut cmd: Command, timeout: Duration) -> Result<String> {
-    let line = format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let (mut reader, writer) = io::pipe().map_err(|e| ClusterError::io("creating a pipe", e))?;
-    let writer_err = writer
-        .try_clone()
-        .map_err(|e| ClusterError::io("creating a pipe", e))?;
-    cmd.stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer_err)
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ClusterError::io(format!("running `{line}`"), e))?;
-    // Drop our copies of the pipe's write end so that reading ends with the
-    // command.
-    drop(cmd);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = reader.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            Ok(None) | Err(_) => {
-                // Kill the whole process group: the wrapper and what it ran.
-                kill_pid(format!("-{}", child.id()));
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let output = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    match status {
-        Some(status) if status.success() => Ok(output),
-        Some(status) => Err(ClusterError::new(format!(
-            "`{line}` failed ({status}):\n{}",
-            output.trim_end()
-        ))),
-        None => Err(ClusterError::new(format!(
-            "`{line}` timed out after {} s:\n{}",
-            timeout.as_secs(),
-            output.trim_end()
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,7 +1176,11 @@ mod tests {
         assert_eq!(c.amqp_urls().len(), 3);
         assert_eq!(
             c.node_dir(3),
-            PathBuf::from("/nonexistent/rabbitkit/rabbit3")
+            PathBuf::from("/nonexistent/rabbitkit/4.3/rabbit3")
+        );
+        assert_eq!(
+            c.with_version(RabbitMq::V3_10).node_dir(1),
+            PathBuf::from("/nonexistent/rabbitkit/3.10/rabbit1")
         );
     }
 
@@ -1382,14 +1242,20 @@ mod tests {
 
     #[test]
     fn config_has_listener_and_loopback() {
-        let conf = node_config(5673, None);
+        let conf = node_config(RabbitMq::V3_10, 5673, None);
         assert!(conf.contains("listeners.tcp.default = 127.0.0.1:5673\n"));
         assert!(conf.contains("loopback_users = none\n"));
+        assert!(conf.contains("mnesia_table_loading_retry_timeout"));
+        let conf = node_config(RabbitMq::V4_3, 5672, None);
+        assert!(!conf.contains("mnesia"), "4.3 has no Mnesia: {conf}");
+        assert!(conf.contains("transient_nonexcl_queues = false"));
     }
 
     #[test]
     fn status_table() {
         let status = ClusterStatus {
+            version: RabbitMq::V4_3,
+            package_version: Some("4.3.6-1".into()),
             nodes: Cluster::nodes()
                 .map(|n| NodeStatus {
                     index: n,
@@ -1409,6 +1275,7 @@ mod tests {
         assert!(!status.is_healthy());
         assert_eq!(status.running_count(), 2);
         let table = status.to_string();
+        assert!(table.starts_with("RabbitMQ 4.3 (4.3.6-1)\n"), "{table}");
         assert!(
             table.contains("rabbit2@localhost   127.0.0.1:5673   down"),
             "{table}"

@@ -26,17 +26,26 @@
 //!
 //! One flat file per concept:
 //!
-//! * `cluster.rs`: [`Cluster`], [`ClusterStatus`], [`NodeStatus`],
-//!   [`ClusterError`]: the local cluster, its files and its node control.
-//!   Nodes are `rabbit1@localhost`, `rabbit2@localhost` and
-//!   `rabbit3@localhost`, listening for AMQP on `127.0.0.1:5672`, `5673` and
-//!   `5674` (Erlang distribution on `25672`, `25673`, `25674`). Their files
-//!   live under `/var/tmp/rabbitkit-cluster` (or `$RABBITKIT_CLUSTER_DIR`),
-//!   one directory `rabbitN/` per node holding `rabbitmq.conf`,
-//!   `enabled_plugins`, `mnesia/`, `log/`, `plugins-expand/`, `pid` and
-//!   `stdout.log`; a `.lock` file there serialises concurrent callers.
+//! * `cluster.rs`: [`Cluster`], [`ClusterStatus`], [`NodeStatus`]: the
+//!   local cluster, its files and its node control. Nodes are
+//!   `rabbit1@localhost`, `rabbit2@localhost` and `rabbit3@localhost`,
+//!   listening for AMQP on `127.0.0.1:5672`, `5673` and `5674` (Erlang
+//!   distribution on `25672`, `25673`, `25674`; node 1 also serves TLS on
+//!   `5671`). Their files live under `/var/tmp/rabbitkit-cluster` (or
+//!   `$RABBITKIT_CLUSTER_DIR`), one directory `<version>/rabbitN/` per node
+//!   holding `rabbitmq.conf`, `enabled_plugins`, `mnesia/`, `log/`,
+//!   `plugins-expand/`, `pid` and `stdout.log`; `tls/` holds the test
+//!   certificates and a `.lock` file serialises concurrent callers.
+//! * `rabbitmq.rs`: [`RabbitMq`]: which version runs (4.3 by default, 4.0,
+//!   3.10), how it is installed (Debian 12's package on the host for 3.10;
+//!   a `debootstrap` chroot under `/var/tmp/rabbitkit-rootfs` for 4.x) and
+//!   how its programs are started.
+//! * `error.rs`: [`ClusterError`].
+//! * `process.rs`: running commands with a time limit, finding and killing
+//!   Erlang VMs, probing ports.
 //! * `addr.rs`: [`amqp_addrs`], [`using_external_broker`],
-//!   [`ensure_cluster`]: which broker the tests talk to.
+//!   [`ensure_cluster`], [`require_local_cluster`]: which broker the tests
+//!   talk to.
 //! * `names.rs`: [`unique_name`]: collision-free resource names.
 //! * `proxy.rs`: [`FaultProxy`]: a TCP proxy that cuts, stalls or delays
 //!   connections on demand, for fault-injection tests.
@@ -46,17 +55,25 @@
 //! * `AMQP_ADDR`: one AMQP URL or a comma-separated list of them. When set,
 //!   the local cluster is never touched.
 //! * `RABBITKIT_CLUSTER_DIR`: base directory of the local cluster.
+//! * `RABBITKIT_RABBITMQ`: the version of the local cluster (`4.3`, `4.0`,
+//!   `3.10`); `cargo xtask ... --rabbitmq V` sets it.
+//! * `RABBITKIT_ROOTFS_DIR`: where the 4.x chroots live.
 #![deny(missing_docs)]
 
 mod addr;
 mod cluster;
+mod error;
 mod names;
+mod process;
 mod proxy;
+mod rabbitmq;
 
-pub use addr::{amqp_addrs, ensure_cluster, using_external_broker};
-pub use cluster::{Cluster, ClusterError, ClusterStatus, NodeStatus, TLS_PORT};
+pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external_broker};
+pub use cluster::{Cluster, ClusterStatus, NodeStatus, TLS_PORT};
+pub use error::ClusterError;
 pub use names::unique_name;
 pub use proxy::FaultProxy;
+pub use rabbitmq::{RabbitMq, VERSION_ENV};
 
 /// The largest message body the local cluster accepts (`max_message_size`).
 pub const MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;

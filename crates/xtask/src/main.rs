@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use rabbitkit_test::{Cluster, using_external_broker};
+use rabbitkit_test::{Cluster, RabbitMq, VERSION_ENV, using_external_broker};
 
 mod book;
 
@@ -15,8 +15,16 @@ const HELP: &str = "\
 cargo xtask <command> [args]
 
 Developer commands for rabbitkit. The local broker is a 3-node RabbitMQ
-cluster (rabbit1@localhost..rabbit3@localhost, AMQP on 127.0.0.1:5672-5674),
-installed from Debian's rabbitmq-server package on first use (needs root).
+cluster (rabbit1@localhost..rabbit3@localhost, AMQP on 127.0.0.1:5672-5674,
+TLS on 5671), installed on first use (needs root): RabbitMQ 4.3 by default
+(Debian unstable's package, run from a debootstrap chroot under
+/var/tmp/rabbitkit-rootfs), or the version given with --rabbitmq.
+
+Every command takes `--rabbitmq 4.3|4.0|3.10` (anywhere among its
+arguments; also RABBITKIT_RABBITMQ=...): 3.10 is Debian 12's own package,
+4.0 Debian 13's (chroot). Versions share node names and ports, so one runs
+at a time: `up` stops the other. Without it, commands act on the version
+that is running, or 4.3.
 
 Broker:
   broker up          Install RabbitMQ if missing, start the nodes that are not
@@ -24,7 +32,8 @@ Broker:
                      A no-op when the cluster is already up.
   broker down        Stop every node (gracefully, then SIGKILL leftovers).
                      Data is kept: the next `up` restarts the same cluster.
-  broker status      Show each node (state, pid) and the cluster membership.
+  broker status      Show the version, each node (state, pid) and the cluster
+                     membership.
   broker kill N      SIGKILL node N (1, 2 or 3); waits until its port closes.
   broker stop N      Stop node N gracefully (rabbitmqctl stop).
   broker start N     Start node N; it rejoins the cluster by itself.
@@ -40,6 +49,9 @@ Workflows:
                        3. cargo test --workspace --doc
                      ARGS go to both nextest runs (name filters narrow them;
                      a NEXTEST_PROFILE such as `ci` is honoured).
+                     With AMQP_ADDR set, the tests that control the local
+                     cluster (binaries `failover` and `local_cluster`) are
+                     filtered out: nextest reports them as skipped.
   demo [ARGS]        Bring the cluster up, then `cargo run --quiet --example
                      demo -- [ARGS]`.
   bench [ARGS]       Bring the cluster up, then `cargo run --release
@@ -79,6 +91,8 @@ fn main() -> ExitCode {
 type Result<T> = std::result::Result<T, String>;
 
 fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let args = take_version(args)?;
+    let args = args.as_slice();
     let Some((command, rest)) = args.split_first() else {
         print!("{HELP}");
         return Ok(ExitCode::from(2));
@@ -96,6 +110,43 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         }
         other => Err(format!("unknown command `{other}`; run `cargo xtask help`")),
     }
+}
+
+/// Removes `--rabbitmq V` (or `--rabbitmq=V`) from `args` (not after a
+/// `--`) and exports the version as `RABBITKIT_RABBITMQ`, which
+/// `Cluster::local` and the test processes read.
+fn take_version(args: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut version = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            out.push(arg.clone());
+            out.extend(iter.by_ref().cloned());
+            break;
+        }
+        if arg == "--rabbitmq" {
+            let v = iter
+                .next()
+                .ok_or("--rabbitmq needs a version: 4.3, 4.0 or 3.10")?;
+            version = Some(v.clone());
+        } else if let Some(v) = arg.strip_prefix("--rabbitmq=") {
+            version = Some(v.to_owned());
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    if let Some(v) = version {
+        let v: RabbitMq = v
+            .parse()
+            .map_err(|e: rabbitkit_test::ClusterError| e.to_string())?;
+        // SAFETY: single-threaded at this point; nothing else reads the
+        // environment concurrently.
+        unsafe { std::env::set_var(VERSION_ENV, v.label()) };
+    } else {
+        RabbitMq::from_env().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
 // ----- broker ------------------------------------------------------------
@@ -129,7 +180,8 @@ fn broker(args: &[String]) -> Result<()> {
         "up" => {
             no_more("up")?;
             eprintln!(
-                "xtask: bringing up the local cluster under {}",
+                "xtask: bringing up the local RabbitMQ {} cluster under {}",
+                cluster.version(),
                 cluster.base_dir().display()
             );
             cluster.up().map_err(|e| e.to_string())?;
@@ -186,7 +238,8 @@ fn ensure_broker() -> Result<()> {
     }
     let cluster = Cluster::local();
     eprintln!(
-        "xtask: making sure the local cluster is up ({})",
+        "xtask: making sure the local RabbitMQ {} cluster is up ({})",
+        cluster.version(),
         cluster.base_dir().display()
     );
     cluster
@@ -201,6 +254,18 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     ensure_broker()?;
 
     let mut failures = Failures::default();
+    let external = using_external_broker();
+    // Tests that kill or reconfigure the local cluster cannot run against
+    // another broker: filtered out, nextest counts them as skipped.
+    let filter = if external {
+        eprintln!(
+            "xtask: AMQP_ADDR is set: the `failover` and `local_cluster` tests control the \
+             local cluster and are skipped"
+        );
+        "not binary(failover) and not binary(local_cluster)"
+    } else {
+        "not binary(failover)"
+    };
 
     let mut main = cargo(&metadata.root);
     main.args([
@@ -211,7 +276,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         "--no-fail-fast",
         "--no-tests=warn",
         "-E",
-        "not binary(failover)",
+        filter,
     ])
     .args(extra);
     let code = run_step("tests", main)?;
@@ -220,7 +285,9 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         return Ok(failures.finish());
     }
 
-    if metadata.has_test_target("failover") {
+    if external {
+        eprintln!("xtask: AMQP_ADDR is set: the serial `failover` run is skipped");
+    } else if metadata.has_test_target("failover") {
         ensure_broker()?;
         let mut failover = cargo(&metadata.root);
         failover
