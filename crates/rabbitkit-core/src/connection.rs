@@ -302,7 +302,9 @@ impl Client {
                     shared.topology.lock().unwrap().record(declaration);
                     return Ok(());
                 }
-                Err(_) if !session.alive() => newer_than = session.generation,
+                Err(e) if !session.alive() && !closed_by_this_command(&e) => {
+                    newer_than = session.generation;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -332,8 +334,13 @@ impl Client {
             };
             match res {
                 Ok(v) => return Ok(v),
-                Err(_) if !session.alive() => newer_than = session.generation,
-                Err(e) => return Err(declare_error(&e)),
+                Err(e) => {
+                    let e = declare_error(&e);
+                    if session.alive() || closed_by_this_command(&e) {
+                        return Err(e);
+                    }
+                    newer_than = session.generation;
+                }
             }
         }
     }
@@ -499,4 +506,18 @@ pub struct QueueInfo {
     pub messages: u32,
     /// Active consumers.
     pub consumers: u32,
+}
+
+/// Whether the broker closed the connection *because of* the command that
+/// failed with `err` (a connection-level refusal such as `541` for a
+/// denied deprecated feature), rather than the connection being lost or
+/// shut down around it (no reply code, or `320 CONNECTION_FORCED` from a
+/// node that stops). Retrying such a command after a reconnect would only
+/// close the next connection too.
+fn closed_by_this_command(err: &DeclareError) -> bool {
+    match err {
+        DeclareError::Deprecated { .. } => true,
+        DeclareError::Broker { code, .. } => *code != 0 && *code != 320,
+        _ => false,
+    }
 }

@@ -212,6 +212,18 @@ pub enum DeclareError {
         /// The broker's text.
         text: String,
     },
+    /// The declaration uses a feature the broker deprecates and is
+    /// configured to deny (RabbitMQ 4: `transient_nonexcl_queues` for a
+    /// non-durable, non-exclusive queue; 4.3.0 denied it by default). The
+    /// broker closed the connection for it (`541`); rabbitkit reconnected,
+    /// did not record the declaration, and retrying cannot help.
+    #[error("the broker denies the deprecated feature `{feature}`: {text}")]
+    Deprecated {
+        /// The feature's name, e.g. `transient_nonexcl_queues`.
+        feature: String,
+        /// The broker's text.
+        text: String,
+    },
     /// Another broker refusal.
     #[error("broker refused the declaration ({code}): {text}")]
     Broker {

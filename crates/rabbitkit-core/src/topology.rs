@@ -249,6 +249,10 @@ pub(crate) fn declare_error(err: &lapin::Error) -> DeclareError {
             parse_inequivalent(&text).unwrap_or(DeclareError::Broker { code: 406, text })
         }
         Some((404, text)) => DeclareError::NotFound { text },
+        Some((541, text)) if parse_deprecated(&text).is_some() => DeclareError::Deprecated {
+            feature: parse_deprecated(&text).unwrap_or_default(),
+            text,
+        },
         Some((403, text)) => DeclareError::AccessRefused { text },
         Some((405, text)) => DeclareError::ResourceLocked { text },
         Some((code, text)) => DeclareError::Broker { code, text },
@@ -279,6 +283,16 @@ pub fn parse_inequivalent(text: &str) -> Option<DeclareError> {
     })
 }
 
+/// The feature named by the broker's refusal of a denied deprecated
+/// feature, e.g. `transient_nonexcl_queues` from RabbitMQ 4's
+/// ``INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated. ...``.
+pub(crate) fn parse_deprecated(text: &str) -> Option<String> {
+    let rest = &text[text.find("Feature `")? + "Feature `".len()..];
+    let (feature, rest) = rest.split_once('`')?;
+    (rest.trim_start().starts_with("is deprecated") && !feature.is_empty())
+        .then(|| feature.to_owned())
+}
+
 /// `'fanout'` -> `fanout`; `the value 'quorum' of type 'longstr'` -> `quorum`; `none` -> `none`.
 fn clean_value(raw: &str) -> String {
     let v = raw.trim().trim_end_matches('.');
@@ -297,6 +311,27 @@ fn clean_value(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_a_denied_deprecated_feature() {
+        // RabbitMQ 4.3.6 with deprecated_features.permit.transient_nonexcl_queues = false.
+        let t = "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\n\
+                 Its use is not permitted per the configuration (overriding the default, \
+                 which is permitted):\n    \"deprecated_features.permit.transient_nonexcl_queues = false\"\n\
+                 Its use will not be permit...";
+        assert_eq!(
+            parse_deprecated(t).as_deref(),
+            Some("transient_nonexcl_queues")
+        );
+        assert_eq!(
+            parse_deprecated("INTERNAL_ERROR - Feature `x` is experimental"),
+            None
+        );
+        assert_eq!(
+            parse_deprecated("PRECONDITION_FAILED - inequivalent arg 'type'"),
+            None
+        );
+    }
 
     #[test]
     fn parses_exchange_type_mismatch() {
