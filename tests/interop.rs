@@ -241,6 +241,9 @@ fn emit_log_py_to_receive_logs(id: &str) {
     receive.interrupt();
 }
 
+/// A pair's name, and the function that runs it with the run's unique id.
+type Pair = (&'static str, fn(&str));
+
 #[test]
 fn tutorial_programs_interoperate_with_the_official_python_tutorials() {
     require_pika();
@@ -250,7 +253,7 @@ fn tutorial_programs_interoperate_with_the_official_python_tutorials() {
     // Fresh words in every message, so leftovers of earlier runs never match.
     let id = rabbitkit_test::unique_name("interop");
 
-    let pairs: &[(&str, fn(&str))] = &[
+    let pairs: &[Pair] = &[
         ("send -> receive.py", send_to_receive_py),
         ("send.py -> receive", send_py_to_receive),
         ("new_task.py -> worker", new_task_py_to_worker),
