@@ -15,13 +15,12 @@
 //! (`target/<profile>/examples/`). `cargo nextest run --workspace
 //! --all-targets` (what `cargo xtask test` runs) builds them; when one is
 //! missing or older than the sources, the test runs `cargo build --examples`
-//! first.
+//! first. The process helpers live in `tests/common/process.rs`, shared with
+//! tests/interop.rs.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime};
+mod common;
+
+use common::process::{Program, build_examples, consumer, run};
 
 /// Every example this test runs.
 const EXAMPLES: &[&str] = &[
@@ -44,247 +43,13 @@ const EXAMPLES: &[&str] = &[
     "retry_dead_letter",
 ];
 
-/// Longest wait for one expected line, or for a program to finish.
-const WAIT: Duration = Duration::from_secs(60);
-
-/// `target/<profile>`, from this test's binary in `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn example_path(name: &str) -> PathBuf {
-    profile_dir().join("examples").join(name)
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    path.metadata().and_then(|m| m.modified()).ok()
-}
-
-/// The newest modification time of the files every example is built from.
-fn newest_shared_source(root: &Path) -> SystemTime {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                walk(&entry.path(), newest);
-            }
-        } else if let Some(t) = modified(path) {
-            *newest = (*newest).max(t);
-        }
-    }
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for part in [
-        "crates/rabbitkit/src",
-        "crates/rabbitkit-core/src",
-        "Cargo.toml",
-        "Cargo.lock",
-    ] {
-        walk(&root.join(part), &mut newest);
-    }
-    newest
-}
-
-/// Builds the examples when one is missing or older than its sources.
-fn build_examples() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = newest_shared_source(root);
-    let stale: Vec<&str> = EXAMPLES
-        .iter()
-        .copied()
-        .filter(|name| {
-            let source = modified(&root.join("examples").join(format!("{name}.rs")));
-            let newest = source.map_or(shared, |s| s.max(shared));
-            modified(&example_path(name)).is_none_or(|built| built < newest)
-        })
-        .collect();
-    if stale.is_empty() {
-        return;
-    }
-    let profile_dir = profile_dir();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("a profile directory name");
-    let target_dir = profile_dir.parent().expect("the target directory");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .env("CARGO_TARGET_DIR", target_dir)
-        .args(["build", "--examples", "--quiet"]);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    eprintln!("examples to (re)build: {stale:?}; running {cmd:?}");
-    let status = cmd.status().expect("run cargo build --examples");
-    assert!(status.success(), "cargo build --examples failed: {status}");
-    for name in EXAMPLES {
-        assert!(
-            example_path(name).exists(),
-            "{} missing after the build",
-            example_path(name).display()
-        );
-    }
-}
-
-/// A running example whose stdout is read line by line. Killed on drop.
-struct Program {
-    name: String,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Program {
-    fn start(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(example_path(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            name: format!("{name} {}", args.join(" ")),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (bounded) for a line equal to `expected`; returns the lines
-    /// printed before it.
-    fn expect(&mut self, expected: &str) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        let from = self.seen.len();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    eprintln!("[{}] {line}", self.name);
-                    let found = line == expected;
-                    self.seen.push(line);
-                    if found {
-                        return self.seen[from..self.seen.len() - 1].to_vec();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "`{}` did not print {expected:?} within {WAIT:?}; it printed: {:#?}",
-                    self.name, self.seen
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "`{}` ended ({:?}) without printing {expected:?}; it printed: {:#?}",
-                    self.name,
-                    self.child.try_wait(),
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    /// Waits (bounded) for the program to end by itself; returns its exit
-    /// status and everything it printed.
-    fn finish(mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    eprintln!("[{}] {line}", self.name);
-                    self.seen.push(line);
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "`{}` did not finish within {WAIT:?}; it printed: {:#?}",
-                    self.name, self.seen
-                ),
-            }
-        }
-        let status = self.wait_until(deadline);
-        (status, std::mem::take(&mut self.seen))
-    }
-
-    /// Like Ctrl-C in its terminal: SIGINT, then a clean exit is expected.
-    fn interrupt(mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill -INT");
-        assert!(status.success(), "kill -INT {} failed", self.child.id());
-        let status = self.wait_until(Instant::now() + Duration::from_secs(15));
-        assert!(
-            status.success(),
-            "`{}` did not exit cleanly on Ctrl-C: {status}",
-            self.name
-        );
-    }
-
-    fn wait_until(&mut self, deadline: Instant) -> ExitStatus {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{}` is still running; it printed: {:#?}",
-                self.name,
-                self.seen
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a program to its end and checks it succeeded; returns its lines.
-fn run(name: &str, args: &[&str]) -> Vec<String> {
-    let program = Program::start(name, args);
-    let shown = program.name.clone();
-    let (status, lines) = program.finish();
-    assert!(status.success(), "`{shown}` failed ({status}): {lines:#?}");
-    lines
-}
-
-/// Starts a consumer and waits until it is ready.
-fn consumer(name: &str, args: &[&str], ready: &str) -> Program {
-    let mut program = Program::start(name, args);
-    program.expect(ready);
-    program
-}
-
 const WAITING_FOR_MESSAGES: &str = " [*] Waiting for messages. To exit press CTRL+C";
 const WAITING_FOR_LOGS: &str = " [*] Waiting for logs. To exit press CTRL+C";
 
 #[test]
 fn every_tutorial_program_works_as_the_book_says() {
     rabbitkit_test::ensure_cluster();
-    build_examples();
+    build_examples(EXAMPLES);
     // Fresh words in every message, so leftovers of earlier runs never match.
     let id = rabbitkit_test::unique_name("smoke");
 

@@ -2,6 +2,8 @@
 //! local 3-node cluster (or to `AMQP_ADDR`).
 #![allow(dead_code, unused_imports)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
