@@ -37,7 +37,10 @@ async fn main() -> Result<(), Error> {
 async fn receive(client: &Client) -> Result<(), Error> {
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
-    let logs = Exchange::fanout("logs").durable(false).declare(client).await?;
+    let logs = Exchange::fanout("logs")
+        .durable(false)
+        .declare(client)
+        .await?;
     // A temporary queue of our own, bound to `logs`.
     let mut messages = logs.subscribe::<String>().await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");

@@ -426,7 +426,12 @@ mod tests {
         assert!(Exchange::topic("t").build().unwrap().durable);
         assert!(Exchange::headers("h").build().unwrap().durable);
         // The official tutorials' `logs`.
-        assert!(!Exchange::fanout("logs").durable(false).build().unwrap().durable);
+        assert!(
+            !Exchange::fanout("logs")
+                .durable(false)
+                .build()
+                .unwrap()
+                .durable
+        );
     }
 }
-

@@ -111,9 +111,7 @@ mod work_queue;
 pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
-pub use message::{
-    HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription,
-};
+pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
 pub use queue::{Queue, QueueBuilder, QueueType};
 pub use rpc::{
     DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,
