@@ -13,7 +13,8 @@
 //!
 //! The message is the command line's words (default `info: Hello World!`).
 //! The exchange matches the official tutorials' `logs` (fanout, not
-//! durable). Chapter "Publish/Subscribe" of the book.
+//! durable: declared with `.durable(false)`). Messages are persistent all
+//! the same, as every message rabbitkit publishes. Chapter "Publish/Subscribe" of the book.
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Options};
@@ -31,7 +32,12 @@ async fn main() -> Result<(), Error> {
 
     let client = Options::new().connect_env().await?;
     // ANCHOR: publish
-    let logs = Exchange::fanout("logs").declare(&client).await?;
+    // Not durable, as the official tutorials declare it (rabbitkit's
+    // exchanges are durable by default), so both work together.
+    let logs = Exchange::fanout("logs")
+        .durable(false)
+        .declare(&client)
+        .await?;
     logs.publish(&message).await?;
     println!(" [x] Sent '{message}'");
     // ANCHOR_END: publish

@@ -13,7 +13,7 @@
 //!
 //! Arguments: `[SEVERITY [MESSAGE...]]`, default `info Hello World!`.
 //! The exchange matches the official tutorials' `direct_logs` (direct, not
-//! durable). Chapter "Routing" of the book.
+//! durable: declared with `.durable(false)`). Chapter "Routing" of the book.
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Options};
@@ -32,7 +32,12 @@ async fn main() -> Result<(), Error> {
 
     let client = Options::new().connect_env().await?;
     // ANCHOR: publish
-    let logs = Exchange::direct("direct_logs").declare(&client).await?;
+    // Not durable, as the official tutorials declare it (rabbitkit's
+    // exchanges are durable by default), so both work together.
+    let logs = Exchange::direct("direct_logs")
+        .durable(false)
+        .declare(&client)
+        .await?;
     logs.publish(severity, &message).await?;
     println!(" [x] Sent '{severity}':'{message}'");
     // ANCHOR_END: publish

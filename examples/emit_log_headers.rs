@@ -14,7 +14,7 @@
 //! Arguments: `KEY=VALUE... [-- MESSAGE...]`: the headers, then `--`, then
 //! the message (default `Hello World!`). Values are sent as strings. The
 //! official tutorials have no headers chapter; the exchange is declared the
-//! way theirs are (not durable). Chapter "Headers" of the book.
+//! way theirs are (not durable: `.durable(false)`). Chapter "Headers" of the book.
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Headers, Options};
@@ -49,7 +49,12 @@ async fn main() -> Result<(), Error> {
 
     let client = Options::new().connect_env().await?;
     // ANCHOR: publish
-    let logs = Exchange::headers("headers_logs").declare(&client).await?;
+    // Not durable, the way the official tutorials declare their exchanges
+    // (rabbitkit's exchanges are durable by default).
+    let logs = Exchange::headers("headers_logs")
+        .durable(false)
+        .declare(&client)
+        .await?;
     logs.publish(&headers, &message).await?;
     println!(" [x] Sent {{{}}}:'{message}'", shown.join(", "));
     // ANCHOR_END: publish

@@ -1,7 +1,7 @@
 //! Work queues, the producer: submits one task to the durable queue
 //! `task_queue`. Each `.` in the task stands for one second of work.
 //!
-//! Shows: a durable work queue, persistent messages, confirms.
+//! Shows: a durable (quorum) work queue, persistent messages, confirms.
 //!
 //! ```text
 //! terminal 1$ cargo run --example worker
@@ -12,8 +12,9 @@
 //! ```
 //!
 //! The task is the command line's words (default `Hello World!`). The queue
-//! matches the official tutorials' `task_queue` (durable, classic), so this
-//! works with their `worker.py`. Chapter "Work queues" of the book.
+//! matches the official tutorials' `task_queue` (durable quorum queue:
+//! `durable=True, arguments={'x-queue-type': 'quorum'}`), so this works with
+//! their `worker.py`. Chapter "Work queues" of the book.
 
 // ANCHOR: code
 use rabbitkit::{Options, WorkQueue};

@@ -9,8 +9,8 @@
 //! terminal 2$ cargo run --example send
 //! ```
 //!
-//! Works with the official tutorials' `send.py` (and the other languages')
-//! as well. Chapter "Hello World" of the book (`docs/`) walks through it.
+//! The queue is the official tutorials' `hello`, a durable quorum queue, so
+//! this works with their `send.py` (and the other languages') as well. Chapter "Hello World" of the book (`docs/`) walks through it.
 
 // ANCHOR: code
 use std::io::Write;

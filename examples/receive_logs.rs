@@ -10,7 +10,8 @@
 //! terminal 3$ cargo run --example emit_log
 //! ```
 //!
-//! Works with the official tutorials' `emit_log.py`. Chapter
+//! The exchange is the official tutorials' `logs` (fanout, not durable), so
+//! this works with their `emit_log.py`. Chapter
 //! "Publish/Subscribe" of the book.
 
 // ANCHOR: code
@@ -34,7 +35,12 @@ async fn main() -> Result<(), Error> {
 
 // ANCHOR: receive
 async fn receive(client: &Client) -> Result<(), Error> {
-    let logs = Exchange::fanout("logs").declare(client).await?;
+    // Not durable, as the official tutorials declare it (rabbitkit's
+    // exchanges are durable by default), so both work together.
+    let logs = Exchange::fanout("logs")
+        .durable(false)
+        .declare(client)
+        .await?;
     // A temporary queue of our own, bound to `logs`.
     let mut messages = logs.subscribe::<String>().await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Arguments: `SEVERITY...` (at least one, e.g. `info warning error`).
-//! Works with the official tutorials' `emit_log_direct.py`. Chapter
+//! The exchange is the official tutorials' `direct_logs` (not durable), so
+//! this works with their `emit_log_direct.py`. Chapter
 //! "Routing" of the book.
 
 // ANCHOR: code
@@ -41,7 +42,12 @@ async fn main() -> Result<(), Error> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, severities: &[String]) -> Result<(), Error> {
-    let logs = Exchange::direct("direct_logs").declare(client).await?;
+    // Not durable, as the official tutorials declare it (rabbitkit's
+    // exchanges are durable by default), so both work together.
+    let logs = Exchange::direct("direct_logs")
+        .durable(false)
+        .declare(client)
+        .await?;
     // One temporary queue, bound once per severity.
     let keys: Vec<&str> = severities.iter().map(String::as_str).collect();
     let mut messages = logs.subscribe::<String>(&keys).await?;

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Arguments: `all|any KEY=VALUE...` (values are matched as strings).
-//! Chapter "Headers" of the book.
+//! The exchange is not durable, declared the way the official tutorials
+//! declare theirs. Chapter "Headers" of the book.
 
 // ANCHOR: code
 use std::io::Write;
@@ -57,7 +58,12 @@ async fn main() -> Result<(), Error> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, matching: &HeadersMatch) -> Result<(), Error> {
-    let logs = Exchange::headers("headers_logs").declare(client).await?;
+    // Not durable, the way the official tutorials declare their exchanges
+    // (rabbitkit's exchanges are durable by default).
+    let logs = Exchange::headers("headers_logs")
+        .durable(false)
+        .declare(client)
+        .await?;
     let mut messages = logs.subscribe::<String>(matching).await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
 

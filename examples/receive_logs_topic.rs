@@ -16,8 +16,8 @@
 //! ```
 //!
 //! Arguments: `BINDING_KEY...` (at least one). Quote patterns so the shell
-//! leaves `*` and `#` alone. Works with the official tutorials'
-//! `emit_log_topic.py`. Chapter "Topics" of the book.
+//! leaves `*` and `#` alone. The exchange is the official tutorials'
+//! `topic_logs` (not durable), so this works with their `emit_log_topic.py`. Chapter "Topics" of the book.
 
 // ANCHOR: code
 use std::io::Write;
@@ -58,7 +58,12 @@ async fn main() -> Result<(), Error> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, patterns: &[TopicPattern]) -> Result<(), Error> {
-    let logs = Exchange::topic("topic_logs").declare(client).await?;
+    // Not durable, as the official tutorials declare it (rabbitkit's
+    // exchanges are durable by default), so both work together.
+    let logs = Exchange::topic("topic_logs")
+        .durable(false)
+        .declare(client)
+        .await?;
     let mut messages = logs.subscribe::<String>(patterns).await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
 

@@ -5,7 +5,9 @@
 //! `correlation_id` and waits (with a timeout) for the matching reply on
 //! RabbitMQ's direct reply-to. The request and the reply are decimal
 //! numbers, as in the official tutorials, so this client works with their
-//! `rpc_server.py` too.
+//! `rpc_server.py` too (whose `rpc_queue` is a durable quorum queue, as
+//! `rpc_server`'s). Requests are transient and expire with the call's
+//! timeout: a caller that gave up does not want them served later.
 //!
 //! ```text
 //! terminal 1$ cargo run --example rpc_server

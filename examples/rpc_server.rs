@@ -4,7 +4,8 @@
 //! Shows: `RpcServer`, which takes typed requests, runs a handler and
 //! replies to each request's `reply_to` with its `correlation_id`. Requests
 //! and replies are decimal numbers, as in the official tutorials, so this
-//! server answers their `rpc_client.py` too.
+//! server answers their `rpc_client.py` too. Its queue is theirs: `rpc_queue`,
+//! a durable quorum queue (`durable=True, arguments={'x-queue-type': 'quorum'}`).
 //!
 //! ```text
 //! terminal 1$ cargo run --example rpc_server

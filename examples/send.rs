@@ -10,8 +10,10 @@
 //! terminal 2$ cargo run --example send
 //! ```
 //!
-//! The queue is the one of RabbitMQ's official tutorials (not durable, not
-//! exclusive), so this program works with their `receive.py` and friends.
+//! The queue is the one of RabbitMQ's official tutorials, a durable quorum
+//! queue (`durable=True, arguments={'x-queue-type': 'quorum'}`): it keeps
+//! the message until a receiver comes, across broker restarts. This program
+//! works with their `receive.py` and friends.
 //! Chapter "Hello World" of the book (`docs/`) walks through it.
 
 // ANCHOR: code
@@ -25,6 +27,7 @@ async fn main() -> Result<(), Error> {
     let client = Options::new().connect_env().await?;
     // ANCHOR_END: connect
     // ANCHOR: declare
+    // A durable quorum queue, as the official tutorials declare `hello`.
     let hello = Queue::named("hello").declare(&client).await?;
     // ANCHOR_END: declare
 

@@ -12,7 +12,10 @@
 //! terminal 3$ cargo run --example new_task Second message..
 //! ```
 //!
-//! Stop it with Ctrl-C. Works with the official tutorials' `new_task.py`.
+//! A task whose handler fails is retried once, then dropped (this queue has
+//! no dead-letter exchange). Stop it with Ctrl-C. The queue is the official
+//! tutorials' `task_queue` (durable quorum queue), so this works with their
+//! `new_task.py`.
 //! Chapter "Work queues" of the book.
 
 // ANCHOR: code

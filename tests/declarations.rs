@@ -78,6 +78,7 @@ async fn inequivalent_queue_arguments_are_named() {
     let client = common::client().await;
     let name = common::unique_name("decl.qtype");
     Queue::durable(name.as_str())
+        .classic()
         .declare(&client)
         .await
         .unwrap();
@@ -98,11 +99,10 @@ async fn inequivalent_queue_arguments_are_named() {
         }
         other => panic!("{other:?}"),
     }
-    match Queue::named(name.as_str())
-        .declare(&client)
-        .await
-        .unwrap_err()
-    {
+    // The old tutorials' declaration (not durable) against a durable queue.
+    #[allow(deprecated)]
+    let transient = Queue::transient(name.as_str());
+    match transient.declare(&client).await.unwrap_err() {
         DeclareError::Inequivalent {
             argument,
             requested,

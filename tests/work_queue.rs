@@ -136,3 +136,185 @@ async fn failed_jobs_are_retried_once_then_dead_lettered_and_bad_bodies_never_lo
     parked.delete().await.unwrap();
     client.delete_exchange(dlx.name()).await.unwrap();
 }
+
+/// Job id of the sentinel that ends a `work` loop at a known point: once
+/// its handler runs, every task before it has been settled and counted;
+/// its handler then waits, the client is closed, and the loop ends with a
+/// report that does not count the sentinel (its ack fails with the client).
+const SENTINEL: u32 = 0;
+
+/// Runs `tasks.work(handler)` for non-sentinel jobs; stops at the sentinel.
+fn spawn_worker<F>(
+    tasks: &WorkQueue<Job>,
+    handler: F,
+) -> (
+    tokio::task::JoinHandle<Result<rabbitkit::HandleReport, rabbitkit::SubscribeError>>,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+)
+where
+    F: Fn(Job) -> Result<(), String> + Send + Sync + 'static,
+{
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler = Arc::new(handler);
+    let worker = tokio::spawn({
+        let tasks = tasks.clone();
+        let (reached, release) = (reached.clone(), release.clone());
+        async move {
+            tasks
+                .work(move |job: Job| {
+                    let (reached, release, handler) =
+                        (reached.clone(), release.clone(), handler.clone());
+                    async move {
+                        if job.id == SENTINEL {
+                            reached.notify_one();
+                            release.notified().await;
+                            return Ok(());
+                        }
+                        handler(job)
+                    }
+                })
+                .await
+        }
+    });
+    (worker, reached, release)
+}
+
+/// The broker sets `redelivered` on every message that was unacknowledged
+/// when a consumer's connection died. Such a task, failing once, must still
+/// get its retry (not be dropped as if it had failed twice).
+#[tokio::test]
+async fn a_task_redelivered_after_its_worker_died_still_gets_its_retry() {
+    let name = common::unique_name("work.redelivered");
+    let client = common::client().await;
+    let tasks = WorkQueue::<Job>::builder(name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&Job { id: 7, fail: false }).await.unwrap();
+
+    // A worker takes the task and dies without acknowledging it: the
+    // broker delivers it again, flagged `redelivered`.
+    let doomed = common::client().await;
+    let mut taken = doomed
+        .consume(&name, rabbitkit::ConsumeOptions::new().prefetch(1))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        futures::StreamExt::next(&mut taken),
+    )
+    .await
+    .expect("delivered within 20 s")
+    .unwrap()
+    .unwrap();
+    assert!(!first.redelivered());
+    doomed.close().await;
+    drop((first, taken));
+
+    // The next worker fails on its first attempt, succeeds on the second.
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let done_tx = Mutex::new(Some(done_tx));
+    let (worker, reached, release) = spawn_worker(&tasks, {
+        let attempts = attempts.clone();
+        move |job| {
+            let mut a = attempts.lock().unwrap();
+            a.push(job.id);
+            if a.len() == 1 {
+                return Err("a temporary failure".to_string());
+            }
+            if let Some(tx) = done_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            Ok(())
+        }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), done_rx)
+        .await
+        .expect("the task was dropped after its first failure instead of retried")
+        .unwrap();
+    tasks
+        .submit(&Job {
+            id: SENTINEL,
+            fail: false,
+        })
+        .await
+        .unwrap();
+    reached.notified().await;
+    client.close().await; // ends the worker's subscription
+    release.notify_one();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(*attempts.lock().unwrap(), [7, 7], "failed once, then done");
+    assert_eq!(
+        (report.acked, report.requeued, report.rejected),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    common::client().await.delete_queue(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_task_failing_every_time_runs_twice_then_is_dead_lettered() {
+    let client = common::client().await;
+    let dlx = Exchange::fanout(common::unique_name("work.dlx2"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let parked = Queue::named(common::unique_name("work.parked2"))
+        .declare(&client)
+        .await
+        .unwrap();
+    dlx.bind(&parked).await.unwrap();
+    let tasks = WorkQueue::<Job>::builder(common::unique_name("work.always"))
+        .dead_letter(dlx.name())
+        .declare(&client)
+        .await
+        .unwrap();
+    let job = Job { id: 3, fail: true };
+    tasks.submit(&job).await.unwrap();
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (worker, reached, release) = spawn_worker(&tasks, {
+        let attempts = attempts.clone();
+        move |job| {
+            attempts.lock().unwrap().push(job.id);
+            Err("this job can never be done".to_string())
+        }
+    });
+    let mut parked_sub = parked.subscribe::<Job>().await.unwrap();
+    let dead = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        futures::StreamExt::next(&mut parked_sub),
+    )
+    .await
+    .expect("dead-lettered within 20 s")
+    .unwrap()
+    .unwrap();
+    assert_eq!(dead.body, job);
+    assert_eq!(dead.retries(), 1, "it was retried once");
+    assert_eq!(dead.death_count(tasks.queue().name(), "rejected"), 1);
+    dead.ack().await.unwrap();
+    tasks
+        .submit(&Job {
+            id: SENTINEL,
+            fail: false,
+        })
+        .await
+        .unwrap();
+    reached.notified().await;
+    let queue = tasks.queue().name().to_owned();
+    client.close().await; // ends the worker's subscription
+    release.notify_one();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(*attempts.lock().unwrap(), [3, 3], "handled exactly twice");
+    assert_eq!(
+        (report.acked, report.requeued, report.rejected),
+        (0, 1, 1),
+        "{report:?}"
+    );
+    let check = common::client().await;
+    check.delete_queue(&queue).await.unwrap();
+    check.delete_queue(parked.name()).await.unwrap();
+    check.delete_exchange(dlx.name()).await.unwrap();
+}

@@ -87,9 +87,10 @@ usage: cargo xtask bench [OPTIONS]
 /// The queue types the scenarios use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueKind {
-    /// Classic, not durable (AMQP defaults; `Queue::named`).
+    /// Classic, durable, transient messages (`Queue::durable(..).classic()`;
+    /// RabbitMQ 4 deprecates the non-durable shared queues this once was).
     Classic,
-    /// Classic, durable (`Queue::durable`, `WorkQueue`).
+    /// Classic, durable, persistent messages (`WorkQueue::builder(..).classic()`).
     Durable,
     /// Quorum (`Queue::quorum`).
     Quorum,

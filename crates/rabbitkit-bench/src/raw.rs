@@ -36,7 +36,13 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
 pub async fn declare(ch: &Channel, queue: &str, kind: QueueKind) -> Result<()> {
     let mut arguments = FieldTable::default();
     let durable = match kind {
-        QueueKind::Classic => false,
+        QueueKind::Classic => {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("classic".into()),
+            );
+            true
+        }
         QueueKind::Durable => true,
         QueueKind::Quorum => {
             arguments.insert(

@@ -723,7 +723,7 @@ pub fn render(bench: &Bench) -> String {
     );
     let _ = writeln!(
         out,
-        "4. Consume: the queue is durable (as `WorkQueue` declares it) and pre-filled, unmeasured, by the same raw-lapin filler with \
+        "4. Consume: the queue is durable classic (`WorkQueue::builder(..).classic()`) and pre-filled, unmeasured, by the same raw-lapin filler with \
          persistent `text/plain` bodies. Timed from `basic.qos`/`basic.consume` until the last `ack` returns. Prefetch {p} is \
          `rabbitkit::DEFAULT_PREFETCH` (the work-queue default), used by every column. rabbitkit-core coalesces acks: `ack()` returns \
          once recorded, and one `basic.ack(multiple)` goes out per run of consecutive tags, at {half} acks or 1 ms after the last; so \

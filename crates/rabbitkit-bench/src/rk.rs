@@ -6,8 +6,8 @@
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rabbitkit::{
-    Client, ConsumeOptions, DEFAULT_PREFETCH, Options, OutgoingMessage, Queue, RpcClient,
-    RpcServer, WorkQueue,
+    Client, ConsumeOptions, DEFAULT_PREFETCH, Options, OutgoingMessage, PublishOptions, Queue,
+    RpcClient, RpcServer, WorkQueue,
 };
 
 use crate::measure::{Meter, Result, Sample, drive};
@@ -37,8 +37,9 @@ pub async fn connect(ctx: &Ctx, window: usize) -> Result<Client> {
 
 fn queue_builder(queue: &str, kind: QueueKind) -> rabbitkit::QueueBuilder {
     match kind {
-        QueueKind::Classic => Queue::named(queue),
-        QueueKind::Durable => Queue::durable(queue),
+        // Durable classic queues, as raw lapin declares them (rabbitkit's
+        // default for a named queue is a quorum queue).
+        QueueKind::Classic | QueueKind::Durable => Queue::durable(queue).classic(),
         QueueKind::Quorum => Queue::quorum(queue),
     }
 }
@@ -86,7 +87,12 @@ pub async fn publish(
         PublishApi::TypedSend => {
             let mut pending = FuturesUnordered::new();
             for _ in 0..n {
-                pending.push(q.send(&text));
+                // Transient to a `Classic` queue, as raw lapin publishes
+                // (rabbitkit's default is persistent).
+                pending.push(q.send_with(
+                    &text,
+                    PublishOptions::new().persistent(kind != QueueKind::Classic),
+                ));
                 if pending.len() >= window
                     && let Some(done) = pending.next().await
                 {
@@ -104,10 +110,14 @@ pub async fn publish(
     Ok(sample)
 }
 
-/// Declares the work queue `queue` the way `WorkQueue` does (durable classic).
+/// Declares the work queue `queue` as a durable classic queue (as raw lapin
+/// declares its own; `WorkQueue`'s default is a quorum queue).
 pub async fn declare_work_queue(ctx: &Ctx, queue: &str) -> Result<()> {
     let client = connect(ctx, 1).await?;
-    WorkQueue::<String>::builder(queue).declare(&client).await?;
+    WorkQueue::<String>::builder(queue)
+        .classic()
+        .declare(&client)
+        .await?;
     client.close().await;
     Ok(())
 }
@@ -125,7 +135,10 @@ pub enum ConsumeApi {
 /// work queue's default prefetch, acknowledging each.
 pub async fn consume(ctx: &Ctx, queue: &str, n: u64, api: ConsumeApi) -> Result<Sample> {
     let client = connect(ctx, 1).await?;
-    let work = WorkQueue::<String>::builder(queue).declare(&client).await?;
+    let work = WorkQueue::<String>::builder(queue)
+        .classic()
+        .declare(&client)
+        .await?;
     let meter = Meter::start(&ctx.pids);
     match api {
         ConsumeApi::Core => {
@@ -161,7 +174,10 @@ impl Server {
     /// Declares the request queue and serves it.
     pub async fn start(ctx: &Ctx, queue: &str) -> Result<Self> {
         let client = connect(ctx, 1024).await?;
+        // A durable classic request queue, as the raw lapin server declares
+        // (`RpcServer`'s default is a quorum queue).
         let server = RpcServer::<String, String, String>::builder(queue)
+            .queue(|q| q.classic())
             .declare(&client)
             .await?;
         let task = tokio::spawn(async move {

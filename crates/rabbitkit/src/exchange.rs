@@ -75,7 +75,14 @@ kind!(Fanout, ExchangeType::Fanout);
 kind!(Topic, ExchangeType::Topic);
 kind!(HeadersKind, ExchangeType::Headers);
 
-/// Builds and declares an exchange of kind `K`.
+/// Builds and declares an exchange of kind `K`: durable unless
+/// [`durable(false)`](Self::durable), not auto-delete, not internal.
+///
+/// ```
+/// use rabbitkit::Exchange;
+/// let spec = Exchange::topic("events").build().unwrap();
+/// assert!(spec.durable && !spec.auto_delete && !spec.internal);
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ExchangeBuilder<K> {
@@ -91,7 +98,6 @@ pub struct ExchangeBuilder<K> {
 #[derive(Debug, Clone)]
 pub struct Exchange<K> {
     name: String,
-    durable: bool,
     client: Client,
     _k: PhantomData<K>,
 }
@@ -100,7 +106,7 @@ impl<K: Kind> ExchangeBuilder<K> {
     fn new(name: String) -> Self {
         Self {
             name,
-            durable: false,
+            durable: true,
             auto_delete: false,
             internal: false,
             arguments: FieldTable::default(),
@@ -108,7 +114,18 @@ impl<K: Kind> ExchangeBuilder<K> {
         }
     }
 
-    /// Survives a broker restart (default: not durable, as in the tutorials).
+    /// Survives a broker restart (default: durable). `durable(false)`
+    /// makes the non-durable exchanges of the official tutorials (`logs`,
+    /// `direct_logs`, `topic_logs`), which the broker forgets when it
+    /// restarts (with their bindings). Messages published through an
+    /// exchange are persistent either way; see [`PublishOptions`].
+    ///
+    /// ```
+    /// use rabbitkit::Exchange;
+    /// assert!(Exchange::fanout("audit").build().unwrap().durable);
+    /// // exchange_declare(exchange='logs', exchange_type='fanout'), as the tutorials do:
+    /// assert!(!Exchange::fanout("logs").durable(false).build().unwrap().durable);
+    /// ```
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
         self
@@ -155,7 +172,6 @@ impl<K: Kind> ExchangeBuilder<K> {
         let spec = self.build()?;
         let exchange = Exchange {
             name: spec.name.clone(),
-            durable: spec.durable,
             client: client.clone(),
             _k: PhantomData,
         };
@@ -218,17 +234,10 @@ impl<K: Kind> Exchange<K> {
         options: &PublishOptions,
         headers: Option<FieldTable>,
     ) -> Result<Confirmed, SendError> {
-        let msg = outgoing(
-            &self.name,
-            key,
-            value,
-            self.durable,
-            options,
-            |p| match headers {
-                Some(h) => p.with_headers(h),
-                None => p,
-            },
-        )?;
+        let msg = outgoing(&self.name, key, value, options, |p| match headers {
+            Some(h) => p.with_headers(h),
+            None => p,
+        })?;
         Ok(self.client.publish(msg).await?)
     }
 
@@ -250,7 +259,7 @@ impl Exchange<Fanout> {
         self.bind_raw(queue.name(), "", FieldTable::default()).await
     }
 
-    /// Publishes to every bound queue.
+    /// Publishes to every bound queue (persistent, confirmed).
     pub async fn publish<T: Serialize + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
         self.send_raw("", value, &PublishOptions::default(), None)
             .await
@@ -280,7 +289,7 @@ impl Exchange<Direct> {
             .await
     }
 
-    /// Publishes with a routing key.
+    /// Publishes with a routing key (persistent, confirmed).
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -327,7 +336,7 @@ impl Exchange<Topic> {
             .await
     }
 
-    /// Publishes with a plain routing key (words; no wildcards).
+    /// Publishes with a plain routing key (words; no wildcards); persistent, confirmed.
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -370,7 +379,7 @@ impl Exchange<HeadersKind> {
         self.bind_raw(queue.name(), "", args).await
     }
 
-    /// Publishes with headers.
+    /// Publishes with headers (persistent, confirmed).
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         headers: &Headers,
@@ -401,5 +410,28 @@ impl Exchange<HeadersKind> {
     ) -> Result<Subscription<T>, SubscribeError> {
         let args = matching.to_arguments()?;
         self.subscribe_raw(vec![(String::new(), args)]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchanges_are_durable_unless_asked_otherwise() {
+        let spec = Exchange::fanout("audit").build().unwrap();
+        assert!(spec.durable && !spec.auto_delete && !spec.internal);
+        assert!(spec.arguments.inner().is_empty());
+        assert!(Exchange::direct("d").build().unwrap().durable);
+        assert!(Exchange::topic("t").build().unwrap().durable);
+        assert!(Exchange::headers("h").build().unwrap().durable);
+        // The official tutorials' `logs`.
+        assert!(
+            !Exchange::fanout("logs")
+                .durable(false)
+                .build()
+                .unwrap()
+                .durable
+        );
     }
 }

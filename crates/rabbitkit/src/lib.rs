@@ -9,7 +9,7 @@
 //! use futures::StreamExt;
 //!
 //! let client = Options::new().connect_env().await?;            // AMQP_ADDR, comma-separated
-//! let logs = Exchange::topic("topic_logs").declare(&client).await?;
+//! let logs = Exchange::topic("topic_logs").durable(false).declare(&client).await?;
 //! let mut sub = logs.subscribe::<String>(&["kern.*".parse()?]).await?;
 //! logs.publish("kern.critical", &"A critical kernel error".to_string()).await?;
 //! let msg = sub.next().await.unwrap()?;
@@ -22,12 +22,54 @@
 //! | pattern | types |
 //! |---|---|
 //! | point-to-point | [`Queue::send`], [`Queue::subscribe`] |
-//! | work queue | [`WorkQueue`]: durable, persistent, prefetch, ack on success |
+//! | work queue | [`WorkQueue`]: quorum queue, persistent, prefetch, ack on success, one retry |
 //! | publish/subscribe | [`Exchange<Fanout>`] |
 //! | routing | [`Exchange<Direct>`] |
 //! | topics | [`Exchange<Topic>`] with [`TopicPattern`] |
 //! | headers | [`Exchange<HeadersKind>`] with [`HeadersMatch`] |
 //! | RPC | [`RpcServer`], [`RpcClient`] |
+//!
+//! ## Defaults: a confirmed message is never lost
+//! **Everything you name is durable, and a named queue is a quorum queue;
+//! temporary queues are exclusive; every message is persistent and
+//! confirmed.** On RabbitMQ 4 (no more mirrored classic queues; transient
+//! non-exclusive queues deprecated) this is what makes a publish that
+//! returned `Ok` survive a broker restart and the loss of a node:
+//!
+//! - [`Queue::named`], [`Queue::durable`], [`WorkQueue::builder`] and
+//!   [`RpcServer::builder`] declare a durable quorum queue: exactly what the
+//!   official tutorials declare for `hello`, `task_queue` and `rpc_queue`
+//!   (`durable=True, arguments={'x-queue-type': 'quorum'}`).
+//!   [`QueueBuilder::classic`] keeps a (durable) classic queue; an
+//!   exclusive or auto-delete queue is classic.
+//! - [`Queue::temporary`] (and every exchange subscriber's queue) is
+//!   exclusive and auto-delete, with a client-generated name.
+//! - A queue that is neither durable nor exclusive is refused with
+//!   [`DeclareError::Invalid`] before it reaches the broker (RabbitMQ 4
+//!   deprecates them, 4.3.0 refused them by default), unless made with the
+//!   deprecated [`Queue::transient`], for programs that must share one with
+//!   old declarations.
+//! - Exchanges are durable; [`ExchangeBuilder::durable`]`(false)` declares
+//!   the tutorials' non-durable `logs`, `direct_logs`, `topic_logs`.
+//! - Messages are persistent (delivery mode 2) in every pattern, whatever
+//!   the exchange's or queue's durability, and every publish waits for the
+//!   broker's confirm; [`PublishOptions::persistent`]`(false)` opts out. RPC
+//!   requests and replies are the exception: short-lived by design, they
+//!   are transient (see [`RpcClient`]).
+//! - A failed task is retried once, counted in the message itself
+//!   ([`message::RETRIES_HEADER`]) so a redelivery after a failover does not
+//!   use the retry up; then dead-lettered, or dropped when its queue has no
+//!   dead-letter exchange ([`OnError::RequeueOnce`]).
+//!
+//! ```
+//! use rabbitkit::{Exchange, Queue};
+//! let hello = Queue::named("hello").build()?;
+//! assert!(hello.durable && !hello.exclusive);
+//! assert_eq!(hello.arguments.inner().len(), 1); // x-queue-type: quorum
+//! assert!(Exchange::fanout("audit").build()?.durable);
+//! assert!(Queue::named("scratch").durable(false).build().is_err());
+//! # Ok::<(), rabbitkit::DeclareError>(())
+//! ```
 //!
 //! ## Declarations are checked
 //! Names, routing keys and patterns are checked before anything reaches the
@@ -69,7 +111,7 @@ mod work_queue;
 pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
-pub use message::{HandleReport, OnError, PublishOptions, Received, Subscription};
+pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
 pub use queue::{Queue, QueueBuilder, QueueType};
 pub use rpc::{
     DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,

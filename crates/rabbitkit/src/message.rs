@@ -15,19 +15,27 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::{ReceiveError, SendError};
 
-/// Per-message publishing settings. Each pattern has its defaults (work
-/// queues publish persistent messages); these override them.
+/// Per-message publishing settings; these override the defaults.
+///
+/// Every message rabbitkit publishes for you is persistent (delivery mode
+/// 2) and confirmed: [`Queue::send`](crate::Queue::send),
+/// [`WorkQueue::submit`](crate::WorkQueue::submit) and every
+/// `Exchange::publish`, whatever the durability of the exchange or the
+/// queues it reaches. [`persistent(false)`](Self::persistent) opts out: a
+/// transient message in a classic queue lives in memory only and is lost
+/// when its node restarts (quorum queues keep every message on disk).
+/// RPC requests and replies are transient by design (see [`RpcClient`](crate::RpcClient)).
 ///
 /// ```
 /// use std::time::Duration;
 /// use rabbitkit::PublishOptions;
-/// let o = PublishOptions::new().persistent(true).gzip(true).expiration(Duration::from_secs(60));
-/// assert_eq!(o.persistent, Some(true));
+/// let o = PublishOptions::new().persistent(false).gzip(true).expiration(Duration::from_secs(60));
+/// assert_eq!(o.persistent, Some(false));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[must_use]
 pub struct PublishOptions {
-    /// Written to disk by the broker (delivery mode 2). `None`: the pattern's default.
+    /// Written to disk by the broker (delivery mode 2). `None`: the default, persistent.
     pub persistent: Option<bool>,
     /// Fail with `Unroutable` when no queue receives it.
     pub mandatory: bool,
@@ -48,7 +56,7 @@ impl PublishOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets persistence.
+    /// Sets persistence (default: persistent).
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.persistent = Some(persistent);
         self
@@ -87,17 +95,17 @@ impl PublishOptions {
     }
 }
 
-/// Encodes `value` and builds the outgoing message.
+/// Encodes `value` and builds the outgoing message: persistent unless
+/// `opts` says otherwise.
 pub(crate) fn outgoing<T: Serialize + ?Sized>(
     exchange: &str,
     routing_key: &str,
     value: &T,
-    default_persistent: bool,
     opts: &PublishOptions,
     extra: impl FnOnce(BasicProperties) -> BasicProperties,
 ) -> Result<OutgoingMessage, SendError> {
     let (body, mut props) = codec::encode(value, opts.gzip)?;
-    if opts.persistent.unwrap_or(default_persistent) {
+    if opts.persistent.unwrap_or(true) {
         props = props.with_delivery_mode(2);
     }
     if let Some(id) = &opts.message_id {
@@ -122,6 +130,35 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
     Ok(OutgoingMessage::new(exchange, routing_key, body)
         .properties(props)
         .mandatory(opts.mandatory))
+}
+
+/// The header in which [`OnError::RequeueOnce`] counts the retries a
+/// message was given: set on the copy it publishes again after a failure.
+pub const RETRIES_HEADER: &str = "x-rabbitkit-retries";
+
+/// How many times a handler-style consumer retried this message, from its
+/// [`RETRIES_HEADER`] (0 without one).
+///
+/// ```
+/// use rabbitkit::{AMQPValue, BasicProperties, FieldTable};
+/// use rabbitkit::message::{RETRIES_HEADER, retries};
+/// assert_eq!(retries(&BasicProperties::default()), 0);
+/// let mut headers = FieldTable::default();
+/// headers.insert(RETRIES_HEADER.into(), AMQPValue::LongLongInt(1));
+/// assert_eq!(retries(&BasicProperties::default().with_headers(headers)), 1);
+/// ```
+pub fn retries(properties: &BasicProperties) -> u64 {
+    match header(properties, RETRIES_HEADER) {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortShortUInt(n)) => u64::from(*n),
+        Some(AMQPValue::LongString(s)) => s.to_string().trim().parse().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// One header of `properties`, if present.
@@ -226,6 +263,11 @@ impl<T> Received<T> {
     pub fn death_count(&self, queue: &str, reason: &str) -> u64 {
         death_count(self.delivery.properties(), queue, reason)
     }
+    /// How many times [`OnError::RequeueOnce`] retried it (its
+    /// [`RETRIES_HEADER`]; 0 for a first attempt).
+    pub fn retries(&self) -> u64 {
+        retries(self.delivery.properties())
+    }
     /// Body and delivery apart.
     pub fn into_parts(self) -> (T, Delivery) {
         (self.body, self.delivery)
@@ -309,8 +351,22 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnError {
-    /// Requeue it once; if it fails again (it comes back `redelivered`),
-    /// dead-letter it (or drop it when the queue has no dead-letter exchange).
+    /// Retry it once, then dead-letter it.
+    ///
+    /// On the first failure, the message (same body and properties, plus
+    /// the header [`RETRIES_HEADER`]` = 1`) is published again to the end
+    /// of the queue it came from, through the default exchange, mandatory
+    /// and confirmed; then the original is acknowledged. When a message
+    /// whose header says it was retried fails again, it is rejected without
+    /// requeue: dead-lettered when the queue has a dead-letter exchange,
+    /// dropped otherwise.
+    ///
+    /// The count travels in the message, not in the broker's `redelivered`
+    /// flag: the broker also sets that flag on every message that was
+    /// unacknowledged when a consumer's connection died, so a task whose
+    /// worker's node failed still gets its retry. If the copy cannot be
+    /// published, the message is requeued instead (nack): nothing is lost,
+    /// and a connection loss in between may at worst run it once more.
     #[default]
     RequeueOnce,
     /// Always requeue (only for failures that go away by themselves; a
@@ -326,7 +382,8 @@ pub enum OnError {
 pub struct HandleReport {
     /// Messages handled and acknowledged.
     pub acked: u64,
-    /// Messages whose handler failed and that were requeued.
+    /// Messages whose handler failed and that were given another try
+    /// (retried by [`OnError::RequeueOnce`], or requeued).
     pub requeued: u64,
     /// Messages dead-lettered (or dropped): handler failures and undecodable bodies.
     pub rejected: u64,
@@ -336,7 +393,7 @@ pub struct HandleReport {
 
 impl<T: DeserializeOwned> Subscription<T> {
     /// Runs `handler` on every message until the stream ends: `Ok` acks,
-    /// `Err` is handled per `on_error`; an undecodable body is rejected
+    /// `Err` is handled per `on_error` (see [`OnError`]); an undecodable body is rejected
     /// without requeue (dead-lettered when the queue has a dead-letter
     /// exchange) and never reaches the handler. Nothing crashes the loop.
     pub async fn handle<F, Fut, E>(mut self, on_error: OnError, mut handler: F) -> HandleReport
@@ -358,13 +415,18 @@ impl<T: DeserializeOwned> Subscription<T> {
                             }
                         }
                         Err(e) => {
+                            let retried = retries(delivery.properties());
                             let requeue = match on_error {
                                 OnError::Requeue => true,
-                                OnError::RequeueOnce => !delivery.redelivered(),
+                                OnError::RequeueOnce => retried < 1,
                                 OnError::DeadLetter => false,
                             };
-                            tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, requeue, "handler failed");
-                            if delivery.nack(requeue).await.is_ok() {
+                            tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, requeue, retried, "handler failed");
+                            if requeue && on_error == OnError::RequeueOnce {
+                                if self.retry(&delivery, retried + 1).await {
+                                    report.requeued += 1;
+                                }
+                            } else if delivery.nack(requeue).await.is_ok() {
                                 if requeue {
                                     report.requeued += 1;
                                 } else {
@@ -387,5 +449,71 @@ impl<T: DeserializeOwned> Subscription<T> {
             }
         }
         report
+    }
+}
+
+impl<T> Subscription<T> {
+    /// Publishes a copy of `delivery` to the end of this subscription's
+    /// queue with `RETRIES_HEADER = retries`, then acknowledges the
+    /// original; requeues the original (nack) when the copy is not
+    /// confirmed. Whether the message got its retry either way.
+    async fn retry(&self, delivery: &Delivery, retries: u64) -> bool {
+        let mut headers = delivery.properties().headers().clone().unwrap_or_default();
+        headers.insert(
+            RETRIES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::try_from(retries).unwrap_or(i64::MAX)),
+        );
+        let copy = OutgoingMessage::new("", self.queue(), delivery.body().to_vec())
+            .properties(delivery.properties().clone().with_headers(headers))
+            .mandatory(true);
+        match self.client.publish(copy).await {
+            Ok(_) => {
+                // Should the ack be lost with the connection, the original
+                // comes back too: at least once, never lost.
+                if let Err(e) = delivery.ack().await {
+                    tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, "retried message not acknowledged; it will come back");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, "retry not published; message requeued");
+                delivery.nack(true).await.is_ok()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_persistent_unless_asked_otherwise() {
+        let msg = outgoing("logs", "", "hi", &PublishOptions::new(), |p| p).unwrap();
+        assert_eq!(*msg.properties.delivery_mode(), Some(2));
+        let msg = outgoing(
+            "logs",
+            "",
+            "hi",
+            &PublishOptions::new().persistent(false),
+            |p| p,
+        )
+        .unwrap();
+        assert_eq!(*msg.properties.delivery_mode(), None);
+    }
+
+    #[test]
+    fn retries_are_read_from_the_header() {
+        let with = |v: AMQPValue| {
+            let mut h = FieldTable::default();
+            h.insert(RETRIES_HEADER.into(), v);
+            BasicProperties::default().with_headers(h)
+        };
+        assert_eq!(retries(&BasicProperties::default()), 0);
+        assert_eq!(retries(&with(AMQPValue::LongLongInt(1))), 1);
+        assert_eq!(retries(&with(AMQPValue::LongInt(2))), 2);
+        assert_eq!(retries(&with(AMQPValue::ShortShortUInt(3))), 3);
+        assert_eq!(retries(&with(AMQPValue::LongString("1".into()))), 1);
+        assert_eq!(retries(&with(AMQPValue::LongLongInt(-1))), 0);
     }
 }

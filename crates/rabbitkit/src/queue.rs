@@ -1,6 +1,12 @@
 //! Queues: the builder (durable, exclusive, quorum, dead-lettering, TTL,
 //! limits) and the declared [`Queue`], which is also the point-to-point
 //! pattern: send to a queue through the default exchange, receive from it.
+//!
+//! The defaults follow one rule: *everything you name is durable, and a
+//! named queue is a quorum queue; temporary queues are exclusive.* A
+//! non-durable queue that is not exclusive (deprecated since RabbitMQ 4,
+//! refused by 4.3.0 by default) is refused before it reaches the broker,
+//! unless asked for with the deprecated [`Queue::transient`].
 
 use std::time::Duration;
 
@@ -29,6 +35,33 @@ pub enum QueueType {
 /// Builds and declares a queue. Problems are collected and returned by
 /// [`declare`](Self::declare), before anything reaches the network.
 ///
+/// When no type is chosen ([`quorum`](Self::quorum) or
+/// [`classic`](Self::classic)), a durable queue that is neither exclusive
+/// nor auto-delete is a quorum queue (`x-queue-type: quorum`); any other
+/// queue gets no `x-queue-type` argument (the broker makes it classic).
+/// A queue that is neither durable nor exclusive is refused with
+/// [`DeclareError::Invalid`] (see [`Queue::transient`]).
+///
+/// ```
+/// use rabbitkit::{AMQPValue, Queue};
+/// // What the official tutorials declare:
+/// // queue_declare(queue='hello', durable=True, arguments={'x-queue-type': 'quorum'})
+/// let hello = Queue::named("hello").build().unwrap();
+/// assert!(hello.durable && !hello.exclusive && !hello.auto_delete);
+/// assert_eq!(
+///     hello.arguments.inner().get("x-queue-type"),
+///     Some(&AMQPValue::LongString("quorum".into()))
+/// );
+/// // A durable classic queue, said explicitly.
+/// let audit = Queue::durable("audit").classic().build().unwrap();
+/// assert_eq!(
+///     audit.arguments.inner().get("x-queue-type"),
+///     Some(&AMQPValue::LongString("classic".into()))
+/// );
+/// // Transient and shared: deprecated since RabbitMQ 4, refused here.
+/// assert!(Queue::named("scratch").durable(false).build().is_err());
+/// ```
+///
 /// ```no_run
 /// # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::DeclareError> {
 /// use std::time::Duration;
@@ -49,9 +82,10 @@ pub struct QueueBuilder {
     durable: bool,
     exclusive: bool,
     auto_delete: bool,
-    queue_type: Option<QueueType>,
     arguments: FieldTable,
     delivery_limit: bool,
+    /// Made by [`Queue::transient`]: a non-durable shared queue is allowed.
+    transient: bool,
     errors: Vec<DeclareError>,
 }
 
@@ -60,34 +94,96 @@ pub struct QueueBuilder {
 pub struct Queue {
     name: String,
     client: Client,
-    durable: bool,
     temporary: bool,
 }
 
 impl Queue {
-    /// A queue with AMQP's defaults: not durable, not exclusive, not
-    /// auto-deleted (what the official tutorials' `queue_declare('hello')` makes).
+    /// A durable quorum queue: exactly what the official tutorials'
+    /// `queue_declare(queue='hello', durable=True, arguments={'x-queue-type': 'quorum'})`
+    /// makes (durable, not exclusive, not auto-delete, `x-queue-type: quorum`
+    /// and no other argument). It survives a broker restart and the loss of
+    /// a node, with the messages in it.
+    ///
+    /// [`classic`](QueueBuilder::classic) makes it a durable classic queue
+    /// instead; [`exclusive`](QueueBuilder::exclusive) or
+    /// [`auto_delete`](QueueBuilder::auto_delete) make it classic too (a
+    /// quorum queue can be neither).
+    ///
+    /// ```
+    /// let spec = rabbitkit::Queue::named("hello").build().unwrap();
+    /// assert!(spec.durable);
+    /// assert_eq!(spec.arguments.inner().len(), 1); // x-queue-type: quorum
+    /// ```
     pub fn named(name: impl Into<String>) -> QueueBuilder {
-        QueueBuilder::new(Some(name.into()), false)
+        QueueBuilder::new(Some(name.into()), true)
     }
 
-    /// A durable queue: it survives a broker restart (its persistent messages too).
+    /// A durable queue: the same as [`named`](Self::named) (a quorum
+    /// queue unless [`classic`](QueueBuilder::classic) is asked for), said
+    /// explicitly.
+    ///
+    /// ```
+    /// use rabbitkit::{AMQPValue, Queue};
+    /// let spec = Queue::durable("audit").classic().build().unwrap();
+    /// assert!(spec.durable);
+    /// assert_eq!(
+    ///     spec.arguments.inner().get("x-queue-type"),
+    ///     Some(&AMQPValue::LongString("classic".into()))
+    /// );
+    /// ```
     pub fn durable(name: impl Into<String>) -> QueueBuilder {
         QueueBuilder::new(Some(name.into()), true)
     }
 
-    /// A durable quorum queue: replicated over the cluster.
+    /// A durable quorum queue: replicated over the cluster. The type is
+    /// explicit, so making it exclusive, auto-delete or non-durable is an
+    /// error rather than a silent change of type.
+    ///
+    /// ```
+    /// assert!(rabbitkit::Queue::quorum("q").exclusive(true).build().is_err());
+    /// ```
     pub fn quorum(name: impl Into<String>) -> QueueBuilder {
         QueueBuilder::new(Some(name.into()), true).quorum()
     }
 
     /// A temporary queue for one subscriber: exclusive, deleted when its
     /// consumer goes, with a client-generated name (`rabbitkit.tmp.<uuid>`)
-    /// so it can be declared again after a reconnect.
+    /// so it can be declared again after a reconnect. Not durable, classic.
+    ///
+    /// ```
+    /// let spec = rabbitkit::Queue::temporary().build().unwrap();
+    /// assert!(spec.exclusive && spec.auto_delete && !spec.durable);
+    /// assert!(spec.name.starts_with("rabbitkit.tmp."));
+    /// ```
     pub fn temporary() -> QueueBuilder {
         let mut b = QueueBuilder::new(None, false);
         b.exclusive = true;
         b.auto_delete = true;
+        b
+    }
+
+    /// A transient shared queue: not durable, not exclusive, classic, no
+    /// arguments — what `queue_declare('hello')` made before RabbitMQ 4.
+    ///
+    /// Only to interoperate with programs that still declare such a queue
+    /// (declaring it with other properties would fail as inequivalent).
+    /// RabbitMQ 4 deprecates transient non-exclusive queues and 4.3.0
+    /// refuses them by default; the queue and its messages are lost when
+    /// its node restarts. Use [`Queue::named`] (durable) or
+    /// [`Queue::temporary`] (exclusive) instead.
+    ///
+    /// ```
+    /// #[allow(deprecated)]
+    /// let spec = rabbitkit::Queue::transient("hello").build().unwrap();
+    /// assert!(!spec.durable && !spec.exclusive && !spec.auto_delete);
+    /// assert!(spec.arguments.inner().is_empty());
+    /// ```
+    #[deprecated(
+        note = "transient non-exclusive queues are deprecated since RabbitMQ 4 and refused by 4.3.0 by default; use Queue::named (durable quorum) or Queue::temporary (exclusive)"
+    )]
+    pub fn transient(name: impl Into<String>) -> QueueBuilder {
+        let mut b = QueueBuilder::new(Some(name.into()), false);
+        b.transient = true;
         b
     }
 
@@ -102,7 +198,8 @@ impl Queue {
     }
 
     /// Sends a message to this queue through the default exchange and waits
-    /// for the broker's confirm. Persistent when the queue is durable.
+    /// for the broker's confirm. Persistent (delivery mode 2) unless
+    /// [`PublishOptions::persistent`] says otherwise.
     pub async fn send<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -116,7 +213,7 @@ impl Queue {
         value: &T,
         options: PublishOptions,
     ) -> Result<rabbitkit_core::Confirmed, SendError> {
-        let msg = outgoing("", &self.name, value, self.durable, &options, |p| p)?;
+        let msg = outgoing("", &self.name, value, &options, |p| p)?;
         Ok(self.client.publish(msg).await?)
     }
 
@@ -156,9 +253,9 @@ impl QueueBuilder {
             durable,
             exclusive: false,
             auto_delete: false,
-            queue_type: None,
             arguments: FieldTable::default(),
             delivery_limit: false,
+            transient: false,
             errors: Vec::new(),
         }
     }
@@ -177,19 +274,29 @@ impl QueueBuilder {
         self
     }
 
-    /// Survives a broker restart.
+    /// Survives a broker restart (default: durable, except for
+    /// [`Queue::temporary`] and [`Queue::transient`]). A queue that is
+    /// neither durable nor exclusive is refused by [`build`](Self::build).
+    ///
+    /// ```
+    /// use rabbitkit::Queue;
+    /// assert!(Queue::named("q").durable(false).build().is_err());
+    /// assert!(Queue::named("q").durable(false).exclusive(true).build().is_ok());
+    /// ```
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
         self
     }
 
-    /// Only this client's connection may use it; deleted when the connection closes.
+    /// Only this client's connection may use it; deleted when the connection
+    /// closes. An exclusive queue is classic (never quorum).
     pub fn exclusive(mut self, exclusive: bool) -> Self {
         self.exclusive = exclusive;
         self
     }
 
-    /// Deleted when its last consumer goes.
+    /// Deleted when its last consumer goes. An auto-delete queue is classic
+    /// (never quorum).
     pub fn auto_delete(mut self, auto_delete: bool) -> Self {
         self.auto_delete = auto_delete;
         self
@@ -197,14 +304,14 @@ impl QueueBuilder {
 
     /// A quorum queue (replicated; durable; not exclusive).
     pub fn quorum(mut self) -> Self {
-        self.queue_type = Some(QueueType::Quorum);
         self.durable = true;
         self.arg("x-queue-type", AMQPValue::LongString("quorum".into()))
     }
 
-    /// A classic queue, said explicitly (`x-queue-type: classic`).
-    pub fn classic(mut self) -> Self {
-        self.queue_type = Some(QueueType::Classic);
+    /// A classic queue, said explicitly (`x-queue-type: classic`): one node
+    /// holds it. Durable unless [`durable(false)`](Self::durable) (which
+    /// then needs [`exclusive`](Self::exclusive)).
+    pub fn classic(self) -> Self {
         self.arg("x-queue-type", AMQPValue::LongString("classic".into()))
     }
 
@@ -275,7 +382,16 @@ impl QueueBuilder {
             }
             None => format!("rabbitkit.tmp.{}", uuid::Uuid::new_v4().simple()),
         };
-        let quorum = self.queue_type == Some(QueueType::Quorum);
+        // The type asked for: `quorum()`, `classic()`, or an `x-queue-type`
+        // given with `argument`. Without one, the rule of the defaults.
+        let explicit = self.arguments.inner().get("x-queue-type").map(|v| match v {
+            AMQPValue::LongString(s) => s.to_string(),
+            AMQPValue::ShortString(s) => s.to_string(),
+            other => format!("{other:?}"),
+        });
+        let implicit_quorum =
+            explicit.is_none() && self.durable && !self.exclusive && !self.auto_delete;
+        let quorum = explicit.as_deref() == Some("quorum") || implicit_quorum;
         let conflict = |reason: &str| DeclareError::Invalid {
             what: "queue options".into(),
             value: name.clone(),
@@ -293,12 +409,26 @@ impl QueueBuilder {
         if self.delivery_limit && !quorum {
             return Err(conflict("delivery_limit needs a quorum queue"));
         }
+        if !self.durable && !self.exclusive && !self.transient {
+            return Err(conflict(
+                "transient (non-durable) non-exclusive queues are deprecated since RabbitMQ 4 \
+                 and refused by RabbitMQ 4.3.0 by default: use an exclusive (temporary) queue \
+                 or a durable one",
+            ));
+        }
+        let mut arguments = self.arguments;
+        if implicit_quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
         Ok(QueueSpec {
             name,
             durable: self.durable,
             exclusive: self.exclusive,
             auto_delete: self.auto_delete,
-            arguments: self.arguments,
+            arguments,
         })
     }
 
@@ -311,7 +441,6 @@ impl QueueBuilder {
         let queue = Queue {
             name: spec.name.clone(),
             client: client.clone(),
-            durable: spec.durable,
             temporary,
         };
         client.declare(Declaration::Queue(spec)).await?;
@@ -327,7 +456,13 @@ mod tests {
     fn conflicting_options_are_refused_before_the_network() {
         assert!(Queue::quorum("q").exclusive(true).build().is_err());
         assert!(Queue::quorum("q").durable(false).build().is_err());
-        assert!(Queue::durable("q").delivery_limit(3).build().is_err());
+        assert!(
+            Queue::durable("q")
+                .classic()
+                .delivery_limit(3)
+                .build()
+                .is_err()
+        );
         assert!(Queue::named("amq.x").build().is_err());
         assert!(
             Queue::named("q")
@@ -341,6 +476,136 @@ mod tests {
             spec.arguments.inner().get("x-queue-type"),
             Some(&AMQPValue::LongString("quorum".into()))
         );
+    }
+
+    fn queue_type(spec: &QueueSpec) -> Option<&AMQPValue> {
+        spec.arguments.inner().get("x-queue-type")
+    }
+
+    fn quorum_arg() -> Option<&'static AMQPValue> {
+        static Q: std::sync::OnceLock<AMQPValue> = std::sync::OnceLock::new();
+        Some(Q.get_or_init(|| AMQPValue::LongString("quorum".into())))
+    }
+
+    fn is_invalid(r: Result<QueueSpec, DeclareError>) -> bool {
+        matches!(r, Err(DeclareError::Invalid { .. }))
+    }
+
+    #[test]
+    fn a_named_queue_is_what_the_official_tutorials_declare() {
+        // queue_declare(queue='hello', durable=True, arguments={'x-queue-type': 'quorum'})
+        let spec = Queue::named("hello").build().unwrap();
+        assert_eq!(spec.name, "hello");
+        assert!(spec.durable && !spec.exclusive && !spec.auto_delete);
+        assert_eq!(spec.arguments.inner().len(), 1, "{:?}", spec.arguments);
+        assert_eq!(queue_type(&spec), quorum_arg());
+        // Queue::durable and Queue::quorum make the same declaration.
+        let durable = Queue::durable("hello").build().unwrap();
+        let quorum = Queue::quorum("hello").build().unwrap();
+        for other in [durable, quorum] {
+            assert_eq!(
+                (other.durable, other.exclusive, other.auto_delete),
+                (true, false, false)
+            );
+            assert_eq!(other.arguments, spec.arguments);
+        }
+    }
+
+    #[test]
+    fn a_quorum_queue_takes_the_quorum_options() {
+        let spec = Queue::named("jobs")
+            .delivery_limit(5)
+            .dead_letter("jobs.dlx")
+            .build()
+            .unwrap();
+        assert_eq!(queue_type(&spec), quorum_arg());
+        assert_eq!(
+            spec.arguments.inner().get("x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(5))
+        );
+    }
+
+    #[test]
+    fn classic_is_kept_when_asked_for() {
+        let spec = Queue::durable("audit").classic().build().unwrap();
+        assert!(spec.durable && !spec.exclusive && !spec.auto_delete);
+        assert_eq!(
+            queue_type(&spec),
+            Some(&AMQPValue::LongString("classic".into()))
+        );
+        let spec = Queue::named("audit").classic().build().unwrap();
+        assert!(spec.durable);
+        assert_eq!(spec.arguments.inner().len(), 1);
+        // A type given as a plain argument is respected too.
+        let spec = Queue::named("events")
+            .argument("x-queue-type", AMQPValue::LongString("stream".into()))
+            .build()
+            .unwrap();
+        assert_eq!(
+            queue_type(&spec),
+            Some(&AMQPValue::LongString("stream".into()))
+        );
+    }
+
+    #[test]
+    fn exclusive_or_auto_delete_queues_get_no_type() {
+        for spec in [
+            Queue::named("mine").exclusive(true).build().unwrap(),
+            Queue::named("mine").auto_delete(true).build().unwrap(),
+            Queue::named("mine")
+                .durable(false)
+                .exclusive(true)
+                .build()
+                .unwrap(),
+            Queue::temporary().build().unwrap(),
+        ] {
+            assert_eq!(queue_type(&spec), None, "{spec:?}");
+            assert!(spec.arguments.inner().is_empty(), "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn transient_shared_queues_are_refused() {
+        let err = Queue::named("scratch").durable(false).build().unwrap_err();
+        match &err {
+            DeclareError::Invalid { value, reason, .. } => {
+                assert_eq!(value, "scratch");
+                assert!(reason.contains("deprecated since RabbitMQ 4"), "{reason}");
+                assert!(reason.contains("4.3.0"), "{reason}");
+                assert!(reason.contains("exclusive"), "{reason}");
+                assert!(reason.contains("durable"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(is_invalid(
+            Queue::named("scratch")
+                .durable(false)
+                .auto_delete(true)
+                .build()
+        ));
+        assert!(is_invalid(
+            Queue::durable("scratch").classic().durable(false).build()
+        ));
+        // Explicitly quorum and not durable: the quorum rule speaks first.
+        assert!(is_invalid(Queue::quorum("scratch").durable(false).build()));
+        // Names are checked before anything else.
+        assert!(matches!(
+            Queue::named("amq.scratch").durable(false).build(),
+            Err(DeclareError::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn transient_makes_the_old_declaration() {
+        // queue_declare(queue='hello'), as the tutorials declared it before 2026.
+        let spec = Queue::transient("hello").build().unwrap();
+        assert_eq!(spec.name, "hello");
+        assert!(!spec.durable && !spec.exclusive && !spec.auto_delete);
+        assert!(spec.arguments.inner().is_empty(), "{:?}", spec.arguments);
+        // It may still be made durable (and then follows the usual rule).
+        let spec = Queue::transient("hello").durable(true).build().unwrap();
+        assert_eq!(queue_type(&spec), quorum_arg());
     }
 
     #[test]

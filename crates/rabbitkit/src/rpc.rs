@@ -6,6 +6,13 @@
 //! RabbitMQ's *direct reply-to* pseudo-queue by default (or on an exclusive
 //! reply queue of its own), with many calls in flight at once.
 //!
+//! Requests and replies are transient (not persistent), unlike the other
+//! patterns' messages, and deliberately so: a request expires with its
+//! call's timeout (a caller that gave up does not want it served after a
+//! broker restart), and a reply goes to a caller waiting in memory (direct
+//! reply-to stores nothing). Both are confirmed; a request in a quorum
+//! queue (the default server queue) is written to disk all the same.
+//!
 //! Every call ends: with the reply, the handler's typed error
 //! ([`RpcError::Server`]), [`RpcError::Timeout`], [`RpcError::Unroutable`]
 //! at once when no queue takes the request, or [`RpcError::ConnectionLost`]
@@ -473,7 +480,10 @@ pub struct ServeReport {
 }
 
 impl<Req, Resp, E> RpcServer<Req, Resp, E> {
-    /// A server on queue `name` (AMQP defaults, as the tutorials declare `rpc_queue`).
+    /// A server on queue `name`, a durable quorum queue
+    /// ([`Queue::named`]), as the official tutorials declare `rpc_queue`
+    /// (`durable=True, arguments={'x-queue-type': 'quorum'}`). Change it with
+    /// [`queue`](RpcServerBuilder::queue).
     pub fn builder(name: impl Into<String>) -> RpcServerBuilder<Req, Resp, E> {
         RpcServerBuilder {
             queue: Queue::named(name),
