@@ -70,7 +70,7 @@ async fn publishing_to_a_missing_exchange_fails_only_that_publish() {
     client
         .declare(Declaration::Queue(QueueSpec {
             name: queue.clone(),
-            durable: false,
+            durable: true,
             exclusive: false,
             auto_delete: false,
             arguments: FieldTable::default(),
