@@ -48,17 +48,24 @@
 //!   [`DeclareError::Invalid`] before it reaches the broker (RabbitMQ 4
 //!   deprecates them, 4.3.0 refused them by default), unless made with the
 //!   deprecated [`Queue::transient`], for programs that must share one with
-//!   old declarations.
+//!   old declarations. A broker that denies the deprecated feature (as
+//!   RabbitMQ 4.3.0 did by default) closes the whole connection for such a
+//!   declaration (`541`): rabbitkit then returns
+//!   [`DeclareError::Deprecated`], does not record the declaration, and
+//!   reconnects.
 //! - Exchanges are durable; [`ExchangeBuilder::durable`]`(false)` declares
-//!   the tutorials' non-durable `logs`, `direct_logs`, `topic_logs`.
+//!   the tutorials' non-durable `logs`, `direct_logs`, `topic_logs` (and
+//!   the book's `headers_logs`).
 //! - Messages are persistent (delivery mode 2) in every pattern, whatever
 //!   the exchange's or queue's durability, and every publish waits for the
 //!   broker's confirm; [`PublishOptions::persistent`]`(false)` opts out. RPC
 //!   requests and replies are the exception: short-lived by design, they
 //!   are transient (see [`RpcClient`]).
-//! - A failed task is retried once, counted in the message itself
-//!   ([`message::RETRIES_HEADER`]) so a redelivery after a failover does not
-//!   use the retry up; then dead-lettered, or dropped when its queue has no
+//! - A failed task is retried once: a copy goes to the tail of its queue
+//!   with the header [`RETRIES_HEADER`] counting the retry, then the
+//!   original is acknowledged; the count travels in the message, so a
+//!   redelivery after a failover does not use the retry up. When the retry
+//!   fails too, the task is dead-lettered, or dropped when its queue has no
 //!   dead-letter exchange ([`OnError::RequeueOnce`]).
 //!
 //! ```

@@ -369,8 +369,10 @@ pub enum OnError {
     /// and a connection loss in between may at worst run it once more.
     #[default]
     RequeueOnce,
-    /// Always requeue (only for failures that go away by themselves; a
-    /// quorum queue's delivery limit still bounds the loop).
+    /// Always requeue, with `basic.nack` (only for failures that go away by
+    /// themselves). On RabbitMQ 4.0 to 4.2 a quorum queue's delivery limit
+    /// (20 by default) still bounds the loop; from 4.3 on, a return by
+    /// `basic.nack` no longer counts towards that limit, so nothing does.
     Requeue,
     /// Dead-letter it at once (or drop it when the queue has none).
     DeadLetter,
