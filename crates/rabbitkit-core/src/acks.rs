@@ -5,7 +5,10 @@
 //! delivery tags: when half the consumer's prefetch is waiting, or a
 //! millisecond after the last ack, whichever comes first. Only tags the user
 //! acknowledged are ever covered: a gap (a delivery not yet settled) stops
-//! the run. A nack or reject flushes the acks before it and goes alone.
+//! the run. A nack or reject goes alone, at once; the acks behind it go on.
+//! A delivery dropped unsettled is [released](Acks::release): settled at
+//! once and nacked (requeue, or reject) before the next `multiple` ack, so
+//! one lost delivery never holds back the acks after it.
 //! This saves a frame and a round trip to lapin's IO thread per message.
 
 use std::collections::BTreeSet;
@@ -28,6 +31,10 @@ struct State {
     /// must name one of these: the broker refuses a tag it no longer holds
     /// (e.g. one already nacked) with a channel error.
     unsent: BTreeSet<u64>,
+    /// Tags released by dropped deliveries, settled here but not yet told
+    /// to the broker: `(tag, requeue)`. Sent before any `multiple` ack,
+    /// which would otherwise cover (acknowledge) them.
+    released: Vec<(u64, bool)>,
     closed: bool,
 }
 
@@ -49,6 +56,7 @@ impl Acks {
                 next: 1,
                 ahead: BTreeSet::new(),
                 unsent: BTreeSet::new(),
+                released: Vec::new(),
                 closed: false,
             }),
             send: tokio::sync::Mutex::new(()),
@@ -108,17 +116,34 @@ impl Acks {
         }
     }
 
-    /// Sends a nack or reject for `tag`, after the acks before it.
+    /// Sends a nack or reject for `tag`. The tag is settled (claimed) before
+    /// it is sent, under the send lock: a concurrent `ack` of the same
+    /// delivery then fails with `AlreadyAcknowledged` instead of putting a
+    /// nacked tag into a `multiple` ack. Acks before and after it go on (the
+    /// flusher is woken: the run may now extend past this tag).
     pub(crate) async fn nack(&self, tag: u64, requeue: bool, reject: bool) -> Result<(), AckError> {
         self.usable()?;
         let _one_sender = self.send.lock().await;
-        {
-            let st = self.state.lock().unwrap();
-            if tag < st.next || st.ahead.contains(&tag) {
-                return Err(AckError::AlreadyAcknowledged);
-            }
+        Self::settle(&mut self.state.lock().unwrap(), tag)?;
+        let sent = self.send_nack(tag, requeue, reject).await;
+        self.wake.notify_one();
+        sent
+    }
+
+    /// Called when a delivery is dropped: if `tag` is not settled yet, it is
+    /// settled now and nacked (requeued, or rejected when `requeue` is
+    /// false) by the flusher, before any later `multiple` ack. Never blocks.
+    pub(crate) fn release(&self, tag: u64, requeue: bool) {
+        let mut st = self.state.lock().unwrap();
+        if st.closed || Self::settle(&mut st, tag).is_err() {
+            return;
         }
-        self.flush_locked().await?;
+        st.released.push((tag, requeue));
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    async fn send_nack(&self, tag: u64, requeue: bool, reject: bool) -> Result<(), AckError> {
         let sent = if reject {
             self.channel
                 .basic_reject(tag, BasicRejectOptions { requeue })
@@ -134,9 +159,7 @@ impl Acks {
                 )
                 .await
         };
-        sent.map_err(|_| AckError::ChannelGone)?;
-        let mut st = self.state.lock().unwrap();
-        Self::settle(&mut st, tag)
+        sent.map_err(|_| AckError::ChannelGone)
     }
 
     /// Sends the pending run of acks, if any.
@@ -146,6 +169,10 @@ impl Acks {
     }
 
     async fn flush_locked(&self) -> Result<(), AckError> {
+        let released = std::mem::take(&mut self.state.lock().unwrap().released);
+        for (tag, requeue) in released {
+            self.send_nack(tag, requeue, !requeue).await?;
+        }
         let upto = {
             let mut st = self.state.lock().unwrap();
             // Every tag up to `next - 1` is settled: acked ones are still
@@ -181,6 +208,7 @@ mod tests {
             next: 1,
             ahead: BTreeSet::new(),
             unsent: BTreeSet::new(),
+            released: Vec::new(),
             closed: false,
         }
     }

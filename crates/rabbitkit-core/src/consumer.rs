@@ -107,6 +107,21 @@ pub struct Delivery {
     inner: lapin::message::Delivery,
     /// `None` for deliveries consumed with `no_ack`.
     acks: Option<Arc<Acks>>,
+    /// What dropping it unsettled does: requeue (`true`) or reject.
+    requeue_on_drop: bool,
+}
+
+impl Drop for Delivery {
+    /// A delivery dropped without [`ack`](Self::ack), [`nack`](Self::nack)
+    /// or [`reject`](Self::reject) (a handler that panicked, an error value
+    /// thrown away) is given back: nacked with requeue (or rejected, see
+    /// [`reject_on_drop`](Self::reject_on_drop)), so the acks after it keep
+    /// reaching the broker. Nothing happens if it was settled.
+    fn drop(&mut self) {
+        if let Some(acks) = &self.acks {
+            acks.release(self.inner.delivery_tag, self.requeue_on_drop);
+        }
+    }
 }
 
 impl std::fmt::Debug for Delivery {
@@ -158,6 +173,14 @@ impl Delivery {
     /// The broker's delivery tag (per channel).
     pub fn delivery_tag(&self) -> u64 {
         self.inner.delivery_tag
+    }
+
+    /// Makes dropping it unsettled reject it (dead-lettered when the queue
+    /// has a dead-letter exchange, else dropped) instead of requeueing it:
+    /// for a message that can never be processed, such as a body that does
+    /// not decode, which would otherwise come back forever.
+    pub fn reject_on_drop(&mut self) {
+        self.requeue_on_drop = false;
     }
 
     fn acks(&self) -> Result<&Acks, AckError> {
@@ -407,6 +430,7 @@ async fn pump(
                 let delivery = Delivery {
                     inner,
                     acks: acks.clone(),
+                    requeue_on_drop: true,
                 };
                 if record.tx.send(Ok(delivery)).await.is_err() {
                     // The user dropped the stream.

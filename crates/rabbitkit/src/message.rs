@@ -334,13 +334,19 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ReceiveError::Consume(e)))),
-            Poll::Ready(Some(Ok(delivery))) => Poll::Ready(Some(
+            Poll::Ready(Some(Ok(mut delivery))) => Poll::Ready(Some(
                 match codec::decode(delivery.body(), delivery.properties()) {
                     Ok(body) => Ok(Received { body, delivery }),
-                    Err(error) => Err(ReceiveError::Decode {
-                        error,
-                        delivery: Box::new(delivery),
-                    }),
+                    Err(error) => {
+                        // It will never decode: if the caller drops the
+                        // error unsettled, reject it rather than requeue it
+                        // forever.
+                        delivery.reject_on_drop();
+                        Err(ReceiveError::Decode {
+                            error,
+                            delivery: Box::new(delivery),
+                        })
+                    }
                 },
             )),
         }

@@ -262,7 +262,9 @@ fn test(extra: &[String]) -> Result<ExitCode> {
             "xtask: AMQP_ADDR is set: the `failover` and `local_cluster` tests control the \
              local cluster and are skipped"
         );
-        "not binary(failover) and not binary(local_cluster)"
+        // The `test(...)` term keeps nextest from dropping those binaries
+        // before listing them: listed then filtered, they count as skipped.
+        "(not binary(failover) and not binary(local_cluster)) or test(=rabbitkit::never)"
     } else {
         "not binary(failover)"
     };
