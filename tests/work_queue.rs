@@ -318,3 +318,66 @@ async fn a_task_failing_every_time_runs_twice_then_is_dead_lettered() {
     check.delete_queue(parked.name()).await.unwrap();
     check.delete_exchange(dlx.name()).await.unwrap();
 }
+
+#[tokio::test]
+async fn always_requeue_is_still_bounded_by_the_quorum_delivery_limit() {
+    // RabbitMQ 4.3 stopped counting `basic.nack` returns towards a quorum
+    // queue's delivery limit; a handler failure is a `basic.reject`, which
+    // counts on every version, so `OnError::Requeue` cannot loop forever.
+    let client = common::client().await;
+    let dlx = Exchange::fanout(common::unique_name("work.dlx3"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let parked = Queue::named(common::unique_name("work.parked3"))
+        .declare(&client)
+        .await
+        .unwrap();
+    dlx.bind(&parked).await.unwrap();
+    let tasks = WorkQueue::<Job>::builder(common::unique_name("work.requeue"))
+        .on_error(OnError::Requeue)
+        .dead_letter(dlx.name())
+        .queue(|q| q.delivery_limit(2))
+        .declare(&client)
+        .await
+        .unwrap();
+    let job = Job { id: 4, fail: true };
+    tasks.submit(&job).await.unwrap();
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (worker, reached, release) = spawn_worker(&tasks, {
+        let attempts = attempts.clone();
+        move |job| {
+            attempts.lock().unwrap().push(job.id);
+            Err("this job can never be done".to_string())
+        }
+    });
+    let mut parked_sub = parked.subscribe::<Job>().await.unwrap();
+    let dead = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        futures::StreamExt::next(&mut parked_sub),
+    )
+    .await
+    .expect("dead-lettered once the delivery limit was reached")
+    .unwrap()
+    .unwrap();
+    assert_eq!(dead.body, job);
+    dead.ack().await.unwrap();
+    tasks
+        .submit(&Job {
+            id: SENTINEL,
+            fail: false,
+        })
+        .await
+        .unwrap();
+    reached.notified().await;
+    let queue = tasks.queue().name().to_owned();
+    client.close().await;
+    release.notify_one();
+    worker.await.unwrap().unwrap();
+    // The first delivery and two redeliveries (x-delivery-limit 2).
+    assert_eq!(*attempts.lock().unwrap(), [4, 4, 4]);
+    let check = common::client().await;
+    check.delete_queue(&queue).await.unwrap();
+    check.delete_queue(parked.name()).await.unwrap();
+    check.delete_exchange(dlx.name()).await.unwrap();
+}

@@ -375,12 +375,15 @@ pub enum OnError {
     /// and a connection loss in between may at worst run it once more.
     #[default]
     RequeueOnce,
-    /// Always requeue, with `basic.nack` (only for failures that go away by
-    /// themselves). On RabbitMQ 4.0 to 4.2 a quorum queue's delivery limit
-    /// (20 by default) still bounds the loop; from 4.3 on, a return by
-    /// `basic.nack` no longer counts towards that limit, so nothing does.
+    /// Always requeue (only for failures that go away by themselves). The
+    /// failure is a `basic.reject`, which a quorum queue counts as a failed
+    /// delivery on every version, so its delivery limit (20 by default in
+    /// RabbitMQ 4) still ends the loop: RabbitMQ 4.3 stopped counting
+    /// `basic.nack` returns, which rabbitkit keeps for deliveries given back
+    /// unprocessed (a dropped [`Delivery`](rabbitkit_core::Delivery)).
     Requeue,
-    /// Dead-letter it at once (or drop it when the queue has none).
+    /// Dead-letter it at once (`basic.reject` without requeue), or drop it
+    /// when the queue has no dead-letter exchange.
     DeadLetter,
 }
 
@@ -434,7 +437,7 @@ impl<T: DeserializeOwned> Subscription<T> {
                                 if self.retry(&delivery, retried + 1).await {
                                     report.requeued += 1;
                                 }
-                            } else if delivery.nack(requeue).await.is_ok() {
+                            } else if delivery.reject(requeue).await.is_ok() {
                                 if requeue {
                                     report.requeued += 1;
                                 } else {
