@@ -107,3 +107,34 @@ async fn competing_consumers_each_message_goes_to_exactly_one() {
     drop((a, b));
     queue.delete().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_send_to_a_queue_that_is_gone_is_unroutable_not_silently_dropped() {
+    let client = common::client().await;
+    let queue = Queue::named(common::unique_name("p2p.gone"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let tasks = rabbitkit::WorkQueue::<String>::builder(common::unique_name("p2p.gone.tasks"))
+        .declare(&client)
+        .await
+        .unwrap();
+    // Someone else deletes both queues.
+    client.delete_queue(queue.name()).await.unwrap();
+    client.delete_queue(tasks.queue().name()).await.unwrap();
+    for err in [
+        queue.send(&"into the void".to_string()).await.unwrap_err(),
+        tasks.submit(&"lost task".to_string()).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                rabbitkit::SendError::Publish(rabbitkit::PublishError::Unroutable { .. })
+            ),
+            "{err:?}"
+        );
+    }
+    // The client goes on.
+    assert!(client.is_connected());
+    assert_eq!(client.stats().disconnects, 0);
+}

@@ -199,7 +199,9 @@ impl Queue {
 
     /// Sends a message to this queue through the default exchange and waits
     /// for the broker's confirm. Persistent (delivery mode 2) unless
-    /// [`PublishOptions::persistent`] says otherwise.
+    /// [`PublishOptions::persistent`] says otherwise. Always `mandatory`: if
+    /// the queue no longer exists the send fails with
+    /// `PublishError::Unroutable` instead of being dropped by the broker.
     pub async fn send<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -213,6 +215,9 @@ impl Queue {
         value: &T,
         options: PublishOptions,
     ) -> Result<rabbitkit_core::Confirmed, SendError> {
+        // Always mandatory: a send to a queue that no longer exists is
+        // `PublishError::Unroutable`, never a silent drop.
+        let options = options.mandatory(true);
         let msg = outgoing("", &self.name, value, &options, |p| p)?;
         Ok(self.client.publish(msg).await?)
     }
