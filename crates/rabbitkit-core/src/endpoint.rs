@@ -27,6 +27,17 @@ pub struct Endpoint {
     uri: AMQPUri,
 }
 
+/// The authority part of `scheme://authority/path?query`, without the
+/// user info (which may hold anything, brackets included).
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
 impl Endpoint {
     /// Parses one URL. The error never repeats the URL (it may hold a password).
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
@@ -42,6 +53,13 @@ impl Endpoint {
                 } else {
                     String::new()
                 },
+            });
+        }
+        if authority(url).contains('[') {
+            // lapin's URI parser keeps only a host name and would turn an
+            // IPv6 literal into "localhost".
+            return Err(EndpointError::Invalid {
+                reason: "IPv6 address literals ([...]) are not supported; use a host name".into(),
             });
         }
         let uri = AMQPUri::from_str(url).map_err(|e| EndpointError::Invalid {
@@ -240,6 +258,29 @@ mod tests {
             Endpoint::parse_list(" , "),
             Err(EndpointError::Empty)
         ));
+    }
+
+    #[test]
+    fn ipv6_literal_hosts_are_refused_not_turned_into_localhost() {
+        // lapin's URI parser keeps only a host *name*: `[::1]` or
+        // `[2001:db8::5]` would silently become "localhost".
+        for url in [
+            "amqp://u:pw@[::1]:5672/%2f",
+            "amqps://u:pw@[2001:db8::5]/prod",
+        ] {
+            match Endpoint::parse(url) {
+                Err(EndpointError::Invalid { reason }) => {
+                    assert!(reason.contains("IPv6"), "{reason}");
+                    assert!(!reason.contains("pw"), "{reason}");
+                }
+                other => panic!("{url}: expected Invalid, got {other:?}"),
+            }
+        }
+        // IPv4 literals and names are fine.
+        assert_eq!(
+            Endpoint::parse("amqp://10.1.2.3:5672").map(|e| e.host().to_owned()),
+            Ok("10.1.2.3".into())
+        );
     }
 
     #[test]
