@@ -58,23 +58,64 @@ impl TopicPattern {
     }
 
     /// Whether a routing key matches, as the broker decides it.
+    ///
+    /// A routing key is split on dots; the empty key has no words (so only
+    /// patterns made of `#` alone match it). Runs in O(p·k) time and O(k)
+    /// memory for p pattern words and k key words, whatever the number of
+    /// `#`.
     pub fn matches(&self, routing_key: &str) -> bool {
-        fn go(p: &[&str], k: &[&str]) -> bool {
-            match p.split_first() {
-                None => k.is_empty(),
-                Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
-                Some((&"*", rest)) => !k.is_empty() && go(rest, &k[1..]),
-                Some((w, rest)) => k.first() == Some(w) && go(rest, &k[1..]),
-            }
-        }
-        let p: Vec<&str> = self.0.split('.').collect();
-        let k: Vec<&str> = if routing_key.is_empty() {
+        let key: Vec<&str> = if routing_key.is_empty() {
             Vec::new()
         } else {
             routing_key.split('.').collect()
         };
-        go(&p, &k)
+        // reach[j]: the pattern words seen so far match the first j key words.
+        let mut reach = vec![false; key.len() + 1];
+        reach[0] = true;
+        for word in self.0.split('.') {
+            let mut any = false;
+            match word {
+                // Zero words (reach[j] as it was) or one more word on top of
+                // a match of j - 1 words by this same `#` (reach[j - 1] as
+                // just updated): a prefix OR, left to right.
+                "#" => {
+                    for j in 0..reach.len() {
+                        step();
+                        reach[j] = reach[j] || (j > 0 && reach[j - 1]);
+                        any |= reach[j];
+                    }
+                }
+                // Exactly one word, any (`*`) or this one: shift right by
+                // one, right to left so reach[j - 1] is still the old value.
+                _ => {
+                    for j in (0..reach.len()).rev() {
+                        step();
+                        reach[j] = j > 0 && reach[j - 1] && (word == "*" || key[j - 1] == word);
+                        any |= reach[j];
+                    }
+                }
+            }
+            if !any {
+                return false;
+            }
+        }
+        reach[key.len()]
     }
+}
+
+/// One unit of matcher work. Tests count these (see `tests::within`)
+/// to check the matcher's cost without a clock; a no-op otherwise.
+#[inline(always)]
+fn step() {
+    #[cfg(test)]
+    tests::STEPS.with(|s| {
+        let (done, budget) = s.get();
+        assert!(
+            done < budget,
+            "topic matcher exceeded its budget of {budget} steps"
+        );
+        s.set((done + 1, budget));
+    });
 }
 
 impl FromStr for TopicPattern {
@@ -266,6 +307,21 @@ impl HeadersMatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// (steps taken, steps allowed) by the topic matcher on this thread.
+        pub(super) static STEPS: Cell<(u64, u64)> = const { Cell::new((0, u64::MAX)) };
+    }
+
+    /// Runs `f` allowing the matcher at most `budget` steps (it panics
+    /// beyond), and returns `f`'s result with the steps taken.
+    fn within<R>(budget: u64, f: impl FnOnce() -> R) -> (R, u64) {
+        STEPS.with(|s| s.set((0, budget)));
+        let r = f();
+        let (done, _) = STEPS.with(|s| s.replace((0, u64::MAX)));
+        (r, done)
+    }
 
     #[test]
     fn topic_patterns_validate() {
@@ -291,6 +347,105 @@ mod tests {
         assert!(!p("*.*.rabbit").matches("lazy.orange.new.rabbit"));
         assert!(p("#").matches(""));
         assert!(p("#.rabbit").matches("rabbit"));
+    }
+
+    #[test]
+    fn topic_matching_tricky_cases() {
+        let p = |s: &str| TopicPattern::new(s).unwrap();
+        // `#` takes zero or more words, `*` exactly one; "" has no words.
+        for (pattern, yes, no) in [
+            ("#", &["", "a", "a.b.c"][..], &[][..]),
+            ("*", &["a"], &["", "a.b"]),
+            ("#.#", &["", "a", "a.b.c"], &[]),
+            ("*.#", &["a", "a.b", "a.b.c"], &[""]),
+            ("#.*", &["a", "a.b"], &[""]),
+            (
+                "a.#.b",
+                &["a.b", "a.x.b", "a.x.y.b", "a.b.b"],
+                &["a", "b", "a.b.c", "x.a.b"],
+            ),
+            (
+                "#.a.#",
+                &["a", "x.a", "a.x", "x.a.y", "a.a"],
+                &["", "x", "x.y", "ab"],
+            ),
+            ("#.a.*", &["a.x", "y.a.x", "a.a.a"], &["a", "x.a", "a.x.y"]),
+            ("a.*.#.b", &["a.x.b", "a.x.y.b"], &["a.b", "a.x", "a.x.b.c"]),
+            ("#.#.a.#.#", &["a", "x.x.a.x.x"], &["", "x.x"]),
+            ("a", &["a"], &["", "b", "a.a", "A"]),
+            ("*.*", &["a.b", "a."], &["", "a", "a.b.c"]),
+        ] {
+            for key in yes {
+                assert!(p(pattern).matches(key), "{pattern:?} should match {key:?}");
+            }
+            for key in no {
+                assert!(
+                    !p(pattern).matches(key),
+                    "{pattern:?} should not match {key:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn topic_matching_agrees_with_the_naive_matcher() {
+        // The former matcher, exponential but plainly the definition: `#`
+        // tries every split. Compared on every pattern of up to 4 words
+        // over {a, b, *, #} and every key of up to 4 words over {a, b}.
+        fn naive(p: &[&str], k: &[&str]) -> bool {
+            match p.split_first() {
+                None => k.is_empty(),
+                Some((&"#", rest)) => (0..=k.len()).any(|i| naive(rest, &k[i..])),
+                Some((&"*", rest)) => !k.is_empty() && naive(rest, &k[1..]),
+                Some((w, rest)) => k.first() == Some(w) && naive(rest, &k[1..]),
+            }
+        }
+        fn all(alphabet: &[&'static str], max: usize) -> Vec<Vec<&'static str>> {
+            let mut out = vec![vec![]];
+            let mut last = vec![vec![]];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w: &Vec<_>| {
+                        alphabet.iter().map(move |a| [w.as_slice(), &[*a]].concat())
+                    })
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let keys = all(&["a", "b"], 4);
+        for p in all(&["a", "b", "*", "#"], 4).into_iter().skip(1) {
+            let pattern = TopicPattern::new(&p.join(".")).unwrap();
+            for k in &keys {
+                assert_eq!(
+                    pattern.matches(&k.join(".")),
+                    naive(&p, k),
+                    "{pattern} vs {:?}",
+                    k.join(".")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn topic_matching_is_polynomial_in_the_hashes() {
+        // Many `#` and a long key that does not match: a matcher where each
+        // `#` tries every split explores about C(words + hashes, hashes)
+        // paths (~10^11 here). A dynamic programme over (pattern word, key
+        // word) pairs needs at most (p + 1) * (k + 1) steps; the budget is
+        // twice that.
+        let pattern = TopicPattern::new(&format!("{}a.b", "#.".repeat(12))).unwrap();
+        let key = vec!["x"; 40].join(".") + ".b";
+        let (p, k) = (14u64, 41u64);
+        let budget = 2 * (p + 1) * (k + 1);
+        let (matched, steps) = within(budget, || pattern.matches(&key));
+        assert!(!matched);
+        assert!(steps <= budget, "{steps} steps");
+        // The same pattern still matches when it should, within the same bound.
+        let key = vec!["x"; 40].join(".") + ".a.b";
+        let (matched, _) = within(2 * (p + 1) * (k + 2), || pattern.matches(&key));
+        assert!(matched);
     }
 
     #[test]

@@ -283,6 +283,7 @@ pub struct Subscription<T> {
     consumer: Consumer,
     client: Client,
     temporary: bool,
+    max_inflated: usize,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -300,6 +301,7 @@ impl<T> Subscription<T> {
             consumer,
             client,
             temporary,
+            max_inflated: codec::DEFAULT_MAX_INFLATED,
             _t: PhantomData,
         }
     }
@@ -307,6 +309,25 @@ impl<T> Subscription<T> {
     /// The queue consumed from.
     pub fn queue(&self) -> &str {
         self.consumer.queue()
+    }
+
+    /// Sets the most bytes a gzip body may inflate to (default
+    /// [`codec::DEFAULT_MAX_INFLATED`], 128 MiB). A body beyond it is a
+    /// [`ReceiveError::Decode`] of kind
+    /// [`DecodeErrorKind::TooLarge`](codec::DecodeErrorKind::TooLarge), with
+    /// its delivery, and no more than the limit is ever held in memory.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(queue: rabbitkit::Queue) -> Result<(), Box<dyn std::error::Error>> {
+    /// let sub = queue.subscribe::<String>().await?.max_inflated(1024 * 1024);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn max_inflated(mut self, bytes: usize) -> Self {
+        self.max_inflated = bytes;
+        self
     }
 }
 
@@ -335,7 +356,11 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ReceiveError::Consume(e)))),
             Poll::Ready(Some(Ok(mut delivery))) => Poll::Ready(Some(
-                match codec::decode(delivery.body(), delivery.properties()) {
+                match codec::decode_with_limit(
+                    delivery.body(),
+                    delivery.properties(),
+                    self.max_inflated,
+                ) {
                     Ok(body) => Ok(Received { body, delivery }),
                     Err(error) => {
                         // It will never decode: if the caller drops the
