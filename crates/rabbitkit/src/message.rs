@@ -405,7 +405,7 @@ pub enum OnError {
     /// delivery on every version, so its delivery limit (20 by default in
     /// RabbitMQ 4) still ends the loop: RabbitMQ 4.3 stopped counting
     /// `basic.nack` returns, which rabbitkit keeps for deliveries given back
-    /// unprocessed (a dropped [`Delivery`](rabbitkit_core::Delivery)).
+    /// unprocessed (a dropped [`Delivery`]).
     Requeue,
     /// Dead-letter it at once (`basic.reject` without requeue), or drop it
     /// when the queue has no dead-letter exchange.
