@@ -2,11 +2,17 @@
 //! minutes, while the node the client is connected to is SIGKILLed every
 //! 30 s (and started again). Reports messages sent, confirmed, received,
 //! lost (confirmed but never received: must be 0), duplicates, and the
-//! process's resident memory over time (must stay flat).
+//! process's resident memory over time (must stay flat). Beside it, a
+//! fanout subscription (a temporary queue) and an RPC server and client
+//! keep working, and the broker's count of queues and consumers is taken
+//! before the first kill and at the end: recovery must not leave ghost
+//! queues or orphan consumers behind (exit status 1 if it does, or if a
+//! confirmed message was lost).
 //!
 //! ```text
 //! cargo xtask soak                      # 10 minutes, a kill every 30 s
 //! cargo xtask soak -- --minutes 2 --kill-every 20 --rate 2000
+//! cargo xtask soak -- --help
 //! ```
 //! Needs the local 3-node cluster (it kills its nodes); refuses to run
 //! against `AMQP_ADDR`.
@@ -15,45 +21,70 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rabbitkit::{ConsumeOptions, Event, Options, OutgoingMessage, Queue};
+use rabbitkit::{
+    ConsumeOptions, Event, Exchange, Options, OutgoingMessage, Queue, RpcClient, RpcServer,
+};
 use rabbitkit_test::Cluster;
 
+/// Confirmed publishing and consuming on a quorum queue (plus a fanout
+/// subscription and RPC calls) while the connected node is SIGKILLed
+/// periodically; reports loss, duplicates, memory and broker-side leftovers.
+#[derive(Parser, Debug)]
+#[command(name = "rabbitkit-soak", about, long_about = None)]
 struct Args {
+    /// How long to run, in minutes.
+    #[arg(long, default_value_t = 10.0)]
     minutes: f64,
+    /// Seconds between two SIGKILLs of the node the client is connected to.
+    #[arg(long, default_value_t = 30)]
     kill_every: u64,
+    /// Publish rate, messages per second.
+    #[arg(long, default_value_t = 2000)]
     rate: u64,
+    /// Publishes in flight at most (the client's publish window).
+    #[arg(long, default_value_t = 256)]
     window: usize,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        minutes: 10.0,
-        kill_every: 30,
-        rate: 2000,
-        window: 256,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let v = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--minutes" => a.minutes = v.parse().expect("--minutes N"),
-            "--kill-every" => a.kill_every = v.parse().expect("--kill-every SECONDS"),
-            "--rate" => a.rate = v.parse().expect("--rate MSGS_PER_S"),
-            "--window" => a.window = v.parse().expect("--window N"),
-            "--" => {
-                i += 1;
-                continue;
+/// What the broker holds for this vhost: queues and consumers, counted by
+/// `rabbitmqctl list_queues` on a running node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BrokerSide {
+    queues: usize,
+    consumers: usize,
+}
+
+fn broker_side(cluster: &Cluster) -> Option<BrokerSide> {
+    for n in 1..=3 {
+        if let Ok(out) = cluster.rabbitmqctl(
+            n,
+            &[
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "consumers",
+            ],
+        ) {
+            let mut side = BrokerSide {
+                queues: 0,
+                consumers: 0,
+            };
+            for line in out.lines().filter(|l| !l.trim().is_empty()) {
+                side.queues += 1;
+                side.consumers += line
+                    .split_whitespace()
+                    .last()
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .unwrap_or(0);
             }
-            other => panic!(
-                "unknown argument {other}; see the header of crates/rabbitkit-soak/src/main.rs"
-            ),
+            return Some(side);
         }
-        i += 2;
     }
-    a
+    None
 }
 
 fn rss_kib() -> u64 {
@@ -73,7 +104,7 @@ async fn main() {
         eprintln!("soak kills local cluster nodes; unset AMQP_ADDR");
         std::process::exit(2);
     }
-    let a = args();
+    let a = Args::parse();
     let cluster = Cluster::local();
     cluster.up().expect("cluster up");
     let client = Options::new()
@@ -129,6 +160,64 @@ async fn main() {
         }
     });
 
+    // A fanout subscription (a temporary queue that rabbitkit re-declares
+    // after each failover) and an RPC server and client: the broker-side
+    // objects a leak would multiply at every failover.
+    let fanout = Exchange::fanout(rabbitkit_test::unique_name("soak.fanout"))
+        .declare(&client)
+        .await
+        .expect("declare fanout");
+    let mut broadcasts = fanout.subscribe::<u64>().await.expect("subscribe");
+    let broadcasts_received = Arc::new(AtomicU64::new(0));
+    tokio::spawn({
+        let count = broadcasts_received.clone();
+        async move {
+            while let Some(item) = broadcasts.next().await {
+                if let Ok(message) = item {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let _ = message.ack().await;
+                }
+            }
+        }
+    });
+    let rpc_queue = rabbitkit_test::unique_name("soak.rpc");
+    let server = RpcServer::<u64, u64, String>::builder(rpc_queue.clone())
+        .declare(&client)
+        .await
+        .expect("declare RPC server");
+    tokio::spawn(async move {
+        let _ = server
+            .serve(|n: u64| async move { Ok::<u64, String>(n + 1) })
+            .await;
+    });
+    let rpc = RpcClient::<u64, u64, String>::builder(rpc_queue)
+        .build(&client)
+        .await
+        .expect("RPC client");
+    let side_traffic = Arc::new((AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)));
+    let side = tokio::spawn({
+        let (fanout, traffic) = (fanout.clone(), side_traffic.clone());
+        async move {
+            let mut n = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                n += 1;
+                if fanout.publish(&n).await.is_ok() {
+                    traffic.0.fetch_add(1, Ordering::Relaxed);
+                }
+                match rpc.call(&n).await {
+                    Ok(r) if r == n + 1 => traffic.1.fetch_add(1, Ordering::Relaxed),
+                    _ => traffic.2.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let broker_before = tokio::task::spawn_blocking(|| broker_side(&Cluster::local()))
+        .await
+        .ok()
+        .flatten();
+
     // Killer: the publisher's node, every `kill_every` seconds.
     let stop = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(AtomicU64::new(0));
@@ -136,7 +225,11 @@ async fn main() {
         let (client, stop, kills) = (client.clone(), stop.clone(), kills.clone());
         async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(a.kill_every)).await;
+                // Sleep in short steps, so the end of the run is not held up.
+                let wake = Instant::now() + Duration::from_secs(a.kill_every);
+                while Instant::now() < wake && !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -225,6 +318,13 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    side.abort();
+    // Let the fanout and RPC consumers settle after the last recovery.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let broker_after = tokio::task::spawn_blocking(|| broker_side(&Cluster::local()))
+        .await
+        .ok()
+        .flatten();
     let g = received.lock().unwrap().clone();
     let received_unique = g.iter().filter(|c| **c > 0).count();
     let duplicates: u64 = g.iter().map(|c| u64::from(c.saturating_sub(1))).sum();
@@ -256,6 +356,25 @@ async fn main() {
         rss[0].1
     );
     println!(
+        "| broadcasts published / received (fanout, temporary queue) | {} / {} |",
+        side_traffic.0.load(Ordering::Relaxed),
+        broadcasts_received.load(Ordering::Relaxed)
+    );
+    println!(
+        "| RPC calls answered / failed | {} / {} |",
+        side_traffic.1.load(Ordering::Relaxed),
+        side_traffic.2.load(Ordering::Relaxed)
+    );
+    let show = |b: Option<BrokerSide>| {
+        b.map(|b| format!("{} / {}", b.queues, b.consumers))
+            .unwrap_or_else(|| "?".into())
+    };
+    println!(
+        "| broker-side queues / consumers, before the first kill → at the end | {} → {} |",
+        show(broker_before),
+        show(broker_after)
+    );
+    println!(
         "\nRSS every 10 s (KiB): {}",
         rss.iter()
             .map(|(_, r)| r.to_string())
@@ -263,8 +382,16 @@ async fn main() {
             .join(" ")
     );
     let _ = queue.delete().await;
+    let _ = client.delete_exchange(fanout.name()).await;
     client.close().await;
-    if missing > 0 {
+    let leaked = match (broker_before, broker_after) {
+        (Some(b), Some(a)) => a.queues > b.queues || a.consumers > b.consumers,
+        _ => false,
+    };
+    if leaked {
+        eprintln!("broker-side queues or consumers grew: {broker_before:?} → {broker_after:?}");
+    }
+    if missing > 0 || leaked {
         std::process::exit(1);
     }
 }
