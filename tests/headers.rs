@@ -87,3 +87,69 @@ async fn empty_and_reserved_matches_are_refused() {
     q.delete().await.unwrap();
     client.delete_exchange(x.name()).await.unwrap();
 }
+
+#[tokio::test]
+async fn with_x_modes_compare_x_headers_that_all_and_any_ignore() {
+    let client = common::client().await;
+    let x = Exchange::headers(common::unique_name("headers.with_x"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let end = HeadersMatch::any().header("end", true);
+    // `all` cannot name an `x-` header (the broker would ignore it) ...
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    assert!(matches!(
+        x.bind(&q, &HeadersMatch::all().header("x-tenant", "acme"))
+            .await,
+        Err(rabbitkit::DeclareError::Invalid { .. })
+    ));
+    assert!(matches!(
+        x.bind(&q, &HeadersMatch::all_with_x().header("x-match", "any"))
+            .await,
+        Err(rabbitkit::DeclareError::Invalid { .. })
+    ));
+    // ... `all-with-x` compares it.
+    x.bind(
+        &q,
+        &HeadersMatch::all_with_x()
+            .header("x-tenant", "acme")
+            .header("format", "pdf"),
+    )
+    .await
+    .unwrap();
+    x.bind(&q, &end).await.unwrap();
+    let q_any = Queue::temporary().declare(&client).await.unwrap();
+    x.bind(
+        &q_any,
+        &HeadersMatch::any_with_x()
+            .header("x-tenant", "acme")
+            .header("x-region", "eu"),
+    )
+    .await
+    .unwrap();
+    x.bind(&q_any, &end).await.unwrap();
+    let mut all = q.subscribe::<String>().await.unwrap();
+    let mut any = q_any.subscribe::<String>().await.unwrap();
+    for (headers, body) in [
+        (
+            Headers::new().with("x-tenant", "acme").with("format", "pdf"),
+            "acme pdf",
+        ),
+        (
+            Headers::new().with("x-tenant", "other").with("format", "pdf"),
+            "other pdf",
+        ),
+        (Headers::new().with("format", "pdf"), "no tenant"),
+        (Headers::new().with("x-region", "eu"), "eu"),
+        (Headers::new().with("end", true), "end"),
+    ] {
+        x.publish(&headers, &body.to_string()).await.unwrap();
+    }
+    assert_eq!(common::bodies_until(&mut all, "end").await, ["acme pdf"]);
+    assert_eq!(
+        common::bodies_until(&mut any, "end").await,
+        ["acme pdf", "eu"]
+    );
+    drop((all, any));
+    client.delete_exchange(x.name()).await.unwrap();
+}

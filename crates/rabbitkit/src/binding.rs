@@ -222,12 +222,39 @@ impl Headers {
 }
 
 /// Whether all or any of a [`HeadersMatch`]'s headers must match (`x-match`).
+///
+/// With `all` and `any` the broker ignores the message headers whose names
+/// start with `x-`; the `-with-x` modes (RabbitMQ 3.10 and later) compare
+/// them too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchMode {
     /// Every header must be present with the value (`x-match: all`).
     All,
     /// At least one must (`x-match: any`).
     Any,
+    /// Like `All`, and headers named `x-...` are compared too
+    /// (`x-match: all-with-x`).
+    AllWithX,
+    /// Like `Any`, and headers named `x-...` are compared too
+    /// (`x-match: any-with-x`).
+    AnyWithX,
+}
+
+impl MatchMode {
+    /// The value of the binding's `x-match` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchMode::All => "all",
+            MatchMode::Any => "any",
+            MatchMode::AllWithX => "all-with-x",
+            MatchMode::AnyWithX => "any-with-x",
+        }
+    }
+
+    /// Whether headers named `x-...` take part in the match.
+    pub fn compares_x_headers(self) -> bool {
+        matches!(self, MatchMode::AllWithX | MatchMode::AnyWithX)
+    }
 }
 
 /// A headers-exchange binding: `x-match` all/any over typed values.
@@ -261,6 +288,35 @@ impl HeadersMatch {
         }
     }
 
+    /// Every header must match, including headers named `x-...`
+    /// (`x-match: all-with-x`, RabbitMQ 3.10+).
+    ///
+    /// ```
+    /// use rabbitkit::{HeadersMatch, MatchMode};
+    /// let m = HeadersMatch::all_with_x().header("x-tenant", "acme");
+    /// assert_eq!(m.mode(), MatchMode::AllWithX);
+    /// ```
+    pub fn all_with_x() -> Self {
+        Self {
+            mode: MatchMode::AllWithX,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Any header may match, including headers named `x-...`
+    /// (`x-match: any-with-x`, RabbitMQ 3.10+).
+    pub fn any_with_x() -> Self {
+        Self {
+            mode: MatchMode::AnyWithX,
+            headers: Headers::new(),
+        }
+    }
+
+    /// How the headers are matched.
+    pub fn mode(&self) -> MatchMode {
+        self.mode
+    }
+
     /// Adds a header to match.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
         self.headers = self.headers.with(key, value);
@@ -277,8 +333,9 @@ impl HeadersMatch {
         self.headers.is_empty()
     }
 
-    /// The binding arguments; refuses an empty match and `x-` keys, which
-    /// the broker reserves (they would never be compared).
+    /// The binding arguments; refuses an empty match, `x-match` itself as a
+    /// header, and `x-` keys in the `all`/`any` modes (the broker would
+    /// ignore them there: use the `-with-x` modes to compare them).
     pub(crate) fn to_arguments(&self) -> Result<FieldTable, DeclareError> {
         if self.headers.is_empty() {
             return Err(DeclareError::Invalid {
@@ -287,19 +344,29 @@ impl HeadersMatch {
                 reason: "no header to match".into(),
             });
         }
-        if let Some((k, _)) = self.headers.0.iter().find(|(k, _)| k.starts_with("x-")) {
+        if let Some((k, _)) = self.headers.0.iter().find(|(k, _)| *k == "x-match") {
             return Err(DeclareError::Invalid {
                 what: "headers match".into(),
                 value: k.clone(),
-                reason: "keys starting with \"x-\" are not matched by the broker".into(),
+                reason: "\"x-match\" is the match mode, not a header to match".into(),
+            });
+        }
+        if !self.mode.compares_x_headers()
+            && let Some((k, _)) = self.headers.0.iter().find(|(k, _)| k.starts_with("x-"))
+        {
+            return Err(DeclareError::Invalid {
+                what: "headers match".into(),
+                value: k.clone(),
+                reason: "keys starting with \"x-\" are ignored by the broker in the all/any \
+                         modes; use HeadersMatch::all_with_x or any_with_x to match them"
+                    .into(),
             });
         }
         let mut t = self.headers.to_table();
-        let mode = match self.mode {
-            MatchMode::All => "all",
-            MatchMode::Any => "any",
-        };
-        t.insert("x-match".into(), AMQPValue::LongString(mode.into()));
+        t.insert(
+            "x-match".into(),
+            AMQPValue::LongString(self.mode.as_str().into()),
+        );
         Ok(t)
     }
 }
