@@ -132,11 +132,15 @@ async fn with_x_modes_compare_x_headers_that_all_and_any_ignore() {
     let mut any = q_any.subscribe::<String>().await.unwrap();
     for (headers, body) in [
         (
-            Headers::new().with("x-tenant", "acme").with("format", "pdf"),
+            Headers::new()
+                .with("x-tenant", "acme")
+                .with("format", "pdf"),
             "acme pdf",
         ),
         (
-            Headers::new().with("x-tenant", "other").with("format", "pdf"),
+            Headers::new()
+                .with("x-tenant", "other")
+                .with("format", "pdf"),
             "other pdf",
         ),
         (Headers::new().with("format", "pdf"), "no tenant"),

@@ -49,8 +49,10 @@ struct Args {
     window: usize,
 }
 
-/// What the broker holds for this vhost: queues and consumers, counted by
-/// `rabbitmqctl list_queues` on a running node.
+/// What the broker holds for this vhost: queues (`rabbitmqctl list_queues`)
+/// and consumers (`rabbitmqctl list_consumers`, which asks the queues
+/// themselves, unlike the lagging `consumers` column of `list_queues`),
+/// counted on a running node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BrokerSide {
     queues: usize,
@@ -58,30 +60,18 @@ struct BrokerSide {
 }
 
 fn broker_side(cluster: &Cluster) -> Option<BrokerSide> {
+    let lines = |out: String| out.lines().filter(|l| !l.trim().is_empty()).count();
     for n in 1..=3 {
-        if let Ok(out) = cluster.rabbitmqctl(
+        let queues = cluster.rabbitmqctl(n, &["list_queues", "-q", "--no-table-headers", "name"]);
+        let consumers = cluster.rabbitmqctl(
             n,
-            &[
-                "list_queues",
-                "-q",
-                "--no-table-headers",
-                "name",
-                "consumers",
-            ],
-        ) {
-            let mut side = BrokerSide {
-                queues: 0,
-                consumers: 0,
-            };
-            for line in out.lines().filter(|l| !l.trim().is_empty()) {
-                side.queues += 1;
-                side.consumers += line
-                    .split_whitespace()
-                    .last()
-                    .and_then(|c| c.parse::<usize>().ok())
-                    .unwrap_or(0);
-            }
-            return Some(side);
+            &["list_consumers", "-q", "--no-table-headers", "queue_name"],
+        );
+        if let (Ok(queues), Ok(consumers)) = (queues, consumers) {
+            return Some(BrokerSide {
+                queues: lines(queues),
+                consumers: lines(consumers),
+            });
         }
     }
     None
@@ -190,7 +180,7 @@ async fn main() {
             .serve(|n: u64| async move { Ok::<u64, String>(n + 1) })
             .await;
     });
-    let rpc = RpcClient::<u64, u64, String>::builder(rpc_queue)
+    let rpc = RpcClient::<u64, u64, String>::builder(rpc_queue.clone())
         .build(&client)
         .await
         .expect("RPC client");
@@ -212,7 +202,7 @@ async fn main() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let broker_before = tokio::task::spawn_blocking(|| broker_side(&Cluster::local()))
         .await
         .ok()
@@ -383,6 +373,7 @@ async fn main() {
     );
     let _ = queue.delete().await;
     let _ = client.delete_exchange(fanout.name()).await;
+    let _ = client.delete_queue(&rpc_queue).await;
     client.close().await;
     let leaked = match (broker_before, broker_after) {
         (Some(b), Some(a)) => a.queues > b.queues || a.consumers > b.consumers,

@@ -37,6 +37,9 @@ Broker:
   broker kill N      SIGKILL node N (1, 2 or 3); waits until its port closes.
   broker stop N      Stop node N gracefully (rabbitmqctl stop).
   broker start N     Start node N; it rejoins the cluster by itself.
+  broker ctl N ARGS  Run `rabbitmqctl -n rabbitN@localhost ARGS` for the
+                     running version (in its chroot for RabbitMQ 4), e.g.
+                     `cargo xtask broker ctl 1 list_queues name consumers`.
 
 Workflows:
   test [ARGS]        Bring the cluster up, then run the whole test suite:
@@ -174,9 +177,26 @@ fn broker(args: &[String]) -> Result<()> {
         }
     };
     let Some(sub) = args.first() else {
-        return Err("usage: cargo xtask broker up|down|status|kill N|stop N|start N".into());
+        return Err(
+            "usage: cargo xtask broker up|down|status|kill N|stop N|start N|ctl N ARGS...".into(),
+        );
     };
     match sub.as_str() {
+        "ctl" => {
+            let usage = || "usage: cargo xtask broker ctl N RABBITMQCTL_ARGS...".to_string();
+            let n = args
+                .get(1)
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| Cluster::nodes().contains(n))
+                .ok_or_else(usage)?;
+            let rest: Vec<&str> = args[2..].iter().map(String::as_str).collect();
+            if rest.is_empty() {
+                return Err(usage());
+            }
+            let out = cluster.rabbitmqctl(n, &rest).map_err(|e| e.to_string())?;
+            print!("{out}");
+            Ok(())
+        }
         "up" => {
             no_more("up")?;
             eprintln!(
@@ -216,7 +236,7 @@ fn broker(args: &[String]) -> Result<()> {
             Ok(())
         }
         other => Err(format!(
-            "unknown broker command `{other}`; expected up, down, status, kill N, stop N or start N"
+            "unknown broker command `{other}`; expected up, down, status, kill N, stop N, start N or ctl N ARGS"
         )),
     }
 }
@@ -369,6 +389,11 @@ fn soak(extra: &[String]) -> Result<ExitCode> {
     let metadata = Metadata::load()?;
     ensure_broker()?;
     let mut cmd = cargo(&metadata.root);
+    // `cargo xtask soak -- --minutes 2`: the program gets `--minutes 2`.
+    let extra = match extra {
+        [first, rest @ ..] if first == "--" => rest,
+        _ => extra,
+    };
     cmd.args(["run", "--release", "-p", "rabbitkit-soak", "--"])
         .args(extra);
     run_step("soak", cmd).map(exit_code)
