@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rabbitkit::{
-    Exchange, Headers, HeadersMatch, Options, Queue, RpcClient, RpcServer, TopicPattern, WorkQueue,
+    Exchange, Headers, HeadersMatch, Options, Queue, Report, RpcClient, RpcServer, TopicPattern,
+    WorkQueue,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -29,7 +30,7 @@ async fn next<T: serde::de::DeserializeOwned>(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let client = Options::new()
         .connection_name("rabbitkit-demo")
         .connect_env()

@@ -17,12 +17,10 @@
 //! the same, as every message rabbitkit publishes. Chapter "Publish/Subscribe" of the book.
 
 // ANCHOR: code
-use rabbitkit::{Exchange, Options};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Exchange, Options, Report};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let message = if args.is_empty() {
         "info: Hello World!".to_string()

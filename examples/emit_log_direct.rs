@@ -16,12 +16,10 @@
 //! durable: declared with `.durable(false)`). Chapter "Routing" of the book.
 
 // ANCHOR: code
-use rabbitkit::{Exchange, Options};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Exchange, Options, Report};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let severity = args.first().map_or("info", String::as_str);
     let message = if args.len() > 1 {

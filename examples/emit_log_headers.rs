@@ -17,12 +17,10 @@
 //! way theirs are (not durable: `.durable(false)`). Chapter "Headers" of the book.
 
 // ANCHOR: code
-use rabbitkit::{Exchange, Headers, Options};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Exchange, Headers, Options, Report};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // KEY=VALUE... before `--`, the message after it.
     let (pairs, words) = match args.iter().position(|a| a == "--") {

@@ -17,12 +17,10 @@
 //! (topic, not durable: declared with `.durable(false)`). Chapter "Topics" of the book.
 
 // ANCHOR: code
-use rabbitkit::{Exchange, Options};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Exchange, Options, Report};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let routing_key = args.first().map_or("anonymous.info", String::as_str);
     let message = if args.len() > 1 {

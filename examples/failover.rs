@@ -27,10 +27,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rabbitkit::{Options, Queue};
+use rabbitkit::{Options, Queue, Report};
 use tokio::time::Instant;
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const QUEUE: &str = "failover_queue";
 
@@ -43,7 +41,7 @@ fn say(line: impl std::fmt::Display) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let count: Option<u64> = match std::env::args().nth(1) {
         Some(arg) => Some(arg.parse()?),
         None => None,

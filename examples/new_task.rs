@@ -17,12 +17,10 @@
 //! their `worker.py`. Chapter "Work queues" of the book.
 
 // ANCHOR: code
-use rabbitkit::{Options, WorkQueue};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Options, Report, WorkQueue};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let message = if args.is_empty() {
         "Hello World!".to_string()

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::try_join_all;
-use rabbitkit::{Client, Options, Queue};
+use rabbitkit::{Client, Options, Queue, Report};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -31,7 +31,7 @@ const BATCH_SIZE: usize = 100;
 const IN_FLIGHT: usize = 1_000;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let count: usize = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
         None => 10_000,

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{BasicProperties, Options, Queue, WorkQueue};
+use rabbitkit::{BasicProperties, Options, Queue, Report, WorkQueue};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,7 +44,7 @@ fn say(line: impl std::fmt::Display) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let count: u32 = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
         None => 6,

@@ -17,12 +17,10 @@
 //! Arguments: `[N]`, default 30. Chapter "RPC" of the book.
 
 // ANCHOR: code
-use rabbitkit::{Options, RpcClient, RpcError};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Options, Report, RpcClient, RpcError};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let n: u64 = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
         None => 30,

@@ -17,12 +17,10 @@
 //! Chapter "Hello World" of the book (`docs/`) walks through it.
 
 // ANCHOR: code
-use rabbitkit::{Options, Queue};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{Options, Queue, Report};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     // ANCHOR: connect
     let client = Options::new().connect_env().await?;
     // ANCHOR_END: connect

@@ -100,6 +100,7 @@
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
+//! - `report.rs` — [`Report`], an error for `main` that prints sentences.
 //!
 //! The connection, failover and recovery live in `rabbitkit-core`,
 //! re-exported here ([`Options`], [`Client`], [`Event`], ...).
@@ -112,6 +113,7 @@ mod exchange;
 pub mod message;
 pub mod names;
 mod queue;
+mod report;
 mod rpc;
 mod work_queue;
 
@@ -120,6 +122,7 @@ pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
 pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
 pub use queue::{Queue, QueueBuilder, QueueType};
+pub use report::Report;
 pub use rpc::{
     DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,
     RpcServer, RpcServerBuilder, ServeReport,
