@@ -413,3 +413,61 @@ async fn rpc_calls_end_when_the_node_is_restarted_or_killed_mid_call() {
     serving.abort();
     client.delete_queue(&queue).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_to_exchange_bindings_route_again_after_failover() {
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    let client = common::client().await;
+    let mut events = client.events();
+    let source = rabbitkit::Exchange::topic(common::unique_name("failover.e2e.src"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let destination = rabbitkit::Exchange::fanout(common::unique_name("failover.e2e.dst"))
+        .internal(true)
+        .declare(&client)
+        .await
+        .unwrap();
+    source
+        .bind_exchange(&destination, &"audit.#".parse().unwrap())
+        .await
+        .unwrap();
+    // A durable quorum queue behind the destination: it outlives the node.
+    let audit = Queue::named(common::unique_name("failover.e2e.audit"))
+        .declare(&client)
+        .await
+        .unwrap();
+    destination.bind(&audit).await.unwrap();
+    let mut audited = audit.subscribe::<String>().await.unwrap();
+    source
+        .publish("audit.before", &"before".to_string())
+        .await
+        .unwrap();
+    source
+        .publish("other.before", &"not audited".to_string())
+        .await
+        .unwrap();
+    assert_eq!(common::next_body(&mut audited).await, "before");
+
+    let node = node_of(&client);
+    cluster.kill(node).unwrap();
+    common::wait_for_event(&mut events, Duration::from_secs(60), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    source
+        .publish("other.after", &"still not audited".to_string())
+        .await
+        .unwrap();
+    source
+        .publish("audit.after", &"after".to_string())
+        .await
+        .unwrap();
+    assert_eq!(common::next_body(&mut audited).await, "after");
+    drop(audited);
+    audit.delete().await.unwrap();
+    client.delete_exchange(source.name()).await.unwrap();
+    client.delete_exchange(destination.name()).await.unwrap();
+    cluster.start(node).unwrap();
+}

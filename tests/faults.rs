@@ -131,3 +131,57 @@ async fn a_cut_during_topology_recovery_is_retried_until_complete() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_deleted_exchange_and_its_exchange_binding_come_back_after_a_cut() {
+    let (p1, p2) = proxies().await;
+    let client = common::options()
+        .connect([p1.amqp_url(), p2.amqp_url()])
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let source = rabbitkit::Exchange::topic(common::unique_name("faults.e2e.src"))
+        .declare(&client)
+        .await
+        .unwrap();
+    // Auto-delete: when the connection is cut, the broker deletes the
+    // subscriber's exclusive queue, then this exchange (its last binding
+    // went), then the exchange binding into it. Only the client's topology
+    // replay brings them back, in an order that works.
+    let destination = rabbitkit::Exchange::fanout(common::unique_name("faults.e2e.dst"))
+        .auto_delete(true)
+        .internal(true)
+        .declare(&client)
+        .await
+        .unwrap();
+    source
+        .bind_exchange(&destination, &"audit.#".parse().unwrap())
+        .await
+        .unwrap();
+    let mut audit = destination.subscribe::<String>().await.unwrap();
+    source
+        .publish("audit.before", &"before".to_string())
+        .await
+        .unwrap();
+    assert_eq!(common::next_body(&mut audit).await, "before");
+
+    p1.refuse(true);
+    p1.cut();
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    source
+        .publish("other.after", &"not audited".to_string())
+        .await
+        .unwrap();
+    source
+        .publish("audit.after", &"after".to_string())
+        .await
+        .unwrap();
+    assert_eq!(common::next_body(&mut audit).await, "after");
+    drop(audit);
+    client.delete_exchange(source.name()).await.unwrap();
+    let _ = client.delete_exchange(destination.name()).await;
+    drop(p2);
+}

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeleteOptions, ExchangeUnbindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
 
@@ -22,7 +24,7 @@ use crate::error::{ConnectError, ConsumeError, DeclareError};
 use crate::events::{self, Event};
 use crate::options::Options;
 use crate::publisher::{Confirmed, OutgoingMessage, Publisher};
-use crate::topology::{BindingSpec, Declaration, Topology, declare_error};
+use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology, declare_error};
 
 /// The state of the client's link to the cluster.
 #[derive(Clone)]
@@ -371,6 +373,16 @@ impl Client {
         .await
     }
 
+    /// The exchange-to-exchange bindings from `source` to `destination` this
+    /// client declared (and re-declares after a failover).
+    pub fn exchange_bindings(&self, source: &str, destination: &str) -> Vec<ExchangeBindingSpec> {
+        self.shared()
+            .topology
+            .lock()
+            .unwrap()
+            .exchange_bindings(source, destination)
+    }
+
     /// Stops re-declaring a queue (and its bindings) after reconnects,
     /// without deleting it. For queues the broker deletes by itself.
     pub fn forget_queue(&self, queue: &str) {
@@ -424,6 +436,29 @@ impl Client {
                     b.queue.as_str().into(),
                     b.exchange.as_str().into(),
                     b.routing_key.as_str().into(),
+                    b.arguments.clone(),
+                )
+                .await
+            }
+        })
+        .await
+    }
+
+    /// Removes an exchange-to-exchange binding (and forgets it).
+    pub async fn unbind_exchange(&self, binding: ExchangeBindingSpec) -> Result<(), DeclareError> {
+        self.shared()
+            .topology
+            .lock()
+            .unwrap()
+            .forget_exchange_binding(&binding);
+        self.admin(move |ch| {
+            let b = binding.clone();
+            async move {
+                ch.exchange_unbind(
+                    b.destination.as_str().into(),
+                    b.source.as_str().into(),
+                    b.routing_key.as_str().into(),
+                    ExchangeUnbindOptions::default(),
                     b.arguments.clone(),
                 )
                 .await

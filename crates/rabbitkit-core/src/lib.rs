@@ -77,7 +77,8 @@ pub use events::Event;
 pub use options::{Backoff, EndpointOrder, LOCAL_CLUSTER, Options, endpoints_from_env};
 pub use publisher::{Confirmed, OutgoingMessage, Publisher};
 pub use topology::{
-    BindingSpec, Declaration, ExchangeSpec, ExchangeType, QueueSpec, parse_inequivalent,
+    BindingSpec, Declaration, ExchangeBindingSpec, ExchangeSpec, ExchangeType, QueueSpec,
+    parse_inequivalent,
 };
 
 /// lapin itself, for what rabbitkit does not wrap.

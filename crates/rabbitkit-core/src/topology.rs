@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, ExchangeKind};
 
@@ -101,6 +103,22 @@ pub struct BindingSpec {
     pub arguments: FieldTable,
 }
 
+/// An exchange-to-exchange binding: messages published to `source` that
+/// match its routing key (or header match) are routed by `destination` too,
+/// exactly as if they had been published to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeBindingSpec {
+    /// The exchange that receives the copies (it may be `internal`).
+    pub destination: String,
+    /// The exchange messages are published to.
+    pub source: String,
+    /// Routing key or pattern, read by the source's kind (empty for fanout
+    /// and headers).
+    pub routing_key: String,
+    /// Binding arguments (`x-match` and header values for a headers source).
+    pub arguments: FieldTable,
+}
+
 /// One recorded declaration.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -111,6 +129,8 @@ pub enum Declaration {
     Queue(QueueSpec),
     /// A binding.
     Binding(BindingSpec),
+    /// An exchange-to-exchange binding.
+    ExchangeBinding(ExchangeBindingSpec),
 }
 
 impl fmt::Display for Declaration {
@@ -122,6 +142,11 @@ impl fmt::Display for Declaration {
                 f,
                 "binding {:?} -> {:?} ({:?})",
                 b.exchange, b.queue, b.routing_key
+            ),
+            Self::ExchangeBinding(b) => write!(
+                f,
+                "exchange binding {:?} -> {:?} ({:?})",
+                b.source, b.destination, b.routing_key
             ),
         }
     }
@@ -173,6 +198,17 @@ impl Declaration {
                     )
                     .await
             }
+            Self::ExchangeBinding(b) => {
+                channel
+                    .exchange_bind(
+                        b.destination.as_str().into(),
+                        b.source.as_str().into(),
+                        b.routing_key.as_str().into(),
+                        ExchangeBindOptions::default(),
+                        b.arguments.clone(),
+                    )
+                    .await
+            }
         };
         res.map_err(|e| declare_error(&e))
     }
@@ -188,6 +224,7 @@ impl Declaration {
                     && a.routing_key == b.routing_key
                     && a.arguments == b.arguments
             }
+            (Self::ExchangeBinding(a), Self::ExchangeBinding(b)) => a == b,
             _ => false,
         }
     }
@@ -212,7 +249,7 @@ impl Topology {
         self.records.retain(|d| match d {
             Declaration::Queue(q) => q.name != name,
             Declaration::Binding(b) => b.queue != name,
-            Declaration::Exchange(_) => true,
+            Declaration::Exchange(_) | Declaration::ExchangeBinding(_) => true,
         });
     }
 
@@ -220,6 +257,7 @@ impl Topology {
         self.records.retain(|d| match d {
             Declaration::Exchange(e) => e.name != name,
             Declaration::Binding(b) => b.exchange != name,
+            Declaration::ExchangeBinding(b) => b.source != name && b.destination != name,
             Declaration::Queue(_) => true,
         });
     }
@@ -229,12 +267,35 @@ impl Topology {
         self.records.retain(|d| !d.same_object(&probe));
     }
 
+    pub(crate) fn exchange_bindings(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Vec<ExchangeBindingSpec> {
+        self.records
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::ExchangeBinding(b)
+                    if b.source == source && b.destination == destination =>
+                {
+                    Some(b.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn forget_exchange_binding(&mut self, spec: &ExchangeBindingSpec) {
+        let probe = Declaration::ExchangeBinding(spec.clone());
+        self.records.retain(|d| !d.same_object(&probe));
+    }
+
     /// Exchanges first, then queues, then bindings, each in recorded order.
     pub(crate) fn replay_order(&self) -> Vec<Declaration> {
         let rank = |d: &Declaration| match d {
             Declaration::Exchange(_) => 0,
             Declaration::Queue(_) => 1,
-            Declaration::Binding(_) => 2,
+            Declaration::Binding(_) | Declaration::ExchangeBinding(_) => 2,
         };
         let mut out = self.records.clone();
         out.sort_by_key(rank); // stable: keeps the recorded order within a rank

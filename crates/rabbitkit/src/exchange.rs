@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 
 use rabbitkit_core::{
     AMQPValue, BindingSpec, Client, Confirmed, ConsumeOptions, Declaration, DeclareError,
-    ExchangeSpec, ExchangeType, FieldTable,
+    ExchangeBindingSpec, ExchangeSpec, ExchangeType, FieldTable,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -227,6 +227,47 @@ impl<K: Kind> Exchange<K> {
             .await
     }
 
+    async fn bind_exchange_raw<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+        key: &str,
+        args: FieldTable,
+    ) -> Result<(), DeclareError> {
+        self.client
+            .declare(Declaration::ExchangeBinding(self.exchange_binding(
+                destination,
+                key,
+                args,
+            )))
+            .await
+    }
+
+    fn exchange_binding<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+        key: &str,
+        args: FieldTable,
+    ) -> ExchangeBindingSpec {
+        ExchangeBindingSpec {
+            destination: destination.name.clone(),
+            source: self.name.clone(),
+            routing_key: key.into(),
+            arguments: args,
+        }
+    }
+
+    /// Removes every exchange-to-exchange binding from this exchange to
+    /// `destination` that this client declared, and forgets them.
+    pub async fn unbind_exchange<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+    ) -> Result<(), DeclareError> {
+        for spec in self.client.exchange_bindings(&self.name, &destination.name) {
+            self.client.unbind_exchange(spec).await?;
+        }
+        Ok(())
+    }
+
     async fn send_raw<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -259,6 +300,18 @@ impl Exchange<Fanout> {
         self.bind_raw(queue.name(), "", FieldTable::default()).await
     }
 
+    /// Binds another exchange: every message published here is also routed
+    /// by `destination`, as if published to it with the same routing key
+    /// (an exchange-to-exchange binding, recovered after failover like
+    /// queue bindings). `destination` may be [`internal`](ExchangeBuilder::internal).
+    pub async fn bind_exchange<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+    ) -> Result<(), DeclareError> {
+        self.bind_exchange_raw(destination, "", FieldTable::default())
+            .await
+    }
+
     /// Publishes to every bound queue (persistent, confirmed).
     pub async fn publish<T: Serialize + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
         self.send_raw("", value, &PublishOptions::default(), None)
@@ -286,6 +339,20 @@ impl Exchange<Direct> {
     pub async fn bind(&self, queue: &Queue, key: &str) -> Result<(), DeclareError> {
         check_routing_key(key, false)?;
         self.bind_raw(queue.name(), key, FieldTable::default())
+            .await
+    }
+
+    /// Binds another exchange to one routing key: the messages published
+    /// here with that key are also routed by `destination`, with their
+    /// routing key unchanged (an exchange-to-exchange binding, recovered
+    /// after failover).
+    pub async fn bind_exchange<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+        key: &str,
+    ) -> Result<(), DeclareError> {
+        check_routing_key(key, false)?;
+        self.bind_exchange_raw(destination, key, FieldTable::default())
             .await
     }
 
@@ -336,6 +403,30 @@ impl Exchange<Topic> {
             .await
     }
 
+    /// Binds another exchange with a pattern: the messages published here
+    /// whose routing key matches are also routed by `destination`, with
+    /// their routing key unchanged (an exchange-to-exchange binding,
+    /// recovered after failover).
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use rabbitkit::{Exchange, TopicPattern};
+    /// let events = Exchange::topic("events").declare(&client).await?;
+    /// // Only the payment events reach the audit exchange (internal: nobody
+    /// // publishes to it directly) and whatever is bound to it.
+    /// let audit = Exchange::fanout("audit").internal(true).declare(&client).await?;
+    /// events.bind_exchange(&audit, &TopicPattern::new("payment.#")?).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind_exchange<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+        pattern: &TopicPattern,
+    ) -> Result<(), DeclareError> {
+        self.bind_exchange_raw(destination, pattern.as_str(), FieldTable::default())
+            .await
+    }
+
     /// Publishes with a plain routing key (words; no wildcards); persistent, confirmed.
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
@@ -377,6 +468,18 @@ impl Exchange<HeadersKind> {
     pub async fn bind(&self, queue: &Queue, matching: &HeadersMatch) -> Result<(), DeclareError> {
         let args = matching.to_arguments()?;
         self.bind_raw(queue.name(), "", args).await
+    }
+
+    /// Binds another exchange with a header match: the messages published
+    /// here whose headers match are also routed by `destination` (an
+    /// exchange-to-exchange binding, recovered after failover).
+    pub async fn bind_exchange<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+        matching: &HeadersMatch,
+    ) -> Result<(), DeclareError> {
+        let args = matching.to_arguments()?;
+        self.bind_exchange_raw(destination, "", args).await
     }
 
     /// Publishes with headers (persistent, confirmed).
