@@ -284,6 +284,17 @@ mod tests {
     }
 
     #[test]
+    fn a_vhost_over_255_bytes_is_refused() {
+        let ok = format!("amqp://h:5672/{}", "v".repeat(255));
+        assert_eq!(Endpoint::parse(&ok).unwrap().vhost().len(), 255);
+        let long = format!("amqp://u:pw@h:5672/{}", "v".repeat(256));
+        match Endpoint::parse(&long) {
+            Err(EndpointError::Invalid { reason }) => assert!(reason.contains("255"), "{reason}"),
+            other => panic!("expected EndpointError::Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn query_overrides_are_kept() {
         let e = Endpoint::parse("amqp://h:5672/%2f?heartbeat=3").unwrap();
         assert_eq!(e.to_uri(10, 5000).query.heartbeat, Some(3));

@@ -139,6 +139,18 @@ pub enum PublishError {
         /// The broker's text.
         text: String,
     },
+    /// The message cannot be sent as given: e.g. an exchange name or
+    /// routing key longer than the 255 bytes AMQP allows. Checked before
+    /// anything reaches the network; nothing was sent.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What was checked: `exchange` or `routing key`.
+        what: String,
+        /// The value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The connection died before the confirm, and the message asked not
     /// to be sent again (`resend_after_reconnect: false`). It may or may not
     /// have reached the broker.
@@ -247,6 +259,15 @@ pub enum DeclareError {
 #[derive(Debug, Clone, Error, PartialEq)]
 #[non_exhaustive]
 pub enum ConsumeError {
+    /// The queue name cannot be sent as given (longer than the 255 bytes
+    /// AMQP allows). Checked before anything is registered or sent.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The queue does not exist (404).
     #[error("queue {queue:?} does not exist")]
     QueueNotFound {

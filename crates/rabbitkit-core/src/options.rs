@@ -300,4 +300,66 @@ mod tests {
         assert_eq!(o.channels, 1);
         assert_eq!(o.publish_window, 1);
     }
+
+    #[test]
+    fn backoff_with_extreme_values_does_not_panic() {
+        for (initial, factor, max) in [
+            (Duration::MAX, f64::MAX, Duration::MAX),
+            (Duration::MAX, 2.0, Duration::MAX),
+            (Duration::from_millis(100), f64::INFINITY, Duration::MAX),
+            (Duration::ZERO, f64::INFINITY, Duration::MAX),
+            (Duration::from_secs(1), f64::NAN, Duration::MAX),
+        ] {
+            for jitter in [false, true] {
+                let b = Backoff {
+                    initial,
+                    factor,
+                    max,
+                    jitter,
+                    max_attempts: None,
+                };
+                for attempt in [0, 1, 2, 10, 64, 65, u32::MAX] {
+                    let _ = b.delay_for(attempt);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_option_values_cannot_overflow() {
+        let o = Options::new()
+            .connect_timeout(Duration::MAX)
+            .publish_timeout(Duration::MAX)
+            .operation_timeout(Duration::MAX)
+            .heartbeat(Duration::MAX)
+            .publish_window(usize::MAX)
+            .channels(usize::MAX);
+        let now = std::time::Instant::now();
+        for t in [o.connect_timeout, o.publish_timeout, o.operation_timeout] {
+            // Deadlines are `now + timeout`; recovery steps take twice the connect timeout.
+            assert!(now.checked_add(t.saturating_mul(2)).is_some(), "{t:?}");
+        }
+        // The window is a tokio semaphore, which panics above MAX_PERMITS.
+        assert!(o.publish_window <= tokio::sync::Semaphore::MAX_PERMITS);
+        // AMQP numbers channels with 16 bits.
+        assert!(o.channels <= usize::from(u16::MAX));
+    }
+
+    #[tokio::test]
+    async fn connecting_with_extreme_option_values_does_not_panic() {
+        let result = Options::new()
+            .connect_timeout(Duration::MAX)
+            .publish_timeout(Duration::MAX)
+            .operation_timeout(Duration::MAX)
+            .heartbeat(Duration::MAX)
+            .publish_window(usize::MAX)
+            .channels(usize::MAX)
+            // Nothing listens on port 1: the connect fails after one attempt.
+            .connect("amqp://127.0.0.1:1/%2f")
+            .await;
+        match result {
+            Err(ConnectError::Unreachable { attempts, .. }) => assert_eq!(attempts, 1),
+            other => panic!("expected ConnectError::Unreachable, got {other:?}"),
+        }
+    }
 }
