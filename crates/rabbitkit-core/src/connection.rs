@@ -25,6 +25,7 @@ use crate::events::{self, Event};
 use crate::options::Options;
 use crate::publisher::{Confirmed, OutgoingMessage, Publisher};
 use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology, declare_error};
+use crate::validate;
 
 /// The state of the client's link to the cluster.
 #[derive(Clone)]
@@ -201,7 +202,9 @@ impl Client {
         let (link, _) = watch::channel(Link::Connecting);
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
-            window: Arc::new(Semaphore::new(options.publish_window)),
+            window: Arc::new(Semaphore::new(
+                options.publish_window.min(Semaphore::MAX_PERMITS),
+            )),
             options,
             endpoints,
             link,
@@ -216,7 +219,7 @@ impl Client {
             draining: AtomicUsize::new(0),
         });
         let (first_tx, first_rx) = oneshot::channel();
-        tokio::spawn(crate::supervisor::run(shared.clone(), first_tx));
+        tokio::spawn(crate::supervisor::supervise(shared.clone(), first_tx));
         let client = Client {
             owner: Arc::new(Owner { shared }),
         };
@@ -289,7 +292,12 @@ impl Client {
     /// nothing; with other properties it fails with
     /// [`DeclareError::Inequivalent`], and the connection and every other
     /// channel keep working (declarations run on a channel of their own).
+    ///
+    /// A name, routing key or exchange type over 255 bytes is
+    /// [`DeclareError::InvalidName`] / [`DeclareError::Invalid`], and
+    /// nothing is sent or recorded.
     pub async fn declare(&self, declaration: Declaration) -> Result<(), DeclareError> {
+        validate::declaration(&declaration)?;
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
         let mut newer_than = 0;
@@ -348,8 +356,10 @@ impl Client {
     }
 
     /// Number of ready messages and consumers of a queue (a passive declare).
-    /// A missing queue is [`DeclareError::NotFound`].
+    /// A missing queue is [`DeclareError::NotFound`]; a name over 255 bytes
+    /// is [`DeclareError::InvalidName`].
     pub async fn queue_info(&self, queue: &str) -> Result<QueueInfo, DeclareError> {
+        validate::name(queue)?;
         let name = queue.to_owned();
         self.admin(move |ch| {
             let name = name.clone();
@@ -391,7 +401,9 @@ impl Client {
 
     /// Deletes a queue (and forgets its declaration and bindings). Returns
     /// the number of messages it held. Deleting a missing queue succeeds.
+    /// A name over 255 bytes is [`DeclareError::InvalidName`].
     pub async fn delete_queue(&self, queue: &str) -> Result<u32, DeclareError> {
+        validate::name(queue)?;
         self.shared().topology.lock().unwrap().forget_queue(queue);
         let name = queue.to_owned();
         self.admin(move |ch| {
@@ -405,7 +417,9 @@ impl Client {
     }
 
     /// Deletes an exchange (and forgets its declaration and bindings).
+    /// A name over 255 bytes is [`DeclareError::InvalidName`].
     pub async fn delete_exchange(&self, exchange: &str) -> Result<(), DeclareError> {
+        validate::name(exchange)?;
         self.shared()
             .topology
             .lock()
@@ -422,8 +436,10 @@ impl Client {
         .await
     }
 
-    /// Removes a binding (and forgets it).
+    /// Removes a binding (and forgets it). Names or a routing key over 255
+    /// bytes are refused as by [`declare`](Self::declare).
     pub async fn unbind(&self, binding: BindingSpec) -> Result<(), DeclareError> {
+        validate::binding(&binding)?;
         self.shared()
             .topology
             .lock()
@@ -444,8 +460,10 @@ impl Client {
         .await
     }
 
-    /// Removes an exchange-to-exchange binding (and forgets it).
+    /// Removes an exchange-to-exchange binding (and forgets it). Names or a
+    /// routing key over 255 bytes are refused as by [`declare`](Self::declare).
     pub async fn unbind_exchange(&self, binding: ExchangeBindingSpec) -> Result<(), DeclareError> {
+        validate::exchange_binding(&binding)?;
         self.shared()
             .topology
             .lock()
@@ -470,11 +488,17 @@ impl Client {
     /// Starts consuming from `queue`. The returned [`Consumer`] is a stream
     /// that survives failover: after a reconnect it is subscribed again
     /// (and checked) before the client reports [`Event::Recovered`].
+    ///
+    /// A queue name over 255 bytes is [`ConsumeError::InvalidName`], and
+    /// nothing is registered.
     pub async fn consume(
         &self,
         queue: &str,
         options: ConsumeOptions,
     ) -> Result<Consumer, ConsumeError> {
+        // Before anything is registered: a recorded consumer is replayed by
+        // the supervisor after every reconnect.
+        validate::consume_queue(queue)?;
         crate::consumer::start(self.clone(), queue, options).await
     }
 

@@ -40,6 +40,7 @@ fn authority(url: &str) -> &str {
 
 impl Endpoint {
     /// Parses one URL. The error never repeats the URL (it may hold a password).
+    /// A virtual host over 255 bytes is [`EndpointError::Invalid`].
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
         let url = url.trim();
         if url.is_empty() {
@@ -69,6 +70,12 @@ impl Endpoint {
         if uri.authority.host.is_empty() {
             return Err(EndpointError::Invalid {
                 reason: "missing host".into(),
+            });
+        }
+        if let Err(reason) = crate::validate::check_short_string(&uri.vhost) {
+            // The vhost itself is not repeated: a mistyped URL may put a password there.
+            return Err(EndpointError::Invalid {
+                reason: format!("virtual host of {reason}"),
             });
         }
         Ok(Self { uri })

@@ -51,6 +51,8 @@
 //! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing.
 //! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
 //! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
+//! - `validate.rs` — [`validate`]: the 255-byte AMQP limit, checked at every
+//!   entry before anything is registered or sent.
 //! - `events.rs` — [`Event`].
 //! - `error.rs` — one error type per operation.
 #![deny(missing_docs)]
@@ -66,6 +68,7 @@ mod options;
 mod publisher;
 mod supervisor;
 mod topology;
+pub mod validate;
 
 pub use connection::{Client, QueueInfo, Stats};
 pub use consumer::{ConsumeOptions, Consumer, Delivery};

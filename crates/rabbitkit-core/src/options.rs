@@ -76,7 +76,9 @@ impl Backoff {
         } else {
             capped
         };
-        Duration::from_secs_f64(secs)
+        // Never panics: a delay too large for a Duration (huge `initial` or
+        // `max`, infinite `factor`) is the largest allowed.
+        Duration::try_from_secs_f64(secs).unwrap_or_else(|_| self.max.min(Options::MAX_TIMEOUT))
     }
 }
 
@@ -132,6 +134,24 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The longest timeout (about a year): [`connect_timeout`](Self::connect_timeout),
+    /// [`publish_timeout`](Self::publish_timeout) and
+    /// [`operation_timeout`](Self::operation_timeout) are clamped to it, so
+    /// `Duration::MAX` means "practically never" instead of an overflow.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+    /// The longest heartbeat interval AMQP can express: 65535 s.
+    pub const MAX_HEARTBEAT: Duration = Duration::from_secs(u16::MAX as u64);
+
+    /// The largest [`publish_window`](Self::publish_window): 1 048 576
+    /// unconfirmed publishes; larger values are clamped to it.
+    pub const MAX_PUBLISH_WINDOW: usize = 1 << 20;
+
+    /// The most pooled publishing [`channels`](Self::channels): 1024; larger
+    /// values are clamped to it. With the consumers' channels they stay
+    /// within RabbitMQ's default `channel_max` of 2047.
+    pub const MAX_CHANNELS: usize = 1024;
+
     /// The defaults:
     ///
     /// | option | default |
@@ -158,15 +178,18 @@ impl Options {
         self
     }
 
-    /// Time allowed for one connection attempt (TCP + TLS + AMQP handshake).
+    /// Time allowed for one connection attempt (TCP + TLS + AMQP handshake);
+    /// each recovery step after a reconnect gets twice as long. At most
+    /// [`MAX_TIMEOUT`](Self::MAX_TIMEOUT).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = timeout.min(Self::MAX_TIMEOUT);
         self
     }
 
     /// Heartbeat interval asked of the broker (whole seconds; 0 disables).
+    /// At most [`MAX_HEARTBEAT`](Self::MAX_HEARTBEAT).
     pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = interval;
+        self.heartbeat = interval.min(Self::MAX_HEARTBEAT);
         self
     }
 
@@ -189,9 +212,10 @@ impl Options {
         self
     }
 
-    /// Number of pooled publishing channels on the one connection (at least 1).
+    /// Number of pooled publishing channels on the one connection (at least
+    /// 1, at most [`MAX_CHANNELS`](Self::MAX_CHANNELS)).
     pub fn channels(mut self, count: usize) -> Self {
-        self.channels = count.max(1);
+        self.channels = count.clamp(1, Self::MAX_CHANNELS);
         self
     }
 
@@ -203,20 +227,23 @@ impl Options {
 
     /// Most publishes awaiting a confirm at once; further publishes wait
     /// (back-pressure). This also bounds duplicates after a failover.
+    /// At least 1, at most [`MAX_PUBLISH_WINDOW`](Self::MAX_PUBLISH_WINDOW).
     pub fn publish_window(mut self, window: usize) -> Self {
-        self.publish_window = window.max(1);
+        self.publish_window = window.clamp(1, Self::MAX_PUBLISH_WINDOW);
         self
     }
 
     /// Longest a publish may take, including waiting for a connection.
+    /// At most [`MAX_TIMEOUT`](Self::MAX_TIMEOUT).
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.publish_timeout = timeout;
+        self.publish_timeout = timeout.min(Self::MAX_TIMEOUT);
         self
     }
 
     /// Longest a declaration or consumer start may wait for a connection.
+    /// At most [`MAX_TIMEOUT`](Self::MAX_TIMEOUT).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
-        self.operation_timeout = timeout;
+        self.operation_timeout = timeout.min(Self::MAX_TIMEOUT);
         self
     }
 

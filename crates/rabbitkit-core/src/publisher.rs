@@ -112,7 +112,8 @@ impl Publisher {
     /// Errors: [`PublishError::Unroutable`] (mandatory, no queue),
     /// [`PublishError::ExchangeNotFound`], [`PublishError::Nacked`],
     /// [`PublishError::Rejected`], [`PublishError::Timeout`],
-    /// [`PublishError::Closed`]. A connection loss is not an error: the
+    /// [`PublishError::Closed`], and [`PublishError::Invalid`] for an
+    /// exchange or routing key over 255 bytes (nothing is sent). A connection loss is not an error: the
     /// message is sent again after recovery.
     pub fn publish(
         &self,
@@ -129,6 +130,7 @@ async fn publish(
     slot: usize,
     mut msg: OutgoingMessage,
 ) -> Result<Confirmed, PublishError> {
+    crate::validate::publish(&msg.exchange, &msg.routing_key)?;
     let timeout = shared.options.publish_timeout;
     let deadline = Instant::now() + timeout;
     let _permit = tokio::time::timeout(timeout, shared.window.clone().acquire_owned())

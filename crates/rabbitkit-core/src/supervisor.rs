@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lapin::{Connection, ConnectionProperties};
 use rand::seq::SliceRandom;
 use tokio::sync::oneshot;
@@ -32,7 +32,8 @@ enum AttemptError {
 async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection, AttemptError> {
     let o = &shared.options;
     let heartbeat = u16::try_from(o.heartbeat.as_secs()).unwrap_or(u16::MAX);
-    let uri = endpoint.to_uri(heartbeat, o.connect_timeout.as_millis() as u64);
+    let timeout_ms = u64::try_from(o.connect_timeout.as_millis()).unwrap_or(u64::MAX);
+    let uri = endpoint.to_uri(heartbeat, timeout_ms);
     let mut props = ConnectionProperties::default();
     if let Some(name) = &o.connection_name {
         props = props.with_connection_name(name.as_str().into());
@@ -87,13 +88,55 @@ fn close_for_good(shared: &Shared, reason: String) {
     shared.link.send_replace(Link::Closed(reason.clone()));
     shared.window.close();
     shared.emit(Event::Closed { reason });
-    // End every consumer stream.
-    shared.consumers.lock().unwrap().clear();
+    // End every consumer stream. (Also after a panic that poisoned the lock.)
+    shared
+        .consumers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+}
+
+/// The text of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".to_owned(),
+    }
+}
+
+/// Runs one recovery step, turning a panic in it into an error text, so a
+/// step that panics is reported (as a recovery-failed event) instead of
+/// killing the supervisor and leaving the client `Connecting` for good.
+/// Validation at every entry (`validate.rs`) keeps user data from causing
+/// one; this is the net under it.
+async fn guarded<T>(step: impl Future<Output = T>) -> Result<T, String> {
+    std::panic::AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .map_err(|panic| format!("panicked: {}", panic_text(&*panic)))
+}
+
+/// Runs the supervisor; should it panic anyway, the client is closed with
+/// the panic's text (an [`Event::Closed`], and pending and later operations
+/// fail with `Closed`) instead of waiting for a connection forever.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    first: oneshot::Sender<Result<(), ConnectError>>,
+) {
+    let mut first = Some(first);
+    if let Err(text) = guarded(run(shared.clone(), &mut first)).await {
+        let reason = format!("the supervisor stopped: {text}");
+        tracing::error!(target: "rabbitkit", %reason);
+        close_for_good(&shared, reason.clone());
+        if let Some(tx) = first.take() {
+            let _ = tx.send(Err(ConnectError::Closed { reason }));
+        }
+    }
 }
 
 /// Runs until the client is closed or stops on a fatal error.
-pub(crate) async fn run(shared: Arc<Shared>, first: oneshot::Sender<Result<(), ConnectError>>) {
-    let mut first = Some(first);
+async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>) {
     let mut order: Vec<usize> = (0..shared.endpoints.len()).collect();
     if shared.options.order == EndpointOrder::Shuffled {
         order.shuffle(&mut rand::rng());
@@ -175,7 +218,7 @@ pub(crate) async fn run(shared: Arc<Shared>, first: oneshot::Sender<Result<(), C
         generation += 1;
         // Every recovery step is bounded: a node that accepts connections
         // while still booting must not stall recovery.
-        let step = shared.options.connect_timeout * 2;
+        let step = shared.options.connect_timeout.saturating_mul(2);
         let pool = match tokio::time::timeout(
             step,
             ChannelPool::open(
@@ -212,14 +255,15 @@ pub(crate) async fn run(shared: Arc<Shared>, first: oneshot::Sender<Result<(), C
 
         let replay = shared.topology.lock().unwrap().replay_order();
         for decl in replay {
-            let outcome = tokio::time::timeout(step, session.declare(&decl)).await;
+            let outcome = tokio::time::timeout(step, guarded(session.declare(&decl))).await;
             if !session.alive() {
                 lost_at.get_or_insert_with(Instant::now);
                 continue 'outer;
             }
             let error = match outcome {
-                Ok(Ok(())) => continue,
-                Ok(Err(err)) => err.to_string(),
+                Ok(Ok(Ok(()))) => continue,
+                Ok(Ok(Err(err))) => err.to_string(),
+                Ok(Err(panicked)) => panicked,
                 Err(_) => format!("no answer within {step:?}"),
             };
             shared.emit(Event::TopologyRecoveryFailed {
@@ -232,19 +276,22 @@ pub(crate) async fn run(shared: Arc<Shared>, first: oneshot::Sender<Result<(), C
         let mut resubscribed = 0;
         let mut retry_later = Vec::new();
         for record in &records {
-            let outcome =
-                tokio::time::timeout(step, crate::consumer::subscribe(&shared, &session, record))
-                    .await;
+            let outcome = tokio::time::timeout(
+                step,
+                guarded(crate::consumer::subscribe(&shared, &session, record)),
+            )
+            .await;
             if !session.alive() {
                 lost_at.get_or_insert_with(Instant::now);
                 continue 'outer;
             }
             let error = match outcome {
-                Ok(Ok(())) => {
+                Ok(Ok(Ok(()))) => {
                     resubscribed += 1;
                     continue;
                 }
-                Ok(Err(err)) => err.to_string(),
+                Ok(Ok(Err(err))) => err.to_string(),
+                Ok(Err(panicked)) => panicked,
                 Err(_) => format!("no answer within {step:?}"),
             };
             shared.emit(Event::ConsumerRecoveryFailed {
@@ -265,11 +312,14 @@ pub(crate) async fn run(shared: Arc<Shared>, first: oneshot::Sender<Result<(), C
         // Check with the broker that each re-subscribed queue has consumers again.
         if lost_at.is_some() {
             for record in &records {
-                let count =
-                    tokio::time::timeout(step, passive_consumer_count(&session, &record.queue))
-                        .await
-                        .ok()
-                        .flatten();
+                let count = tokio::time::timeout(
+                    step,
+                    guarded(passive_consumer_count(&session, &record.queue)),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
                 if count == Some(0) {
                     shared.emit(Event::ConsumerRecoveryFailed {
                         queue: record.queue.clone(),
@@ -353,4 +403,26 @@ async fn passive_consumer_count(session: &Session, queue: &str) -> Option<u32> {
     .await
     .ok()
     .map(|q| q.consumer_count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_step_becomes_an_error_text() {
+        assert_eq!(guarded(async { 7 }).await, Ok(7));
+        let name = "n".repeat(300);
+        // What lapin did with an over-long name before validation.
+        let step = async { lapin::types::ShortString::from(name.as_str()) };
+        assert_eq!(
+            guarded(step).await.unwrap_err(),
+            "panicked: ShortString exceeds maximum length: ShortStringError(300)"
+        );
+        let formatted = async { panic!("step {} failed", 3) };
+        assert_eq!(
+            guarded(formatted).await,
+            Err::<(), _>("panicked: step 3 failed".to_owned())
+        );
+    }
 }
