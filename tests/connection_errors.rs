@@ -84,3 +84,45 @@ async fn passwords_never_show_in_debug_output() {
     assert!(!format!("{ev} {ev:?}").contains(":guest@"));
     assert!(!client.is_connected());
 }
+
+/// `amqp_addrs()[0]` with a `channel_max` asked of the broker (the lower of
+/// the client's and the broker's wins).
+fn with_channel_max(channel_max: u16) -> String {
+    let addr = common::amqp_addrs()[0].clone();
+    let sep = if addr.contains('?') { '&' } else { '?' };
+    format!("{addr}{sep}channel_max={channel_max}")
+}
+
+#[tokio::test]
+async fn a_pool_larger_than_the_channel_limit_fails_connect_with_the_cause() {
+    common::ensure_cluster();
+    let url = with_channel_max(4);
+    // Even when told to retry: no broker setting changes by itself.
+    for retry in [false, true] {
+        let connect = Options::new()
+            .channels(8)
+            .retry_initial_connect(retry)
+            .connect(url.as_str());
+        let err = tokio::time::timeout(Duration::from_secs(60), connect)
+            .await
+            .unwrap_or_else(|_| panic!("connect() (retry: {retry}) never answered"))
+            .unwrap_err();
+        match &err {
+            ConnectError::ChannelLimit {
+                channel_max,
+                channels,
+                ..
+            } => assert_eq!((*channel_max, *channels), (4, 8)),
+            other => panic!("expected ChannelLimit, got {other:?}"),
+        }
+        assert!(err.is_fatal());
+        assert!(err.to_string().contains("Options::channels"), "{err}");
+    }
+    // A pool that fits connects.
+    let client = Options::new()
+        .channels(2)
+        .connect(url.as_str())
+        .await
+        .expect("a pool of 2 fits in channel_max 4");
+    client.close().await;
+}

@@ -147,3 +147,75 @@ async fn tls_connects_and_verifies_the_server() {
     assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
     assert!(!format!("{err}").contains("guest:guest"));
 }
+
+/// Closes the connection whose client-given name is `name` (from the
+/// broker's side, as an operator or a load balancer would).
+fn close_connection_named(name: &str) {
+    let listing = Cluster::local()
+        .rabbitmqctl(
+            1,
+            &[
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "pid",
+                "client_properties",
+            ],
+        )
+        .expect("list_connections");
+    let pid = listing
+        .lines()
+        .find_map(|line| {
+            let (pid, properties) = line.split_once('\t')?;
+            properties.contains(name).then(|| pid.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no connection named {name}: {listing}"));
+    rabbitmqctl(&["close_connection", &pid, "closed by a test"]);
+}
+
+#[tokio::test]
+async fn recovery_that_fails_after_connecting_backs_off_instead_of_storming() {
+    // A connection closed from the broker's side; the next endpoint accepts
+    // the TCP connection and the AMQP handshake, but its channel_max (asked
+    // for by the URL) is too small for the pool: the failure comes after the
+    // connect. The attempt count (and so the backoff) must carry on across
+    // it instead of starting again at 1 with no delay, forever.
+    require_local_cluster();
+    let name = common::unique_name("rk-backoff");
+    let good = "amqp://127.0.0.1:5672/%2f";
+    let cramped = "amqp://127.0.0.1:5673/%2f?channel_max=3";
+    let client = Options::new()
+        .connection_name(name.as_str())
+        .channels(4)
+        .connect(format!("{good},{cramped}").as_str())
+        .await
+        .unwrap();
+    let mut events = client.events();
+    close_connection_named(&name);
+    let mut attempts = Vec::new();
+    let mut cramped_failure = None;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        use futures::StreamExt;
+        while let Some(event) = events.next().await {
+            match event {
+                rabbitkit::Event::Reconnecting { attempt, .. } => attempts.push(attempt),
+                rabbitkit::Event::ConnectFailed { endpoint, error } if endpoint.port() == 5673 => {
+                    cramped_failure.get_or_insert(error);
+                }
+                rabbitkit::Event::Recovered { .. } => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not recovered within 60 s; attempts so far: {attempts:?}"));
+    // The cramped node at attempt 1, the good one at attempt 2 (after a
+    // backoff delay), not 1 again.
+    assert_eq!(attempts, vec![1, 2]);
+    let error = cramped_failure.expect("a ConnectFailed event for the cramped endpoint");
+    assert!(error.contains("channel"), "{error}");
+    // Back up and working.
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    q.send(&"after".to_string()).await.unwrap();
+    client.close().await;
+}

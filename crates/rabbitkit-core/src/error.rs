@@ -62,6 +62,23 @@ pub enum ConnectError {
         /// What the TLS library said.
         message: String,
     },
+    /// The connection opened, but the broker's `channel_max` (negotiated
+    /// per connection) leaves no room for the pool of
+    /// [`Options::channels`](crate::Options::channels) publishing channels.
+    /// Retrying cannot fix this: lower `channels`, or raise the broker's
+    /// `channel_max`. A recovering client keeps trying (with backoff);
+    /// the first `connect()` fails with it.
+    #[error(
+        "{endpoint} allows {channel_max} channels per connection, too few for a pool of {channels}: lower Options::channels"
+    )]
+    ChannelLimit {
+        /// The endpoint (password hidden).
+        endpoint: String,
+        /// The negotiated `channel_max`.
+        channel_max: u16,
+        /// The pool size asked for.
+        channels: usize,
+    },
     /// No endpoint could be reached within the retry policy.
     #[error(
         "no broker endpoint reachable after {attempts} attempt(s); last error at {endpoint}: {last_error}"
@@ -91,6 +108,7 @@ impl ConnectError {
                 | Self::AuthenticationFailed { .. }
                 | Self::VhostNotAllowed { .. }
                 | Self::Tls { .. }
+                | Self::ChannelLimit { .. }
         )
     }
 }

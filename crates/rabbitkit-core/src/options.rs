@@ -25,6 +25,12 @@ pub enum EndpointOrder {
 /// exponentially from `initial` by `factor` up to `max`, with random jitter
 /// of up to half the delay, for at most `max_attempts` attempts (or forever).
 ///
+/// An attempt counts whether it fails at the TCP connect or after it
+/// (opening the channel pool, a connection lost while the topology is
+/// replayed): the series, and so the delay, starts again only once a
+/// connection came fully up. A broker that accepts connections but cannot
+/// serve them is retried with growing delays, not in a tight loop.
+///
 /// ```
 /// use std::time::Duration;
 /// use rabbitkit_core::Backoff;
@@ -213,7 +219,10 @@ impl Options {
     }
 
     /// Number of pooled publishing channels on the one connection (at least
-    /// 1, at most [`MAX_CHANNELS`](Self::MAX_CHANNELS)).
+    /// 1, at most [`MAX_CHANNELS`](Self::MAX_CHANNELS)). The broker's
+    /// `channel_max` must leave room for them (and for one channel per
+    /// consumer): if not, `connect` fails with
+    /// [`ConnectError::ChannelLimit`].
     pub fn channels(mut self, count: usize) -> Self {
         self.channels = count.clamp(1, Self::MAX_CHANNELS);
         self

@@ -24,8 +24,16 @@ use crate::error::{ConnectError, amqp_error, describe};
 use crate::events::Event;
 use crate::options::EndpointOrder;
 
+/// Why one connection attempt (connect + channel pool) failed.
 enum AttemptError {
+    /// Retrying cannot fix it (credentials, vhost, certificate): the client
+    /// stops, at the first connect and during recovery alike.
     Fatal(ConnectError),
+    /// This broker cannot serve this configuration (its `channel_max` is
+    /// too low for the pool): the first `connect()` fails with it; a
+    /// recovering client keeps trying, with backoff.
+    Unfit(ConnectError),
+    /// Anything else: retried with backoff.
     Transient(String),
 }
 
@@ -82,6 +90,90 @@ fn is_certificate_error(err: &lapin::Error) -> bool {
     text.contains("certificate")
         || text.contains("unknownissuer")
         || text.contains("notvalidforname")
+}
+
+/// Opens the channel pool on a new connection, bounded by `step`. On
+/// failure the connection is closed (it would otherwise stay open, unused).
+async fn open_pool(
+    shared: &Shared,
+    connection: &Connection,
+    endpoint: &Endpoint,
+    step: Duration,
+) -> Result<ChannelPool, AttemptError> {
+    let channels = shared.options.channels;
+    let error = match tokio::time::timeout(
+        step,
+        ChannelPool::open(connection, channels, shared.options.prefetch),
+    )
+    .await
+    {
+        Ok(Ok(pool)) => return Ok(pool),
+        Ok(Err(err)) if matches!(err.kind(), lapin::ErrorKind::ChannelsLimitReached) => {
+            AttemptError::Unfit(ConnectError::ChannelLimit {
+                endpoint: endpoint.to_string(),
+                channel_max: connection.configuration().channel_max(),
+                channels,
+            })
+        }
+        Ok(Err(err)) => AttemptError::Transient(format!("opening channels: {}", describe(&err))),
+        Err(_) => AttemptError::Transient(format!("opening channels: no answer within {step:?}")),
+    };
+    let _ = tokio::time::timeout(step, connection.close(200, "channel pool failed".into())).await;
+    Err(error)
+}
+
+/// Reports a failed attempt (a log line, [`Event::ConnectFailed`]) and
+/// decides whether to give up: `Some(error)` is the error to stop with.
+/// `attempt` counts every attempt since the last connection that came up,
+/// whether it failed before or after the TCP connect.
+fn failed_attempt(
+    shared: &Shared,
+    first_connect: bool,
+    endpoint: &Endpoint,
+    attempt: u32,
+    endpoints: usize,
+    err: AttemptError,
+) -> Option<ConnectError> {
+    let (text, typed, stop_now) = match err {
+        AttemptError::Fatal(e) => (e.to_string(), Some(e), true),
+        AttemptError::Unfit(e) => (e.to_string(), Some(e), first_connect),
+        AttemptError::Transient(text) => (text, None, false),
+    };
+    tracing::warn!(target: "rabbitkit", %endpoint, error = %text, "connection attempt failed");
+    shared.emit(Event::ConnectFailed {
+        endpoint: endpoint.clone(),
+        error: text.clone(),
+    });
+    if stop_now {
+        return typed;
+    }
+    let initial_round_over =
+        first_connect && !shared.options.retry_initial_connect && attempt as usize >= endpoints;
+    let limit_hit = shared
+        .options
+        .backoff
+        .max_attempts
+        .is_some_and(|max| attempt >= max);
+    (initial_round_over || limit_hit).then(|| {
+        typed.unwrap_or(ConnectError::Unreachable {
+            attempts: attempt,
+            endpoint: endpoint.to_string(),
+            last_error: text,
+        })
+    })
+}
+
+/// Stops the client for good with `err`, which the first `connect()` gets
+/// if it is still waiting.
+fn give_up(
+    shared: &Shared,
+    first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>,
+    err: ConnectError,
+) {
+    close_for_good(shared, err.to_string());
+    if let Some(tx) = first.take() {
+        let _ = tx.send(Err(err));
+    }
 }
 
 fn close_for_good(shared: &Shared, reason: String) {
@@ -144,10 +236,13 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
     let mut next = 0usize;
     let mut generation = 0u64;
     let mut lost_at: Option<Instant> = None;
+    // Attempts since the last connection that came up: a failure after the
+    // TCP connect (channel pool, a connection lost during replay) counts
+    // too, so it backs off like any other instead of reconnecting at once.
+    let mut attempt = 0u32;
 
     'outer: loop {
         // 1. Connect, endpoint after endpoint, with backoff.
-        let mut attempt = 0u32;
         let (connection, endpoint) = loop {
             if shared.closing.load(Ordering::SeqCst) {
                 close_for_good(&shared, "client closed".into());
@@ -172,41 +267,12 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
             }
             match connect_one(&shared, &endpoint).await {
                 Ok(conn) => break (conn, endpoint),
-                Err(AttemptError::Fatal(err)) => {
-                    shared.emit(Event::ConnectFailed {
-                        endpoint: endpoint.clone(),
-                        error: err.to_string(),
-                    });
-                    close_for_good(&shared, err.to_string());
-                    if let Some(tx) = first.take() {
-                        let _ = tx.send(Err(err));
-                    }
-                    return;
-                }
-                Err(AttemptError::Transient(error)) => {
-                    tracing::warn!(target: "rabbitkit", %endpoint, %error, "connection attempt failed");
-                    shared.emit(Event::ConnectFailed {
-                        endpoint: endpoint.clone(),
-                        error: error.clone(),
-                    });
-                    let initial_round_over = first.is_some()
-                        && !shared.options.retry_initial_connect
-                        && attempt as usize >= order.len();
-                    let limit_hit = shared
-                        .options
-                        .backoff
-                        .max_attempts
-                        .is_some_and(|max| attempt >= max);
-                    if initial_round_over || limit_hit {
-                        let err = ConnectError::Unreachable {
-                            attempts: attempt,
-                            endpoint: endpoint.to_string(),
-                            last_error: error,
-                        };
-                        close_for_good(&shared, err.to_string());
-                        if let Some(tx) = first.take() {
-                            let _ = tx.send(Err(err));
-                        }
+                Err(err) => {
+                    let first_connect = first.is_some();
+                    if let Some(err) =
+                        failed_attempt(&shared, first_connect, &endpoint, attempt, order.len(), err)
+                    {
+                        give_up(&shared, first, err);
                         return;
                     }
                 }
@@ -219,28 +285,16 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         // Every recovery step is bounded: a node that accepts connections
         // while still booting must not stall recovery.
         let step = shared.options.connect_timeout.saturating_mul(2);
-        let pool = match tokio::time::timeout(
-            step,
-            ChannelPool::open(
-                &connection,
-                shared.options.channels,
-                shared.options.prefetch,
-            ),
-        )
-        .await
-        {
-            Ok(Ok(pool)) => pool,
-            Ok(Err(err)) => {
-                tracing::warn!(target: "rabbitkit", %endpoint, error = %describe(&err), "opening channels failed");
-                lost_at.get_or_insert_with(Instant::now);
-                continue 'outer;
-            }
-            Err(_) => {
-                tracing::warn!(target: "rabbitkit", %endpoint, "opening channels timed out");
-                let _ =
-                    tokio::time::timeout(step, connection.close(320, "recovery timed out".into()))
-                        .await;
-                lost_at.get_or_insert_with(Instant::now);
+        let pool = match open_pool(&shared, &connection, &endpoint, step).await {
+            Ok(pool) => pool,
+            Err(err) => {
+                let first_connect = first.is_some();
+                if let Some(err) =
+                    failed_attempt(&shared, first_connect, &endpoint, attempt, order.len(), err)
+                {
+                    give_up(&shared, first, err);
+                    return;
+                }
                 continue 'outer;
             }
         };
@@ -257,6 +311,19 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         for decl in replay {
             let outcome = tokio::time::timeout(step, guarded(session.declare(&decl))).await;
             if !session.alive() {
+                let lost =
+                    AttemptError::Transient("connection lost while replaying the topology".into());
+                if let Some(err) = failed_attempt(
+                    &shared,
+                    first.is_some(),
+                    &endpoint,
+                    attempt,
+                    order.len(),
+                    lost,
+                ) {
+                    give_up(&shared, first, err);
+                    return;
+                }
                 lost_at.get_or_insert_with(Instant::now);
                 continue 'outer;
             }
@@ -282,6 +349,20 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
             )
             .await;
             if !session.alive() {
+                let lost = AttemptError::Transient(
+                    "connection lost while re-subscribing consumers".into(),
+                );
+                if let Some(err) = failed_attempt(
+                    &shared,
+                    first.is_some(),
+                    &endpoint,
+                    attempt,
+                    order.len(),
+                    lost,
+                ) {
+                    give_up(&shared, first, err);
+                    return;
+                }
                 lost_at.get_or_insert_with(Instant::now);
                 continue 'outer;
             }
@@ -330,6 +411,7 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         }
 
         // 3. Up.
+        attempt = 0;
         shared.link.send_replace(Link::Up(session.clone()));
         match lost_at.take() {
             None => shared.emit(Event::Connected {
