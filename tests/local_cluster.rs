@@ -219,3 +219,195 @@ async fn recovery_that_fails_after_connecting_backs_off_instead_of_storming() {
     q.send(&"after".to_string()).await.unwrap();
     client.close().await;
 }
+
+/// A virtual host of the test's own (guest may use it), deleted with its
+/// limits when dropped, also when the test fails: other tests share the
+/// cluster, and a limit on `/` would refuse their connections.
+struct OwnVhost {
+    name: String,
+}
+
+impl OwnVhost {
+    fn new(prefix: &str) -> Self {
+        let name = common::unique_name(prefix);
+        rabbitmqctl(&["add_vhost", &name]);
+        let vhost = Self { name };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]);
+        vhost
+    }
+
+    /// The URLs of the cluster's nodes for this vhost.
+    fn urls(&self) -> String {
+        Cluster::nodes()
+            .map(|n| {
+                format!(
+                    "amqp://guest:guest@127.0.0.1:{}/{}",
+                    Cluster::local().amqp_port(n),
+                    self.name
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `rabbitmqctl set_vhost_limits`: at most `max` connections (0: none;
+    /// negative: no limit).
+    fn limit_connections(&self, max: i32) {
+        let limit = format!("{{\"max-connections\": {max}}}");
+        rabbitmqctl(&["set_vhost_limits", "-p", &self.name, &limit]);
+    }
+}
+
+impl Drop for OwnVhost {
+    fn drop(&mut self) {
+        let _ = Cluster::local().rabbitmqctl(1, &["delete_vhost", &self.name]);
+    }
+}
+
+/// A user of the test's own with a connection limit of 0, allowed into
+/// `vhost`; deleted when dropped, also when the test fails.
+struct LimitedUser {
+    name: String,
+}
+
+impl LimitedUser {
+    fn new(prefix: &str, vhost: &OwnVhost) -> Self {
+        let name = common::unique_name(prefix);
+        rabbitmqctl(&["add_user", &name, "pw-limited"]);
+        let user = Self { name };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            &user.name,
+            ".*",
+            ".*",
+            ".*",
+        ]);
+        rabbitmqctl(&["set_user_limits", &user.name, "{\"max-connections\": 0}"]);
+        user
+    }
+}
+
+impl Drop for LimitedUser {
+    fn drop(&mut self) {
+        let _ = Cluster::local().rabbitmqctl(1, &["delete_user", &self.name]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_limit_at_first_connect_is_a_temporary_refusal() {
+    require_local_cluster();
+    let vhost = OwnVhost::new("rk-limit-first");
+    vhost.limit_connections(0);
+    let err = Options::new()
+        .connect(vhost.urls().as_str())
+        .await
+        .unwrap_err();
+    match &err {
+        ConnectError::ConnectionLimit { message, .. } => {
+            assert!(message.contains("connection limit"), "{message}")
+        }
+        other => panic!("expected ConnectionLimit, got {other:?}"),
+    }
+    assert!(!err.is_fatal(), "a limit lifts: {err}");
+
+    // A user's own limit is the same kind of refusal.
+    vhost.limit_connections(-1);
+    let user = LimitedUser::new("rk-limited", &vhost);
+    let url = format!(
+        "amqp://{}:pw-limited@127.0.0.1:5672/{}",
+        user.name, vhost.name
+    );
+    let err = Options::new().connect(url.as_str()).await.unwrap_err();
+    match &err {
+        ConnectError::ConnectionLimit { message, .. } => {
+            assert!(message.contains("connection limit"), "{message}")
+        }
+        other => panic!("expected ConnectionLimit, got {other:?}"),
+    }
+    assert!(!format!("{err} {err:?}").contains("pw-limited"), "{err}");
+    drop(user);
+    vhost.limit_connections(0);
+
+    // Told to retry, the client waits for the limit to lift.
+    let connecting = tokio::spawn(
+        Options::new()
+            .retry_initial_connect(true)
+            .backoff(rabbitkit::Backoff {
+                max: Duration::from_millis(500),
+                ..Default::default()
+            })
+            .connect(vhost.urls()),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few refusals
+    assert!(!connecting.is_finished(), "gave up on a temporary refusal");
+    vhost.limit_connections(-1);
+    let client = tokio::time::timeout(Duration::from_secs(30), connecting)
+        .await
+        .expect("connected once the limit lifted")
+        .unwrap()
+        .unwrap();
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_connection_limit_during_recovery_is_retried_until_it_lifts() {
+    require_local_cluster();
+    let vhost = OwnVhost::new("rk-limit-recovery");
+    let name = common::unique_name("rk-limit-conn");
+    let client = Options::new()
+        .connection_name(name.as_str())
+        .backoff(rabbitkit::Backoff {
+            max: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .connect(vhost.urls().as_str())
+        .await
+        .unwrap();
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    let mut sub = q.subscribe::<String>().await.unwrap();
+    let mut events = client.events();
+    // No new connection allowed; then ours is closed.
+    vhost.limit_connections(0);
+    close_connection_named(&name);
+    let mut refusals = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        use futures::StreamExt;
+        while let Some(event) = events.next().await {
+            match event {
+                rabbitkit::Event::ConnectFailed { error, .. }
+                    if error.contains("connection limit") =>
+                {
+                    refusals += 1;
+                    if refusals == 3 {
+                        return;
+                    }
+                }
+                rabbitkit::Event::Closed { reason } => panic!("closed for good: {reason}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("three refusals for the limit within 60 s");
+    // The limit lifts: the client recovers, its consumer with it.
+    vhost.limit_connections(-1);
+    common::wait_for_event(&mut events, Duration::from_secs(60), |e| {
+        assert!(!matches!(e, rabbitkit::Event::Closed { .. }), "{e}");
+        matches!(e, rabbitkit::Event::Recovered { .. })
+    })
+    .await;
+    q.send(&"after the limit".to_string()).await.unwrap();
+    assert_eq!(common::next_body(&mut sub).await, "after the limit");
+    drop(sub);
+    client.close().await;
+}

@@ -62,6 +62,20 @@ pub enum ConnectError {
         /// What the TLS library said.
         message: String,
     },
+    /// The broker refused the connection because a connection limit is
+    /// reached: the virtual host's (`max-connections`) or the user's.
+    /// Temporary: it lifts when other connections close or the limit is
+    /// raised. The first `connect()` fails with it unless
+    /// [`Options::retry_initial_connect`](crate::Options::retry_initial_connect)
+    /// is on; a recovering client retries with backoff, reporting each
+    /// refusal as an [`Event::ConnectFailed`](crate::Event::ConnectFailed).
+    #[error("connection refused at {endpoint}, a connection limit is reached: {message}")]
+    ConnectionLimit {
+        /// The endpoint (password hidden).
+        endpoint: String,
+        /// The broker's explanation.
+        message: String,
+    },
     /// The connection opened, but the broker's `channel_max` (negotiated
     /// per connection) leaves no room for the pool of
     /// [`Options::channels`](crate::Options::channels) publishing channels.
@@ -382,5 +396,108 @@ pub(crate) fn describe(err: &lapin::Error) -> String {
     match amqp_error(err) {
         Some((code, text)) => format!("{code} {text}"),
         None => err.to_string(),
+    }
+}
+
+/// What the broker's refusal of a connection (its `connection.close`
+/// during the handshake: reply `code` and `text`) means, or `None` when it
+/// is not a refusal this client knows (then it is retried).
+///
+/// The one place where the broker's texts for refused connections are
+/// read. RabbitMQ answers 530 NOT_ALLOWED both for a virtual host that is
+/// missing or not allowed (fatal) and for a reached connection limit of
+/// the virtual host or the user (temporary); only the text tells them apart.
+pub(crate) fn connect_refusal(
+    endpoint: &crate::Endpoint,
+    code: u16,
+    text: String,
+) -> Option<ConnectError> {
+    let endpoint_text = endpoint.to_string();
+    match code {
+        403 => Some(ConnectError::AuthenticationFailed {
+            endpoint: endpoint_text,
+            message: text,
+        }),
+        530 if text.to_lowercase().contains("connection limit") => {
+            Some(ConnectError::ConnectionLimit {
+                endpoint: endpoint_text,
+                message: text,
+            })
+        }
+        530 | 402 => Some(ConnectError::VhostNotAllowed {
+            endpoint: endpoint_text,
+            vhost: endpoint.vhost().to_owned(),
+            message: text,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Texts of RabbitMQ 4.3's refusals, as the broker sends them.
+    #[test]
+    fn connection_refusals_are_told_apart_by_the_brokers_text() {
+        let endpoint: crate::Endpoint = "amqp://u:pw@h:5672/app".parse().unwrap();
+        let kind = |code, text: &str| match connect_refusal(&endpoint, code, text.to_owned()) {
+            Some(ConnectError::AuthenticationFailed { .. }) => "auth",
+            Some(ConnectError::VhostNotAllowed { .. }) => "vhost",
+            Some(ConnectError::ConnectionLimit { .. }) => "limit",
+            Some(other) => panic!("{other:?}"),
+            None => "retry",
+        };
+        for (code, text, expected) in [
+            (
+                403,
+                "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. \
+                 For details see the broker logfile.",
+                "auth",
+            ),
+            (
+                530,
+                "NOT_ALLOWED - vhost no-such-vhost-rk not found",
+                "vhost",
+            ),
+            (
+                530,
+                "NOT_ALLOWED - access to vhost 'rk-private' refused for user 'rk-norights'",
+                "vhost",
+            ),
+            (
+                530,
+                "NOT_ALLOWED - access to vhost 'rk-limit-first.6755d4e8' refused for user \
+                 'guest': connection limit (0) is reached",
+                "limit",
+            ),
+            (
+                530,
+                "NOT_ALLOWED - connection refused for user 'rk-limited.fb9b1edd': user \
+                 connection limit (0) is reached",
+                "limit",
+            ),
+            (
+                541,
+                "INTERNAL_ERROR - access to vhost 'app' refused for user 'u': vhost 'app' is down",
+                "retry",
+            ),
+        ] {
+            assert_eq!(kind(code, text), expected, "{code} {text}");
+        }
+        // The typed errors keep the broker's text and never the password.
+        let err = connect_refusal(
+            &endpoint,
+            530,
+            "NOT_ALLOWED - connection limit (1) is reached".into(),
+        )
+        .unwrap();
+        assert!(!err.is_fatal());
+        assert!(!format!("{err} {err:?}").contains("pw"), "{err}");
+        assert!(
+            connect_refusal(&endpoint, 403, String::new())
+                .unwrap()
+                .is_fatal()
+        );
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::channels::{ChannelPool, Slot};
 use crate::connection::{Link, Session, Shared};
 use crate::endpoint::Endpoint;
-use crate::error::{ConnectError, amqp_error, describe};
+use crate::error::{ConnectError, amqp_error, connect_refusal, describe};
 use crate::events::Event;
 use crate::options::EndpointOrder;
 
@@ -33,6 +33,10 @@ enum AttemptError {
     /// too low for the pool): the first `connect()` fails with it; a
     /// recovering client keeps trying, with backoff.
     Unfit(ConnectError),
+    /// A temporary refusal (a connection limit is reached): the first
+    /// `connect()` fails with it unless told to retry; a recovering client
+    /// retries with backoff.
+    Refused(ConnectError),
     /// Anything else: retried with backoff.
     Transient(String),
 }
@@ -61,26 +65,19 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
             o.connect_timeout
         ))),
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(err)) => Err(match amqp_error(&err) {
-            Some((403, message)) => AttemptError::Fatal(ConnectError::AuthenticationFailed {
-                endpoint: endpoint.to_string(),
-                message,
-            }),
-            Some((530, message)) | Some((402, message)) => {
-                AttemptError::Fatal(ConnectError::VhostNotAllowed {
-                    endpoint: endpoint.to_string(),
-                    vhost: endpoint.vhost().to_owned(),
-                    message,
-                })
-            }
-            _ if endpoint.is_tls() && is_certificate_error(&err) => {
-                AttemptError::Fatal(ConnectError::Tls {
-                    endpoint: endpoint.to_string(),
-                    message: describe(&err),
-                })
-            }
-            _ => AttemptError::Transient(describe(&err)),
-        }),
+        Ok(Err(err)) => Err(
+            match amqp_error(&err).and_then(|(code, text)| connect_refusal(endpoint, code, text)) {
+                Some(err @ ConnectError::ConnectionLimit { .. }) => AttemptError::Refused(err),
+                Some(err) => AttemptError::Fatal(err),
+                _ if endpoint.is_tls() && is_certificate_error(&err) => {
+                    AttemptError::Fatal(ConnectError::Tls {
+                        endpoint: endpoint.to_string(),
+                        message: describe(&err),
+                    })
+                }
+                _ => AttemptError::Transient(describe(&err)),
+            },
+        ),
     }
 }
 
@@ -137,6 +134,10 @@ fn failed_attempt(
     let (text, typed, stop_now) = match err {
         AttemptError::Fatal(e) => (e.to_string(), Some(e), true),
         AttemptError::Unfit(e) => (e.to_string(), Some(e), first_connect),
+        AttemptError::Refused(e) => {
+            let stop = first_connect && !shared.options.retry_initial_connect;
+            (e.to_string(), Some(e), stop)
+        }
         AttemptError::Transient(text) => (text, None, false),
     };
     tracing::warn!(target: "rabbitkit", %endpoint, error = %text, "connection attempt failed");
