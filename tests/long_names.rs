@@ -249,3 +249,102 @@ async fn a_255_byte_queue_name_is_fine() {
     round_trip_on(&client, &name).await;
     still_works(&client).await;
 }
+
+#[tokio::test]
+async fn rpc_calls_to_a_long_queue_or_exchange_are_refused() {
+    use rabbitkit::{RpcClient, RpcError};
+    let client = common::client().await;
+    let queue = long("long.rpc");
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    match rpc.call(&1).await {
+        Err(RpcError::Invalid {
+            what,
+            value,
+            reason,
+        }) => {
+            assert_eq!(
+                (what.as_str(), value.as_str()),
+                ("routing key", queue.as_str())
+            );
+            assert!(reason.contains("255"), "{reason}");
+        }
+        other => panic!("expected RpcError::Invalid, got {other:?}"),
+    }
+    assert_eq!(rpc.pending(), 0);
+    let exchange = long("long.rpcx");
+    let rpc = RpcClient::<u64, u64>::builder("some-queue")
+        .exchange(exchange.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    match rpc.call(&1).await {
+        Err(RpcError::Invalid { what, value, .. }) => {
+            assert_eq!(
+                (what.as_str(), value.as_str()),
+                ("exchange", exchange.as_str())
+            );
+        }
+        other => panic!("expected RpcError::Invalid, got {other:?}"),
+    }
+    still_works(&client).await;
+}
+
+#[tokio::test]
+async fn a_send_with_a_long_message_id_is_refused() {
+    use rabbitkit::{PublishOptions, Queue, SendError};
+    let client = common::client().await;
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    let id = long("long.id");
+    match q
+        .send_with(
+            &"x".to_string(),
+            PublishOptions::new().message_id(id.as_str()),
+        )
+        .await
+    {
+        Err(SendError::Publish(err)) => assert_publish_invalid(err, "message id", &id),
+        other => panic!("expected SendError::Publish(Invalid), got {other:?}"),
+    }
+    still_works(&client).await;
+}
+
+#[tokio::test]
+async fn a_header_key_over_255_bytes_is_refused() {
+    use rabbitkit::{Exchange, Headers, HeadersMatch, Queue, SendError};
+    let client = common::client().await;
+    let x_name = common::unique_name("long.hx");
+    let x = Exchange::headers(x_name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    let key = long("long.hk");
+    let err = x
+        .bind(&q, &HeadersMatch::all().header(key.as_str(), "v"))
+        .await
+        .unwrap_err();
+    assert_invalid(err, "header key", &key);
+    match x
+        .publish(&Headers::new().with(key.as_str(), "v"), &"x".to_string())
+        .await
+    {
+        Err(SendError::Invalid(err)) => assert_invalid(err, "header key", &key),
+        other => panic!("expected SendError::Invalid, got {other:?}"),
+    }
+    // A header added through PublishOptions, on any send.
+    match q
+        .send_with(
+            &"x".to_string(),
+            rabbitkit::PublishOptions::new().header(&key, "v"),
+        )
+        .await
+    {
+        Err(SendError::Publish(err)) => assert_publish_invalid(err, "header key", &key),
+        other => panic!("expected SendError::Publish(Invalid), got {other:?}"),
+    }
+    client.delete_exchange(&x_name).await.unwrap();
+    still_works(&client).await;
+}

@@ -212,6 +212,21 @@ impl Headers {
         self.0.is_empty()
     }
 
+    /// Keys over the 255 bytes AMQP allows are refused (lapin would panic).
+    pub(crate) fn check_keys(&self) -> Result<(), DeclareError> {
+        for (k, _) in &self.0 {
+            rabbitkit_core::validate::check_short_string(k).map_err(|reason| {
+                DeclareError::Invalid {
+                    what: "header key".into(),
+                    value: k.clone(),
+                    reason,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The headers as a table; call [`check_keys`](Self::check_keys) first.
     pub(crate) fn to_table(&self) -> FieldTable {
         let mut t = FieldTable::default();
         for (k, v) in &self.0 {
@@ -362,6 +377,7 @@ impl HeadersMatch {
                     .into(),
             });
         }
+        self.headers.check_keys()?;
         let mut t = self.headers.to_table();
         t.insert(
             "x-match".into(),

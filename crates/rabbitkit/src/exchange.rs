@@ -499,6 +499,7 @@ impl Exchange<HeadersKind> {
         value: &T,
         options: PublishOptions,
     ) -> Result<Confirmed, SendError> {
+        headers.check_keys().map_err(SendError::Invalid)?;
         let mut table = options.headers.clone().unwrap_or_default();
         for (k, v) in headers.to_table().inner() {
             table.insert(k.clone(), v.clone());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use rabbitkit_core::{
     AMQPValue, AckError, BasicProperties, Client, Consumer, Delivery, FieldTable, OutgoingMessage,
+    PublishError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,7 +72,8 @@ impl PublishOptions {
         self.gzip = gzip;
         self
     }
-    /// Sets the message id.
+    /// Sets the message id (at most 255 bytes; a longer one fails the send
+    /// with `PublishError::Invalid`).
     pub fn message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = Some(id.into());
         self
@@ -86,13 +88,40 @@ impl PublishOptions {
         self.priority = Some(priority);
         self
     }
-    /// Adds a header.
+    /// Adds a header. A key over 255 bytes (the AMQP limit) fails the send
+    /// with `PublishError::Invalid` (nothing is sent).
     pub fn header(mut self, key: &str, value: impl Into<crate::HeaderValue>) -> Self {
-        self.headers
-            .get_or_insert_with(FieldTable::default)
-            .insert(key.into(), value.into().to_amqp());
+        let table = self.headers.get_or_insert_with(FieldTable::default);
+        if rabbitkit_core::validate::check_short_string(key).is_ok() {
+            table.insert(key.into(), value.into().to_amqp());
+        } else {
+            // No panic in a builder: remembered, and refused at the send.
+            table.insert(INVALID_HEADER_KEY.into(), AMQPValue::LongString(key.into()));
+        }
         self
     }
+}
+
+/// Where [`PublishOptions::header`] keeps a key too long to send, for
+/// [`outgoing`] to refuse.
+const INVALID_HEADER_KEY: &str = "x-rabbitkit-invalid-header-key";
+
+/// A header key [`PublishOptions::header`] could not take, as the error of the send.
+fn invalid_header_key(opts: &PublishOptions) -> Result<(), PublishError> {
+    let Some(AMQPValue::LongString(key)) = opts
+        .headers
+        .as_ref()
+        .and_then(|h| h.inner().get(INVALID_HEADER_KEY))
+    else {
+        return Ok(());
+    };
+    let key = key.to_string();
+    let reason = rabbitkit_core::validate::check_short_string(&key).unwrap_err();
+    Err(PublishError::Invalid {
+        what: "header key".to_owned(),
+        value: key,
+        reason,
+    })
 }
 
 /// Encodes `value` and builds the outgoing message: persistent unless
@@ -104,11 +133,19 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
     opts: &PublishOptions,
     extra: impl FnOnce(BasicProperties) -> BasicProperties,
 ) -> Result<OutgoingMessage, SendError> {
+    invalid_header_key(opts)?;
     let (body, mut props) = codec::encode(value, opts.gzip)?;
     if opts.persistent.unwrap_or(true) {
         props = props.with_delivery_mode(2);
     }
     if let Some(id) = &opts.message_id {
+        rabbitkit_core::validate::check_short_string(id).map_err(|reason| {
+            PublishError::Invalid {
+                what: "message id".to_owned(),
+                value: id.clone(),
+                reason,
+            }
+        })?;
         props = props.with_message_id(id.as_str().into());
     }
     if let Some(ttl) = opts.expiration {

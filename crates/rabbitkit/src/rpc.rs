@@ -83,6 +83,18 @@ pub enum RpcError<E> {
     /// The broker refused the request.
     #[error("broker refused the request: {0}")]
     Broker(String),
+    /// The request cannot be sent as addressed: the exchange or routing key
+    /// (the server's queue) is longer than the 255 bytes AMQP allows.
+    /// Nothing was sent.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What was checked: `exchange` or `routing key`.
+        what: String,
+        /// The value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 type Waiter = oneshot::Sender<lapin::message::Delivery>;
@@ -319,6 +331,19 @@ async fn reply_pump(inner: std::sync::Weak<Inner>, mut consumer: lapin::Consumer
 impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req, Resp, E> {
     /// Calls the server and waits for its typed reply.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError<E>> {
+        // Before anything is opened or recorded: lapin panics on a name over 255 bytes.
+        for (what, value) in [
+            ("exchange", &self.exchange),
+            ("routing key", &self.routing_key),
+        ] {
+            if let Err(reason) = rabbitkit_core::validate::check_short_string(value) {
+                return Err(RpcError::Invalid {
+                    what: what.to_owned(),
+                    value: value.clone(),
+                    reason,
+                });
+            }
+        }
         let (channel, reply_to, epoch) = self
             .inner
             .reply_channel()
