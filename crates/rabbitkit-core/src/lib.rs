@@ -36,8 +36,23 @@
 //! 5. reports [`Event::Recovered`], and publishes that were interrupted are
 //!    sent again with the same `message_id`.
 //!
-//! Bad credentials and a missing virtual host stop at once with a
-//! [`ConnectError`] that says so: retrying cannot fix them.
+//! Every failed attempt counts towards the backoff, whether it failed at
+//! the TCP connect or after it (opening the channel pool, a connection lost
+//! during replay); the series starts again only once a connection came
+//! fully up. A step that panics is reported as a recovery-failed event, not
+//! a dead supervisor.
+//!
+//! Bad credentials, a missing virtual host, an untrusted certificate and a
+//! broker whose `channel_max` cannot hold the channel pool stop at once
+//! with a [`ConnectError`] that says so: retrying cannot fix them. A
+//! reached connection limit (the virtual host's or the user's) is
+//! temporary: [`ConnectError::ConnectionLimit`] at the first connect
+//! (unless [`Options::retry_initial_connect`] is on), retried with backoff
+//! during recovery.
+//!
+//! Names, routing keys and exchange types are AMQP short strings: over 255
+//! bytes they are refused with a typed error before anything is sent (see
+//! [`validate`]); option values beyond their documented maxima are clamped.
 //!
 //! ## Layout
 //! A file per concept:
