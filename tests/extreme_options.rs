@@ -75,3 +75,44 @@ async fn every_option_at_its_extreme_works() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_rpc_client_with_a_maximal_timeout_works() {
+    use rabbitkit::{RpcClient, RpcServer};
+    let client = common::client().await;
+    let queue = common::unique_name("extreme.rpc");
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    let serving = tokio::spawn(async move {
+        let _ = server.serve(|n: u64| async move { Ok(n + 1) }).await;
+    });
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::MAX)
+        .build(&client)
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), rpc.call(&41))
+        .await
+        .expect("an answer within 20 s");
+    assert_eq!(answer, Ok(42));
+    serving.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_maximal_message_ttl_works() {
+    use rabbitkit::{PublishOptions, Queue};
+    let client = common::client().await;
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    let mut sub = q.subscribe::<String>().await.unwrap();
+    q.send_with(
+        &"kept".to_string(),
+        PublishOptions::new().expiration(Duration::MAX),
+    )
+    .await
+    .expect("a send with the longest TTL");
+    assert_eq!(common::next_body(&mut sub).await, "kept");
+    assert_eq!(client.stats().disconnects, 0);
+}

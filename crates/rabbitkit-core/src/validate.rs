@@ -11,13 +11,17 @@
 //! `rabbitkit` crate adds its own rules (empty names, the `amq.` prefix).
 //!
 //! Field tables (arguments, headers) need no check: their keys are already
-//! [`ShortString`](lapin::types::ShortString)s, built by the caller.
+//! [`ShortString`]s, built by the caller.
 //!
 //! ```
 //! use rabbitkit_core::validate::{MAX_LEN, check_short_string};
 //! assert!(check_short_string(&"q".repeat(MAX_LEN)).is_ok());
 //! assert!(check_short_string(&"q".repeat(MAX_LEN + 1)).is_err());
 //! ```
+
+use std::time::Duration;
+
+use lapin::types::ShortString;
 
 use crate::error::{ConsumeError, DeclareError, PublishError};
 use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, ExchangeType};
@@ -37,6 +41,26 @@ pub fn check_short_string(value: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The longest per-message TTL (`expiration`) RabbitMQ accepts: 2^32 - 1
+/// milliseconds (about 49.7 days); a larger one is refused with 406
+/// PRECONDITION_FAILED (`value_too_large`).
+pub const MAX_EXPIRATION: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// The `expiration` property for a per-message TTL, in milliseconds, at
+/// most [`MAX_EXPIRATION`] (a longer TTL is clamped to it, so
+/// `Duration::MAX` means "as long as the broker allows").
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit_core::validate::expiration;
+/// assert_eq!(expiration(Duration::from_secs(2)).as_str(), "2000");
+/// assert_eq!(expiration(Duration::MAX).as_str(), "4294967295");
+/// ```
+pub fn expiration(ttl: Duration) -> ShortString {
+    let millis = ttl.min(MAX_EXPIRATION).as_millis();
+    ShortString::from(millis.to_string())
 }
 
 /// A queue or exchange name for a declaration or an admin call.

@@ -78,7 +78,9 @@ impl PublishOptions {
         self.message_id = Some(id.into());
         self
     }
-    /// Sets a per-message TTL.
+    /// Sets a per-message TTL (at most
+    /// [`MAX_EXPIRATION`](rabbitkit_core::validate::MAX_EXPIRATION), about
+    /// 49.7 days, the broker's limit; a longer one is clamped to it).
     pub fn expiration(mut self, ttl: Duration) -> Self {
         self.expiration = Some(ttl);
         self
@@ -149,7 +151,7 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
         props = props.with_message_id(id.as_str().into());
     }
     if let Some(ttl) = opts.expiration {
-        props = props.with_expiration(ttl.as_millis().to_string().as_str().into());
+        props = props.with_expiration(rabbitkit_core::validate::expiration(ttl));
     }
     if let Some(p) = opts.priority {
         props = props.with_priority(p);

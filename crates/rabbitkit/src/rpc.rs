@@ -356,7 +356,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req,
             .with_correlation_id(id.as_str().into())
             .with_message_id(id.as_str().into())
             // A request nobody served in time is worthless: let it expire.
-            .with_expiration(self.timeout.as_millis().to_string().as_str().into());
+            .with_expiration(rabbitkit_core::validate::expiration(self.timeout));
         let (tx, rx) = oneshot::channel();
         self.inner
             .pending
