@@ -148,21 +148,40 @@ async fn tls_connects_and_verifies_the_server() {
     assert!(!format!("{err}").contains("guest:guest"));
 }
 
+/// The nodes that accept connections now (other tests restart nodes).
+fn nodes_up() -> Vec<usize> {
+    let cluster = Cluster::local();
+    Cluster::nodes()
+        .filter(|&n| cluster.accepts_connections(n))
+        .collect()
+}
+
+/// `rabbitmqctl` on the first node that is up.
+fn try_ctl(args: &[&str]) -> Result<String, String> {
+    let mut last = "no node up".to_owned();
+    for n in nodes_up() {
+        match Cluster::local().rabbitmqctl(n, args) {
+            Ok(out) => return Ok(out),
+            Err(err) => last = err.to_string(),
+        }
+    }
+    Err(last)
+}
+
+fn ctl(args: &[&str]) -> String {
+    try_ctl(args).unwrap_or_else(|err| panic!("rabbitmqctl {args:?}: {err}"))
+}
+
 /// Closes the connection whose client-given name is `name` (from the
 /// broker's side, as an operator or a load balancer would).
 fn close_connection_named(name: &str) {
-    let listing = Cluster::local()
-        .rabbitmqctl(
-            1,
-            &[
-                "list_connections",
-                "-q",
-                "--no-table-headers",
-                "pid",
-                "client_properties",
-            ],
-        )
-        .expect("list_connections");
+    let listing = ctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
     let pid = listing
         .lines()
         .find_map(|line| {
@@ -170,7 +189,7 @@ fn close_connection_named(name: &str) {
             properties.contains(name).then(|| pid.trim().to_owned())
         })
         .unwrap_or_else(|| panic!("no connection named {name}: {listing}"));
-    rabbitmqctl(&["close_connection", &pid, "closed by a test"]);
+    ctl(&["close_connection", &pid, "closed by a test"]);
 }
 
 #[tokio::test]
@@ -182,8 +201,12 @@ async fn recovery_that_fails_after_connecting_backs_off_instead_of_storming() {
     // it instead of starting again at 1 with no delay, forever.
     require_local_cluster();
     let name = common::unique_name("rk-backoff");
-    let good = "amqp://127.0.0.1:5672/%2f";
-    let cramped = "amqp://127.0.0.1:5673/%2f?channel_max=3";
+    let up = nodes_up();
+    assert!(up.len() >= 2, "two nodes up needed, up: {up:?}");
+    let cluster = Cluster::local();
+    let good = format!("amqp://127.0.0.1:{}/%2f", cluster.amqp_port(up[0]));
+    let cramped_port = cluster.amqp_port(up[1]);
+    let cramped = format!("amqp://127.0.0.1:{cramped_port}/%2f?channel_max=3");
     let client = Options::new()
         .connection_name(name.as_str())
         .channels(4)
@@ -199,7 +222,9 @@ async fn recovery_that_fails_after_connecting_backs_off_instead_of_storming() {
         while let Some(event) = events.next().await {
             match event {
                 rabbitkit::Event::Reconnecting { attempt, .. } => attempts.push(attempt),
-                rabbitkit::Event::ConnectFailed { endpoint, error } if endpoint.port() == 5673 => {
+                rabbitkit::Event::ConnectFailed { endpoint, error }
+                    if endpoint.port() == cramped_port =>
+                {
                     cramped_failure.get_or_insert(error);
                 }
                 rabbitkit::Event::Recovered { .. } => return,
@@ -230,9 +255,9 @@ struct OwnVhost {
 impl OwnVhost {
     fn new(prefix: &str) -> Self {
         let name = common::unique_name(prefix);
-        rabbitmqctl(&["add_vhost", &name]);
+        ctl(&["add_vhost", &name]);
         let vhost = Self { name };
-        rabbitmqctl(&[
+        ctl(&[
             "set_permissions",
             "-p",
             &vhost.name,
@@ -262,13 +287,13 @@ impl OwnVhost {
     /// negative: no limit).
     fn limit_connections(&self, max: i32) {
         let limit = format!("{{\"max-connections\": {max}}}");
-        rabbitmqctl(&["set_vhost_limits", "-p", &self.name, &limit]);
+        ctl(&["set_vhost_limits", "-p", &self.name, &limit]);
     }
 }
 
 impl Drop for OwnVhost {
     fn drop(&mut self) {
-        let _ = Cluster::local().rabbitmqctl(1, &["delete_vhost", &self.name]);
+        let _ = try_ctl(&["delete_vhost", &self.name]);
     }
 }
 
@@ -281,9 +306,9 @@ struct LimitedUser {
 impl LimitedUser {
     fn new(prefix: &str, vhost: &OwnVhost) -> Self {
         let name = common::unique_name(prefix);
-        rabbitmqctl(&["add_user", &name, "pw-limited"]);
+        ctl(&["add_user", &name, "pw-limited"]);
         let user = Self { name };
-        rabbitmqctl(&[
+        ctl(&[
             "set_permissions",
             "-p",
             &vhost.name,
@@ -292,14 +317,14 @@ impl LimitedUser {
             ".*",
             ".*",
         ]);
-        rabbitmqctl(&["set_user_limits", &user.name, "{\"max-connections\": 0}"]);
+        ctl(&["set_user_limits", &user.name, "{\"max-connections\": 0}"]);
         user
     }
 }
 
 impl Drop for LimitedUser {
     fn drop(&mut self) {
-        let _ = Cluster::local().rabbitmqctl(1, &["delete_user", &self.name]);
+        let _ = try_ctl(&["delete_user", &self.name]);
     }
 }
 
@@ -324,8 +349,10 @@ async fn a_connection_limit_at_first_connect_is_a_temporary_refusal() {
     vhost.limit_connections(-1);
     let user = LimitedUser::new("rk-limited", &vhost);
     let url = format!(
-        "amqp://{}:pw-limited@127.0.0.1:5672/{}",
-        user.name, vhost.name
+        "amqp://{}:pw-limited@127.0.0.1:{}/{}",
+        user.name,
+        Cluster::local().amqp_port(nodes_up()[0]),
+        vhost.name
     );
     let err = Options::new().connect(url.as_str()).await.unwrap_err();
     match &err {
