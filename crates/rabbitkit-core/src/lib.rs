@@ -39,8 +39,8 @@
 //! Every failed attempt counts towards the backoff, whether it failed at
 //! the TCP connect or after it (opening the channel pool, a connection lost
 //! during replay); the series starts again only once a connection came
-//! fully up. A step that panics is reported as a recovery-failed event, not
-//! a dead supervisor.
+//! fully up. A recovery step that panics is reported (a failed attempt or
+//! a recovery-failed event), never a silently dead supervisor.
 //!
 //! Bad credentials, a missing virtual host, an untrusted certificate and a
 //! broker whose `channel_max` cannot hold the channel pool stop at once

@@ -199,8 +199,11 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one recovery step, turning a panic in it into an error text, so a
-/// step that panics is reported (as a recovery-failed event) instead of
-/// killing the supervisor and leaving the client `Connecting` for good.
+/// step that panics is reported instead of killing the supervisor and
+/// leaving the client `Connecting` for good: in connecting or opening the
+/// channel pool it is a failed attempt (an [`Event::ConnectFailed`], then
+/// the backoff); in replaying the topology or re-subscribing, a
+/// recovery-failed event.
 /// Validation at every entry (`validate.rs`) keeps user data from causing
 /// one; this is the net under it.
 async fn guarded<T>(step: impl Future<Output = T>) -> Result<T, String> {
@@ -266,7 +269,10 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                     _ = shared.shutdown.notified() => continue,
                 }
             }
-            match connect_one(&shared, &endpoint).await {
+            let attempt_result = guarded(connect_one(&shared, &endpoint))
+                .await
+                .unwrap_or_else(|panicked| Err(AttemptError::Transient(panicked)));
+            match attempt_result {
                 Ok(conn) => break (conn, endpoint),
                 Err(err) => {
                     let first_connect = first.is_some();
@@ -286,7 +292,10 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         // Every recovery step is bounded: a node that accepts connections
         // while still booting must not stall recovery.
         let step = shared.options.connect_timeout.saturating_mul(2);
-        let pool = match open_pool(&shared, &connection, &endpoint, step).await {
+        let pool = guarded(open_pool(&shared, &connection, &endpoint, step))
+            .await
+            .unwrap_or_else(|panicked| Err(AttemptError::Transient(panicked)));
+        let pool = match pool {
             Ok(pool) => pool,
             Err(err) => {
                 let first_connect = first.is_some();
