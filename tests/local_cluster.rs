@@ -438,3 +438,19 @@ async fn a_connection_limit_during_recovery_is_retried_until_it_lifts() {
     drop(sub);
     client.close().await;
 }
+
+#[tokio::test]
+async fn a_ca_that_is_not_pem_is_a_clear_error() {
+    // The TLS listener is the local cluster's.
+    let cluster = require_local_cluster();
+    let connect = Options::new()
+        .tls_ca_pem("this is not a PEM certificate")
+        .retry_initial_connect(true)
+        .connect(cluster.amqps_url());
+    let err = tokio::time::timeout(Duration::from_secs(30), connect)
+        .await
+        .expect("connect() answers")
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
+    assert!(err.is_fatal());
+}
