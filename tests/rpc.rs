@@ -164,3 +164,157 @@ async fn a_request_without_reply_to_is_rejected_not_looped() {
     handle.abort();
     client.delete_queue(&queue).await.unwrap();
 }
+
+/// Polls `check` (a hang guard bounds it) until it holds.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_rpc_client_closes_its_reply_channel_and_queue() {
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.dropped");
+    let server = start_server(&client, &queue).await;
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .exclusive_reply_queue()
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&10).await.unwrap(), 55);
+    let reply_queue = rpc.reply_to().expect("a reply queue");
+    let info = client.queue_info(&reply_queue).await.unwrap();
+    assert_eq!(
+        info.consumers, 1,
+        "the reply consumer is there while the client lives"
+    );
+    let clone = rpc.clone();
+    drop(rpc);
+    assert_eq!(clone.call(&11).await.unwrap(), 89, "a clone keeps it alive");
+    drop(clone);
+    // With the last clone gone, the reply channel is closed: its consumer
+    // goes and the auto-delete reply queue with it.
+    eventually("the reply queue is deleted", async || {
+        client.queue_info(&reply_queue).await.is_err()
+    })
+    .await;
+    server.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_call_leaves_nothing_pending() {
+    let client = common::client().await;
+    // A queue nobody serves: the call waits for a reply that never comes.
+    let queue = Queue::named(common::unique_name("rpc.unserved"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let rpc = RpcClient::<u64, u64>::builder(queue.name())
+        .timeout(Duration::from_secs(30))
+        .build(&client)
+        .await
+        .unwrap();
+    let requests: Vec<u64> = (0..5).collect();
+    let calls = requests
+        .iter()
+        .map(|n| tokio::time::timeout(Duration::from_millis(300), rpc.call(n)));
+    for outcome in futures::future::join_all(calls).await {
+        assert!(outcome.is_err(), "nobody serves the queue: {outcome:?}");
+    }
+    assert_eq!(rpc.pending(), 0, "cancelled calls leave no pending entry");
+    queue.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_nacked_request_does_not_fail_the_other_calls() {
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.full");
+    // A request queue that holds one request and nacks the next ones.
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .queue(|q| {
+            q.classic().max_length(1).argument(
+                "x-overflow",
+                rabbitkit_core::AMQPValue::LongString("reject-publish".into()),
+            )
+        })
+        .declare(&client)
+        .await
+        .unwrap();
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::from_secs(30))
+        .build(&client)
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let rpc = rpc.clone();
+        async move { rpc.call(&10).await }
+    });
+    let q = server.queue().clone();
+    eventually("the first request is queued", async || {
+        q.info().await.unwrap().messages == 1
+    })
+    .await;
+    match rpc.call(&20).await {
+        Err(RpcError::Broker(text)) => assert!(text.contains("nack"), "{text}"),
+        other => panic!("expected the second request to be nacked, got {other:?}"),
+    }
+    let serving = tokio::spawn(async move {
+        server
+            .serve(|n: u64| async move { Ok(fib(n)) })
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        first.await.unwrap(),
+        Ok(55),
+        "the call in flight still gets its reply"
+    );
+    assert_eq!(rpc.call(&12).await, Ok(144), "and later calls work");
+    serving.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_calls_are_in_flight_at_once() {
+    const N: usize = 8;
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.together");
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .concurrency(N)
+        .declare(&client)
+        .await
+        .unwrap();
+    // The server answers only once it holds all N requests at once: calls
+    // that went one after another would all time out.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
+    let serving = tokio::spawn(async move {
+        server
+            .serve(move |n: u64| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Ok(n * 2)
+                }
+            })
+            .await
+            .unwrap();
+    });
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::from_secs(20))
+        .build(&client)
+        .await
+        .unwrap();
+    let calls = (0..N as u64).map(|n| {
+        let rpc = rpc.clone();
+        async move { (n, rpc.call(&n).await) }
+    });
+    for (n, answer) in futures::future::join_all(calls).await {
+        assert_eq!(answer, Ok(n * 2));
+    }
+    serving.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
