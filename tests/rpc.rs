@@ -318,3 +318,46 @@ async fn concurrent_calls_are_in_flight_at_once() {
     serving.abort();
     client.delete_queue(&queue).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_timeout_covers_reopening_the_reply_channel() {
+    common::ensure_cluster();
+    let direct = common::client().await;
+    let addr: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let proxy = rabbitkit_test::FaultProxy::start(
+        format!("{}:{}", addr.host(), addr.port()).parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    // A full request queue: the first request is nacked, which takes the
+    // reply channel out of service; the next call must open a new one.
+    let queue = Queue::named(common::unique_name("rpc.reopen"))
+        .classic()
+        .max_length(1)
+        .argument(
+            "x-overflow",
+            rabbitkit_core::AMQPValue::LongString("reject-publish".into()),
+        )
+        .declare(&direct)
+        .await
+        .unwrap();
+    queue.send(&1u64).await.unwrap();
+    let timeout = Duration::from_millis(500);
+    let rpc = RpcClient::<u64, u64>::builder(queue.name())
+        .timeout(timeout)
+        .build(&client)
+        .await
+        .unwrap();
+    assert!(matches!(rpc.call(&2).await, Err(RpcError::Broker(_))));
+    // The broker stops answering (the socket stays open): opening the new
+    // reply channel waits, but not past the call's timeout.
+    proxy.stall();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), rpc.call(&3)).await;
+    proxy.resume();
+    assert_eq!(
+        outcome.expect("the call hung"),
+        Err(RpcError::Timeout(timeout))
+    );
+    queue.delete().await.unwrap();
+}
