@@ -205,6 +205,57 @@ async fn a_dropped_rpc_client_closes_its_reply_channel_and_queue() {
     client.delete_queue(&queue).await.unwrap();
 }
 
+/// How many channels the connection named `name` has open, from the broker.
+fn channels_of(name: &str) -> usize {
+    let out = rabbitkit_test::Cluster::local()
+        .rabbitmqctl(
+            1,
+            &[
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "channels",
+                "client_properties",
+            ],
+        )
+        .unwrap();
+    let counts: Vec<usize> = out
+        .lines()
+        .filter(|l| l.contains(name))
+        .filter_map(|l| l.split('\t').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 1, "one connection named {name}: {out}");
+    counts[0]
+}
+
+#[tokio::test]
+async fn a_dropped_direct_reply_to_client_closes_its_reply_channel() {
+    let server_client = common::client().await;
+    let queue = common::unique_name("rpc.dropped.direct");
+    let server = start_server(&server_client, &queue).await;
+    let name = common::unique_name("rpc-direct-drop");
+    let client = common::options()
+        .connection_name(name.as_str())
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let before = channels_of(&name);
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&10).await.unwrap(), 55);
+    assert_eq!(channels_of(&name), before + 1, "the reply channel");
+    drop(rpc);
+    eventually("the reply channel is closed", async || {
+        channels_of(&name) == before
+    })
+    .await;
+    client.close().await;
+    server.abort();
+    server_client.delete_queue(&queue).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_cancelled_call_leaves_nothing_pending() {
     let client = common::client().await;
