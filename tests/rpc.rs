@@ -164,3 +164,251 @@ async fn a_request_without_reply_to_is_rejected_not_looped() {
     handle.abort();
     client.delete_queue(&queue).await.unwrap();
 }
+
+/// Polls `check` (a hang guard bounds it) until it holds.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_rpc_client_closes_its_reply_channel_and_queue() {
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.dropped");
+    let server = start_server(&client, &queue).await;
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .exclusive_reply_queue()
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&10).await.unwrap(), 55);
+    let reply_queue = rpc.reply_to().expect("a reply queue");
+    let info = client.queue_info(&reply_queue).await.unwrap();
+    assert_eq!(
+        info.consumers, 1,
+        "the reply consumer is there while the client lives"
+    );
+    let clone = rpc.clone();
+    drop(rpc);
+    assert_eq!(clone.call(&11).await.unwrap(), 89, "a clone keeps it alive");
+    drop(clone);
+    // With the last clone gone, the reply channel is closed: its consumer
+    // goes and the auto-delete reply queue with it.
+    eventually("the reply queue is deleted", async || {
+        client.queue_info(&reply_queue).await.is_err()
+    })
+    .await;
+    server.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+/// How many channels the connection named `name` has open, from the broker.
+fn channels_of(name: &str) -> usize {
+    let out = rabbitkit_test::Cluster::local()
+        .rabbitmqctl(
+            1,
+            &[
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "channels",
+                "client_properties",
+            ],
+        )
+        .unwrap();
+    let counts: Vec<usize> = out
+        .lines()
+        .filter(|l| l.contains(name))
+        .filter_map(|l| l.split('\t').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 1, "one connection named {name}: {out}");
+    counts[0]
+}
+
+#[tokio::test]
+async fn a_dropped_direct_reply_to_client_closes_its_reply_channel() {
+    let server_client = common::client().await;
+    let queue = common::unique_name("rpc.dropped.direct");
+    let server = start_server(&server_client, &queue).await;
+    let name = common::unique_name("rpc-direct-drop");
+    let client = common::options()
+        .connection_name(name.as_str())
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let before = channels_of(&name);
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&10).await.unwrap(), 55);
+    assert_eq!(channels_of(&name), before + 1, "the reply channel");
+    drop(rpc);
+    eventually("the reply channel is closed", async || {
+        channels_of(&name) == before
+    })
+    .await;
+    client.close().await;
+    server.abort();
+    server_client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_call_leaves_nothing_pending() {
+    let client = common::client().await;
+    // A queue nobody serves: the call waits for a reply that never comes.
+    let queue = Queue::named(common::unique_name("rpc.unserved"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let rpc = RpcClient::<u64, u64>::builder(queue.name())
+        .timeout(Duration::from_secs(30))
+        .build(&client)
+        .await
+        .unwrap();
+    let requests: Vec<u64> = (0..5).collect();
+    let calls = requests
+        .iter()
+        .map(|n| tokio::time::timeout(Duration::from_millis(300), rpc.call(n)));
+    for outcome in futures::future::join_all(calls).await {
+        assert!(outcome.is_err(), "nobody serves the queue: {outcome:?}");
+    }
+    assert_eq!(rpc.pending(), 0, "cancelled calls leave no pending entry");
+    queue.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_nacked_request_does_not_fail_the_other_calls() {
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.full");
+    // A request queue that holds one request and nacks the next ones.
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .queue(|q| {
+            q.classic().max_length(1).argument(
+                "x-overflow",
+                rabbitkit_core::AMQPValue::LongString("reject-publish".into()),
+            )
+        })
+        .declare(&client)
+        .await
+        .unwrap();
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::from_secs(30))
+        .build(&client)
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let rpc = rpc.clone();
+        async move { rpc.call(&10).await }
+    });
+    let q = server.queue().clone();
+    eventually("the first request is queued", async || {
+        q.info().await.unwrap().messages == 1
+    })
+    .await;
+    match rpc.call(&20).await {
+        Err(RpcError::Broker(text)) => assert!(text.contains("nack"), "{text}"),
+        other => panic!("expected the second request to be nacked, got {other:?}"),
+    }
+    let serving = tokio::spawn(async move {
+        server
+            .serve(|n: u64| async move { Ok(fib(n)) })
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        first.await.unwrap(),
+        Ok(55),
+        "the call in flight still gets its reply"
+    );
+    assert_eq!(rpc.call(&12).await, Ok(144), "and later calls work");
+    serving.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_calls_are_in_flight_at_once() {
+    const N: usize = 8;
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.together");
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .concurrency(N)
+        .declare(&client)
+        .await
+        .unwrap();
+    // The server answers only once it holds all N requests at once: calls
+    // that went one after another would all time out.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
+    let serving = tokio::spawn(async move {
+        server
+            .serve(move |n: u64| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Ok(n * 2)
+                }
+            })
+            .await
+            .unwrap();
+    });
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::from_secs(20))
+        .build(&client)
+        .await
+        .unwrap();
+    let calls = (0..N as u64).map(|n| {
+        let rpc = rpc.clone();
+        async move { (n, rpc.call(&n).await) }
+    });
+    for (n, answer) in futures::future::join_all(calls).await {
+        assert_eq!(answer, Ok(n * 2));
+    }
+    serving.abort();
+    client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_timeout_covers_reopening_the_reply_channel() {
+    common::ensure_cluster();
+    let direct = common::client().await;
+    let addr: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let proxy = rabbitkit_test::FaultProxy::start(
+        format!("{}:{}", addr.host(), addr.port()).parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    // A full request queue: the first request is nacked, which takes the
+    // reply channel out of service; the next call must open a new one.
+    let queue = Queue::named(common::unique_name("rpc.reopen"))
+        .classic()
+        .max_length(1)
+        .argument(
+            "x-overflow",
+            rabbitkit_core::AMQPValue::LongString("reject-publish".into()),
+        )
+        .declare(&direct)
+        .await
+        .unwrap();
+    queue.send(&1u64).await.unwrap();
+    let timeout = Duration::from_millis(500);
+    let rpc = RpcClient::<u64, u64>::builder(queue.name())
+        .timeout(timeout)
+        .build(&client)
+        .await
+        .unwrap();
+    assert!(matches!(rpc.call(&2).await, Err(RpcError::Broker(_))));
+    // The broker stops answering (the socket stays open): opening the new
+    // reply channel waits, but not past the call's timeout.
+    proxy.stall();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), rpc.call(&3)).await;
+    proxy.resume();
+    assert_eq!(
+        outcome.expect("the call hung"),
+        Err(RpcError::Timeout(timeout))
+    );
+    queue.delete().await.unwrap();
+}

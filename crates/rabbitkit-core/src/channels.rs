@@ -7,9 +7,12 @@ use std::sync::Mutex;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 
-/// One channel that re-opens itself when found closed.
+use crate::publisher::ConfirmChannel;
+
+/// One channel that re-opens itself when found closed. A confirm-mode slot
+/// publishes through a [`ConfirmChannel`].
 pub(crate) struct Slot {
-    current: Mutex<Option<Channel>>,
+    current: Mutex<Option<(Channel, Option<ConfirmChannel>)>>,
     replace: tokio::sync::Mutex<()>,
     confirm: bool,
     prefetch: u16,
@@ -25,32 +28,44 @@ impl Slot {
         }
     }
 
-    fn live(&self) -> Option<Channel> {
+    fn live(&self) -> Option<(Channel, Option<ConfirmChannel>)> {
         let guard = self.current.lock().unwrap();
-        guard.as_ref().filter(|c| c.status().connected()).cloned()
+        guard.as_ref().filter(|c| c.0.status().connected()).cloned()
     }
 
-    /// Takes channel `id` out of service: the next `get` opens a new one,
-    /// and the old one is closed once its pending confirms are in (so the
-    /// publishes still on it are not failed).
+    /// Takes channel `id` out of service: the next `get` opens a new one.
+    /// A confirm-mode channel is closed once its pending confirms are in
+    /// (so the publishes still on it are not failed).
     pub(crate) fn retire(&self, id: u16) {
         let mut current = self.current.lock().unwrap();
-        if current.as_ref().is_some_and(|c| c.id() == id)
-            && let Some(old) = current.take()
+        if current.as_ref().is_some_and(|c| c.0.id() == id)
+            && let Some((old, confirms)) = current.take()
+            && confirms.is_none()
         {
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(30),
-                    old.wait_for_confirms(),
-                )
-                .await;
-                let _ = old.close(200, "retired after nacks".into()).await;
+                let _ = old.close(200, "retired".into()).await;
             });
         }
     }
 
     /// The slot's channel, opened (again) if needed.
     pub(crate) async fn get(&self, connection: &Connection) -> Result<Channel, lapin::Error> {
+        Ok(self.get_both(connection).await?.0)
+    }
+
+    /// The slot's confirm-mode channel, opened (again) if needed.
+    pub(crate) async fn get_confirming(
+        &self,
+        connection: &Connection,
+    ) -> Result<ConfirmChannel, lapin::Error> {
+        let (channel, confirms) = self.get_both(connection).await?;
+        Ok(confirms.unwrap_or_else(|| ConfirmChannel::new(channel)))
+    }
+
+    async fn get_both(
+        &self,
+        connection: &Connection,
+    ) -> Result<(Channel, Option<ConfirmChannel>), lapin::Error> {
         if let Some(ch) = self.live() {
             return Ok(ch);
         }
@@ -59,8 +74,9 @@ impl Slot {
             return Ok(ch);
         }
         let ch = open_channel(connection, self.confirm, self.prefetch).await?;
-        *self.current.lock().unwrap() = Some(ch.clone());
-        Ok(ch)
+        let confirms = self.confirm.then(|| ConfirmChannel::new(ch.clone()));
+        *self.current.lock().unwrap() = Some((ch.clone(), confirms.clone()));
+        Ok((ch, confirms))
     }
 }
 
@@ -106,8 +122,10 @@ impl ChannelPool {
         &self,
         connection: &Connection,
         index: usize,
-    ) -> Result<Channel, lapin::Error> {
-        self.slots[index % self.slots.len()].get(connection).await
+    ) -> Result<ConfirmChannel, lapin::Error> {
+        self.slots[index % self.slots.len()]
+            .get_confirming(connection)
+            .await
     }
 
     /// See [`Slot::retire`].

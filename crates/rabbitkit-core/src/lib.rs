@@ -63,7 +63,9 @@
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
-//! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing.
+//! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing;
+//!   [`ConfirmChannel`]: one collector per channel gives each publish its own
+//!   outcome (returns matched by `message_id`).
 //! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
 //! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
 //! - `validate.rs` — [`validate`]: the 255-byte AMQP limit, checked at every
@@ -93,7 +95,9 @@ pub use error::{
 };
 pub use events::Event;
 pub use options::{Backoff, EndpointOrder, LOCAL_CLUSTER, Options, endpoints_from_env};
-pub use publisher::{Confirmed, OutgoingMessage, Publisher};
+pub use publisher::{
+    ConfirmChannel, Confirmed, OutgoingMessage, PublishOutcome, Publisher, abandoned_confirms,
+};
 pub use topology::{
     BindingSpec, Declaration, ExchangeBindingSpec, ExchangeSpec, ExchangeType, QueueSpec,
     parse_inequivalent,

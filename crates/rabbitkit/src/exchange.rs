@@ -287,10 +287,22 @@ impl<K: Kind> Exchange<K> {
         bindings: Vec<(String, FieldTable)>,
     ) -> Result<Subscription<T>, SubscribeError> {
         let queue = Queue::temporary().declare(&self.client).await?;
-        for (key, args) in bindings {
-            self.bind_raw(queue.name(), &key, args).await?;
+        let subscribed = async {
+            for (key, args) in bindings {
+                self.bind_raw(queue.name(), &key, args).await?;
+            }
+            queue.subscribe_with(ConsumeOptions::new()).await
         }
-        queue.subscribe_with(ConsumeOptions::new()).await
+        .await;
+        if subscribed.is_err() {
+            // Nobody will consume it: delete it (and forget its record, so
+            // it is not declared again at every failover to collect
+            // messages for nobody).
+            if let Err(e) = self.client.delete_queue(queue.name()).await {
+                tracing::warn!(target: "rabbitkit", queue = queue.name(), error = %e, "temporary queue of a failed subscribe not deleted");
+            }
+        }
+        subscribed
     }
 }
 
@@ -328,6 +340,8 @@ impl Exchange<Fanout> {
     }
 
     /// A subscriber of its own: a temporary queue bound to this exchange.
+    /// A subscribe that fails (e.g. the exchange is gone) deletes the
+    /// temporary queue it declared, here and for the other exchange kinds.
     pub async fn subscribe<T: DeserializeOwned>(&self) -> Result<Subscription<T>, SubscribeError> {
         self.subscribe_raw(vec![(String::new(), FieldTable::default())])
             .await

@@ -18,6 +18,12 @@
 //! at once when no queue takes the request, or [`RpcError::ConnectionLost`]
 //! when the connection dies while it waits. Replies whose correlation id is
 //! unknown (late replies to timed-out calls) are dropped and counted.
+//!
+//! A dropped call leaves nothing pending; a nacked request fails its call
+//! alone (later calls use a fresh channel, the calls in flight finish on the
+//! old one); dropping the last clone of an [`RpcClient`] closes its reply
+//! channel. Requests go out through a [`ConfirmChannel`], so an unroutable
+//! request is told apart from the others in flight by its `message_id`.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -26,12 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use rabbitkit_core::{
-    AMQPValue, BasicProperties, ChannelError, Client, ConsumeOptions, DeclareError, FieldTable,
-    OutgoingMessage, lapin,
+    AMQPValue, BasicProperties, ChannelError, Client, ConfirmChannel, ConsumeOptions, DeclareError,
+    FieldTable, OutgoingMessage, PublishOutcome, lapin,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -99,8 +103,10 @@ pub enum RpcError<E> {
 
 type Waiter = oneshot::Sender<lapin::message::Delivery>;
 
+/// The channel requests go out on and replies come back to. Calls in flight
+/// hold it: it stays open until the last of them ends, even once replaced.
 struct ReplyChannel {
-    channel: lapin::Channel,
+    confirms: ConfirmChannel,
     reply_to: String,
     epoch: u64,
 }
@@ -108,7 +114,12 @@ struct ReplyChannel {
 struct Inner {
     client: Client,
     direct: bool,
-    reply: tokio::sync::Mutex<Option<ReplyChannel>>,
+    /// The current reply channel. Dropping the last handle of a
+    /// `ConfirmChannel` closes its channel, so a dropped client (or a
+    /// replaced channel, once its calls are done) leaves nothing open.
+    reply: Mutex<Option<Arc<ReplyChannel>>>,
+    /// One opening at a time.
+    opening: tokio::sync::Mutex<()>,
     pending: Mutex<HashMap<String, (u64, Waiter)>>,
     epochs: AtomicU64,
     unknown: AtomicU64,
@@ -125,7 +136,8 @@ pub struct RpcClientBuilder<Req, Resp, E> {
     _t: PhantomData<fn(Req) -> (Resp, E)>,
 }
 
-/// Calls a typed RPC server. Cheap to clone; clones share the reply channel.
+/// Calls a typed RPC server. Cheap to clone; clones share the reply
+/// channel, which closes when the last clone is dropped.
 ///
 /// ```no_run
 /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -181,6 +193,14 @@ impl<Req, Resp, E> RpcClient<Req, Resp, E> {
         self.inner.unknown.load(Ordering::Relaxed)
     }
 
+    /// The address replies come to (the reply queue's name), once the
+    /// reply channel is open.
+    #[doc(hidden)]
+    pub fn reply_to(&self) -> Option<String> {
+        let slot = self.inner.reply.lock().unwrap();
+        slot.as_ref().map(|r| r.reply_to.clone())
+    }
+
     /// Calls waiting for their reply right now.
     pub fn pending(&self) -> usize {
         self.inner.pending.lock().unwrap().len()
@@ -213,7 +233,8 @@ impl<Req, Resp, E> RpcClientBuilder<Req, Resp, E> {
             inner: Arc::new(Inner {
                 client: client.clone(),
                 direct: self.direct,
-                reply: tokio::sync::Mutex::new(None),
+                reply: Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
                 pending: Mutex::new(HashMap::new()),
                 epochs: AtomicU64::new(0),
                 unknown: AtomicU64::new(0),
@@ -229,34 +250,44 @@ impl<Req, Resp, E> RpcClientBuilder<Req, Resp, E> {
 }
 
 impl Inner {
-    /// Closes the reply channel of `epoch`, if it is still the current one.
-    async fn retire(&self, epoch: u64) {
-        let mut slot = self.reply.lock().await;
-        if slot.as_ref().is_some_and(|r| r.epoch == epoch)
-            && let Some(old) = slot.take()
-        {
-            let _ = old.channel.close(200, "retired after a nack".into()).await;
+    /// Takes the reply channel of `epoch` out of service: later calls open
+    /// a new one; the calls still on it keep it open until they end.
+    fn retire(&self, epoch: u64) {
+        let mut slot = self.reply.lock().unwrap();
+        if slot.as_ref().is_some_and(|r| r.epoch == epoch) {
+            slot.take();
         }
     }
 
+    fn current(&self) -> Option<Arc<ReplyChannel>> {
+        let slot = self.reply.lock().unwrap();
+        slot.as_ref()
+            .filter(|r| r.confirms.channel().status().connected())
+            .cloned()
+    }
+
     /// The live reply channel, opened (again) when needed.
-    async fn reply_channel(
-        self: &Arc<Self>,
-    ) -> Result<(lapin::Channel, String, u64), ChannelError> {
-        let mut slot = self.reply.lock().await;
-        if let Some(r) = slot.as_ref()
-            && r.channel.status().connected()
-        {
-            return Ok((r.channel.clone(), r.reply_to.clone(), r.epoch));
+    async fn reply_channel(self: &Arc<Self>) -> Result<Arc<ReplyChannel>, ChannelError> {
+        if let Some(r) = self.current() {
+            return Ok(r);
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(r) = self.current() {
+            return Ok(r);
         }
         let broker = |e: lapin::Error| ChannelError::Broker {
             text: e.to_string(),
         };
         let (channel, _) = self.client.open_channel().await?;
-        channel
+        if let Err(e) = channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(broker)?;
+        {
+            let _ = channel.close(200, "confirm.select failed".into()).await;
+            return Err(broker(e));
+        }
+        // From here on, dropping `confirms` closes the channel.
+        let confirms = ConfirmChannel::new(channel.clone());
         let reply_to = if self.direct {
             DIRECT_REPLY_TO.to_owned()
         } else {
@@ -289,12 +320,26 @@ impl Inner {
             .map_err(broker)?;
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::spawn(reply_pump(Arc::downgrade(self), consumer, epoch));
-        *slot = Some(ReplyChannel {
-            channel: channel.clone(),
-            reply_to: reply_to.clone(),
+        let reply = Arc::new(ReplyChannel {
+            confirms,
+            reply_to,
             epoch,
         });
-        Ok((channel, reply_to, epoch))
+        *self.reply.lock().unwrap() = Some(reply.clone());
+        Ok(reply)
+    }
+}
+
+/// Removes a call's pending entry however the call ends (reply, error,
+/// timeout, or its future dropped).
+struct PendingCall<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().unwrap().remove(&self.id);
     }
 }
 
@@ -328,8 +373,79 @@ async fn reply_pump(inner: std::sync::Weak<Inner>, mut consumer: lapin::Consumer
     }
 }
 
+impl<Req, Resp, E> RpcClient<Req, Resp, E> {
+    /// Sends one encoded request and waits for its reply delivery.
+    async fn exchange_messages(
+        &self,
+        body: Vec<u8>,
+        props: BasicProperties,
+    ) -> Result<lapin::message::Delivery, RpcError<E>> {
+        let reply = self
+            .inner
+            .reply_channel()
+            .await
+            .map_err(RpcError::Channel)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let props = props
+            .with_reply_to(reply.reply_to.as_str().into())
+            .with_correlation_id(id.as_str().into())
+            .with_message_id(id.as_str().into())
+            // A request nobody served in time is worthless: let it expire.
+            .with_expiration(rabbitkit_core::validate::expiration(self.timeout));
+        let (tx, mut rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (reply.epoch, tx));
+        let _pending = PendingCall {
+            inner: &self.inner,
+            id,
+        };
+        let confirm =
+            reply
+                .confirms
+                .publish(&self.exchange, &self.routing_key, true, body.into(), props);
+        tokio::pin!(confirm);
+        // Wait for the confirm and the reply together: the reply may come
+        // first (its round trip overlaps the confirm's); an unroutable
+        // request is known from the confirm.
+        let mut confirmed = false;
+        loop {
+            tokio::select! {
+                delivery = &mut rx => return delivery.map_err(|_| RpcError::ConnectionLost),
+                outcome = &mut confirm, if !confirmed => match outcome {
+                    Err(e) => {
+                        return Err(if reply.confirms.channel().status().connected() {
+                            RpcError::Broker(e.to_string())
+                        } else {
+                            RpcError::ConnectionLost
+                        });
+                    }
+                    Ok(PublishOutcome::Returned { .. }) => {
+                        return Err(RpcError::Unroutable {
+                            routing_key: self.routing_key.clone(),
+                        });
+                    }
+                    Ok(PublishOutcome::Nacked) => {
+                        // RabbitMQ 3.10 goes on nacking a channel that
+                        // published to a quorum queue during its leader
+                        // election: later calls get a fresh channel, while
+                        // the calls in flight on this one go on.
+                        self.inner.retire(reply.epoch);
+                        return Err(RpcError::Broker("request nacked".into()));
+                    }
+                    Ok(_) => confirmed = true,
+                },
+            }
+        }
+    }
+}
+
 impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req, Resp, E> {
-    /// Calls the server and waits for its typed reply.
+    /// Calls the server and waits for its typed reply. The call's timeout
+    /// covers everything, (re)opening the reply channel included. Dropping
+    /// the future abandons the call and leaves nothing behind.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError<E>> {
         // Before anything is opened or recorded: lapin panics on a name over 255 bytes.
         for (what, value) in [
@@ -344,93 +460,12 @@ impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req,
                 });
             }
         }
-        let (channel, reply_to, epoch) = self
-            .inner
-            .reply_channel()
-            .await
-            .map_err(RpcError::Channel)?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let (body, props) = codec::encode(request, false).map_err(RpcError::Encode)?;
-        let props = props
-            .with_reply_to(reply_to.as_str().into())
-            .with_correlation_id(id.as_str().into())
-            .with_message_id(id.as_str().into())
-            // A request nobody served in time is worthless: let it expire.
-            .with_expiration(rabbitkit_core::validate::expiration(self.timeout));
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .unwrap()
-            .insert(id.clone(), (epoch, tx));
-        let forget = || {
-            self.inner.pending.lock().unwrap().remove(&id);
-        };
-        let confirm = async {
-            channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    self.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &body,
-                    props,
-                )
-                .await?
-                .await
-        };
-        // Wait for the confirm and the reply together: the reply may come
-        // first (its round trip overlaps the confirm's); an unroutable
-        // request is known from the confirm.
-        let outcome = tokio::time::timeout(self.timeout, async {
-            let mut rx = rx;
-            tokio::pin!(confirm);
-            let mut confirmed = false;
-            loop {
-                tokio::select! {
-                    reply = &mut rx => return match reply {
-                        Ok(reply) => Ok(reply),
-                        Err(_) => Err(RpcError::ConnectionLost),
-                    },
-                    c = &mut confirm, if !confirmed => match c {
-                        Err(e) => {
-                            return Err(if channel.status().connected() {
-                                RpcError::Broker(e.to_string())
-                            } else {
-                                RpcError::ConnectionLost
-                            });
-                        }
-                        Ok(lapin::Confirmation::Ack(Some(_))) => {
-                            return Err(RpcError::Unroutable {
-                                routing_key: self.routing_key.clone(),
-                            });
-                        }
-                        Ok(lapin::Confirmation::Nack(_)) => {
-                            // RabbitMQ 3.10 goes on nacking a channel that
-                            // published to a quorum queue during its leader
-                            // election: the next call gets a fresh channel.
-                            self.inner.retire(epoch).await;
-                            return Err(RpcError::Broker("request nacked".into()));
-                        }
-                        Ok(_) => confirmed = true,
-                    },
-                }
-            }
-        })
-        .await;
-        let reply = match outcome {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                forget();
-                return Err(e);
-            }
-            Err(_) => {
-                forget();
-                return Err(RpcError::Timeout(self.timeout));
-            }
-        };
+        let reply =
+            match tokio::time::timeout(self.timeout, self.exchange_messages(body, props)).await {
+                Ok(reply) => reply?,
+                Err(_) => return Err(RpcError::Timeout(self.timeout)),
+            };
         let error_kind = reply
             .properties
             .headers()

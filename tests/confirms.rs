@@ -1,0 +1,107 @@
+//! Publisher confirms: every publish gets its own outcome, even with many
+//! mandatory publishes in flight on one channel, some of them unroutable.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use rabbitkit::Queue;
+use rabbitkit_core::{OutgoingMessage, PublishError};
+
+/// Mandatory publishes to an existing and a missing queue, interleaved on one
+/// channel: each unroutable one fails with `Unroutable`, each routable one is
+/// confirmed and really arrives.
+#[tokio::test]
+async fn each_mandatory_publish_gets_its_own_outcome_on_a_shared_channel() {
+    let client = common::client().await;
+    let queue = Queue::named(common::unique_name("confirms.routable"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let missing = common::unique_name("confirms.nobody");
+    let publisher = client.publisher();
+    const N: usize = 4000;
+    let mut wrong = Vec::new();
+    for round in 0..3 {
+        let outcomes = join_all((0..N).map(|i| {
+            let routable = (i * 7 + round) % 3 != 0;
+            let key = if routable {
+                queue.name()
+            } else {
+                missing.as_str()
+            };
+            let msg =
+                OutgoingMessage::new("", key, format!("{round}.{i}").into_bytes()).mandatory(true);
+            let publishing = publisher.publish(msg);
+            async move { (routable, publishing.await) }
+        }))
+        .await;
+        for (i, (routable, outcome)) in outcomes.into_iter().enumerate() {
+            match (routable, outcome) {
+                (true, Ok(_)) | (false, Err(PublishError::Unroutable { .. })) => {}
+                (routable, other) => {
+                    wrong.push(format!("#{round}.{i} routable={routable}: {other:?}"))
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} publishes got another's outcome, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(4)]
+    );
+    let expected = (0..3)
+        .map(|round| (0..N).filter(|i| (i * 7 + round) % 3 != 0).count())
+        .sum::<usize>();
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    let mut arrived = 0;
+    while arrived < expected {
+        match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                arrived += 1;
+                delivery.ack().await.unwrap();
+            }
+            other => panic!("after {arrived} of {expected} deliveries: {other:?}"),
+        }
+    }
+    drop(sub);
+    queue.delete().await.unwrap();
+}
+
+/// Publishes given up on (here: each wrapped in a short timeout) before their
+/// confirm arrived leave no confirm behind to pile up on the channel, and the
+/// channel goes on confirming later publishes.
+#[tokio::test]
+async fn cancelled_publishes_leave_no_confirm_behind() {
+    let client = common::client().await;
+    let queue = Queue::quorum(common::unique_name("confirms.cancelled"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let publisher = client.publisher();
+    let cancelled = join_all((0..500).map(|i| {
+        let msg = OutgoingMessage::new("", queue.name(), format!("{i}").into_bytes());
+        tokio::time::timeout(Duration::from_millis(2), publisher.publish(msg))
+    }))
+    .await;
+    let gave_up = cancelled.iter().filter(|r| r.is_err()).count();
+    assert!(
+        gave_up > 0,
+        "no publish was cancelled: the test proves nothing"
+    );
+    // A later publish on the same channel is confirmed once every earlier
+    // confirm has come in.
+    publisher
+        .publish(OutgoingMessage::new("", queue.name(), b"last".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        rabbitkit_core::abandoned_confirms(),
+        0,
+        "{gave_up} publishes were cancelled"
+    );
+    queue.delete().await.unwrap();
+}
