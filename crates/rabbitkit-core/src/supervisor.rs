@@ -320,13 +320,21 @@ pub(crate) async fn run(shared: Arc<Shared>, first: oneshot::Sender<Result<(), C
                     }
                 }
                 _ = shared.shutdown.notified() => {
-                    let _ = session.connection.close(200, "client closed".into()).await;
+                    let _ = tokio::time::timeout(
+                        shared.options.close_timeout,
+                        session.connection.close(200, "client closed".into()),
+                    )
+                    .await;
                     close_for_good(&shared, "client closed".into());
                     return;
                 }
             }
             if shared.closing.load(Ordering::SeqCst) {
-                let _ = session.connection.close(200, "client closed".into()).await;
+                let _ = tokio::time::timeout(
+                    shared.options.close_timeout,
+                    session.connection.close(200, "client closed".into()),
+                )
+                .await;
                 close_for_good(&shared, "client closed".into());
                 return;
             }
