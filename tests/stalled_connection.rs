@@ -8,8 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::StreamExt;
 use rabbitkit_core::{
-    ChannelError, ConsumeError, ConsumeOptions, Declaration, DeclareError, FieldTable, QueueSpec,
+    AckError, ChannelError, ConsumeError, ConsumeOptions, Declaration, DeclareError, FieldTable,
+    OutgoingMessage, QueueSpec,
 };
 use rabbitkit_test::FaultProxy;
 
@@ -86,5 +88,67 @@ async fn a_stalled_connection_makes_declare_consume_and_close_return_timeouts_no
     p.resume();
     // Nothing was left subscribed on the broker by the timed-out consume.
     assert_eq!(observer.queue_info(&queue).await.unwrap().consumers, 0);
+    observer.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_stuck_behind_a_stalled_connection_fails_instead_of_hanging() {
+    common::ensure_cluster();
+    let e: rabbitkit_core::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+    let p = FaultProxy::start(upstream).await.unwrap();
+    let observer = common::client().await;
+    let queue = common::unique_name("stalled.acks");
+    observer
+        .declare(Declaration::Queue(QueueSpec {
+            name: queue.clone(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        }))
+        .await
+        .unwrap();
+    observer
+        .publish(OutgoingMessage::new("", &queue, b"one".to_vec()))
+        .await
+        .unwrap();
+    let operation_timeout = Duration::from_secs(2);
+    let client = common::options()
+        .heartbeat(Duration::from_secs(60))
+        .operation_timeout(operation_timeout)
+        .publish_timeout(Duration::from_secs(5))
+        .connect(p.amqp_url())
+        .await
+        .unwrap();
+    // Prefetch 2: every ack is sent at once (half the window).
+    let mut consumer = client
+        .consume(&queue, ConsumeOptions::new().prefetch(2))
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+        .await
+        .expect("a delivery")
+        .expect("open")
+        .expect("a delivery");
+
+    // The path stalls, and the socket's buffers fill with publishes: the
+    // ack frame queued behind them cannot leave.
+    p.stall();
+    for _ in 0..12 {
+        let publish = client.publish(OutgoingMessage::new("", &queue, vec![0u8; 4 << 20]));
+        tokio::spawn(publish);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acked = tokio::time::timeout(Duration::from_secs(20), delivery.ack())
+        .await
+        .expect("ack returned");
+    assert_eq!(acked, Err(AckError::ChannelGone));
+
+    tokio::time::timeout(Duration::from_secs(20), client.close())
+        .await
+        .expect("close returned");
+    p.resume();
+    drop(p);
     observer.delete_queue(&queue).await.unwrap();
 }

@@ -421,8 +421,13 @@ async fn subscribe_inner(
         .await
         .map_err(|e| consume_error(&e, &record.queue))?;
     // Flush acks when half the prefetch window is acknowledged.
-    let acks = (!record.options.no_ack)
-        .then(|| Acks::start(channel.clone(), u64::from(prefetch.max(2) / 2)));
+    let acks = (!record.options.no_ack).then(|| {
+        Acks::start(
+            channel.clone(),
+            u64::from(prefetch.max(2) / 2),
+            shared.options.operation_timeout,
+        )
+    });
     *subscribed = Some(Subscribed {
         generation: session.generation,
         channel: channel.clone(),
