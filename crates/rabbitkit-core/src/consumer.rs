@@ -193,6 +193,11 @@ impl Delivery {
     /// broker gets one `basic.ack` (`multiple`) for a run of consecutive
     /// acknowledged deliveries, at most a millisecond later. If the channel
     /// dies first, the broker redelivers (at-least-once, never lost).
+    ///
+    /// A send that cannot leave within [`Options::operation_timeout`](crate::Options::operation_timeout)
+    /// (a connection that stopped taking bytes) gives the channel up: it is
+    /// closed, the broker redelivers what was not settled, and this and later
+    /// acks on it fail with [`AckError::ChannelGone`].
     pub async fn ack(&self) -> Result<(), AckError> {
         self.acks()?.ack(self.inner.delivery_tag).await
     }

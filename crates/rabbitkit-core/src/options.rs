@@ -226,6 +226,8 @@ impl Options {
     /// `Timeout` error (e.g. [`DeclareError::Timeout`](crate::DeclareError::Timeout))
     /// instead of waiting on a connection that stopped answering (a stalled
     /// network path, a broker that stopped reading during a memory alarm).
+    /// It also bounds each ack, nack or reject a consumer sends (see
+    /// [`Delivery::ack`](crate::Delivery::ack)).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self
