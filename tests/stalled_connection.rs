@@ -152,3 +152,31 @@ async fn an_ack_stuck_behind_a_stalled_connection_fails_instead_of_hanging() {
     drop(p);
     observer.delete_queue(&queue).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_operation_timeout_means_no_bound_not_a_panic() {
+    let client = common::options()
+        .operation_timeout(Duration::MAX)
+        .close_timeout(Duration::MAX)
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let queue = common::unique_name("stalled.huge");
+    client
+        .declare(Declaration::Queue(QueueSpec {
+            name: queue.clone(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(client.queue_info(&queue).await.unwrap().messages, 0);
+    let consumer = client.consume(&queue, ConsumeOptions::new()).await.unwrap();
+    drop(consumer);
+    let (channel, _) = client.open_channel().await.unwrap();
+    drop(channel);
+    client.delete_queue(&queue).await.unwrap();
+    client.close().await;
+}

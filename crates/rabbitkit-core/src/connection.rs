@@ -290,7 +290,7 @@ impl Client {
     pub async fn declare(&self, declaration: Declaration) -> Result<(), DeclareError> {
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut newer_than = 0;
         loop {
             let session = match shared.wait_up_for(newer_than, left(deadline)).await {
@@ -324,7 +324,7 @@ impl Client {
     {
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut newer_than = 0;
         loop {
             let session = match shared.wait_up_for(newer_than, left(deadline)).await {
@@ -464,7 +464,7 @@ impl Client {
     pub async fn open_channel(&self) -> Result<(lapin::Channel, u64), crate::ChannelError> {
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let session = match shared.wait_up_for(0, timeout).await {
             Ok(Ok(s)) => s,
             Ok(Err(reason)) => return Err(crate::ChannelError::Closed { reason }),
@@ -508,7 +508,7 @@ impl Client {
         shared.shutdown.notify_one();
         let mut rx = shared.link.subscribe();
         // The supervisor gives the broker `bound` to answer its close.
-        let _ = tokio::time::timeout(bound + Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(bound.saturating_add(Duration::from_secs(1)), async {
             loop {
                 if matches!(&*rx.borrow_and_update(), Link::Closed(_)) {
                     break;
@@ -529,6 +529,14 @@ pub struct QueueInfo {
     pub messages: u32,
     /// Active consumers.
     pub consumers: u32,
+}
+
+/// `timeout` from now; a timeout too large for the clock (e.g.
+/// `Duration::MAX`) means no bound, not a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// What is left of the time until `deadline`.

@@ -347,7 +347,7 @@ pub(crate) async fn start(
         client,
     };
     let timeout = shared.options.operation_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::connection::deadline_after(timeout);
     let mut newer_than = 0;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
