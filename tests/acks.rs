@@ -135,3 +135,83 @@ async fn an_undecodable_message_dropped_with_its_error_is_rejected_not_redeliver
     queue.delete().await.unwrap();
     dead.delete().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_and_a_nack_racing_on_one_delivery_settle_it_once_and_the_channel_lives() {
+    let client = common::client().await;
+    let queue = Queue::named(common::unique_name("acks.race"))
+        .declare(&client)
+        .await
+        .unwrap();
+    const RACES: usize = 200;
+    for i in 0..RACES {
+        client
+            .publish(OutgoingMessage::new(
+                "",
+                queue.name(),
+                i.to_string().into_bytes(),
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .publish(OutgoingMessage::new("", queue.name(), b"end".to_vec()))
+        .await
+        .unwrap();
+    let mut consumer = client
+        .consume(queue.name(), ConsumeOptions::new().prefetch(20))
+        .await
+        .unwrap();
+    let mut races = Vec::new();
+    let mut seen = BTreeSet::new();
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("the consumer goes on")
+            .expect("consumer open")
+            .expect("a delivery");
+        let body = String::from_utf8(delivery.body().to_vec()).unwrap();
+        // A 406 (a `multiple` ack naming a nacked tag) would close the
+        // channel: everything unacknowledged would come back, redelivered.
+        assert!(
+            !delivery.redelivered(),
+            "{body} redelivered: the channel died"
+        );
+        if body == "end" {
+            delivery.ack().await.unwrap();
+            break;
+        }
+        assert!(seen.insert(body), "each message once");
+        let delivery = std::sync::Arc::new(delivery);
+        let (a, n) = (delivery.clone(), delivery.clone());
+        let ack = tokio::spawn(async move { a.ack().await });
+        let nack = tokio::spawn(async move { n.nack(false).await });
+        races.push((ack, nack));
+    }
+    for (ack, nack) in races {
+        let (ack, nack) = (ack.await.unwrap(), nack.await.unwrap());
+        assert!(
+            ack.is_ok() != nack.is_ok(),
+            "exactly one settles it: ack {ack:?}, nack {nack:?}"
+        );
+        let lost = if ack.is_err() { ack } else { nack };
+        assert_eq!(lost, Err(rabbitkit_core::AckError::AlreadyAcknowledged));
+    }
+    assert_eq!(seen.len(), RACES);
+    drop(consumer);
+    // Once the consumer's channel is closed, whatever it had not settled
+    // with the broker would be ready again: every settlement went out.
+    let info = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let info = queue.info().await.unwrap();
+            if info.consumers == 0 {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dropped consumer is cancelled");
+    assert_eq!(info.messages, 0, "{info:?}");
+    queue.delete().await.unwrap();
+}

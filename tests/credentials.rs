@@ -1,5 +1,13 @@
-//! Credentials never show in logs: every `tracing` event of the whole run
-//! (rabbitkit's and lapin's, all levels) is captured and searched.
+//! Credentials never show in rabbitkit's logs: every `tracing` event of the
+//! whole run (rabbitkit's and lapin's, all levels) is captured and searched,
+//! for the password as text and as the list of bytes a `Debug` of a byte
+//! string prints.
+//!
+//! lapin's own TRACE level does show it: it logs every frame it writes,
+//! `connection.start-ok` included, whose SASL response holds the password
+//! (as bytes). rabbitkit cannot change lapin's logging; the README warns
+//! to keep `lapin` below TRACE, and this test checks the warning is still
+//! true.
 
 mod common;
 
@@ -50,7 +58,7 @@ impl Subscriber for Capture {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_password_in_any_log_line() {
+async fn no_password_in_rabbitkits_logs_and_lapins_trace_level_shows_it() {
     let capture = Capture::default();
     tracing::subscriber::set_global_default(capture.clone()).unwrap();
     common::ensure_cluster();
@@ -89,6 +97,20 @@ async fn no_password_in_any_log_line() {
 
     let logs = capture.0.lock().unwrap().clone();
     assert!(logs.lines().count() > 3, "logs were captured: {logs}");
-    assert!(!logs.contains(secret), "password found in the logs");
-    assert!(!logs.contains(":guest@"), "password found in the logs");
+    // `Debug` of a byte string: `[.., 83, 117, 112, ..]`.
+    let as_bytes = secret
+        .bytes()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let leaks =
+        |line: &str| line.contains(secret) || line.contains(&as_bytes) || line.contains(":guest@");
+    let (lapin_trace, others): (Vec<&str>, Vec<&str>) =
+        logs.lines().partition(|l| l.starts_with("TRACE lapin"));
+    let leaked: Vec<_> = others.iter().filter(|l| leaks(l)).collect();
+    assert!(leaked.is_empty(), "password found in the logs: {leaked:#?}");
+    assert!(
+        lapin_trace.iter().any(|l| leaks(l)),
+        "lapin's TRACE logs no longer show the password: update the README's warning"
+    );
 }

@@ -10,6 +10,12 @@
 //! once and nacked (requeue, or reject) before the next `multiple` ack, so
 //! one lost delivery never holds back the acks after it.
 //! This saves a frame and a round trip to lapin's IO thread per message.
+//!
+//! Sending is bounded by the client's operation timeout: a connection that
+//! stopped taking bytes (a stalled path, a broker blocked by an alarm) does
+//! not hold an `ack` or a `close` forever. The channel is then given up
+//! (closed): its unsettled deliveries go back to the queue, and later acks
+//! fail with `ChannelGone`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -45,11 +51,14 @@ pub(crate) struct Acks {
     send: tokio::sync::Mutex<()>,
     wake: Notify,
     batch: u64,
+    /// Longest one send (ack, nack, reject) may take.
+    bound: Duration,
 }
 
 impl Acks {
-    /// Starts coalescing acks on `channel`, flushing every `batch` acks.
-    pub(crate) fn start(channel: Channel, batch: u64) -> Arc<Self> {
+    /// Starts coalescing acks on `channel`, flushing every `batch` acks;
+    /// each send is bounded by `bound`.
+    pub(crate) fn start(channel: Channel, batch: u64, bound: Duration) -> Arc<Self> {
         let acks = Arc::new(Self {
             channel,
             state: Mutex::new(State {
@@ -62,6 +71,7 @@ impl Acks {
             send: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             batch: batch.max(1),
+            bound,
         });
         let flusher = acks.clone();
         tokio::spawn(async move {
@@ -144,22 +154,50 @@ impl Acks {
     }
 
     async fn send_nack(&self, tag: u64, requeue: bool, reject: bool) -> Result<(), AckError> {
-        let sent = if reject {
-            self.channel
-                .basic_reject(tag, BasicRejectOptions { requeue })
-                .await
+        if reject {
+            self.bounded(
+                self.channel
+                    .basic_reject(tag, BasicRejectOptions { requeue }),
+            )
+            .await
         } else {
-            self.channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: false,
-                        requeue,
-                    },
-                )
-                .await
-        };
-        sent.map_err(|_| AckError::ChannelGone)
+            self.bounded(self.channel.basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                },
+            ))
+            .await
+        }
+    }
+
+    /// Runs one send within `bound`. Past it the channel is given up:
+    /// closed (the broker requeues what it had not settled) and this
+    /// `Acks` with it.
+    async fn bounded(
+        &self,
+        send: impl Future<Output = Result<(), lapin::Error>>,
+    ) -> Result<(), AckError> {
+        match tokio::time::timeout(self.bound, send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(AckError::ChannelGone),
+            Err(_) => {
+                tracing::warn!(target: "rabbitkit", bound = ?self.bound, "ack not sent in time: giving up the consumer channel");
+                self.state.lock().unwrap().closed = true;
+                self.wake.notify_one();
+                let channel = self.channel.clone();
+                let bound = self.bound;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        bound,
+                        channel.close(200, "acks not sent in time".into()),
+                    )
+                    .await;
+                });
+                Err(AckError::ChannelGone)
+            }
+        }
     }
 
     /// Sends the pending run of acks, if any.
@@ -169,26 +207,38 @@ impl Acks {
     }
 
     async fn flush_locked(&self) -> Result<(), AckError> {
-        let released = std::mem::take(&mut self.state.lock().unwrap().released);
+        let (released, upto) = Self::take_batch(&mut self.state.lock().unwrap());
         for (tag, requeue) in released {
             self.send_nack(tag, requeue, !requeue).await?;
         }
-        let upto = {
-            let mut st = self.state.lock().unwrap();
-            // Every tag up to `next - 1` is settled: acked ones are still
-            // held by the broker, nacked ones are gone. One `multiple` ack
-            // naming the highest unsent acked tag of that run covers them.
-            let run_end = st.next - 1;
-            let Some(&upto) = st.unsent.range(..=run_end).next_back() else {
-                return Ok(());
-            };
+        match upto {
+            Some(upto) => {
+                self.bounded(
+                    self.channel
+                        .basic_ack(upto, BasicAckOptions { multiple: true }),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// What one flush sends: the released tags to nack, then the tag of one
+    /// `multiple` ack, if any. Taken in one critical section: a tag released
+    /// after the released list was taken must not end up covered by the
+    /// `multiple` ack (its nack would then name a tag the broker no longer
+    /// holds, a 406 that closes the channel).
+    fn take_batch(st: &mut State) -> (Vec<(u64, bool)>, Option<u64>) {
+        let released = std::mem::take(&mut st.released);
+        // Every tag up to `next - 1` is settled: acked ones are still held by
+        // the broker, nacked ones are gone or in `released`. One `multiple`
+        // ack naming the highest unsent acked tag of that run covers them.
+        let run_end = st.next - 1;
+        let upto = st.unsent.range(..=run_end).next_back().copied();
+        if let Some(upto) = upto {
             st.unsent = st.unsent.split_off(&(upto + 1));
-            upto
-        };
-        self.channel
-            .basic_ack(upto, BasicAckOptions { multiple: true })
-            .await
-            .map_err(|_| AckError::ChannelGone)
+        }
+        (released, upto)
     }
 
     /// Flushes and stops the flusher; later acks fail with `ChannelGone`.
@@ -229,5 +279,23 @@ mod tests {
         Acks::settle(&mut st, 5).unwrap();
         assert_eq!(Acks::settle(&mut st, 5), Err(AckError::AlreadyAcknowledged));
         assert_eq!(st.next, 4);
+    }
+
+    #[test]
+    fn a_flush_acks_only_up_to_what_was_settled_when_it_took_the_released_tags() {
+        let mut st = state();
+        // 2 acked, 1 still out.
+        Acks::settle(&mut st, 2).unwrap();
+        st.unsent.insert(2);
+        let (released, upto) = Acks::take_batch(&mut st);
+        assert!(released.is_empty());
+        assert_eq!(upto, None, "tag 1 unsettled: no multiple ack");
+        // 1 released (dropped delivery): nacked first, then 2 acked.
+        Acks::settle(&mut st, 1).unwrap();
+        st.released.push((1, true));
+        let (released, upto) = Acks::take_batch(&mut st);
+        assert_eq!(released, vec![(1, true)]);
+        assert_eq!(upto, Some(2));
+        assert!(st.released.is_empty() && st.unsent.is_empty());
     }
 }

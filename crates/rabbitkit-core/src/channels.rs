@@ -48,6 +48,20 @@ impl Slot {
         }
     }
 
+    /// Takes the slot's channel out of service, whatever its state: used
+    /// when a call on it got no answer in time, so the next call does not
+    /// queue behind a reply that may never come. The old channel is closed
+    /// in the background (bounded: the connection may not answer either).
+    pub(crate) fn discard(&self, bound: std::time::Duration) {
+        if let Some((old, confirms)) = self.current.lock().unwrap().take() {
+            drop(confirms);
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(bound, old.close(200, "no answer in time".into())).await;
+            });
+        }
+    }
+
     /// The slot's channel, opened (again) if needed.
     pub(crate) async fn get(&self, connection: &Connection) -> Result<Channel, lapin::Error> {
         Ok(self.get_both(connection).await?.0)

@@ -300,27 +300,33 @@ impl Client {
         validate::declaration(&declaration)?;
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
+        let deadline = deadline_after(timeout);
         let mut newer_than = 0;
         loop {
-            let session = match shared.wait_up_for(newer_than, timeout).await {
+            let session = match shared.wait_up_for(newer_than, left(deadline)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(reason)) => return Err(DeclareError::Closed { reason }),
                 Err(_) => return Err(DeclareError::Timeout(timeout)),
             };
-            match session.declare(&declaration).await {
-                Ok(()) => {
+            match tokio::time::timeout_at(deadline, session.declare(&declaration)).await {
+                Ok(Ok(())) => {
                     shared.topology.lock().unwrap().record(declaration);
                     return Ok(());
                 }
-                Err(e) if !session.alive() && !closed_by_this_command(&e) => {
+                Ok(Err(e)) if !session.alive() && !closed_by_this_command(&e) => {
                     newer_than = session.generation;
                 }
-                Err(e) => return Err(e),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    session.admin.discard(timeout);
+                    return Err(DeclareError::Timeout(timeout));
+                }
             }
         }
     }
 
-    /// Runs `op` on the admin channel of a live session, retrying once after a reconnect.
+    /// Runs `op` on the admin channel of a live session, retrying once
+    /// after a reconnect; bounded by the operation timeout as a whole.
     async fn admin<T, F, Fut>(&self, op: F) -> Result<T, DeclareError>
     where
         F: Fn(lapin::Channel) -> Fut,
@@ -328,28 +334,34 @@ impl Client {
     {
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
+        let deadline = deadline_after(timeout);
         let mut newer_than = 0;
         loop {
-            let session = match shared.wait_up_for(newer_than, timeout).await {
+            let session = match shared.wait_up_for(newer_than, left(deadline)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(reason)) => return Err(DeclareError::Closed { reason }),
                 Err(_) => return Err(DeclareError::Timeout(timeout)),
             };
-            let res = {
+            let res = tokio::time::timeout_at(deadline, async {
                 let _serial = session.admin_lock.lock().await;
                 match session.admin.get(&session.connection).await {
                     Ok(ch) => op(ch).await,
                     Err(e) => Err(e),
                 }
-            };
+            })
+            .await;
             match res {
-                Ok(v) => return Ok(v),
-                Err(e) => {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
                     let e = declare_error(&e);
                     if session.alive() || closed_by_this_command(&e) {
                         return Err(e);
                     }
                     newer_than = session.generation;
+                }
+                Err(_) => {
+                    session.admin.discard(timeout);
+                    return Err(DeclareError::Timeout(timeout));
                 }
             }
         }
@@ -511,30 +523,41 @@ impl Client {
     pub async fn open_channel(&self) -> Result<(lapin::Channel, u64), crate::ChannelError> {
         let shared = self.shared();
         let timeout = shared.options.operation_timeout;
+        let deadline = deadline_after(timeout);
         let session = match shared.wait_up_for(0, timeout).await {
             Ok(Ok(s)) => s,
             Ok(Err(reason)) => return Err(crate::ChannelError::Closed { reason }),
             Err(_) => return Err(crate::ChannelError::Timeout(timeout)),
         };
-        let ch = crate::channels::open_channel(&session.connection, false, 0)
-            .await
-            .map_err(|e| crate::ChannelError::Broker {
-                text: crate::error::describe(&e),
-            })?;
+        // Dropped on timeout, a channel whose opening went through later is
+        // closed by lapin (its last handle is gone).
+        let opened = tokio::time::timeout_at(
+            deadline,
+            crate::channels::open_channel(&session.connection, false, 0),
+        )
+        .await
+        .map_err(|_| crate::ChannelError::Timeout(timeout))?;
+        let ch = opened.map_err(|e| crate::ChannelError::Broker {
+            text: crate::error::describe(&e),
+        })?;
         Ok((ch, session.generation))
     }
 
     /// Closes the connection, after sending the acks consumers recorded.
     /// Pending publishes fail with `Closed`; consumers' streams end.
+    ///
+    /// Bounded: each step (sending the acks, closing the connection) waits at
+    /// most [`Options::close_timeout`]; a broker that does not answer is left.
     pub async fn close(&self) {
         let shared = self.shared();
-        // Acks recorded but not yet sent go out before the connection does.
+        let bound = shared.options.close_timeout;
+        // Acks recorded but not yet sent go out before the connection does,
+        // and those of consumers dropped a moment ago.
         let records: Vec<_> = shared.consumers.lock().unwrap().values().cloned().collect();
-        for record in records {
-            record.flush_acks().await;
-        }
-        // ... and those of consumers dropped a moment ago.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = tokio::time::timeout(bound, async {
+            for record in records {
+                record.flush_acks().await;
+            }
             while shared.draining.load(Ordering::SeqCst) > 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -543,7 +566,8 @@ impl Client {
         shared.closing.store(true, Ordering::SeqCst);
         shared.shutdown.notify_one();
         let mut rx = shared.link.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        // The supervisor gives the broker `bound` to answer its close.
+        let _ = tokio::time::timeout(bound.saturating_add(Duration::from_secs(1)), async {
             loop {
                 if matches!(&*rx.borrow_and_update(), Link::Closed(_)) {
                     break;
@@ -556,7 +580,6 @@ impl Client {
         .await;
     }
 }
-
 /// What a passive declare tells about a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -565,6 +588,19 @@ pub struct QueueInfo {
     pub messages: u32,
     /// Active consumers.
     pub consumers: u32,
+}
+
+/// `timeout` from now; a timeout too large for the clock (e.g.
+/// `Duration::MAX`) means no bound, not a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// What is left of the time until `deadline`.
+fn left(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
 }
 
 /// Whether the broker closed the connection *because of* the command that

@@ -193,6 +193,11 @@ impl Delivery {
     /// broker gets one `basic.ack` (`multiple`) for a run of consecutive
     /// acknowledged deliveries, at most a millisecond later. If the channel
     /// dies first, the broker redelivers (at-least-once, never lost).
+    ///
+    /// A send that cannot leave within [`Options::operation_timeout`](crate::Options::operation_timeout)
+    /// (a connection that stopped taking bytes) gives the channel up: it is
+    /// closed, the broker redelivers what was not settled, and this and later
+    /// acks on it fail with [`AckError::ChannelGone`].
     pub async fn ack(&self) -> Result<(), AckError> {
         self.acks()?.ack(self.inner.delivery_tag).await
     }
@@ -219,6 +224,8 @@ impl Delivery {
 /// to the queue.
 pub struct Consumer {
     rx: mpsc::Receiver<Item>,
+    /// Set once the stream yielded its last item (a terminal error).
+    ended: bool,
     id: u64,
     queue: String,
     client: Client,
@@ -240,14 +247,27 @@ impl Consumer {
 
     /// Waits for the next delivery; `None` once the stream has ended.
     pub async fn recv(&mut self) -> Option<Result<Delivery, ConsumeError>> {
-        self.rx.recv().await
+        futures::future::poll_fn(|cx| self.poll_item(cx)).await
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        // A cancelled consumer is never restarted: its error is the last item,
+        // whoever still holds the sending side.
+        if matches!(item, None | Some(Err(ConsumeError::Cancelled { .. }))) {
+            self.ended = true;
+        }
+        Poll::Ready(item)
     }
 }
 
 impl Stream for Consumer {
     type Item = Result<Delivery, ConsumeError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.poll_item(cx)
     }
 }
 
@@ -315,10 +335,23 @@ pub(crate) async fn start(
         tx,
         subscribed: tokio::sync::Mutex::new(None),
     });
+    // The consumer exists from here on, and owns the registration: if this
+    // function returns an error or is cancelled (a caller's timeout, a
+    // dropped future), dropping it unregisters the record and closes the
+    // subscription it may have got, as for any dropped consumer.
+    let consumer = Consumer {
+        rx,
+        ended: false,
+        id: record.id,
+        queue: record.queue.clone(),
+        client,
+    };
     let timeout = shared.options.operation_timeout;
+    let deadline = crate::connection::deadline_after(timeout);
     let mut newer_than = 0;
     loop {
-        let session = match shared.wait_up_for(newer_than, timeout).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let session = match shared.wait_up_for(newer_than, left).await {
             Ok(Ok(s)) => s,
             Ok(Err(reason)) => return Err(ConsumeError::Closed { reason }),
             Err(_) => return Err(ConsumeError::Timeout(timeout)),
@@ -329,27 +362,15 @@ pub(crate) async fn start(
             .lock()
             .unwrap()
             .insert(record.id, record.clone());
-        match subscribe(&shared, &session, &record).await {
-            Ok(()) => break,
-            Err(_) if !session.alive() => {
-                // The supervisor will subscribe it on the next connection.
-                newer_than = session.generation;
-                if shared.wait_up_for(newer_than, timeout).await.is_ok() {
-                    break;
-                }
-            }
-            Err(e) => {
-                shared.consumers.lock().unwrap().remove(&record.id);
-                return Err(e);
-            }
+        match tokio::time::timeout_at(deadline, subscribe(&shared, &session, &record)).await {
+            Ok(Ok(())) => return Ok(consumer),
+            // The connection died under it: the supervisor subscribes it on
+            // the next one (or this loop does, if the supervisor has not yet).
+            Ok(Err(_)) if !session.alive() => newer_than = session.generation,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ConsumeError::Timeout(timeout)),
         }
     }
-    Ok(Consumer {
-        rx,
-        id: record.id,
-        queue: record.queue.clone(),
-        client,
-    })
 }
 
 /// Subscribes `record` on `session` unless it already is; spawns its pump.
@@ -368,6 +389,13 @@ async fn subscribe_inner(
     record: &Arc<ConsumerRecord>,
 ) -> Result<(), ConsumeError> {
     let mut subscribed = record.subscribed.lock().await;
+    if record.tx.is_closed() {
+        // The consumer was dropped: subscribing again would leave a broker
+        // consumer nobody reads.
+        return Err(ConsumeError::Closed {
+            reason: "consumer dropped".into(),
+        });
+    }
     if let Some(sub) = subscribed.as_ref()
         && sub.generation >= session.generation
         && sub.channel.status().connected()
@@ -375,6 +403,10 @@ async fn subscribe_inner(
         return Ok(());
     }
     let prefetch = record.options.prefetch.unwrap_or(shared.options.prefetch);
+    // If this future is dropped before the end (a timeout, a cancelled
+    // `consume`), the last handle of `channel` goes with it and lapin closes
+    // the channel, which cancels a broker consumer that `basic.consume`
+    // may already have made: nothing is left on the broker.
     let channel = open_channel(&session.connection, false, prefetch)
         .await
         .map_err(|e| consume_error(&e, &record.queue))?;
@@ -394,8 +426,13 @@ async fn subscribe_inner(
         .await
         .map_err(|e| consume_error(&e, &record.queue))?;
     // Flush acks when half the prefetch window is acknowledged.
-    let acks = (!record.options.no_ack)
-        .then(|| Acks::start(channel.clone(), u64::from(prefetch.max(2) / 2)));
+    let acks = (!record.options.no_ack).then(|| {
+        Acks::start(
+            channel.clone(),
+            u64::from(prefetch.max(2) / 2),
+            shared.options.operation_timeout,
+        )
+    });
     *subscribed = Some(Subscribed {
         generation: session.generation,
         channel: channel.clone(),
@@ -424,9 +461,17 @@ async fn pump(
     channel: Channel,
     tag: String,
 ) {
-    while let Some(item) = consumer.next().await {
+    loop {
+        let item = tokio::select! {
+            item = consumer.next() => item,
+            // The user dropped the stream (perhaps before any delivery came).
+            _ = record.tx.closed() => {
+                abandon(&shared, &record, acks.as_deref(), &channel, &tag).await;
+                return;
+            }
+        };
         match item {
-            Ok(inner) => {
+            Some(Ok(inner)) => {
                 let delivery = Delivery {
                     inner,
                     acks: acks.clone(),
@@ -434,17 +479,12 @@ async fn pump(
                 };
                 if record.tx.send(Ok(delivery)).await.is_err() {
                     // The user dropped the stream.
-                    if let Some(acks) = &acks {
-                        acks.close().await;
-                    }
-                    let _ = channel
-                        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                        .await;
-                    let _ = channel.close(200, "consumer dropped".into()).await;
+                    abandon(&shared, &record, acks.as_deref(), &channel, &tag).await;
                     return;
                 }
             }
-            Err(_) => break, // lapin yields one error and may then hang: stop reading.
+            // lapin yields one error and may then hang: stop reading.
+            Some(Err(_)) | None => break,
         }
     }
     // The subscription ended: connection lost, channel error, or broker cancel.
@@ -453,11 +493,12 @@ async fn pump(
         acks.close().await;
     }
     {
+        // Only this subscription is cleared: channel ids start again on every
+        // connection, so a newer subscription may have this one's id.
         let mut subscribed = record.subscribed.lock().await;
-        if subscribed
-            .as_ref()
-            .is_some_and(|sub| sub.channel.id() == channel.id())
-        {
+        if subscribed.as_ref().is_some_and(|sub| {
+            sub.generation == session.generation && sub.channel.id() == channel.id()
+        }) {
             *subscribed = None;
         }
     }
@@ -477,14 +518,24 @@ async fn pump(
         {
             return; // the supervisor re-subscribes it after the reconnect
         }
-        match subscribe(&shared, &session, &record).await {
-            Ok(()) => return,
-            Err(ConsumeError::QueueNotFound { .. }) => break,
-            Err(e) => {
+        let step = shared.options.operation_timeout;
+        match tokio::time::timeout(step, subscribe(&shared, &session, &record)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(ConsumeError::QueueNotFound { .. })) => break,
+            Ok(Err(e)) => {
                 tracing::warn!(target: "rabbitkit", queue = %record.queue, error = %e, "consumer restart failed");
+            }
+            Err(_) => {
+                tracing::warn!(target: "rabbitkit", queue = %record.queue, "consumer restart timed out");
             }
         }
     }
+    end_stream(&shared, &record).await;
+}
+
+/// Unregisters `record` and ends its stream with [`ConsumeError::Cancelled`]:
+/// the queue is gone and the consumer cannot be restarted.
+async fn end_stream(shared: &Weak<Shared>, record: &ConsumerRecord) {
     if let Some(shared) = shared.upgrade() {
         shared.consumers.lock().unwrap().remove(&record.id);
     }
@@ -494,6 +545,35 @@ async fn pump(
             queue: record.queue.clone(),
         }))
         .await;
+}
+
+/// Tears down a subscription whose stream the user dropped: the record is
+/// unregistered (never replayed after a reconnect), the acks recorded go
+/// out, and the broker consumer is cancelled with its channel.
+async fn abandon(
+    shared: &Weak<Shared>,
+    record: &ConsumerRecord,
+    acks: Option<&Acks>,
+    channel: &Channel,
+    tag: &str,
+) {
+    if let Some(shared) = shared.upgrade() {
+        shared.consumers.lock().unwrap().remove(&record.id);
+    }
+    let bound = match shared.upgrade() {
+        Some(shared) => shared.options.operation_timeout,
+        None => Duration::from_secs(5),
+    };
+    let _ = tokio::time::timeout(bound, async {
+        if let Some(acks) = acks {
+            acks.close().await;
+        }
+        let _ = channel
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await;
+        let _ = channel.close(200, "consumer dropped".into()).await;
+    })
+    .await;
 }
 
 /// Retries subscribing `record` on `session` with growing delays until it
@@ -524,6 +604,15 @@ pub(crate) async fn keep_trying(
         match tokio::time::timeout(step, subscribe(&shared, &session, &record)).await {
             Ok(Ok(())) => {
                 tracing::info!(target: "rabbitkit", queue = %record.queue, "consumer re-subscribed");
+                return;
+            }
+            Ok(Err(ConsumeError::QueueNotFound { .. })) => {
+                // Nothing will bring it back: tell the stream, and stop
+                // replaying the consumer after reconnects.
+                tracing::warn!(target: "rabbitkit", queue = %record.queue, "queue gone: consumer cancelled");
+                let weak = Arc::downgrade(&shared);
+                drop(shared); // the user may be slow to read the error
+                end_stream(&weak, &record).await;
                 return;
             }
             Ok(Err(e)) => {

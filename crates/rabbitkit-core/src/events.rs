@@ -72,8 +72,10 @@ pub enum Event {
         /// The error.
         error: String,
     },
-    /// A consumer could not be re-subscribed after a reconnect (it is retried
-    /// at the next recovery; its stream gets an error if the queue is gone).
+    /// A consumer could not be re-subscribed after a reconnect. It is retried
+    /// in the background while the connection lives, and at the next
+    /// recovery; if its queue is gone, its stream yields
+    /// [`ConsumeError::Cancelled`](crate::ConsumeError::Cancelled) and ends.
     ConsumerRecoveryFailed {
         /// The queue.
         queue: String,

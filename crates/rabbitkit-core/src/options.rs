@@ -116,6 +116,8 @@ pub struct Options {
     pub(crate) publish_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) tls_ca_pem: Option<String>,
+    // Bounds of waits on the broker (see `close_timeout`, `operation_timeout`).
+    pub(crate) close_timeout: Duration,
 }
 
 impl Default for Options {
@@ -135,6 +137,8 @@ impl Default for Options {
             publish_timeout: Duration::from_secs(30),
             operation_timeout: Duration::from_secs(30),
             tls_ca_pem: None,
+            // Bounds of waits on the broker.
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -172,7 +176,8 @@ impl Options {
     /// | [`prefetch`](Self::prefetch) | 100 unacknowledged deliveries per consumer |
     /// | [`publish_window`](Self::publish_window) | 1024 unconfirmed publishes in flight |
     /// | [`publish_timeout`](Self::publish_timeout) | 30 s, waiting for a connection included |
-    /// | [`operation_timeout`](Self::operation_timeout) | 30 s for declarations and consumer starts |
+    /// | [`operation_timeout`](Self::operation_timeout) | 30 s for a declaration, admin call, consumer start or channel open, waiting for a connection included |
+    /// | [`close_timeout`](Self::close_timeout) | 5 s for each step of [`Client::close`] |
     /// | [`tls_ca_pem`](Self::tls_ca_pem) | none: `amqps://` servers are checked against the system's roots |
     pub fn new() -> Self {
         Self::default()
@@ -249,7 +254,15 @@ impl Options {
         self
     }
 
-    /// Longest a declaration or consumer start may wait for a connection.
+    /// Longest a declaration, an admin call ([`Client::queue_info`],
+    /// [`Client::delete_queue`], ...), a consumer start or
+    /// [`Client::open_channel`] may take, waiting for a connection and for
+    /// the broker's answer included. Past it the call fails with its
+    /// `Timeout` error (e.g. [`DeclareError::Timeout`](crate::DeclareError::Timeout))
+    /// instead of waiting on a connection that stopped answering (a stalled
+    /// network path, a broker that stopped reading during a memory alarm).
+    /// It also bounds each ack, nack or reject a consumer sends (see
+    /// [`Delivery::ack`](crate::Delivery::ack)).
     /// At most [`MAX_TIMEOUT`](Self::MAX_TIMEOUT).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout.min(Self::MAX_TIMEOUT);
@@ -289,6 +302,18 @@ impl Options {
     pub async fn connect_env(self) -> Result<Client, ConnectError> {
         let endpoints = endpoints_from_env()?;
         Client::start(self, endpoints).await
+    }
+}
+
+/// Bounds of waits on the broker.
+impl Options {
+    /// Longest each of the two steps of [`Client::close`] may take: sending
+    /// the acks consumers recorded, then closing the connection. A broker
+    /// that does not answer within it is left (the socket is dropped); acks
+    /// not sent then mean redeliveries, never losses.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout.min(Self::MAX_TIMEOUT);
+        self
     }
 }
 

@@ -462,13 +462,21 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                     }
                 }
                 _ = shared.shutdown.notified() => {
-                    let _ = session.connection.close(200, "client closed".into()).await;
+                    let _ = tokio::time::timeout(
+                        shared.options.close_timeout,
+                        session.connection.close(200, "client closed".into()),
+                    )
+                    .await;
                     close_for_good(&shared, "client closed".into());
                     return;
                 }
             }
             if shared.closing.load(Ordering::SeqCst) {
-                let _ = session.connection.close(200, "client closed".into()).await;
+                let _ = tokio::time::timeout(
+                    shared.options.close_timeout,
+                    session.connection.close(200, "client closed".into()),
+                )
+                .await;
                 close_for_good(&shared, "client closed".into());
                 return;
             }

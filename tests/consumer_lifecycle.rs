@@ -1,0 +1,164 @@
+//! A consumer's life: whatever happens to a subscribe (cancelled midway, timed
+//! out, its queue deleted while the client was away), nothing it registered
+//! is left behind, on the broker or in the client, and its stream never hangs.
+//!
+//! The client under test goes through a [`FaultProxy`], so the tests can slow
+//! or cut its connection; an observer client, connected directly, checks what
+//! the broker sees.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rabbitkit::{Event, OutgoingMessage, Queue};
+use rabbitkit_core::{Client, ConsumeError, ConsumeOptions};
+use rabbitkit_test::FaultProxy;
+
+/// A proxy in front of the first node (or the one external broker).
+async fn proxy() -> FaultProxy {
+    common::ensure_cluster();
+    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+    FaultProxy::start(upstream).await.unwrap()
+}
+
+/// Waits (bounded: a hang guard) until the broker reports `want` consumers on `queue`.
+async fn wait_for_consumers(observer: &Client, queue: &str, want: u32) {
+    let mut last = None;
+    let reached = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let n = observer.queue_info(queue).await.unwrap().consumers;
+            if n == want {
+                return;
+            }
+            last = Some(n);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "the broker still reports {last:?} consumer(s) on {queue}, not {want}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_cancelled_midway_leaves_no_consumer_behind_even_after_a_failover() {
+    let p = proxy().await;
+    let observer = common::client().await;
+    let queue = Queue::named(common::unique_name("lifecycle.cancelled"))
+        .declare(&observer)
+        .await
+        .unwrap();
+    let client = common::options().connect(p.amqp_url()).await.unwrap();
+    let mut events = client.events();
+
+    // Every chunk of bytes waits 300 ms: opening the channel, setting its
+    // prefetch and basic.consume take several round trips, so a subscribe
+    // given 250 ms is dropped while waiting for the broker.
+    p.delay(Duration::from_millis(300));
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(250),
+        client.consume(queue.name(), ConsumeOptions::new()),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the consume was still in flight when dropped"
+    );
+    p.delay(Duration::ZERO);
+    // Whatever reached the broker is cancelled (its channel is closed).
+    wait_for_consumers(&observer, queue.name(), 0).await;
+
+    let mut live = client
+        .consume(queue.name(), ConsumeOptions::new())
+        .await
+        .unwrap();
+    wait_for_consumers(&observer, queue.name(), 1).await;
+
+    // After a reconnect only the live consumer is subscribed again: the
+    // dropped subscribe left no record behind to be replayed.
+    p.cut();
+    let recovered = common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    match recovered {
+        Event::Recovered { consumers, .. } => {
+            assert_eq!(consumers, 1, "consumers re-subscribed after the reconnect")
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        observer.queue_info(queue.name()).await.unwrap().consumers,
+        1
+    );
+
+    // And it gets every message.
+    for i in 0..20 {
+        observer
+            .publish(OutgoingMessage::new(
+                "",
+                queue.name(),
+                i.to_string().into_bytes(),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let d = tokio::time::timeout(Duration::from_secs(20), live.next())
+            .await
+            .expect("the live consumer gets every message")
+            .expect("stream open")
+            .expect("a delivery");
+        got.push(String::from_utf8(d.body().to_vec()).unwrap());
+        d.ack().await.unwrap();
+    }
+    got.sort_by_key(|s| s.parse::<u32>().unwrap());
+    assert_eq!(got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    drop(live);
+    queue.delete().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_queue_was_deleted_during_a_failover_gets_an_error_and_ends() {
+    let p = proxy().await;
+    let observer = common::client().await;
+    // Declared by the observer: the client under test will not re-declare it.
+    let queue = Queue::named(common::unique_name("lifecycle.gone"))
+        .declare(&observer)
+        .await
+        .unwrap();
+    let name = queue.name().to_owned();
+    let client = common::options().connect(p.amqp_url()).await.unwrap();
+    let mut events = client.events();
+    let mut consumer = client.consume(&name, ConsumeOptions::new()).await.unwrap();
+
+    p.refuse(true);
+    p.cut();
+    common::wait_for_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    queue.delete().await.unwrap();
+    p.refuse(false);
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::ConsumerRecoveryFailed { .. })
+    })
+    .await;
+
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        let first = consumer.next().await;
+        let then = consumer.next().await;
+        (first, then)
+    })
+    .await
+    .expect("the stream yields an error and ends instead of hanging");
+    match ended {
+        (Some(Err(ConsumeError::Cancelled { queue })), None) => assert_eq!(queue, name),
+        other => panic!("expected Cancelled then the end, got {other:?}"),
+    }
+}
