@@ -67,7 +67,7 @@ mod publisher;
 mod supervisor;
 mod topology;
 
-pub use connection::{Client, QueueInfo, Stats};
+pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::{ConsumeOptions, Consumer, Delivery};
 pub use endpoint::{Endpoint, ToEndpoints};
 pub use error::{

@@ -97,6 +97,8 @@
 //! - `work_queue.rs` — [`WorkQueue`].
 //! - `rpc.rs` — [`RpcServer`], [`RpcClient`].
 //! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
+//! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
+//! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
@@ -107,15 +109,18 @@
 
 mod binding;
 pub mod codec;
+mod concurrency;
 mod error;
 mod exchange;
 pub mod message;
 pub mod names;
 mod queue;
 mod rpc;
+mod shutdown;
 mod work_queue;
 
 pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
+pub use concurrency::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
 pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
@@ -124,6 +129,7 @@ pub use rpc::{
     DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,
     RpcServer, RpcServerBuilder, ServeReport,
 };
+pub use shutdown::Shutdown;
 pub use work_queue::{DEFAULT_PREFETCH, WorkQueue, WorkQueueBuilder};
 
 /// The connection layer, for what the patterns do not cover.
@@ -131,6 +137,6 @@ pub use rabbitkit_core as core;
 pub use rabbitkit_core::{
     AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, Confirmed, ConnectError,
     ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery, Endpoint, EndpointOrder, Event,
-    FieldTable, Options, OutgoingMessage, PublishError, Publisher, QueueInfo, Stats,
+    FieldTable, Health, Options, OutgoingMessage, PublishError, Publisher, QueueInfo, Stats,
     endpoints_from_env,
 };
