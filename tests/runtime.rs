@@ -216,3 +216,150 @@ async fn a_handler_that_ignores_the_deadline_is_abandoned_and_its_task_requeued(
     drop(sub);
     queue.delete().await.unwrap();
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct OrderPlaced {
+    id: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct OrderShipped {
+    id: u32,
+    carrier: String,
+}
+
+#[tokio::test]
+async fn a_router_sends_each_kind_to_its_handler_and_dead_letters_unknown_kinds() {
+    use rabbitkit::{BasicProperties, Exchange, HandleOptions, OnError, OutgoingMessage, Router};
+    let client = common::client().await;
+    let dlx = Exchange::fanout(common::unique_name("router.dlx"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let parked = Queue::named(common::unique_name("router.parked"))
+        .declare(&client)
+        .await
+        .unwrap();
+    dlx.bind(&parked).await.unwrap();
+    let orders = Queue::named(common::unique_name("router.orders"))
+        .dead_letter(dlx.name())
+        .declare(&client)
+        .await
+        .unwrap();
+    let topic = Exchange::topic(common::unique_name("router.topic"))
+        .declare(&client)
+        .await
+        .unwrap();
+    topic
+        .bind(&orders, &"order.#".parse().unwrap())
+        .await
+        .unwrap();
+    // Three kinds: two by routing key (exact, topic pattern), one by `type`.
+    let publish = |key: &'static str, kind: Option<&'static str>, body: String| {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        if let Some(kind) = kind {
+            props = props.with_type(kind.into());
+        }
+        client.publish(OutgoingMessage::new(topic.name(), key, body.into_bytes()).properties(props))
+    };
+    publish("order.placed", None, r#"{"id":1}"#.into())
+        .await
+        .unwrap();
+    publish(
+        "order.shipped.eu",
+        None,
+        r#"{"id":2,"carrier":"post"}"#.into(),
+    )
+    .await
+    .unwrap();
+    publish("order.other", Some("refund"), "30".into())
+        .await
+        .unwrap();
+    publish("order.unknown", None, r#"{"id":4}"#.into())
+        .await
+        .unwrap();
+
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let shutdown = Shutdown::new();
+    let (g1, g2, g3) = (got.clone(), got.clone(), got.clone());
+    let router = Router::new()
+        .route("order.placed", move |o: OrderPlaced| {
+            let g = g1.clone();
+            async move {
+                g.lock().unwrap().push(format!("placed {}", o.id));
+                Ok::<_, String>(())
+            }
+        })
+        .route("order.shipped.*", move |o: OrderShipped| {
+            let g = g2.clone();
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push(format!("shipped {} {}", o.id, o.carrier));
+                Ok::<_, String>(())
+            }
+        })
+        .route_type("refund", move |amount: u32| {
+            let g = g3.clone();
+            async move {
+                g.lock().unwrap().push(format!("refund {amount}"));
+                Ok::<_, String>(())
+            }
+        })
+        .on_error(OnError::DeadLetter);
+    let run = {
+        let orders = orders.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            router
+                .run(
+                    &orders,
+                    HandleOptions::new().concurrency(4).shutdown(&shutdown),
+                )
+                .await
+        })
+    };
+    // The unknown kind is dead-lettered, not acknowledged.
+    let mut parked_sub = parked.subscribe::<serde_json::Value>().await.unwrap();
+    let dead = common::next_body(&mut parked_sub).await;
+    assert_eq!(dead, serde_json::json!({"id": 4}));
+    for _ in 0..200 {
+        if got.lock().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.stop(Duration::from_secs(10));
+    let report = run.await.unwrap().unwrap();
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["placed 1", "refund 30", "shipped 2 post"]);
+    assert_eq!((report.acked, report.rejected), (3, 1), "{report:?}");
+    drop(parked_sub);
+    orders.delete().await.unwrap();
+    parked.delete().await.unwrap();
+    client.delete_exchange(topic.name()).await.unwrap();
+    client.delete_exchange(dlx.name()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_router_with_an_invalid_pattern_is_refused_before_subscribing() {
+    let client = common::client().await;
+    let q = Queue::named(common::unique_name("router.bad"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let router = rabbitkit::Router::new().route("a..b", |_: String| async { Ok::<_, String>(()) });
+    let err = router
+        .run(&q, rabbitkit::HandleOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, rabbitkit::SubscribeError::Declare(_)),
+        "{err:?}"
+    );
+    assert_eq!(q.info().await.unwrap().consumers, 0);
+    q.delete().await.unwrap();
+}

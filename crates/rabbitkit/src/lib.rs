@@ -99,6 +99,7 @@
 //! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
 //! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
 //! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
+//! - `router.rs` — [`Router`]: several typed handlers on one subscription.
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
@@ -115,6 +116,7 @@ mod exchange;
 pub mod message;
 pub mod names;
 mod queue;
+mod router;
 mod rpc;
 mod shutdown;
 mod work_queue;
@@ -125,6 +127,7 @@ pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
 pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
 pub use queue::{Queue, QueueBuilder, QueueType};
+pub use router::{Handler, Router};
 pub use rpc::{
     DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,
     RpcServer, RpcServerBuilder, ServeReport,
