@@ -363,3 +363,109 @@ async fn a_router_with_an_invalid_pattern_is_refused_before_subscribing() {
     assert_eq!(q.info().await.unwrap().consumers, 0);
     q.delete().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_workers_each_have_a_consumer_and_share_the_tasks() {
+    const WORKERS: usize = 3;
+    let client = common::client().await;
+    let tasks = WorkQueue::<u32>::builder(common::unique_name("runtime.parallel"))
+        .prefetch(1)
+        .declare(&client)
+        .await
+        .unwrap();
+    for id in 0..30 {
+        tasks.submit(&id).await.unwrap();
+    }
+    // Each worker loop runs one handler at a time: the barrier of 3 passes
+    // only if the three loops (three consumers) run at once.
+    let barrier = Arc::new(Barrier::new(WORKERS));
+    let done: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let shutdown = Shutdown::new();
+    let run = {
+        let (tasks, barrier, done, shutdown) = (
+            tasks.clone(),
+            barrier.clone(),
+            done.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            tasks
+                .work_parallel(WORKERS, &shutdown, move |id: u32| {
+                    let (barrier, done) = (barrier.clone(), done.clone());
+                    async move {
+                        if id < WORKERS as u32 {
+                            barrier.wait().await;
+                        }
+                        done.lock().unwrap().push(id);
+                        Ok::<_, String>(())
+                    }
+                })
+                .await
+        })
+    };
+    for _ in 0..400 {
+        if done.lock().unwrap().len() == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tasks.info().await.unwrap().consumers, WORKERS as u32);
+    shutdown.stop(Duration::from_secs(10));
+    let report = run.await.unwrap().unwrap();
+    let mut done = done.lock().unwrap().clone();
+    done.sort();
+    assert_eq!(done, (0..30).collect::<Vec<_>>(), "each task once");
+    assert_eq!(report.acked, 30, "{report:?}");
+    tasks.queue().clone().delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_rpc_server_stopped_mid_request_answers_it_then_returns() {
+    use rabbitkit::{RpcClient, RpcServer};
+    let client = common::client().await;
+    let name = common::unique_name("runtime.rpc");
+    let server = RpcServer::<u32, u32, String>::builder(name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let shutdown = Shutdown::new();
+    let serving = {
+        let (started, release, shutdown) = (started.clone(), release.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            server
+                .serve_until(&shutdown, move |n: u32| {
+                    let (started, release) = (started.clone(), release.clone());
+                    async move {
+                        started.notify_one();
+                        release.notified().await;
+                        Ok(n + 1)
+                    }
+                })
+                .await
+        })
+    };
+    let caller = RpcClient::<u32, u32, String>::builder(name.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move { caller.call(&41).await });
+    tokio::time::timeout(Duration::from_secs(20), started.notified())
+        .await
+        .expect("the request started");
+    shutdown.stop(Duration::from_secs(30));
+    release.notify_one();
+    assert_eq!(
+        call.await.unwrap().unwrap(),
+        42,
+        "the request in progress is answered"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("serve_until returns after the stop")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.answered, 1, "{report:?}");
+    client.delete_queue(&name).await.unwrap();
+}

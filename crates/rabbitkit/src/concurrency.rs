@@ -11,9 +11,7 @@
 //! Handlers run as futures inside the loop's task (a `FuturesUnordered`):
 //! they overlap while they wait (I/O, timers), which is what a work queue
 //! handler mostly does. For CPU-bound work, use several loops on several
-//! threads: [`WorkQueue::spawn_workers`](crate::WorkQueue::spawn_workers).
-
-use std::fmt::Display;
+//! threads: [`WorkQueue::work_parallel`](crate::WorkQueue::work_parallel).
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -95,6 +93,16 @@ pub(crate) enum Outcome {
 }
 
 impl HandleReport {
+    /// Adds `other`'s counts to these.
+    pub(crate) fn merge(&mut self, other: &HandleReport) {
+        self.acked += other.acked;
+        self.requeued += other.requeued;
+        self.rejected += other.rejected;
+        self.undecodable += other.undecodable;
+        self.unstarted += other.unstarted;
+        self.abandoned += other.abandoned;
+    }
+
     pub(crate) fn add(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Acked => self.acked += 1,
@@ -118,17 +126,13 @@ pub(crate) struct Settle {
 
 impl Settle {
     /// Acks on `Ok`; on `Err` follows the policy.
-    pub(crate) async fn result<E: Display>(
-        &self,
-        delivery: Delivery,
-        result: Result<(), E>,
-    ) -> Outcome {
+    pub(crate) async fn result(&self, delivery: Delivery, result: Result<(), String>) -> Outcome {
         match result {
             Ok(()) => match delivery.ack().await {
                 Ok(()) => Outcome::Acked,
                 Err(_) => Outcome::Unsettled,
             },
-            Err(e) => self.failed(delivery, e.to_string()).await,
+            Err(e) => self.failed(delivery, e).await,
         }
     }
 

@@ -504,7 +504,10 @@ impl<T: DeserializeOwned> Subscription<T> {
                 };
                 async move {
                     match (work, error) {
-                        (Some(work), _) => settle.result(delivery, work.await).await,
+                        (Some(work), _) => {
+                            let result = work.await.map_err(|e| e.to_string());
+                            settle.result(delivery, result).await
+                        }
                         (None, Some(error)) => settle.undecodable(delivery, error).await,
                         (None, None) => Outcome::Unsettled,
                     }

@@ -260,6 +260,65 @@ impl<T: DeserializeOwned> WorkQueue<T> {
             .await)
     }
 
+    /// Runs `workers` loops like [`work_until`](Self::work_until), each on
+    /// its own consumer (its own channel and prefetch) and its own Tokio
+    /// task, so CPU-bound handlers use several cores of a multi-threaded
+    /// runtime. Each loop runs up to
+    /// [`concurrency`](WorkQueueBuilder::concurrency) handlers. Returns
+    /// when every loop has stopped (the subscriptions ended, or `shutdown`
+    /// was given), with their reports added up.
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use rabbitkit::{Shutdown, WorkQueue};
+    /// let thumbnails = WorkQueue::<String>::builder("thumbnails").prefetch(2).declare(&client).await?;
+    /// let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+    /// let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    /// thumbnails
+    ///     .work_parallel(cores, &shutdown, |path: String| async move {
+    ///         println!("resizing {path}"); // CPU-bound work
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn work_parallel<F, Fut, E>(
+        &self,
+        workers: usize,
+        shutdown: &Shutdown,
+        handler: F,
+    ) -> Result<HandleReport, SubscribeError>
+    where
+        T: Send + 'static,
+        F: Fn(T) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        // Subscribe them all first: an error stops before any work starts.
+        let mut subs = Vec::new();
+        for _ in 0..workers.max(1) {
+            subs.push(self.subscribe().await?);
+        }
+        let tasks: Vec<_> = subs
+            .into_iter()
+            .map(|sub| {
+                let options = self.handle_options().shutdown(shutdown);
+                tokio::spawn(sub.handle_with(options, handler.clone()))
+            })
+            .collect();
+        let mut total = HandleReport::default();
+        for task in tasks {
+            match task.await {
+                Ok(report) => total.merge(&report),
+                Err(e) => {
+                    tracing::error!(target: "rabbitkit", queue = self.queue.name(), error = %e, "a worker task panicked; its tasks are requeued")
+                }
+            }
+        }
+        Ok(total)
+    }
+
     fn handle_options(&self) -> HandleOptions {
         HandleOptions::new()
             .on_error(self.on_error)
