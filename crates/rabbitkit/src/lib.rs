@@ -78,6 +78,20 @@
 //! # Ok::<(), rabbitkit::DeclareError>(())
 //! ```
 //!
+//! ## Services: concurrency, graceful stop, routing, health
+//! A worker runs one handler at a time unless asked for more:
+//! [`WorkQueueBuilder::concurrency`] (or [`HandleOptions::concurrency`] for
+//! any [`Subscription`]) keeps up to `n` handlers in flight on one consumer,
+//! and [`WorkQueue::work_parallel`] runs several consumers on several Tokio
+//! tasks for CPU-bound handlers. A [`Shutdown`] stops a handler loop
+//! cleanly ([`WorkQueue::work_until`], [`Subscription::handle_with`],
+//! [`Router::run`], [`RpcServer::serve_until`]): the consumer is cancelled,
+//! unstarted deliveries go back to the queue, handlers in progress finish
+//! up to a deadline. A [`Router`] dispatches the messages of one queue to
+//! typed handlers by routing key or `type`. [`Client::health`] tells a
+//! readiness probe whether the client is [`Health::Connected`], blocked by
+//! a broker alarm, recovering or closed, without a network round trip.
+//!
 //! ## Declarations are checked
 //! Names, routing keys and patterns are checked before anything reaches the
 //! network. Declaring what exists with the same properties changes nothing;
