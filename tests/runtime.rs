@@ -469,3 +469,36 @@ async fn an_rpc_server_stopped_mid_request_answers_it_then_returns() {
     assert_eq!(report.answered, 1, "{report:?}");
     client.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test]
+async fn closing_the_client_waits_for_the_publishes_in_flight() {
+    use rabbitkit::OutgoingMessage;
+    let client = common::client().await;
+    let queue = Queue::named(common::unique_name("runtime.close"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let publishes = futures::future::join_all((0..30).map(|i: u32| {
+        client.publish(OutgoingMessage::new(
+            "",
+            queue.name(),
+            i.to_string().into_bytes(),
+        ))
+    }));
+    // The publishes start (first poll) before the close is asked for.
+    let (results, ()) = tokio::join!(publishes, async {
+        tokio::task::yield_now().await;
+        client.close().await;
+    });
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 30 failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let other = common::client().await;
+    let queue = Queue::named(queue.name()).declare(&other).await.unwrap();
+    assert_eq!(queue.info().await.unwrap().messages, 30);
+    queue.delete().await.unwrap();
+}

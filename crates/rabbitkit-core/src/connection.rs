@@ -511,10 +511,21 @@ impl Client {
         Ok((ch, session.generation))
     }
 
-    /// Closes the connection, after sending the acks consumers recorded.
-    /// Pending publishes fail with `Closed`; consumers' streams end.
+    /// Closes the connection, after sending the acks consumers recorded
+    /// and waiting (up to 5 s) for the publishes in flight to be confirmed.
+    /// Publishes still unconfirmed then fail with `Closed`; consumers'
+    /// streams end.
     pub async fn close(&self) {
         let shared = self.shared();
+        // Publishes in flight hold a permit of the window until their
+        // confirm (or failure): wait until every permit is back.
+        let window = shared.options.publish_window;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while shared.window.available_permits() < window {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         // Acks recorded but not yet sent go out before the connection does.
         let records: Vec<_> = shared.consumers.lock().unwrap().values().cloned().collect();
         for record in records {
