@@ -14,9 +14,10 @@
 
 // ANCHOR: code
 use std::io::Write;
+use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{Client, Options, Queue};
+use rabbitkit::{Client, Options, Queue, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,22 +25,25 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> Result<(), Error> {
     let client = Options::new().connect_env().await?;
     // ANCHOR: ctrl_c
-    tokio::select! {
-        result = receive(&client) => result?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    // Ctrl-C: finish the message in hand, then stop.
+    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    receive(&client, &shutdown).await?;
     client.close().await;
     // ANCHOR_END: ctrl_c
     Ok(())
 }
 
 // ANCHOR: receive
-async fn receive(client: &Client) -> Result<(), Error> {
+async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     let hello = Queue::named("hello").declare(client).await?;
     let mut messages = hello.subscribe::<String>().await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
 
-    while let Some(message) = messages.next().await {
+    // A message is handled to the end; the stop is looked at between two.
+    while let Some(message) = tokio::select! {
+        message = messages.next() => message,
+        _ = shutdown.stopping() => None,
+    } {
         let message = message?;
         println!(" [x] Received '{}'", message.body);
         std::io::stdout().flush()?;

@@ -16,25 +16,25 @@
 
 // ANCHOR: code
 use std::io::Write;
+use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{Client, Exchange, Options};
+use rabbitkit::{Client, Exchange, Options, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let client = Options::new().connect_env().await?;
-    tokio::select! {
-        result = receive(&client) => result?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    // Ctrl-C: finish the message in hand, then stop.
+    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    receive(&client, &shutdown).await?;
     client.close().await;
     Ok(())
 }
 
 // ANCHOR: receive
-async fn receive(client: &Client) -> Result<(), Error> {
+async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
     let logs = Exchange::fanout("logs")
@@ -45,7 +45,11 @@ async fn receive(client: &Client) -> Result<(), Error> {
     let mut messages = logs.subscribe::<String>().await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
 
-    while let Some(message) = messages.next().await {
+    // A message is handled to the end; the stop is looked at between two.
+    while let Some(message) = tokio::select! {
+        message = messages.next() => message,
+        _ = shutdown.stopping() => None,
+    } {
         let message = message?;
         println!(" [x] Received '{}'", message.body);
         std::io::stdout().flush()?;

@@ -18,9 +18,10 @@
 
 // ANCHOR: code
 use std::io::Write;
+use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{AMQPValue, Client, Exchange, HeadersMatch, Options};
+use rabbitkit::{AMQPValue, Client, Exchange, HeadersMatch, Options, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -48,16 +49,19 @@ async fn main() -> Result<(), Error> {
     // ANCHOR_END: matching
 
     let client = Options::new().connect_env().await?;
-    tokio::select! {
-        result = receive(&client, &matching) => result?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    // Ctrl-C: finish the message in hand, then stop.
+    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    receive(&client, &matching, &shutdown).await?;
     client.close().await;
     Ok(())
 }
 
 // ANCHOR: receive
-async fn receive(client: &Client, matching: &HeadersMatch) -> Result<(), Error> {
+async fn receive(
+    client: &Client,
+    matching: &HeadersMatch,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
     // Not durable, the way the official tutorials declare their exchanges
     // (rabbitkit's exchanges are durable by default).
     let logs = Exchange::headers("headers_logs")
@@ -67,7 +71,11 @@ async fn receive(client: &Client, matching: &HeadersMatch) -> Result<(), Error> 
     let mut messages = logs.subscribe::<String>(matching).await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
 
-    while let Some(message) = messages.next().await {
+    // A message is handled to the end; the stop is looked at between two.
+    while let Some(message) = tokio::select! {
+        message = messages.next() => message,
+        _ = shutdown.stopping() => None,
+    } {
         let message = message?;
         // The message's headers, as `key=value`.
         let headers: Vec<String> = message

@@ -16,8 +16,9 @@
 
 // ANCHOR: code
 use std::io::Write;
+use std::time::Duration;
 
-use rabbitkit::{Client, Options, RpcServer};
+use rabbitkit::{Client, Options, RpcServer, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,16 +39,15 @@ fn fib(n: u64) -> Option<u64> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let client = Options::new().connect_env().await?;
-    tokio::select! {
-        result = serve(&client) => result?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    // Ctrl-C: take no new request, answer the ones in progress (up to 10 s).
+    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(10));
+    serve(&client, &shutdown).await?;
     client.close().await;
     Ok(())
 }
 
 // ANCHOR: serve
-async fn serve(client: &Client) -> Result<(), Error> {
+async fn serve(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     // Requests are u64, replies are u64, errors are String.
     let server = RpcServer::<u64, u64, String>::builder("rpc_queue")
         .prefetch(1)
@@ -56,7 +56,7 @@ async fn serve(client: &Client) -> Result<(), Error> {
     println!(" [x] Awaiting RPC requests");
 
     server
-        .serve(|n: u64| async move {
+        .serve_until(shutdown, |n: u64| async move {
             println!(" [.] fib({n})");
             let _ = std::io::stdout().flush();
             fib(n).ok_or_else(|| format!("fib({n}) does not fit in 64 bits"))

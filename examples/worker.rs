@@ -3,7 +3,9 @@
 //! and the tasks are shared between them.
 //!
 //! Shows: prefetch 1 (fair dispatch), acknowledging only after the work is
-//! done (a worker killed half-way loses nothing: its task goes to another).
+//! done (a worker killed half-way loses nothing: its task goes to another),
+//! and a graceful stop: Ctrl-C lets the task in progress finish (and be
+//! acknowledged) before the program exits, so no task is done twice.
 //!
 //! ```text
 //! terminal 1$ cargo run --example worker
@@ -13,9 +15,10 @@
 //! ```
 //!
 //! A task whose handler fails is retried once, then dropped (this queue has
-//! no dead-letter exchange). Stop it with Ctrl-C. The queue is the official
-//! tutorials' `task_queue` (durable quorum queue), so this works with their
-//! `new_task.py`.
+//! no dead-letter exchange). Stop it with Ctrl-C: the task in progress gets
+//! up to 30 s to finish. The queue is the official tutorials' `task_queue`
+//! (durable quorum queue), so this works with their `new_task.py`;
+//! `TASK_QUEUE=name` makes it work on another queue (the tests use it).
 //! Chapter "Work queues" of the book.
 
 // ANCHOR: code
@@ -23,32 +26,34 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::time::Duration;
 
-use rabbitkit::{Client, Options, WorkQueue};
+use rabbitkit::{Client, Options, Shutdown, WorkQueue};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let client = Options::new().connect_env().await?;
-    tokio::select! {
-        result = work(&client) => result?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    client.close().await;
+    // ANCHOR: shutdown
+    // Ctrl-C: take no new task, give the one in progress 30 s to finish.
+    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+    work(&client, &shutdown).await?;
+    client.close().await; // the last acks are sent before it closes
+    // ANCHOR_END: shutdown
     Ok(())
 }
 
 // ANCHOR: work
-async fn work(client: &Client) -> Result<(), Error> {
-    let tasks = WorkQueue::<String>::builder("task_queue")
+async fn work(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
+    let queue = std::env::var("TASK_QUEUE").unwrap_or_else(|_| "task_queue".into());
+    let tasks = WorkQueue::<String>::builder(queue)
         .prefetch(1)
         .declare(client)
         .await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
 
     // Each task is acknowledged when the handler returns Ok.
-    tasks
-        .work(|task: String| async move {
+    let report = tasks
+        .work_until(shutdown, |task: String| async move {
             println!(" [x] Received '{task}'");
             let _ = std::io::stdout().flush();
             let dots = task.matches('.').count() as u64;
@@ -58,6 +63,7 @@ async fn work(client: &Client) -> Result<(), Error> {
             Ok::<(), Infallible>(())
         })
         .await?;
+    println!(" [*] Stopped after {} task(s)", report.acked);
     Ok(())
 }
 // ANCHOR_END: work

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::process::{Program, build_examples, consumer, run};
+use common::process::{Program, build_examples, consumer, example_path, run};
 
 /// Every example this test runs.
 const EXAMPLES: &[&str] = &[
@@ -201,4 +201,53 @@ fn every_tutorial_program_works_as_the_book_says() {
         lines.last().map(String::as_str),
         Some(" [x] Done: 4, parked: 2")
     );
+}
+
+/// Ctrl-C in the middle of a task: the worker finishes it (and acknowledges
+/// it) before it exits with code 0, and takes no other task.
+#[test]
+fn the_worker_finishes_its_task_on_ctrl_c() {
+    rabbitkit_test::ensure_cluster();
+    build_examples(&["worker"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let name = rabbitkit_test::unique_name("worker.ctrl_c");
+    let client = rt.block_on(common::client());
+    let tasks = rt
+        .block_on(rabbitkit::WorkQueue::<String>::builder(name.as_str()).declare(&client))
+        .unwrap();
+    for task in ["first..", "second."] {
+        rt.block_on(tasks.submit(&task.to_string())).unwrap();
+    }
+    let mut cmd = std::process::Command::new(example_path("worker"));
+    cmd.env("TASK_QUEUE", &name);
+    let mut worker = Program::spawn("worker".into(), cmd);
+    worker.expect(WAITING_FOR_MESSAGES);
+    worker.expect(" [x] Received 'first..'");
+    let (status, lines) = worker.interrupt_and_finish();
+    assert!(status.success(), "exit status {status}: {lines:#?}");
+    let after = lines
+        .iter()
+        .skip_while(|l| *l != " [x] Received 'first..'")
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        after[1..],
+        [" [x] Done", " [*] Stopped after 1 task(s)"],
+        "the task in progress finishes, nothing else starts: {lines:#?}"
+    );
+    // The finished task is gone; the other one waits in the queue.
+    let mut sub = rt.block_on(tasks.subscribe()).unwrap();
+    assert_eq!(rt.block_on(common::next_body(&mut sub)), "second.");
+    drop(sub);
+    rt.block_on(async {
+        for _ in 0..100 {
+            if tasks.info().await.unwrap().messages == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the finished task came back");
+    });
+    rt.block_on(tasks.queue().clone().delete()).unwrap();
+    rt.block_on(client.close());
 }

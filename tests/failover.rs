@@ -471,3 +471,112 @@ async fn exchange_to_exchange_bindings_route_again_after_failover() {
     client.delete_exchange(destination.name()).await.unwrap();
     cluster.start(node).unwrap();
 }
+
+/// Starts a stopped node again when dropped, also when the test fails.
+struct StartAgain(usize);
+
+impl Drop for StartAgain {
+    fn drop(&mut self) {
+        let _ = Cluster::local().start(self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_recovering_while_the_node_is_down_and_connected_after() {
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    // A client of one node has nowhere else to go while it is down.
+    let node = 3;
+    let client = common::client_on(node).await;
+    assert!(client.health().is_ready(), "{}", client.health());
+    let mut events = client.events();
+    let start_again = StartAgain(node);
+    cluster.stop(node).unwrap();
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(client.health(), rabbitkit::Health::Recovering);
+    drop(start_again);
+    common::wait_for_event(&mut events, Duration::from_secs(120), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    assert!(
+        matches!(client.health(), rabbitkit::Health::Connected { .. }),
+        "{}",
+        client.health()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_node_with_handlers_in_flight_loses_no_task() {
+    const TOTAL: u32 = 200;
+    const N: usize = 8;
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    let client = common::client().await;
+    let mut events = client.events();
+    let tasks = rabbitkit::WorkQueue::<u32>::builder(common::unique_name("failover.inflight"))
+        .prefetch(16)
+        .concurrency(N)
+        .declare(&client)
+        .await
+        .unwrap();
+    for id in 0..TOTAL {
+        tasks.submit(&id).await.unwrap();
+    }
+    let done: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let half = Arc::new(tokio::sync::Notify::new());
+    let all = Arc::new(tokio::sync::Notify::new());
+    let shutdown = rabbitkit::Shutdown::new();
+    let worker = {
+        let (tasks, done, half, all) = (tasks.clone(), done.clone(), half.clone(), all.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tasks
+                .work_until(&shutdown, move |id: u32| {
+                    let (done, half, all) = (done.clone(), half.clone(), all.clone());
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let mut done = done.lock().unwrap();
+                        *done.entry(id).or_default() += 1;
+                        if done.len() == TOTAL as usize / 4 {
+                            half.notify_one();
+                        }
+                        if done.len() == TOTAL as usize {
+                            all.notify_one();
+                        }
+                        Ok::<_, String>(())
+                    }
+                })
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(60), half.notified())
+        .await
+        .expect("a quarter of the tasks done");
+    let node = node_of(&client);
+    cluster.kill(node).unwrap();
+    common::wait_for_event(&mut events, Duration::from_secs(60), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    // A quorum queue returns the deliveries of a consumer on a dead node
+    // after `consumer_disconnected_timeout` (60 s): the bound covers that.
+    tokio::time::timeout(Duration::from_secs(180), all.notified())
+        .await
+        .unwrap_or_else(|_| {
+            let done = done.lock().unwrap();
+            let missing: Vec<u32> = (0..TOTAL).filter(|id| !done.contains_key(id)).collect();
+            panic!("tasks never done: {missing:?}")
+        });
+    shutdown.stop(Duration::from_secs(10));
+    worker.await.unwrap().unwrap();
+    cluster.start(node).unwrap();
+    let done = done.lock().unwrap().clone();
+    assert_eq!(done.len(), TOTAL as usize, "every task done at least once");
+    let info = tasks.info().await.unwrap();
+    assert_eq!(info.messages, 0, "nothing left over");
+    tasks.queue().clone().delete().await.unwrap();
+}

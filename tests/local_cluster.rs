@@ -454,3 +454,52 @@ async fn a_ca_that_is_not_pem_is_a_clear_error() {
     assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
     assert!(err.is_fatal());
 }
+
+/// Sets the memory watermark back to the cluster's setting when dropped,
+/// also when the test fails: the cluster is shared.
+struct RestoreWatermark(usize);
+
+impl Drop for RestoreWatermark {
+    fn drop(&mut self) {
+        let _ = Cluster::local().rabbitmqctl(self.0, &["set_vm_memory_high_watermark", "0.4"]);
+    }
+}
+
+#[tokio::test]
+async fn health_says_blocked_during_a_memory_alarm_and_connected_after() {
+    // The alarm is forced with the local cluster's rabbitmqctl.
+    require_local_cluster();
+    let client = common::client_on(1).await;
+    assert!(client.health().is_ready(), "{}", client.health());
+    let queue = Queue::named(common::unique_name("health.alarm"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let restore = RestoreWatermark(1);
+    rabbitmqctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
+    // The broker blocks a connection when it publishes during the alarm.
+    let publish = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.send(&"during the alarm".to_string()).await }
+    });
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, rabbitkit::Event::Blocked { .. })
+    })
+    .await;
+    match client.health() {
+        rabbitkit::Health::Blocked { reason, .. } => {
+            assert!(reason.contains("memory"), "the broker's reason: {reason}")
+        }
+        other => panic!("expected Blocked, got {other:?}"),
+    }
+    assert!(!client.health().is_ready());
+    drop(restore);
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, rabbitkit::Event::Unblocked)
+    })
+    .await;
+    assert!(client.health().is_ready(), "{}", client.health());
+    publish.await.unwrap().unwrap();
+    queue.delete().await.unwrap();
+}

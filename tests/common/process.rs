@@ -235,6 +235,17 @@ impl Program {
         );
     }
 
+    /// Like Ctrl-C in its terminal (SIGINT), then waits (bounded) for the
+    /// program to end; returns its exit status and everything it printed.
+    pub fn interrupt_and_finish(self) -> (ExitStatus, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -INT");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+        self.finish()
+    }
+
     fn wait_until(&mut self, deadline: Instant) -> ExitStatus {
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

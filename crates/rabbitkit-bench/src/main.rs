@@ -18,7 +18,8 @@
 //! Scenarios: publish without confirms (rate at which messages *land* in the
 //! queue), publish with pipelined confirms (classic and quorum queue),
 //! consume with manual acks from a pre-filled work queue, RPC one call at a
-//! time and with many calls in flight, and failover (rabbitkit only).
+//! time and with many calls in flight, a work queue whose handler awaits a
+//! 10 ms timer at concurrency 1, 8 and 32, and failover (rabbitkit only).
 //!
 //! Some scenarios add *reference* variants, reported without a target: raw
 //! lapin driven the way rabbitkit drives it (concurrent publish futures,
@@ -75,7 +76,8 @@ usage: cargo xtask bench [OPTIONS]
   --failover-give-up S    end a round S seconds after the kill if nothing was
                           confirmed through the new connection [30]
   --only LIST             comma-separated subset of:
-                          publish,confirm,quorum,consume,rpc,rpc-concurrent,failover
+                          publish,confirm,quorum,consume,rpc,rpc-concurrent,failover,
+                          work-concurrency
   --write PATH            also write the report to PATH (relative to the workspace root),
                           replacing the block a previous --write generated there and
                           keeping everything else in the file
@@ -155,6 +157,7 @@ const SCENARIOS: &[&str] = &[
     "rpc",
     "rpc-concurrent",
     "failover",
+    "work-concurrency",
 ];
 
 impl Args {
@@ -617,6 +620,53 @@ async fn run(args: &Args) -> Result<report::Bench> {
             &v,
             &[(0, 1, false), (0, 2, true), (0, 3, true)],
         ));
+    }
+
+    if args.wants("work-concurrency") {
+        entering("work-concurrency");
+        for concurrency in [1usize, 8, 32] {
+            // About two seconds of work at the ideal rate (N × 100 tasks/s).
+            let n = concurrency as u64 * if args.quick { 50 } else { 200 };
+            eprintln!(
+                "work queue, handler awaits 10 ms, concurrency {concurrency} = prefetch ({n} tasks)"
+            );
+            let mut v = vec![
+                on_fresh_queue(
+                    ctx,
+                    "spawned tasks + semaphore + ack",
+                    "bench.work.raw",
+                    move |q| async move {
+                        rk::declare_work_queue(ctx, &q).await?;
+                        raw::fill(ctx, &q, n).await?;
+                        let s = raw::work(ctx, &q, n, concurrency).await;
+                        check_empty(ctx, &q, "raw lapin work queue").await?;
+                        s
+                    },
+                ),
+                on_fresh_queue(
+                    ctx,
+                    "WorkQueue::concurrency(N).work_until",
+                    "bench.work.rk",
+                    move |q| async move {
+                        rk::declare_work_queue(ctx, &q).await?;
+                        raw::fill(ctx, &q, n).await?;
+                        let s = rk::work(ctx, &q, n, concurrency).await;
+                        check_empty(ctx, &q, "rabbitkit WorkQueue::work_until").await?;
+                        s
+                    },
+                ),
+            ];
+            rounds("work-concurrency", args.rounds, &mut v).await;
+            bench.comparisons.extend(compare(
+                &format!(
+                    "work queue, handler awaits a 10 ms timer, concurrency {concurrency} (ideal {} tasks/s)",
+                    concurrency * 100
+                ),
+                Kind::Throughput { must_beat: false },
+                &v,
+                &[(0, 1, false)],
+            ));
+        }
     }
 
     if args.wants("failover") && args.failover.rounds > 0 {

@@ -533,3 +533,41 @@ pub async fn rpc_concurrent(
     client.close().await;
     Ok(sample)
 }
+
+/// A work queue whose handler awaits a 10 ms timer (standing for I/O),
+/// hand-written: prefetch `concurrency`, each delivery handled in a spawned
+/// task (a semaphore keeps `concurrency` at once) and acknowledged by it.
+/// Consumes `n` from the pre-filled `queue`.
+pub async fn work(ctx: &Ctx, queue: &str, n: u64, concurrency: usize) -> Result<Sample> {
+    let conn = connect(&ctx.url, "bench-raw-work").await?;
+    let ch = conn.create_channel().await?;
+    let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "bench-raw-work".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let meter = Meter::start(&ctx.pids);
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let delivery = consumer.next().await.ok_or("consumer ended")??;
+        let permit = permits.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let acked = delivery.ack(BasicAckOptions::default()).await;
+            drop(permit);
+            acked
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let sample = meter.finish(n);
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(sample)
+}

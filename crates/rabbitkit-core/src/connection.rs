@@ -104,11 +104,22 @@ pub(crate) struct Shared {
     pub(crate) closing: AtomicBool,
     /// Consumers dropped whose last acks are still being sent.
     pub(crate) draining: AtomicUsize,
+    /// The broker's reason while it blocks this connection (an alarm).
+    pub(crate) blocked: Mutex<Option<String>>,
 }
 
 impl Shared {
     pub(crate) fn emit(&self, event: Event) {
         tracing::info!(target: "rabbitkit", "{event}");
+        match &event {
+            Event::Blocked { reason } => *self.blocked.lock().unwrap() = Some(reason.clone()),
+            // A block belongs to one connection.
+            Event::Unblocked
+            | Event::Connected { .. }
+            | Event::Disconnected { .. }
+            | Event::Recovered { .. } => *self.blocked.lock().unwrap() = None,
+            _ => {}
+        }
         let _ = self.events.send(event);
     }
 
@@ -217,6 +228,7 @@ impl Client {
             shutdown: Notify::new(),
             closing: AtomicBool::new(false),
             draining: AtomicUsize::new(0),
+            blocked: Mutex::new(None),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(crate::supervisor::supervise(shared.clone(), first_tx));
@@ -251,6 +263,40 @@ impl Client {
     /// Whether the connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.shared().current().is_some_and(|s| s.alive())
+    }
+
+    /// How the client is, right now: connected, blocked by a broker alarm,
+    /// recovering, or closed for good. Reads local state only (no network
+    /// round trip), so a readiness probe can call it on every request.
+    ///
+    /// ```no_run
+    /// # fn probe(client: &rabbitkit_core::Client) -> u16 {
+    /// use rabbitkit_core::Health;
+    /// match client.health() {
+    ///     Health::Connected { .. } => 200,
+    ///     Health::Blocked { reason, .. } => { eprintln!("blocked: {reason}"); 503 }
+    ///     Health::Recovering | Health::Closed { .. } => 503,
+    ///     _ => 503,
+    /// }
+    /// # }
+    /// ```
+    pub fn health(&self) -> Health {
+        let shared = self.shared();
+        let link = shared.link.borrow().clone();
+        match link {
+            Link::Closed(reason) => Health::Closed { reason },
+            Link::Connecting => Health::Recovering,
+            Link::Up(s) if !s.alive() => Health::Recovering,
+            Link::Up(s) => match shared.blocked.lock().unwrap().clone() {
+                Some(reason) => Health::Blocked {
+                    endpoint: s.endpoint.clone(),
+                    reason,
+                },
+                None => Health::Connected {
+                    endpoint: s.endpoint.clone(),
+                },
+            },
+        }
     }
 
     /// The endpoint in use right now, if connected.
@@ -543,14 +589,25 @@ impl Client {
         Ok((ch, session.generation))
     }
 
-    /// Closes the connection, after sending the acks consumers recorded.
-    /// Pending publishes fail with `Closed`; consumers' streams end.
+    /// Closes the connection, after waiting for the publishes in flight to
+    /// be confirmed and sending the acks consumers recorded. Publishes
+    /// still unconfirmed then fail with `Closed`; consumers' streams end.
     ///
-    /// Bounded: each step (sending the acks, closing the connection) waits at
-    /// most [`Options::close_timeout`]; a broker that does not answer is left.
+    /// Bounded: each step (the confirms, the acks, closing the connection)
+    /// waits at most [`Options::close_timeout`]; a broker that does not
+    /// answer is left.
     pub async fn close(&self) {
         let shared = self.shared();
         let bound = shared.options.close_timeout;
+        // Publishes in flight hold a permit of the window until their
+        // confirm (or failure): wait until every permit is back.
+        let window = shared.options.publish_window;
+        let _ = tokio::time::timeout(bound, async {
+            while shared.window.available_permits() < window {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         // Acks recorded but not yet sent go out before the connection does,
         // and those of consumers dropped a moment ago.
         let records: Vec<_> = shared.consumers.lock().unwrap().values().cloned().collect();
@@ -580,6 +637,60 @@ impl Client {
         .await;
     }
 }
+
+/// What [`Client::health`] reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Connected, recovered, and free to publish.
+    Connected {
+        /// The node in use (no credentials).
+        endpoint: Endpoint,
+    },
+    /// Connected, but the broker blocks publishing on this connection
+    /// (a memory or disk alarm): publishes wait until it lifts the block.
+    /// Consuming goes on.
+    Blocked {
+        /// The node in use.
+        endpoint: Endpoint,
+        /// The broker's reason (e.g. `low on memory`).
+        reason: String,
+    },
+    /// The connection was lost and is being replaced (or the first one is
+    /// being made).
+    Recovering,
+    /// Stopped for good: closed by the application, a fatal error, or the
+    /// reconnect attempts ran out.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Health {
+    /// Whether the client can publish and consume right now (connected and
+    /// not blocked): what a readiness probe asks.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Self::Connected { .. })
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connected { endpoint } => write!(f, "connected to {endpoint}"),
+            Self::Blocked { endpoint, reason } => {
+                write!(
+                    f,
+                    "connected to {endpoint}, blocked by the broker: {reason}"
+                )
+            }
+            Self::Recovering => write!(f, "recovering"),
+            Self::Closed { reason } => write!(f, "closed: {reason}"),
+        }
+    }
+}
+
 /// What a passive declare tells about a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -73,6 +73,10 @@ pub(crate) struct ConsumerRecord {
     tx: mpsc::Sender<Item>,
     /// Generation of the session it is subscribed on, and that subscription's channel.
     subscribed: tokio::sync::Mutex<Option<Subscribed>>,
+    /// Set by [`Consumer::cancel`]: never subscribed again, and the end of
+    /// its stream leaves its channel (and acks) open for the deliveries
+    /// still being handled.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 impl ConsumerRecord {
@@ -262,6 +266,38 @@ impl Consumer {
         }
         Poll::Ready(item)
     }
+
+    /// A delivery already received and waiting in the stream, without
+    /// waiting for one.
+    pub fn try_recv(&mut self) -> Option<Result<Delivery, ConsumeError>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Stops the broker from sending more deliveries (`basic.cancel`),
+    /// keeping the channel open: deliveries already received can still be
+    /// acknowledged, and those received but never settled go back to the
+    /// queue when they (or this `Consumer`) are dropped. The consumer is
+    /// not subscribed again after a reconnect. The first step of a graceful
+    /// stop; waits at most the client's operation timeout for the broker.
+    pub async fn cancel(&mut self) {
+        let shared = self.client.shared().clone();
+        let Some(record) = shared.consumers.lock().unwrap().get(&self.id).cloned() else {
+            return;
+        };
+        let subscribed = {
+            let sub = record.subscribed.lock().await;
+            record.cancelled.store(true, Ordering::SeqCst);
+            sub.as_ref().map(|s| (s.channel.clone(), s.generation))
+        };
+        if let Some((channel, generation)) = subscribed {
+            let tag = format!("rabbitkit-{}-{}", record.id, generation);
+            let _ = tokio::time::timeout(
+                shared.options.operation_timeout,
+                channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+            )
+            .await;
+        }
+    }
 }
 
 impl Stream for Consumer {
@@ -334,6 +370,7 @@ pub(crate) async fn start(
         options,
         tx,
         subscribed: tokio::sync::Mutex::new(None),
+        cancelled: std::sync::atomic::AtomicBool::new(false),
     });
     // The consumer exists from here on, and owns the registration: if this
     // function returns an error or is cancelled (a caller's timeout, a
@@ -395,6 +432,9 @@ async fn subscribe_inner(
         return Err(ConsumeError::Closed {
             reason: "consumer dropped".into(),
         });
+    }
+    if record.cancelled.load(Ordering::SeqCst) {
+        return Ok(()); // cancelled on purpose: no new deliveries, ever
     }
     if let Some(sub) = subscribed.as_ref()
         && sub.generation >= session.generation
@@ -489,6 +529,12 @@ async fn pump(
     }
     // The subscription ended: connection lost, channel error, or broker cancel.
     drop(consumer);
+    if record.cancelled.load(Ordering::SeqCst) {
+        // `Consumer::cancel`: deliveries already received are still being
+        // handled and acknowledged on this channel; dropping the `Consumer`
+        // closes it.
+        return;
+    }
     if let Some(acks) = &acks {
         acks.close().await;
     }

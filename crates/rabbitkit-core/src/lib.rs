@@ -87,7 +87,7 @@ mod supervisor;
 mod topology;
 pub mod validate;
 
-pub use connection::{Client, QueueInfo, Stats};
+pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::{ConsumeOptions, Consumer, Delivery};
 pub use endpoint::{Endpoint, ToEndpoints};
 pub use error::{

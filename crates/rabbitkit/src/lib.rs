@@ -78,6 +78,20 @@
 //! # Ok::<(), rabbitkit::DeclareError>(())
 //! ```
 //!
+//! ## Services: concurrency, graceful stop, routing, health
+//! A worker runs one handler at a time unless asked for more:
+//! [`WorkQueueBuilder::concurrency`] (or [`HandleOptions::concurrency`] for
+//! any [`Subscription`]) keeps up to `n` handlers in flight on one consumer,
+//! and [`WorkQueue::work_parallel`] runs several consumers on several Tokio
+//! tasks for CPU-bound handlers. A [`Shutdown`] stops a handler loop
+//! cleanly ([`WorkQueue::work_until`], [`Subscription::handle_with`],
+//! [`Router::run`], [`RpcServer::serve_until`]): the consumer is cancelled,
+//! unstarted deliveries go back to the queue, handlers in progress finish
+//! up to a deadline. A [`Router`] dispatches the messages of one queue to
+//! typed handlers by routing key or `type`. [`Client::health`] tells a
+//! readiness probe whether the client is [`Health::Connected`], blocked by
+//! a broker alarm, recovering or closed, without a network round trip.
+//!
 //! ## Declarations are checked
 //! Names, routing keys and patterns are checked before anything reaches the
 //! network. Declaring what exists with the same properties changes nothing;
@@ -97,6 +111,9 @@
 //! - `work_queue.rs` — [`WorkQueue`].
 //! - `rpc.rs` — [`RpcServer`], [`RpcClient`].
 //! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
+//! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
+//! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
+//! - `router.rs` — [`Router`]: several typed handlers on one subscription.
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
@@ -108,25 +125,31 @@
 
 mod binding;
 pub mod codec;
+mod concurrency;
 mod error;
 mod exchange;
 pub mod message;
 pub mod names;
 mod queue;
 mod report;
+mod router;
 mod rpc;
+mod shutdown;
 mod work_queue;
 
 pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
+pub use concurrency::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
 pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
 pub use queue::{Queue, QueueBuilder, QueueType};
 pub use report::Report;
+pub use router::{Handler, Router};
 pub use rpc::{
     DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,
     RpcServer, RpcServerBuilder, ServeReport,
 };
+pub use shutdown::Shutdown;
 pub use work_queue::{DEFAULT_PREFETCH, WorkQueue, WorkQueueBuilder};
 
 /// The connection layer, for what the patterns do not cover.
@@ -134,6 +157,6 @@ pub use rabbitkit_core as core;
 pub use rabbitkit_core::{
     AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, Confirmed, ConnectError,
     ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery, Endpoint, EndpointOrder, Event,
-    FieldTable, Options, OutgoingMessage, PublishError, Publisher, QueueInfo, Stats,
+    FieldTable, Health, Options, OutgoingMessage, PublishError, Publisher, QueueInfo, Stats,
     endpoints_from_env,
 };

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::concurrency::{HandleOptions, Outcome, Settle, drive};
 use crate::error::{ReceiveError, SendError};
 
 /// Per-message publishing settings; these override the defaults.
@@ -319,10 +320,10 @@ impl<T> Received<T> {
 /// a body that did not decode comes with its raw delivery, and the stream
 /// goes on.
 pub struct Subscription<T> {
-    consumer: Consumer,
-    client: Client,
+    pub(crate) consumer: Consumer,
+    pub(crate) client: Client,
     temporary: bool,
-    max_inflated: usize,
+    pub(crate) max_inflated: usize,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -464,97 +465,95 @@ pub struct HandleReport {
     pub rejected: u64,
     /// Of those, bodies that did not decode.
     pub undecodable: u64,
+    /// Messages received but not started when a [`Shutdown`](crate::Shutdown)
+    /// came: given back to the queue (requeued) for another consumer.
+    pub unstarted: u64,
+    /// Messages whose handler was still running at the shutdown's
+    /// deadline: the handler was abandoned (its future dropped) and the
+    /// message requeued, so it runs again elsewhere.
+    pub abandoned: u64,
 }
 
 impl<T: DeserializeOwned> Subscription<T> {
-    /// Runs `handler` on every message until the stream ends: `Ok` acks,
-    /// `Err` is handled per `on_error` (see [`OnError`]); an undecodable body is rejected
-    /// without requeue (dead-lettered when the queue has a dead-letter
-    /// exchange) and never reaches the handler. Nothing crashes the loop.
-    pub async fn handle<F, Fut, E>(mut self, on_error: OnError, mut handler: F) -> HandleReport
+    /// Runs `handler` on every message until the stream ends, one at a
+    /// time: `Ok` acks, `Err` is handled per `on_error` (see [`OnError`]);
+    /// an undecodable body is rejected without requeue (dead-lettered when
+    /// the queue has a dead-letter exchange) and never reaches the handler.
+    /// Nothing crashes the loop. [`handle_with`](Self::handle_with) adds
+    /// concurrency and a graceful stop.
+    pub async fn handle<F, Fut, E>(self, on_error: OnError, handler: F) -> HandleReport
     where
         F: FnMut(T) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        let mut report = HandleReport::default();
-        while let Some(item) = self.next().await {
-            match item {
-                Ok(msg) => {
-                    let (body, delivery) = msg.into_parts();
-                    let outcome = handler(body).await;
-                    match outcome {
-                        Ok(()) => {
-                            if delivery.ack().await.is_ok() {
-                                report.acked += 1;
-                            }
-                        }
-                        Err(e) => {
-                            let retried = retries(delivery.properties());
-                            let requeue = match on_error {
-                                OnError::Requeue => true,
-                                OnError::RequeueOnce => retried < 1,
-                                OnError::DeadLetter => false,
-                            };
-                            tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, requeue, retried, "handler failed");
-                            if requeue && on_error == OnError::RequeueOnce {
-                                if self.retry(&delivery, retried + 1).await {
-                                    report.requeued += 1;
-                                }
-                            } else if delivery.reject(requeue).await.is_ok() {
-                                if requeue {
-                                    report.requeued += 1;
-                                } else {
-                                    report.rejected += 1;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(ReceiveError::Decode { error, delivery }) => {
-                    tracing::warn!(target: "rabbitkit", queue = self.queue(), %error, "undecodable message rejected");
-                    if delivery.reject(false).await.is_ok() {
-                        report.rejected += 1;
-                        report.undecodable += 1;
-                    }
-                }
-                Err(ReceiveError::Consume(e)) => {
-                    tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, "consumer ended");
-                }
-            }
-        }
-        report
+        self.handle_with(HandleOptions::new().on_error(on_error), handler)
+            .await
     }
-}
 
-impl<T> Subscription<T> {
-    /// Publishes a copy of `delivery` to the end of this subscription's
-    /// queue with `RETRIES_HEADER = retries`, then acknowledges the
-    /// original; requeues the original (nack) when the copy is not
-    /// confirmed. Whether the message got its retry either way.
-    async fn retry(&self, delivery: &Delivery, retries: u64) -> bool {
-        let mut headers = delivery.properties().headers().clone().unwrap_or_default();
-        headers.insert(
-            RETRIES_HEADER.into(),
-            AMQPValue::LongLongInt(i64::try_from(retries).unwrap_or(i64::MAX)),
-        );
-        let copy = OutgoingMessage::new("", self.queue(), delivery.body().to_vec())
-            .properties(delivery.properties().clone().with_headers(headers))
-            .mandatory(true);
-        match self.client.publish(copy).await {
-            Ok(_) => {
-                // Should the ack be lost with the connection, the original
-                // comes back too: at least once, never lost.
-                if let Err(e) = delivery.ack().await {
-                    tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, "retried message not acknowledged; it will come back");
+    /// [`handle`](Self::handle) with [`HandleOptions`]: up to
+    /// `concurrency` handlers in flight (each message acknowledged when its
+    /// own handler ends, in any order), and a [`Shutdown`](crate::Shutdown)
+    /// that stops the loop gracefully.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: rabbitkit::Queue) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use rabbitkit::{HandleOptions, Shutdown};
+    /// let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(10));
+    /// let sub = queue.subscribe_with::<String>(rabbitkit::ConsumeOptions::new().prefetch(32)).await?;
+    /// let report = sub
+    ///     .handle_with(HandleOptions::new().concurrency(16).shutdown(&shutdown), |order| async move {
+    ///         println!("{order}");
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn handle_with<F, Fut, E>(
+        mut self,
+        options: HandleOptions,
+        mut handler: F,
+    ) -> HandleReport
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let settle = Settle {
+            client: self.client.clone(),
+            queue: self.queue().to_owned(),
+            on_error: options.on_error,
+        };
+        let settle = &settle;
+        let max_inflated = self.max_inflated;
+        drive(
+            &mut self.consumer,
+            options.concurrency,
+            options.shutdown.as_ref(),
+            |delivery| {
+                let decoded = codec::decode_with_limit::<T>(
+                    delivery.body(),
+                    delivery.properties(),
+                    max_inflated,
+                );
+                let (work, error) = match decoded {
+                    Ok(body) => (Some(handler(body)), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                async move {
+                    match (work, error) {
+                        (Some(work), _) => {
+                            let result = work.await.map_err(|e| e.to_string());
+                            settle.result(delivery, result).await
+                        }
+                        (None, Some(error)) => settle.undecodable(delivery, error).await,
+                        (None, None) => Outcome::Unsettled,
+                    }
                 }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(target: "rabbitkit", queue = self.queue(), error = %e, "retry not published; message requeued");
-                delivery.nack(true).await.is_ok()
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

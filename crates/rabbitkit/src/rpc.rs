@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::error::SubscribeError;
 use crate::queue::{Queue, QueueBuilder};
+use crate::shutdown::Shutdown;
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -614,6 +615,43 @@ where
         F: Fn(Req) -> Fut,
         Fut: Future<Output = Result<Resp, E>>,
     {
+        self.serve_inner(None, handler).await
+    }
+
+    /// [`serve`](Self::serve) until `shutdown` is given, then stops
+    /// gracefully: no new requests are taken (those received but not
+    /// started go back to the queue when the consumer closes), the requests
+    /// in progress are answered and acknowledged up to the shutdown's
+    /// deadline, and those still running then are abandoned and requeued.
+    ///
+    /// ```no_run
+    /// # async fn run(server: rabbitkit::RpcServer<u64, u64, String>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let shutdown = rabbitkit::Shutdown::on_ctrl_c(Duration::from_secs(10));
+    /// server.serve_until(&shutdown, |n: u64| async move { Ok(n * 2) }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_until<F, Fut>(
+        &self,
+        shutdown: &Shutdown,
+        handler: F,
+    ) -> Result<ServeReport, SubscribeError>
+    where
+        F: Fn(Req) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
+        self.serve_inner(Some(shutdown), handler).await
+    }
+
+    async fn serve_inner<F, Fut>(
+        &self,
+        shutdown: Option<&Shutdown>,
+        handler: F,
+    ) -> Result<ServeReport, SubscribeError>
+    where
+        F: Fn(Req) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+    {
         let client = self.queue.client().clone();
         let consumer = client
             .consume(
@@ -622,7 +660,22 @@ where
             )
             .await?;
         let counters = Counters::default();
-        consumer
+        let stop = async {
+            match shutdown {
+                Some(s) => s.stopping().await,
+                None => std::future::pending().await,
+            }
+        };
+        // After the stop: no new requests; the ones in flight finish up to
+        // the deadline, then are dropped (their deliveries requeued).
+        let deadline = async {
+            match shutdown {
+                Some(s) => tokio::time::sleep_until(s.stopping().await).await,
+                None => std::future::pending().await,
+            }
+        };
+        let serving = consumer
+            .take_until(stop)
             .for_each_concurrent(self.concurrency, |item| {
                 let client = &client;
                 let handler = &handler;
@@ -696,8 +749,13 @@ where
                         }
                     }
                 }
-            })
-            .await;
+            });
+        tokio::select! {
+            () = serving => {}
+            () = deadline => {
+                tracing::warn!(target: "rabbitkit", queue = self.queue.name(), "RPC requests still running at the shutdown deadline abandoned; they are requeued");
+            }
+        }
         Ok(ServeReport {
             answered: counters.answered.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),

@@ -1,0 +1,280 @@
+//! Handler loops: up to N handlers in flight on one subscription, each
+//! delivery settled when its own handler ends, and the graceful stop.
+//!
+//! The loop reads a delivery only while fewer than N handlers run, so the
+//! prefetch bounds what waits in memory and N bounds what runs. Handlers
+//! end in any order and each acknowledges its own delivery; the
+//! coalescing of acks in `rabbitkit-core` only ever covers a run of
+//! settled delivery tags, so an early ack never covers a delivery still in
+//! progress.
+//!
+//! Handlers run as futures inside the loop's task (a `FuturesUnordered`):
+//! they overlap while they wait (I/O, timers), which is what a work queue
+//! handler mostly does. For CPU-bound work, use several loops on several
+//! threads: [`WorkQueue::work_parallel`](crate::WorkQueue::work_parallel).
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use rabbitkit_core::{AMQPValue, Client, Consumer, Delivery, OutgoingMessage};
+
+use crate::message::{HandleReport, OnError, RETRIES_HEADER, retries};
+use crate::shutdown::Shutdown;
+
+/// How a handler loop runs: the failure policy, handlers in flight, and
+/// the stop signal.
+///
+/// ```
+/// use rabbitkit::{HandleOptions, OnError, Shutdown};
+/// let shutdown = Shutdown::new();
+/// let options = HandleOptions::new()
+///     .on_error(OnError::DeadLetter)
+///     .concurrency(8)
+///     .shutdown(&shutdown);
+/// assert_eq!(options.concurrency, 8);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+#[non_exhaustive]
+pub struct HandleOptions {
+    /// What happens to a message whose handler failed.
+    pub on_error: OnError,
+    /// Handlers in flight at once (default 1: one after another, in order).
+    pub concurrency: usize,
+    /// The stop signal, if any.
+    pub shutdown: Option<Shutdown>,
+}
+
+impl Default for HandleOptions {
+    fn default() -> Self {
+        Self {
+            on_error: OnError::default(),
+            concurrency: 1,
+            shutdown: None,
+        }
+    }
+}
+
+impl HandleOptions {
+    /// One handler at a time, [`OnError::RequeueOnce`], no stop signal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the failure policy.
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// Runs up to `n` handlers at once (at least 1). More than the
+    /// consumer's prefetch never run: the broker sends no more than the
+    /// prefetch unacknowledged.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Stops gracefully on this signal (see [`Shutdown`]).
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.shutdown = Some(shutdown.clone());
+        self
+    }
+}
+
+/// How one delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Acked,
+    Requeued,
+    Rejected,
+    Undecodable,
+    /// Could not be settled (channel gone): the broker redelivers it.
+    Unsettled,
+}
+
+impl HandleReport {
+    /// Adds `other`'s counts to these.
+    pub(crate) fn merge(&mut self, other: &HandleReport) {
+        self.acked += other.acked;
+        self.requeued += other.requeued;
+        self.rejected += other.rejected;
+        self.undecodable += other.undecodable;
+        self.unstarted += other.unstarted;
+        self.abandoned += other.abandoned;
+    }
+
+    pub(crate) fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Acked => self.acked += 1,
+            Outcome::Requeued => self.requeued += 1,
+            Outcome::Rejected => self.rejected += 1,
+            Outcome::Undecodable => {
+                self.rejected += 1;
+                self.undecodable += 1;
+            }
+            Outcome::Unsettled => {}
+        }
+    }
+}
+
+/// Settles deliveries after their handler ran, per the [`OnError`] policy.
+pub(crate) struct Settle {
+    pub(crate) client: Client,
+    pub(crate) queue: String,
+    pub(crate) on_error: OnError,
+}
+
+impl Settle {
+    /// Acks on `Ok`; on `Err` follows the policy.
+    pub(crate) async fn result(&self, delivery: Delivery, result: Result<(), String>) -> Outcome {
+        match result {
+            Ok(()) => match delivery.ack().await {
+                Ok(()) => Outcome::Acked,
+                Err(_) => Outcome::Unsettled,
+            },
+            Err(e) => self.failed(delivery, e).await,
+        }
+    }
+
+    /// A handler (or the router) failed on `delivery`.
+    pub(crate) async fn failed(&self, delivery: Delivery, error: String) -> Outcome {
+        let retried = retries(delivery.properties());
+        let requeue = match self.on_error {
+            OnError::Requeue => true,
+            OnError::RequeueOnce => retried < 1,
+            OnError::DeadLetter => false,
+        };
+        tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, requeue, retried, "handler failed");
+        if requeue && self.on_error == OnError::RequeueOnce {
+            if self.retry(&delivery, retried + 1).await {
+                Outcome::Requeued
+            } else {
+                Outcome::Unsettled
+            }
+        } else if delivery.reject(requeue).await.is_ok() {
+            if requeue {
+                Outcome::Requeued
+            } else {
+                Outcome::Rejected
+            }
+        } else {
+            Outcome::Unsettled
+        }
+    }
+
+    /// A body that will never decode: rejected without requeue.
+    pub(crate) async fn undecodable(&self, delivery: Delivery, error: String) -> Outcome {
+        tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, "undecodable message rejected");
+        match delivery.reject(false).await {
+            Ok(()) => Outcome::Undecodable,
+            Err(_) => Outcome::Unsettled,
+        }
+    }
+
+    /// Publishes a copy of `delivery` to the end of the queue with
+    /// `RETRIES_HEADER = retries`, then acknowledges the original; requeues
+    /// the original (nack) when the copy is not confirmed. Whether the
+    /// message got its retry either way.
+    async fn retry(&self, delivery: &Delivery, retries: u64) -> bool {
+        let mut headers = delivery.properties().headers().clone().unwrap_or_default();
+        headers.insert(
+            RETRIES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::try_from(retries).unwrap_or(i64::MAX)),
+        );
+        let copy = OutgoingMessage::new("", &self.queue, delivery.body().to_vec())
+            .properties(delivery.properties().clone().with_headers(headers))
+            .mandatory(true);
+        match self.client.publish(copy).await {
+            Ok(_) => {
+                // Should the ack be lost with the connection, the original
+                // comes back too: at least once, never lost.
+                if let Err(e) = delivery.ack().await {
+                    tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, "retried message not acknowledged; it will come back");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, "retry not published; message requeued");
+                delivery.nack(true).await.is_ok()
+            }
+        }
+    }
+}
+
+/// Runs `start(delivery)` for each delivery of `consumer`, up to
+/// `concurrency` at once, until the stream ends or `shutdown` is given;
+/// then stops as [`Shutdown`] describes.
+pub(crate) async fn drive<G>(
+    consumer: &mut Consumer,
+    concurrency: usize,
+    shutdown: Option<&Shutdown>,
+    mut start: impl FnMut(Delivery) -> G,
+) -> HandleReport
+where
+    G: Future<Output = Outcome>,
+{
+    let concurrency = concurrency.max(1);
+    let mut report = HandleReport::default();
+    let mut running = FuturesUnordered::new();
+    let stopping = async {
+        match shutdown {
+            Some(s) => s.stopping().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut stopping = std::pin::pin!(stopping);
+    let deadline = loop {
+        tokio::select! {
+            biased;
+            deadline = &mut stopping => break Some(deadline),
+            Some(outcome) = running.next(), if !running.is_empty() => report.add(outcome),
+            item = consumer.next(), if running.len() < concurrency => match item {
+                Some(Ok(delivery)) => running.push(start(delivery)),
+                Some(Err(e)) => {
+                    tracing::warn!(target: "rabbitkit", queue = consumer.queue(), error = %e, "consumer ended");
+                }
+                None => break None,
+            },
+        }
+    };
+    let Some(deadline) = deadline else {
+        // The stream ended: let the handlers in flight finish.
+        while let Some(outcome) = running.next().await {
+            report.add(outcome);
+        }
+        return report;
+    };
+    // 1. No new deliveries.
+    consumer.cancel().await;
+    // 2. Deliveries received but never started go back (dropping an
+    //    unsettled delivery requeues it), while ...
+    // 3. ... the handlers in flight finish, up to the deadline.
+    let finish = async {
+        loop {
+            while let Some(item) = consumer.try_recv() {
+                if let Ok(delivery) = item {
+                    drop(delivery);
+                    report.unstarted += 1;
+                }
+            }
+            match running.next().await {
+                Some(outcome) => report.add(outcome),
+                None => break,
+            }
+        }
+    };
+    let finished = tokio::time::timeout_at(deadline, finish).await.is_ok();
+    if !finished {
+        // 4. Abandoned: dropping their futures requeues their deliveries.
+        report.abandoned += running.len() as u64;
+        tracing::warn!(target: "rabbitkit", queue = consumer.queue(), abandoned = running.len(), "handlers still running at the deadline abandoned; their messages are requeued");
+        drop(running);
+    }
+    while let Some(Some(item)) = consumer.next().now_or_never() {
+        if let Ok(delivery) = item {
+            drop(delivery);
+            report.unstarted += 1;
+        }
+    }
+    report
+}
