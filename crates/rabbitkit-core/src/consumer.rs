@@ -68,7 +68,8 @@ type Item = Result<Delivery, ConsumeError>;
 /// A consumer's registration, replayed after every reconnect.
 pub(crate) struct ConsumerRecord {
     pub(crate) id: u64,
-    pub(crate) queue: String,
+    /// The queue; a temporary queue may be replaced (renamed) by recovery.
+    queue: std::sync::Mutex<String>,
     pub(crate) options: ConsumeOptions,
     tx: mpsc::Sender<Item>,
     /// Generation of the session it is subscribed on, and that subscription's channel.
@@ -80,6 +81,16 @@ pub(crate) struct ConsumerRecord {
 }
 
 impl ConsumerRecord {
+    /// The queue it consumes from.
+    pub(crate) fn queue(&self) -> String {
+        self.queue.lock().unwrap().clone()
+    }
+
+    /// Moves it to another queue (a temporary queue replaced by recovery).
+    pub(crate) fn set_queue(&self, queue: &str) {
+        *self.queue.lock().unwrap() = queue.to_owned();
+    }
+
     /// Sends the acks recorded but not yet sent.
     pub(crate) async fn flush_acks(&self) {
         let acks = self
@@ -244,9 +255,25 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    /// The queue consumed from.
+    /// The queue consumed from, as subscribed. (When recovery has to
+    /// replace a temporary queue, see
+    /// [`Event::TemporaryQueueReplaced`](crate::Event::TemporaryQueueReplaced),
+    /// the stream goes on from the new queue.)
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// The queue consumed from now: [`queue`](Self::queue), or the new
+    /// name of a temporary queue that recovery replaced.
+    pub fn current_queue(&self) -> String {
+        self.client
+            .shared()
+            .consumers
+            .lock()
+            .unwrap()
+            .get(&self.id)
+            .map(|r| r.queue())
+            .unwrap_or_else(|| self.queue.clone())
     }
 
     /// Waits for the next delivery; `None` once the stream has ended.
@@ -366,7 +393,7 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::channel(capacity);
     let record = Arc::new(ConsumerRecord {
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        queue: queue.to_owned(),
+        queue: std::sync::Mutex::new(queue.to_owned()),
         options,
         tx,
         subscribed: tokio::sync::Mutex::new(None),
@@ -380,7 +407,7 @@ pub(crate) async fn start(
         rx,
         ended: false,
         id: record.id,
-        queue: record.queue.clone(),
+        queue: record.queue(),
         client,
     };
     let timeout = shared.options.operation_timeout;
@@ -449,11 +476,11 @@ async fn subscribe_inner(
     // may already have made: nothing is left on the broker.
     let channel = open_channel(&session.connection, false, prefetch)
         .await
-        .map_err(|e| consume_error(&e, &record.queue))?;
+        .map_err(|e| consume_error(&e, &record.queue()))?;
     let tag = format!("rabbitkit-{}-{}", record.id, session.generation);
     let consumer = channel
         .basic_consume(
-            record.queue.as_str().into(),
+            record.queue().as_str().into(),
             tag.as_str().into(),
             BasicConsumeOptions {
                 no_local: false,
@@ -464,7 +491,7 @@ async fn subscribe_inner(
             record.options.arguments.clone(),
         )
         .await
-        .map_err(|e| consume_error(&e, &record.queue))?;
+        .map_err(|e| consume_error(&e, &record.queue()))?;
     // Flush acks when half the prefetch window is acknowledged.
     let acks = (!record.options.no_ack).then(|| {
         Acks::start(
@@ -569,10 +596,10 @@ async fn pump(
             Ok(Ok(())) => return,
             Ok(Err(ConsumeError::QueueNotFound { .. })) => break,
             Ok(Err(e)) => {
-                tracing::warn!(target: "rabbitkit", queue = %record.queue, error = %e, "consumer restart failed");
+                tracing::warn!(target: "rabbitkit", queue = %record.queue(), error = %e, "consumer restart failed");
             }
             Err(_) => {
-                tracing::warn!(target: "rabbitkit", queue = %record.queue, "consumer restart timed out");
+                tracing::warn!(target: "rabbitkit", queue = %record.queue(), "consumer restart timed out");
             }
         }
     }
@@ -588,7 +615,7 @@ async fn end_stream(shared: &Weak<Shared>, record: &ConsumerRecord) {
     let _ = record
         .tx
         .send(Err(ConsumeError::Cancelled {
-            queue: record.queue.clone(),
+            queue: record.queue(),
         }))
         .await;
 }
@@ -649,23 +676,23 @@ pub(crate) async fn keep_trying(
         let step = shared.options.connect_timeout * 2;
         match tokio::time::timeout(step, subscribe(&shared, &session, &record)).await {
             Ok(Ok(())) => {
-                tracing::info!(target: "rabbitkit", queue = %record.queue, "consumer re-subscribed");
+                tracing::info!(target: "rabbitkit", queue = %record.queue(), "consumer re-subscribed");
                 return;
             }
             Ok(Err(ConsumeError::QueueNotFound { .. })) => {
                 // Nothing will bring it back: tell the stream, and stop
                 // replaying the consumer after reconnects.
-                tracing::warn!(target: "rabbitkit", queue = %record.queue, "queue gone: consumer cancelled");
+                tracing::warn!(target: "rabbitkit", queue = %record.queue(), "queue gone: consumer cancelled");
                 let weak = Arc::downgrade(&shared);
                 drop(shared); // the user may be slow to read the error
                 end_stream(&weak, &record).await;
                 return;
             }
             Ok(Err(e)) => {
-                tracing::warn!(target: "rabbitkit", queue = %record.queue, error = %e, "consumer still not re-subscribed")
+                tracing::warn!(target: "rabbitkit", queue = %record.queue(), error = %e, "consumer still not re-subscribed")
             }
             Err(_) => {
-                tracing::warn!(target: "rabbitkit", queue = %record.queue, "consumer re-subscription timed out")
+                tracing::warn!(target: "rabbitkit", queue = %record.queue(), "consumer re-subscription timed out")
             }
         }
     }

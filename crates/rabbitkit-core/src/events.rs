@@ -65,6 +65,17 @@ pub enum Event {
         /// Consumers re-subscribed (and verified).
         consumers: usize,
     },
+    /// A temporary queue of the lost connection was still locked on the
+    /// broker (RabbitMQ 4 keeps a killed node's exclusive queues until the
+    /// node returns), so recovery declared a fresh one, with the same
+    /// bindings, and moved its consumers to it. Messages routed to the old
+    /// queue while the connection was down stay there and are lost with it.
+    TemporaryQueueReplaced {
+        /// The old queue's name.
+        old: String,
+        /// The new queue's name.
+        new: String,
+    },
     /// A recorded declaration could not be replayed after a reconnect.
     TopologyRecoveryFailed {
         /// The declaration, in words.
@@ -122,6 +133,10 @@ impl fmt::Display for Event {
             } => write!(
                 f,
                 "recovered on {endpoint} in {took:?} ({consumers} consumer(s) re-subscribed)"
+            ),
+            Self::TemporaryQueueReplaced { old, new } => write!(
+                f,
+                "temporary queue {old:?} still locked by the lost connection; replaced by {new:?}"
             ),
             Self::TopologyRecoveryFailed { declaration, error } => {
                 write!(f, "could not re-declare {declaration}: {error}")

@@ -100,7 +100,7 @@ pub use publisher::{
 };
 pub use topology::{
     BindingSpec, Declaration, ExchangeBindingSpec, ExchangeSpec, ExchangeType, QueueSpec,
-    parse_inequivalent,
+    TEMPORARY_QUEUE_PREFIX, parse_inequivalent, temporary_queue_name,
 };
 
 /// lapin itself, for what rabbitkit does not wrap.

@@ -317,8 +317,12 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
             admin_lock: tokio::sync::Mutex::new(()),
         });
 
-        let replay = shared.topology.lock().unwrap().replay_order();
-        for decl in replay {
+        let mut replay = shared.topology.lock().unwrap().replay_order();
+        let mut replaced = 0;
+        let mut next = 0;
+        while next < replay.len() {
+            let decl = replay[next].clone();
+            next += 1;
             let outcome = tokio::time::timeout(step, guarded(session.declare(&decl))).await;
             if !session.alive() {
                 let lost =
@@ -336,6 +340,29 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                 }
                 lost_at.get_or_insert_with(Instant::now);
                 continue 'outer;
+            }
+            // The lost connection's temporary queue is still there, locked
+            // (RabbitMQ 4 keeps a killed node's exclusive queues while the
+            // node is down): declare a fresh one, bound the same way, and
+            // move its consumers there.
+            if let Ok(Ok(Err(crate::DeclareError::ResourceLocked { .. }))) = &outcome
+                && let Some(old) = decl.replaceable_when_locked()
+                && replaced < replay.len()
+            {
+                replaced += 1;
+                let (old, new) = (old.to_owned(), crate::topology::temporary_queue_name());
+                shared.topology.lock().unwrap().rename_queue(&old, &new);
+                for d in &mut replay {
+                    d.rename_queue(&old, &new);
+                }
+                for record in shared.consumers.lock().unwrap().values() {
+                    if record.queue() == old {
+                        record.set_queue(&new);
+                    }
+                }
+                shared.emit(Event::TemporaryQueueReplaced { old, new });
+                next -= 1; // declare it again, under its new name
+                continue;
             }
             let error = match outcome {
                 Ok(Ok(Ok(()))) => continue,
@@ -386,7 +413,7 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                 Err(_) => format!("no answer within {step:?}"),
             };
             shared.emit(Event::ConsumerRecoveryFailed {
-                queue: record.queue.clone(),
+                queue: record.queue(),
                 error,
             });
             retry_later.push(record.clone());
@@ -405,7 +432,7 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
             for record in &records {
                 let count = tokio::time::timeout(
                     step,
-                    guarded(passive_consumer_count(&session, &record.queue)),
+                    guarded(passive_consumer_count(&session, &record.queue())),
                 )
                 .await
                 .ok()
@@ -413,7 +440,7 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                 .flatten();
                 if count == Some(0) {
                     shared.emit(Event::ConsumerRecoveryFailed {
-                        queue: record.queue.clone(),
+                        queue: record.queue(),
                         error: "broker reports no consumer after re-subscribing".into(),
                     });
                 }

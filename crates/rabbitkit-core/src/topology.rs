@@ -12,6 +12,19 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::error::{DeclareError, amqp_error};
 
+/// The prefix of the names rabbitkit gives temporary queues
+/// (`rabbitkit.tmp.<uuid>`). Nobody else relies on such a name, so when
+/// recovery finds the lost connection's queue of that name still locked
+/// (RabbitMQ 4 keeps the exclusive queues of a killed node while the node
+/// is down), it declares a fresh one instead, with the same bindings, and
+/// moves its consumers there ([`Event::TemporaryQueueReplaced`](crate::Event::TemporaryQueueReplaced)).
+pub const TEMPORARY_QUEUE_PREFIX: &str = "rabbitkit.tmp.";
+
+/// A new temporary queue name: [`TEMPORARY_QUEUE_PREFIX`] and a random UUID.
+pub fn temporary_queue_name() -> String {
+    format!("{TEMPORARY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple())
+}
+
 /// The type of an exchange, as the broker names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -213,6 +226,26 @@ impl Declaration {
         res.map_err(|e| declare_error(&e))
     }
 
+    /// Renames queue `old` to `new` if this declares it or binds it.
+    pub(crate) fn rename_queue(&mut self, old: &str, new: &str) {
+        match self {
+            Self::Queue(q) if q.name == old => q.name = new.to_owned(),
+            Self::Binding(b) if b.queue == old => b.queue = new.to_owned(),
+            _ => {}
+        }
+    }
+
+    /// Whether a locked queue of this name may be replaced by a fresh one
+    /// during recovery: an exclusive queue that rabbitkit named.
+    pub(crate) fn replaceable_when_locked(&self) -> Option<&str> {
+        match self {
+            Self::Queue(q) if q.exclusive && q.name.starts_with(TEMPORARY_QUEUE_PREFIX) => {
+                Some(&q.name)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether `other` declares the same object (so it replaces this record).
     pub(crate) fn same_object(&self, other: &Declaration) -> bool {
         match (self, other) {
@@ -251,6 +284,13 @@ impl Topology {
             Declaration::Binding(b) => b.queue != name,
             Declaration::Exchange(_) | Declaration::ExchangeBinding(_) => true,
         });
+    }
+
+    /// Renames a queue in its declaration and its bindings.
+    pub(crate) fn rename_queue(&mut self, old: &str, new: &str) {
+        for d in &mut self.records {
+            d.rename_queue(old, new);
+        }
     }
 
     pub(crate) fn forget_exchange(&mut self, name: &str) {

@@ -376,7 +376,7 @@ impl<T> Drop for Subscription<T> {
         if self.temporary {
             // The broker deletes the auto-delete queue when this consumer goes;
             // stop re-declaring it after reconnects.
-            self.client.forget_queue(self.consumer.queue());
+            self.client.forget_queue(&self.consumer.current_queue());
         }
     }
 }

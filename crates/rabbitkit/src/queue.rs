@@ -385,7 +385,7 @@ impl QueueBuilder {
                 check_name(&name)?;
                 name
             }
-            None => format!("rabbitkit.tmp.{}", uuid::Uuid::new_v4().simple()),
+            None => rabbitkit_core::temporary_queue_name(),
         };
         // The type asked for: `quorum()`, `classic()`, or an `x-queue-type`
         // given with `argument`. Without one, the rule of the defaults.
