@@ -21,7 +21,6 @@
 
 // ANCHOR: code
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,11 +33,6 @@ const QUEUE: &str = "failover_queue";
 
 /// How many times each message number was delivered.
 type Received = Arc<Mutex<HashMap<u64, u32>>>;
-
-fn say(line: impl std::fmt::Display) {
-    println!("{line}");
-    let _ = std::io::stdout().flush();
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
@@ -55,17 +49,17 @@ async fn main() -> Result<(), Report> {
     let mut events = client.events();
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
-            say(format!(" [!] {event}"));
+            println!(" [!] {event}");
         }
     });
     // ANCHOR_END: events
     if let Some(endpoint) = client.current_endpoint() {
-        say(format!(" [*] Connected to {endpoint}"));
+        println!(" [*] Connected to {endpoint}");
         if endpoint.host() == "127.0.0.1" && (5672..=5674).contains(&endpoint.port()) {
-            say(format!(
+            println!(
                 " [*] Kill that node with `cargo xtask broker kill {}` in another terminal",
                 endpoint.port() - 5671
-            ));
+            );
         }
     }
 
@@ -89,7 +83,7 @@ async fn main() -> Result<(), Report> {
                         // gone); the broker then delivers the message again.
                         let _ = message.ack().await;
                     }
-                    Err(e) => say(format!(" [!] {e}")),
+                    Err(e) => println!(" [!] {e}"),
                 }
             }
         }
@@ -97,8 +91,8 @@ async fn main() -> Result<(), Report> {
     // ANCHOR_END: consume
 
     match count {
-        Some(n) => say(format!(" [*] Publishing {n} messages")),
-        None => say(" [*] Publishing. To stop press CTRL+C"),
+        Some(n) => println!(" [*] Publishing {n} messages"),
+        None => println!(" [*] Publishing. To stop press CTRL+C"),
     }
     let (sent, confirmed) = publish(&queue, count, &received).await;
 
@@ -123,16 +117,16 @@ async fn main() -> Result<(), Report> {
         (got.len(), got.values().map(|&n| u64::from(n)).sum::<u64>())
     };
     let stats = client.stats();
-    say(format!(
+    println!(
         " [x] Sent {sent}, confirmed {}, received {distinct} (duplicate deliveries: {})",
         confirmed.len(),
         deliveries - distinct as u64,
-    ));
-    say(format!(
+    );
+    println!(
         " [x] Connections lost: {}, recoveries: {}, publishes sent again: {}",
         stats.disconnects, stats.recoveries, stats.republished
-    ));
-    say(format!(" [x] lost: {lost}"));
+    );
+    println!(" [x] lost: {lost}");
     // ANCHOR_END: check
 
     consuming.abort();
@@ -169,15 +163,15 @@ async fn publish(queue: &Queue, count: Option<u64>, received: &Received) -> (u64
             }
             Some((n, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                 Ok(_) => confirmed.push(n),
-                Err(e) => say(format!(" [!] message {n} not confirmed: {e}")),
+                Err(e) => println!(" [!] message {n} not confirmed: {e}"),
             },
             _ = progress.tick() => {
                 let got = received.lock().unwrap().len();
-                say(format!(" [x] sent {sent}, confirmed {}, received {got}", confirmed.len()));
+                println!(" [x] sent {sent}, confirmed {}, received {got}", confirmed.len());
             }
             _ = &mut ctrl_c, if !stopping => {
                 stopping = true;
-                say(" [*] Stopping: waiting for the last confirms");
+                println!(" [*] Stopping: waiting for the last confirms");
             }
         }
     }

@@ -13,16 +13,15 @@
 //! this works with their `send.py` (and the other languages') as well. Chapter "Hello World" of the book (`docs/`) walks through it.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{Client, Options, Queue, Shutdown};
+use rabbitkit::{Client, Options, Queue, Report, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let client = Options::new().connect_env().await?;
     // ANCHOR: ctrl_c
     // Ctrl-C: finish the message in hand, then stop.
@@ -46,7 +45,6 @@ async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     } {
         let message = message?;
         println!(" [x] Received '{}'", message.body);
-        std::io::stdout().flush()?;
         message.ack().await?;
     }
     Ok(())

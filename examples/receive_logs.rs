@@ -15,16 +15,15 @@
 //! "Publish/Subscribe" of the book.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{Client, Exchange, Options, Shutdown};
+use rabbitkit::{Client, Exchange, Options, Report, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let client = Options::new().connect_env().await?;
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
@@ -52,7 +51,6 @@ async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     } {
         let message = message?;
         println!(" [x] Received '{}'", message.body);
-        std::io::stdout().flush()?;
         message.ack().await?;
     }
     Ok(())

@@ -16,16 +16,15 @@
 //! "Routing" of the book.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{Client, Exchange, Options, Shutdown};
+use rabbitkit::{Client, Exchange, Options, Report, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let severities: Vec<String> = std::env::args().skip(1).collect();
     if severities.is_empty() {
         eprintln!("Usage: receive_logs_direct [info] [warning] [error]");
@@ -64,7 +63,6 @@ async fn receive(client: &Client, severities: &[String], shutdown: &Shutdown) ->
             message.routing_key(),
             message.body
         );
-        std::io::stdout().flush()?;
         message.ack().await?;
     }
     Ok(())

@@ -17,18 +17,17 @@
 //! declare theirs. Chapter "Headers" of the book.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{AMQPValue, Client, Exchange, HeadersMatch, Options, Shutdown};
+use rabbitkit::{Client, Exchange, HeadersMatch, Options, Report, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "Usage: receive_logs_headers all|any KEY=VALUE...";
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // ANCHOR: matching
     let mut matching = match args.first().map(String::as_str) {
@@ -77,23 +76,7 @@ async fn receive(
         _ = shutdown.stopping() => None,
     } {
         let message = message?;
-        // The message's headers, as `key=value`.
-        let headers: Vec<String> = message
-            .properties()
-            .headers()
-            .iter()
-            .flat_map(|table| table.inner())
-            .map(|(key, value)| match value {
-                AMQPValue::LongString(s) => format!("{key}={s}"),
-                other => format!("{key}={other:?}"),
-            })
-            .collect();
-        println!(
-            " [x] Received {{{}}}:'{}'",
-            headers.join(", "),
-            message.body
-        );
-        std::io::stdout().flush()?;
+        println!(" [x] Received {}:'{}'", message.headers(), message.body);
         message.ack().await?;
     }
     Ok(())

@@ -20,16 +20,15 @@
 //! `topic_logs` (not durable), so this works with their `emit_log_topic.py`. Chapter "Topics" of the book.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{Client, Exchange, Options, Shutdown, TopicPattern};
+use rabbitkit::{Client, Exchange, Options, Report, Shutdown, TopicPattern};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!("Usage: receive_logs_topic [binding_key]...");
@@ -82,7 +81,6 @@ async fn receive(
             message.routing_key(),
             message.body
         );
-        std::io::stdout().flush()?;
         message.ack().await?;
     }
     Ok(())

@@ -24,7 +24,6 @@
 //! Chapter "Retries and dead letters" of the book.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,11 +36,6 @@ const WAIT: &str = "jobs.wait";
 const PARKED: &str = "jobs.parked";
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 const MAX_ATTEMPTS: u32 = 3;
-
-fn say(line: impl std::fmt::Display) {
-    println!("{line}");
-    let _ = std::io::stdout().flush();
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
@@ -77,14 +71,14 @@ async fn main() -> Result<(), Report> {
     for n in 1..=count {
         let job = format!("job {n}");
         jobs.submit(&job).await?;
-        say(format!(" [x] Sent '{job}'"));
+        println!(" [x] Sent '{job}'");
     }
 
-    say(" [*] Working. To exit press CTRL+C");
+    println!(" [*] Working. To exit press CTRL+C");
     tokio::select! {
         result = work(&jobs, &parked, count) => {
             let (done, parked) = result?;
-            say(format!(" [x] Done: {done}, parked: {parked}"));
+            println!(" [x] Done: {done}, parked: {parked}");
         }
         _ = tokio::signal::ctrl_c() => {}
     }
@@ -120,15 +114,15 @@ async fn work(jobs: &WorkQueue<String>, parked: &Queue, count: u32) -> Result<(u
             Ok(()) => {
                 task.ack().await?;
                 done += 1;
-                say(format!(" [x] Done '{}' (attempt {attempt})", task.body));
+                println!(" [x] Done '{}' (attempt {attempt})", task.body);
             }
             Err(e) if attempt < MAX_ATTEMPTS => {
                 // Dead-lettered to jobs.wait: back in RETRY_DELAY.
                 task.reject(false).await?;
-                say(format!(
+                println!(
                     " [!] '{}' failed (attempt {attempt} of {MAX_ATTEMPTS}): {e}; retry in {RETRY_DELAY:?}",
                     task.body
-                ));
+                );
             }
             Err(e) => {
                 // Park it first, then ack: if we die in between, the job
@@ -136,10 +130,10 @@ async fn work(jobs: &WorkQueue<String>, parked: &Queue, count: u32) -> Result<(u
                 parked.send(&task.body).await?;
                 task.ack().await?;
                 parked_jobs += 1;
-                say(format!(
+                println!(
                     " [!] '{}' failed (attempt {attempt} of {MAX_ATTEMPTS}): {e}; parked in {PARKED}",
                     task.body
-                ));
+                );
             }
         }
     }

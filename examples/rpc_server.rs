@@ -15,10 +15,9 @@
 //! Chapter "RPC" of the book.
 
 // ANCHOR: code
-use std::io::Write;
 use std::time::Duration;
 
-use rabbitkit::{Client, Options, RpcServer, Shutdown};
+use rabbitkit::{Client, Options, Report, RpcServer, Shutdown};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -37,7 +36,7 @@ fn fib(n: u64) -> Option<u64> {
 // ANCHOR_END: fib
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let client = Options::new().connect_env().await?;
     // Ctrl-C: take no new request, answer the ones in progress (up to 10 s).
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(10));
@@ -58,7 +57,6 @@ async fn serve(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     server
         .serve_until(shutdown, |n: u64| async move {
             println!(" [.] fib({n})");
-            let _ = std::io::stdout().flush();
             fib(n).ok_or_else(|| format!("fib({n}) does not fit in 64 bits"))
         })
         .await?;

@@ -23,15 +23,14 @@
 
 // ANCHOR: code
 use std::convert::Infallible;
-use std::io::Write;
 use std::time::Duration;
 
-use rabbitkit::{Client, Options, Shutdown, WorkQueue};
+use rabbitkit::{Client, Options, Report, Shutdown, WorkQueue};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Report> {
     let client = Options::new().connect_env().await?;
     // ANCHOR: shutdown
     // Ctrl-C: take no new task, give the one in progress 30 s to finish.
@@ -55,11 +54,9 @@ async fn work(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     let report = tasks
         .work_until(shutdown, |task: String| async move {
             println!(" [x] Received '{task}'");
-            let _ = std::io::stdout().flush();
             let dots = task.matches('.').count() as u64;
             tokio::time::sleep(Duration::from_secs(dots)).await;
             println!(" [x] Done");
-            let _ = std::io::stdout().flush();
             Ok::<(), Infallible>(())
         })
         .await?;

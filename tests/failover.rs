@@ -576,8 +576,30 @@ async fn killing_the_node_with_handlers_in_flight_loses_no_task() {
     cluster.start(node).unwrap();
     let done = done.lock().unwrap().clone();
     assert_eq!(done.len(), TOTAL as usize, "every task done at least once");
-    let info = tasks.info().await.unwrap();
-    assert_eq!(info.messages, 0, "nothing left over");
+    // What is left in the queue can only be second copies of done tasks:
+    // deliveries whose handler finished but whose ack died with the node,
+    // and redeliveries the worker had prefetched but not started when it
+    // stopped (requeued). Read exactly that many and check each.
+    let left = tasks.info().await.unwrap().messages as usize;
+    if left > 0 {
+        let mut rest = client
+            .consume(
+                tasks.queue().name(),
+                rabbitkit_core::ConsumeOptions::new().prefetch(64),
+            )
+            .await
+            .unwrap();
+        for _ in 0..left {
+            let d = tokio::time::timeout(Duration::from_secs(20), rest.next())
+                .await
+                .expect("a ready message is delivered")
+                .unwrap()
+                .unwrap();
+            let id: u32 = serde_json::from_slice(d.body()).unwrap();
+            assert!(done.contains_key(&id), "task {id} left over but never done");
+            d.ack().await.unwrap();
+        }
+    }
     tasks.queue().clone().delete().await.unwrap();
 }
 

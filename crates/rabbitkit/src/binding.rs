@@ -169,7 +169,36 @@ impl From<bool> for HeaderValue {
     }
 }
 
+impl fmt::Display for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Str(s) => f.write_str(s),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
 impl HeaderValue {
+    /// A header value as received: strings, integers and booleans as they
+    /// are; any other AMQP type (floats, tables, arrays, timestamps, bytes)
+    /// as text in Rust's debug notation.
+    pub fn from_amqp(value: &AMQPValue) -> Self {
+        match value {
+            AMQPValue::LongString(s) => Self::Str(s.to_string()),
+            AMQPValue::ShortString(s) => Self::Str(s.to_string()),
+            AMQPValue::Boolean(b) => Self::Bool(*b),
+            AMQPValue::ShortShortInt(i) => Self::Int((*i).into()),
+            AMQPValue::ShortShortUInt(i) => Self::Int((*i).into()),
+            AMQPValue::ShortInt(i) => Self::Int((*i).into()),
+            AMQPValue::ShortUInt(i) => Self::Int((*i).into()),
+            AMQPValue::LongInt(i) => Self::Int((*i).into()),
+            AMQPValue::LongUInt(i) => Self::Int((*i).into()),
+            AMQPValue::LongLongInt(i) => Self::Int(*i),
+            other => Self::Str(format!("{other:?}")),
+        }
+    }
+
     pub(crate) fn to_amqp(&self) -> AMQPValue {
         match self {
             Self::Str(s) => AMQPValue::LongString(s.as_str().into()),
@@ -190,10 +219,49 @@ impl HeaderValue {
 #[must_use]
 pub struct Headers(Vec<(String, HeaderValue)>);
 
+impl fmt::Display for Headers {
+    /// `{format=pdf, pages=3}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        f.write_str("}")
+    }
+}
+
 impl Headers {
     /// No headers.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The headers of a received message's table, in the table's order
+    /// (see [`HeaderValue::from_amqp`]).
+    ///
+    /// ```
+    /// use rabbitkit::{AMQPValue, FieldTable, Headers};
+    /// let mut table = FieldTable::default();
+    /// table.insert("format".into(), AMQPValue::LongString("pdf".into()));
+    /// table.insert("pages".into(), AMQPValue::LongLongInt(3));
+    /// assert_eq!(Headers::from_table(&table).to_string(), "{format=pdf, pages=3}");
+    /// ```
+    pub fn from_table(table: &FieldTable) -> Self {
+        Self(
+            table
+                .inner()
+                .iter()
+                .map(|(k, v)| (k.to_string(), HeaderValue::from_amqp(v)))
+                .collect(),
+        )
+    }
+
+    /// A header's value, if present.
+    pub fn get(&self, key: &str) -> Option<&HeaderValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// Adds a header.

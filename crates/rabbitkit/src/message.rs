@@ -296,6 +296,16 @@ impl<T> Received<T> {
     pub fn header(&self, key: &str) -> Option<&AMQPValue> {
         header(self.delivery.properties(), key)
     }
+    /// The message's headers, readable: `headers().to_string()` is
+    /// `{format=pdf, type=report}`, `headers().get("format")` a typed value.
+    pub fn headers(&self) -> crate::Headers {
+        self.delivery
+            .properties()
+            .headers()
+            .as_ref()
+            .map(crate::Headers::from_table)
+            .unwrap_or_default()
+    }
     /// How many times the broker dead-lettered this message from `queue`
     /// for `reason` (`rejected`, `expired`, `maxlen`, `delivery_limit`), read
     /// from the `x-death` header: the number of failed attempts in a
