@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) draining: AtomicUsize,
     /// The broker's reason while it blocks this connection (an alarm).
     pub(crate) blocked: Mutex<Option<String>>,
+    /// The delay topology this client declared (see `delay.rs`).
+    pub(crate) delay: crate::delay::Declared,
 }
 
 impl Shared {
@@ -229,6 +231,7 @@ impl Client {
             closing: AtomicBool::new(false),
             draining: AtomicUsize::new(0),
             blocked: Mutex::new(None),
+            delay: Default::default(),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(crate::supervisor::supervise(shared.clone(), first_tx));

@@ -183,6 +183,16 @@ pub enum PublishError {
         /// Why it is refused.
         reason: String,
     },
+    /// A delayed publish could not declare the delay topology it needs
+    /// (see [`delay`](crate::delay)): e.g. a `rabbitkit.delay.*` queue
+    /// declared by someone else with other arguments, or no permission to
+    /// declare. Nothing was published.
+    #[error("cannot set up the delay topology")]
+    Delay {
+        /// What the broker said.
+        #[source]
+        source: Box<DeclareError>,
+    },
     /// The connection died before the confirm, and the message asked not
     /// to be sent again (`resend_after_reconnect: false`). It may or may not
     /// have reached the broker.

@@ -66,6 +66,8 @@
 //! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing;
 //!   [`ConfirmChannel`]: one collector per channel gives each publish its own
 //!   outcome (returns matched by `message_id`).
+//! - `delay.rs` — [`delay`]: delayed delivery through quorum queues of
+//!   power-of-two TTLs, no plugin ([`OutgoingMessage::delay`]).
 //! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
 //! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
 //! - `validate.rs` — [`validate`]: the 255-byte AMQP limit, checked at every
@@ -78,6 +80,7 @@ mod acks;
 mod channels;
 mod connection;
 mod consumer;
+pub mod delay;
 mod endpoint;
 mod error;
 mod events;

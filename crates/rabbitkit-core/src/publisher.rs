@@ -51,6 +51,9 @@ pub struct OutgoingMessage {
     /// fails with [`PublishError::ConnectionLost`] (for best-effort messages
     /// such as RPC replies, whose target may have died with the node).
     pub resend_after_reconnect: bool,
+    /// Deliver it this much later (see [`delay`](crate::delay)): `None`
+    /// or zero sends it at once.
+    pub delay: Option<std::time::Duration>,
 }
 
 impl OutgoingMessage {
@@ -63,7 +66,19 @@ impl OutgoingMessage {
             properties: BasicProperties::default(),
             mandatory: false,
             resend_after_reconnect: true,
+            delay: None,
         }
+    }
+
+    /// Delivers the message to its exchange and routing key `delay` from
+    /// now, through the plugin-free delay queues described in
+    /// [`delay`](crate::delay). Rounded up to [`DELAY_UNIT`](crate::delay::DELAY_UNIT);
+    /// zero publishes at once; above [`MAX_DELAY`](crate::delay::MAX_DELAY)
+    /// the publish fails with [`PublishError::Invalid`]. The confirm means
+    /// the broker holds the message durably, replicated, for the whole delay.
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = Some(delay);
+        self
     }
 
     /// Sets [`resend_after_reconnect`](Self::resend_after_reconnect).
@@ -127,7 +142,15 @@ impl Publisher {
     ) -> impl Future<Output = Result<Confirmed, PublishError>> + Send + 'static + use<> {
         let shared = self.client.shared().clone();
         let slot = self.slot;
-        async move { publish(shared, slot, message).await }
+        // Only a delayed publish needs the client (to declare its queues).
+        let client = message.delay.is_some().then(|| self.client.clone());
+        async move {
+            let message = match client {
+                Some(client) => crate::delay::prepare(&client, message).await?,
+                None => message,
+            };
+            publish(shared, slot, message).await
+        }
     }
 }
 

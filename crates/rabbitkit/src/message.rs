@@ -51,6 +51,8 @@ pub struct PublishOptions {
     pub priority: Option<u8>,
     /// Extra headers.
     pub headers: Option<FieldTable>,
+    /// Deliver it this much later (see [`delay`](Self::delay)).
+    pub delay: Option<Duration>,
 }
 
 impl PublishOptions {
@@ -89,6 +91,32 @@ impl PublishOptions {
     /// Sets the priority.
     pub fn priority(mut self, priority: u8) -> Self {
         self.priority = Some(priority);
+        self
+    }
+    /// Delivers the message `delay` from now instead of at once, to the
+    /// same exchange and routing key, with no broker plugin: it waits in
+    /// rabbitkit's delay queues (durable quorum queues, declared by the
+    /// first delayed send; see [`rabbitkit_core::delay`]). The send is
+    /// confirmed once the broker holds it, replicated, for the whole wait:
+    /// it survives the loss of a node meanwhile.
+    ///
+    /// Rounded up to [`DELAY_UNIT`](rabbitkit_core::delay::DELAY_UNIT)
+    /// (100 ms), so never early; usually within a few tens of milliseconds
+    /// after. Zero sends at once; more than
+    /// [`MAX_DELAY`](rabbitkit_core::delay::MAX_DELAY) (about 77 days) fails
+    /// the send with `PublishError::Invalid`, nothing sent. If the target
+    /// routes the message nowhere when the delay ends (a fanout without
+    /// subscribers, a deleted queue), it is dropped, like any unroutable
+    /// publish.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rabbitkit::PublishOptions;
+    /// let in_thirty_minutes = PublishOptions::new().delay(Duration::from_secs(30 * 60));
+    /// assert_eq!(in_thirty_minutes.delay, Some(Duration::from_secs(1800)));
+    /// ```
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
         self
     }
     /// Adds a header. A key over 255 bytes (the AMQP limit) fails the send
@@ -167,9 +195,11 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
         props = props.with_headers(h.clone());
     }
     let props = extra(props);
-    Ok(OutgoingMessage::new(exchange, routing_key, body)
+    let mut msg = OutgoingMessage::new(exchange, routing_key, body)
         .properties(props)
-        .mandatory(opts.mandatory))
+        .mandatory(opts.mandatory);
+    msg.delay = opts.delay;
+    Ok(msg)
 }
 
 /// The header in which [`OnError::RequeueOnce`] counts the retries a

@@ -1,0 +1,267 @@
+//! Delayed delivery without a plugin (`PublishOptions::delay`): messages
+//! wait in rabbitkit's quorum delay queues and reach their exchange and
+//! routing key once their time is up — never earlier, in delay order, to
+//! any exchange kind; bad delays are typed errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rabbitkit::{Exchange, PublishOptions, Queue, TopicPattern};
+use rabbitkit_core::delay::MAX_DELAY;
+use rabbitkit_core::{ConsumeOptions, OutgoingMessage, PublishError};
+
+fn after(d: Duration) -> PublishOptions {
+    PublishOptions::new().delay(d)
+}
+
+#[tokio::test]
+async fn delayed_messages_arrive_no_earlier_than_asked_and_in_delay_order() {
+    let client = common::client().await;
+    let queue = Queue::durable(common::unique_name("delayed.order"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<u64>().await.unwrap();
+
+    // Published longest first: they must come out shortest first.
+    let start = Instant::now();
+    for secs in [65u64, 5, 1] {
+        queue
+            .send_with(&secs, after(Duration::from_secs(secs)))
+            .await
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    let mut late_by = Vec::new();
+    for _ in 0..3 {
+        let received = tokio::time::timeout(Duration::from_secs(120), sub.next())
+            .await
+            .expect("a delayed message within 120 s")
+            .expect("stream open")
+            .expect("decodes");
+        let elapsed = start.elapsed();
+        let secs = received.body;
+        assert!(
+            elapsed >= Duration::from_secs(secs),
+            "the {secs} s message arrived early, after {elapsed:?}"
+        );
+        late_by.push((secs, elapsed - Duration::from_secs(secs)));
+        order.push(secs);
+        received.ack().await.unwrap();
+    }
+    assert_eq!(order, [1, 5, 65]);
+    eprintln!("late by: {late_by:?}");
+}
+
+#[tokio::test]
+async fn a_delayed_message_keeps_its_routing_key_and_reaches_the_queues_of_any_exchange_kind() {
+    let client = common::client().await;
+    let topic = Exchange::topic(common::unique_name("delayed.topic"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let pattern: TopicPattern = "order.*".parse().unwrap();
+    let mut orders = topic.subscribe::<String>(&[pattern]).await.unwrap();
+    let fanout = Exchange::fanout(common::unique_name("delayed.fanout"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut all = fanout.subscribe::<String>().await.unwrap();
+
+    let d = after(Duration::from_millis(300));
+    topic
+        .publish_with("invoice.sent", &"not for orders".to_string(), d.clone())
+        .await
+        .unwrap();
+    topic
+        .publish_with("order.placed", &"placed".to_string(), d.clone())
+        .await
+        .unwrap();
+    fanout
+        .publish_with(&"to everyone".to_string(), d)
+        .await
+        .unwrap();
+    topic
+        .publish_with(
+            "order.end",
+            &"end".to_string(),
+            after(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        common::bodies_until(&mut orders, "end").await,
+        ["placed"],
+        "the delayed copy was routed by its own routing key"
+    );
+    let received = common::next_body(&mut all).await;
+    assert_eq!(received, "to everyone");
+}
+
+#[tokio::test]
+async fn the_message_arrives_unchanged_apart_from_the_delay_headers() {
+    let client = common::client().await;
+    let queue = Queue::durable(common::unique_name("delayed.props"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    let sent = queue
+        .send_with(
+            &"hello".to_string(),
+            after(Duration::from_millis(200))
+                .message_id("m-1")
+                .header("tenant", "acme"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.message_id, "m-1");
+    let received = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.body, "hello");
+    assert_eq!(
+        received
+            .properties()
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("m-1")
+    );
+    assert_eq!(
+        received.properties().delivery_mode(),
+        &Some(2),
+        "still persistent"
+    );
+    let headers = received.headers();
+    assert_eq!(
+        headers.get("tenant").map(|v| v.to_string()).as_deref(),
+        Some("acme")
+    );
+    assert!(
+        headers.get("x-death").is_some(),
+        "the broker records the hops"
+    );
+    received.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn unroutable_delayed_messages_do_not_hold_up_the_ones_behind_them() {
+    let client = common::client().await;
+    // A fanout nobody listens to: each delayed message to it routes nowhere
+    // when its time is up. The broker's dead-letter worker holds at most 32
+    // messages in flight per queue; more unroutable ones than that would
+    // stall every later delivery without the sink.
+    let silent = Exchange::fanout(common::unique_name("delayed.silent"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let numbers: Vec<u32> = (0..50).collect();
+    let mut sends = futures::stream::FuturesUnordered::new();
+    for i in &numbers {
+        sends.push(silent.publish_with(i, after(Duration::from_millis(100))));
+    }
+    while let Some(sent) = sends.next().await {
+        sent.unwrap();
+    }
+    let queue = Queue::durable(common::unique_name("delayed.behind"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    queue
+        .send_with(&"behind".to_string(), after(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert_eq!(common::next_body(&mut sub).await, "behind");
+}
+
+#[tokio::test]
+async fn a_zero_delay_is_an_ordinary_send_and_a_too_long_one_is_refused_before_sending() {
+    let client = common::client().await;
+    let queue = Queue::durable(common::unique_name("delayed.bad"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let err = queue
+        .send_with(
+            &"never".to_string(),
+            after(MAX_DELAY + Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, rabbitkit::SendError::Publish(PublishError::Invalid { ref what, .. }) if what == "delay"),
+        "{err:?}"
+    );
+    let err = queue
+        .send_with(&"never".to_string(), after(Duration::MAX))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rabbitkit::SendError::Publish(PublishError::Invalid { .. })
+        ),
+        "{err:?}"
+    );
+
+    queue
+        .send_with(&"now".to_string(), after(Duration::ZERO))
+        .await
+        .unwrap();
+    let info = queue.info().await.unwrap();
+    assert_eq!(
+        info.messages, 1,
+        "a zero delay is in the queue at once; nothing else is"
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_publish_to_a_missing_target_fails_with_its_cause() {
+    let client = common::client().await;
+    let missing_exchange = common::unique_name("delayed.nope");
+    let err = client
+        .publish(
+            OutgoingMessage::new(&missing_exchange, "k", b"x".to_vec())
+                .delay(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PublishError::ExchangeNotFound { ref exchange } if *exchange == missing_exchange),
+        "{err:?}"
+    );
+    let err = client
+        .publish(
+            OutgoingMessage::new("", common::unique_name("delayed.noqueue"), b"x".to_vec())
+                .delay(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Unroutable { .. }), "{err:?}");
+    // The client is fine afterwards.
+    let queue = Queue::durable(common::unique_name("delayed.after"))
+        .declare(&client)
+        .await
+        .unwrap();
+    queue
+        .send_with(&1u8, after(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let mut consumer = client
+        .consume(queue.name(), ConsumeOptions::new())
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    delivery.ack().await.unwrap();
+}
