@@ -643,3 +643,129 @@ async fn a_fanout_subscriber_receives_again_after_its_node_is_killed() {
     client.delete_exchange(logs.name()).await.unwrap();
     cluster.start(node).unwrap();
 }
+
+/// The node that leads quorum queue `queue`, from `rabbitmqctl list_queues`.
+fn leader_of(cluster: &Cluster, queue: &str) -> usize {
+    let out = cluster
+        .rabbitmqctl(
+            1,
+            &["list_queues", "name", "leader", "--no-table-headers", "-q"],
+        )
+        .unwrap();
+    let leader = out
+        .lines()
+        .find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("{queue} not listed:\n{out}"));
+    Cluster::nodes()
+        .find(|n| cluster.node_name(*n) == leader)
+        .unwrap_or_else(|| panic!("leader {leader:?} of {queue} is not a local node"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_survives_killing_the_node_that_leads_its_delay_queue() {
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    let client = common::client().await;
+    let queue = Queue::durable(common::unique_name("failover.delayed"))
+        .declare(&client)
+        .await
+        .unwrap();
+    // 20 s = 200 units of 100 ms = 0b11001000: it enters level 07 (12.8 s).
+    let start = std::time::Instant::now();
+    queue
+        .send_with(
+            &"still here".to_string(),
+            rabbitkit::PublishOptions::new().delay(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    let leader = leader_of(&cluster, "rabbitkit.delay.07");
+    eprintln!("killing rabbit{leader}, leader of rabbitkit.delay.07");
+    cluster.kill(leader).unwrap();
+
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(90), sub.next())
+        .await
+        .expect("the delayed message arrives although its queue's leader died")
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.body, "still here");
+    assert!(start.elapsed() >= Duration::from_secs(20), "not early");
+    received.ack().await.unwrap();
+    cluster.up().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_between_retries_does_not_change_the_attempt_count() {
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    let client = common::client().await;
+    let name = common::unique_name("failover.retry");
+    let tasks = rabbitkit::WorkQueue::<u32>::builder(&name)
+        .retry(rabbitkit::RetryPolicy::new([
+            Duration::from_secs(3),
+            Duration::from_secs(3),
+        ]))
+        .declare(&client)
+        .await
+        .unwrap();
+    let parking = Queue::durable(format!("{name}.parked"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let calls = Arc::new(Mutex::new(0u32));
+    let first_failure = Arc::new(tokio::sync::Notify::new());
+    let shutdown = rabbitkit::Shutdown::new();
+    let worker = {
+        let (tasks, calls, first_failure, shutdown) = (
+            tasks.clone(),
+            calls.clone(),
+            first_failure.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            tasks
+                .work_until(&shutdown, move |_: u32| {
+                    let (calls, first_failure) = (calls.clone(), first_failure.clone());
+                    async move {
+                        *calls.lock().unwrap() += 1;
+                        first_failure.notify_one();
+                        Err::<(), _>("always")
+                    }
+                })
+                .await
+        })
+    };
+    tasks.submit(&1).await.unwrap();
+    first_failure.notified().await;
+    // While the retry waits in a delay queue, the client's node dies.
+    let node = node_of(&client);
+    cluster.kill(node).unwrap();
+
+    let mut parked = parking.subscribe::<u32>().await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(120), parked.next())
+        .await
+        .expect("parked after the failover")
+        .unwrap()
+        .unwrap();
+    let headers = message.headers();
+    assert_eq!(
+        headers.get(rabbitkit::ATTEMPTS_HEADER),
+        Some(&rabbitkit::HeaderValue::Int(3)),
+        "{headers}"
+    );
+    assert_eq!(
+        headers.get(rabbitkit::RETRIES_HEADER),
+        Some(&rabbitkit::HeaderValue::Int(2)),
+        "{headers}"
+    );
+    message.ack().await.unwrap();
+    shutdown.stop(Duration::from_secs(5));
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.parked, 1);
+    assert!(*calls.lock().unwrap() >= 3);
+    cluster.up().unwrap();
+}

@@ -15,9 +15,12 @@
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use rabbitkit_core::{AMQPValue, Client, Consumer, Delivery, OutgoingMessage};
+use rabbitkit_core::{AMQPValue, Client, Consumer, Declaration, Delivery, OutgoingMessage};
 
-use crate::message::{HandleReport, OnError, RETRIES_HEADER, retries};
+use crate::message::{
+    ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
+    RETRIES_HEADER, RetryPolicy, retries,
+};
 use crate::shutdown::Shutdown;
 
 /// How a handler loop runs: the failure policy, handlers in flight, and
@@ -88,6 +91,8 @@ pub(crate) enum Outcome {
     Requeued,
     Rejected,
     Undecodable,
+    /// Retries used up: published to the parking queue.
+    Parked,
     /// Could not be settled (channel gone): the broker redelivers it.
     Unsettled,
 }
@@ -101,6 +106,7 @@ impl HandleReport {
         self.undecodable += other.undecodable;
         self.unstarted += other.unstarted;
         self.abandoned += other.abandoned;
+        self.parked += other.parked;
     }
 
     pub(crate) fn add(&mut self, outcome: Outcome) {
@@ -112,6 +118,7 @@ impl HandleReport {
                 self.rejected += 1;
                 self.undecodable += 1;
             }
+            Outcome::Parked => self.parked += 1,
             Outcome::Unsettled => {}
         }
     }
@@ -122,9 +129,20 @@ pub(crate) struct Settle {
     pub(crate) client: Client,
     pub(crate) queue: String,
     pub(crate) on_error: OnError,
+    /// Whether the parking queue was declared ([`OnError::Retry`]).
+    pub(crate) parking_declared: std::sync::atomic::AtomicBool,
 }
 
 impl Settle {
+    pub(crate) fn new(client: Client, queue: String, on_error: OnError) -> Self {
+        Self {
+            client,
+            queue,
+            on_error,
+            parking_declared: Default::default(),
+        }
+    }
+
     /// Acks on `Ok`; on `Err` follows the policy.
     pub(crate) async fn result(&self, delivery: Delivery, result: Result<(), String>) -> Outcome {
         match result {
@@ -139,14 +157,23 @@ impl Settle {
     /// A handler (or the router) failed on `delivery`.
     pub(crate) async fn failed(&self, delivery: Delivery, error: String) -> Outcome {
         let retried = retries(delivery.properties());
+        if let OnError::Retry(policy) = &self.on_error {
+            return self.retry_or_park(policy, delivery, retried, error).await;
+        }
         let requeue = match self.on_error {
             OnError::Requeue => true,
             OnError::RequeueOnce => retried < 1,
-            OnError::DeadLetter => false,
+            _ => false,
         };
         tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, requeue, retried, "handler failed");
         if requeue && self.on_error == OnError::RequeueOnce {
-            if self.retry(&delivery, retried + 1).await {
+            let copy = self.copy(
+                &delivery,
+                "",
+                &self.queue,
+                &[(RETRIES_HEADER, count(retried + 1))],
+            );
+            if self.republish(&delivery, copy, "retry").await {
                 Outcome::Requeued
             } else {
                 Outcome::Unsettled
@@ -162,6 +189,99 @@ impl Settle {
         }
     }
 
+    /// [`OnError::Retry`]: a delayed copy while the policy has delays left,
+    /// then the parking queue.
+    async fn retry_or_park(
+        &self,
+        policy: &RetryPolicy,
+        delivery: Delivery,
+        retried: u64,
+        error: String,
+    ) -> Outcome {
+        let next_delay = usize::try_from(retried)
+            .ok()
+            .and_then(|n| policy.delays().get(n).copied());
+        if let Some(delay) = next_delay {
+            tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, retried, ?delay, "handler failed; retrying later");
+            let mut copy = self.copy(
+                &delivery,
+                "",
+                &self.queue,
+                &[(RETRIES_HEADER, count(retried + 1))],
+            );
+            copy.delay = Some(delay);
+            return if self.republish(&delivery, copy, "retry").await {
+                Outcome::Requeued
+            } else {
+                Outcome::Unsettled
+            };
+        }
+        let parking = policy.parking_queue(&self.queue);
+        tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, retried, parking, "handler failed; retries used up, parking the message");
+        if let Err(e) = self.declare_parking(&parking).await {
+            tracing::warn!(target: "rabbitkit", queue = %self.queue, parking, error = %e, "parking queue not declared; message requeued");
+            return match delivery.nack(true).await {
+                Ok(()) => Outcome::Requeued,
+                Err(_) => Outcome::Unsettled,
+            };
+        }
+        let copy = self.copy(
+            &delivery,
+            "",
+            &parking,
+            &[
+                (RETRIES_HEADER, count(retried)),
+                (ATTEMPTS_HEADER, count(retried + 1)),
+                (
+                    PARKED_ERROR_HEADER,
+                    AMQPValue::LongString(truncate(&error, 1000).into()),
+                ),
+                (
+                    PARKED_FROM_HEADER,
+                    AMQPValue::LongString(self.queue.as_str().into()),
+                ),
+            ],
+        );
+        if self.republish(&delivery, copy, "park").await {
+            Outcome::Parked
+        } else {
+            Outcome::Unsettled
+        }
+    }
+
+    /// Declares the parking queue once per `Settle` (durable quorum).
+    async fn declare_parking(&self, queue: &str) -> Result<(), rabbitkit_core::DeclareError> {
+        if self
+            .parking_declared
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let spec = crate::Queue::durable(queue).build()?;
+        self.client.declare(Declaration::Queue(spec)).await?;
+        self.parking_declared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A copy of `delivery` (body and properties) to `exchange`/`key`,
+    /// mandatory, with `extra` headers set.
+    fn copy(
+        &self,
+        delivery: &Delivery,
+        exchange: &str,
+        key: &str,
+        extra: &[(&str, AMQPValue)],
+    ) -> OutgoingMessage {
+        let mut headers = delivery.properties().headers().clone().unwrap_or_default();
+        for (k, v) in extra {
+            headers.insert((*k).into(), v.clone());
+        }
+        OutgoingMessage::new(exchange, key, delivery.body().to_vec())
+            .properties(delivery.properties().clone().with_headers(headers))
+            .mandatory(true)
+    }
+
     /// A body that will never decode: rejected without requeue.
     pub(crate) async fn undecodable(&self, delivery: Delivery, error: String) -> Outcome {
         tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, "undecodable message rejected");
@@ -171,34 +291,41 @@ impl Settle {
         }
     }
 
-    /// Publishes a copy of `delivery` to the end of the queue with
-    /// `RETRIES_HEADER = retries`, then acknowledges the original; requeues
-    /// the original (nack) when the copy is not confirmed. Whether the
-    /// message got its retry either way.
-    async fn retry(&self, delivery: &Delivery, retries: u64) -> bool {
-        let mut headers = delivery.properties().headers().clone().unwrap_or_default();
-        headers.insert(
-            RETRIES_HEADER.into(),
-            AMQPValue::LongLongInt(i64::try_from(retries).unwrap_or(i64::MAX)),
-        );
-        let copy = OutgoingMessage::new("", &self.queue, delivery.body().to_vec())
-            .properties(delivery.properties().clone().with_headers(headers))
-            .mandatory(true);
+    /// Publishes `copy` and acknowledges the original once it is
+    /// confirmed; requeues the original (nack) when it is not. Whether the
+    /// message went on either way.
+    async fn republish(&self, delivery: &Delivery, copy: OutgoingMessage, what: &str) -> bool {
         match self.client.publish(copy).await {
             Ok(_) => {
                 // Should the ack be lost with the connection, the original
                 // comes back too: at least once, never lost.
                 if let Err(e) = delivery.ack().await {
-                    tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, "retried message not acknowledged; it will come back");
+                    tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, what, "original not acknowledged; it will come back");
                 }
                 true
             }
             Err(e) => {
-                tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, "retry not published; message requeued");
+                tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, what, "copy not published; message requeued");
                 delivery.nack(true).await.is_ok()
             }
         }
     }
+}
+
+fn count(n: u64) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Runs `start(delivery)` for each delivery of `consumer`, up to

@@ -141,7 +141,10 @@ pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
 pub use concurrency::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
-pub use message::{HandleReport, OnError, PublishOptions, RETRIES_HEADER, Received, Subscription};
+pub use message::{
+    ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER, PARKED_SUFFIX,
+    PublishOptions, RETRIES_HEADER, Received, RetryPolicy, Subscription,
+};
 pub use queue::{Queue, QueueBuilder, QueueType};
 pub use report::Report;
 pub use router::{Handler, Router};

@@ -459,7 +459,7 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
 }
 
 /// What a handler-style consumer does with a message whose handler failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnError {
     /// Retry it once, then dead-letter it.
@@ -490,7 +490,108 @@ pub enum OnError {
     /// Dead-letter it at once (`basic.reject` without requeue), or drop it
     /// when the queue has no dead-letter exchange.
     DeadLetter,
+    /// Retry it after each of the policy's delays in turn, then park it in
+    /// a parking queue with why and how often it failed. See
+    /// [`RetryPolicy`].
+    Retry(RetryPolicy),
 }
+
+/// Retries with back-off, then parking: what [`OnError::Retry`] does.
+///
+/// When the handler fails on a message that was retried `n` times (its
+/// [`RETRIES_HEADER`], 0 at first), and the policy has an `n`-th delay, a
+/// copy of the message (same body and properties, `RETRIES_HEADER = n + 1`)
+/// is published to the queue it came from **delayed** by that delay
+/// (rabbitkit's plugin-free delay queues, see
+/// [`PublishOptions::delay`]), and the original is acknowledged once the
+/// copy is confirmed. When the delays are used up, the message is published
+/// to the parking queue (by default `<queue>.parked`, a durable quorum
+/// queue declared on first use) with the headers [`ATTEMPTS_HEADER`] (how
+/// many times the handler ran), [`RETRIES_HEADER`], [`PARKED_ERROR_HEADER`] (the
+/// last error, at most 1,000 bytes) and [`PARKED_FROM_HEADER`] (the queue).
+///
+/// The count travels in the message, set by rabbitkit: a redelivery after
+/// a failover, or another consumer taking the message, neither resets nor
+/// inflates it. If a copy cannot be published, the original is requeued
+/// (nothing is lost; it may run once more).
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit::{OnError, RetryPolicy};
+/// let policy = RetryPolicy::new([1, 10, 60].map(Duration::from_secs));
+/// assert_eq!(policy.attempts(), 4); // the first try and three retries
+/// let on_error = OnError::Retry(policy.park_in("orders.failed"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    delays: std::sync::Arc<[Duration]>,
+    park: Option<String>,
+}
+
+impl RetryPolicy {
+    /// Retries after each of `delays` in turn (zero: at once, to the end of
+    /// the queue), then parks the message in `<queue>.parked`. A delay
+    /// above [`MAX_DELAY`](rabbitkit_core::delay::MAX_DELAY) (about 77 days)
+    /// is clamped to it.
+    pub fn new(delays: impl IntoIterator<Item = Duration>) -> Self {
+        Self {
+            delays: delays
+                .into_iter()
+                .map(|d| d.min(rabbitkit_core::delay::MAX_DELAY))
+                .collect(),
+            park: None,
+        }
+    }
+
+    /// `retries` delays growing from `first` by `factor` each time, none
+    /// longer than `max`: `exponential(1 s, 10, 1 min, 4)` waits 1 s, 10 s,
+    /// 60 s, 60 s.
+    pub fn exponential(first: Duration, factor: u32, max: Duration, retries: usize) -> Self {
+        let mut delay = first.min(max);
+        Self::new((0..retries).map(|_| {
+            let this = delay;
+            delay = delay.saturating_mul(factor).min(max);
+            this
+        }))
+    }
+
+    /// Parks messages whose retries are used up in `queue` (declared as a
+    /// durable quorum queue if missing) instead of `<queue>.parked`.
+    pub fn park_in(mut self, queue: impl Into<String>) -> Self {
+        self.park = Some(queue.into());
+        self
+    }
+
+    /// The delays, in order.
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// How many times the handler runs at most for one message: the first
+    /// try and one per delay.
+    pub fn attempts(&self) -> usize {
+        self.delays.len() + 1
+    }
+
+    /// The parking queue for messages of `queue`.
+    pub fn parking_queue(&self, queue: &str) -> String {
+        self.park
+            .clone()
+            .unwrap_or_else(|| format!("{queue}{PARKED_SUFFIX}"))
+    }
+}
+
+/// What [`RetryPolicy`] appends to a queue's name to name its parking queue.
+pub const PARKED_SUFFIX: &str = ".parked";
+
+/// On a parked message: how many times the handler ran.
+pub const ATTEMPTS_HEADER: &str = "x-rabbitkit-attempts";
+
+/// On a parked message: the handler's last error (at most 1,000 bytes).
+pub const PARKED_ERROR_HEADER: &str = "x-rabbitkit-error";
+
+/// On a parked message: the queue it was parked from.
+pub const PARKED_FROM_HEADER: &str = "x-rabbitkit-parked-from";
 
 /// What a handler-style consumer did, returned when its stream ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -499,8 +600,11 @@ pub struct HandleReport {
     /// Messages handled and acknowledged.
     pub acked: u64,
     /// Messages whose handler failed and that were given another try
-    /// (retried by [`OnError::RequeueOnce`], or requeued).
+    /// (retried by [`OnError::RequeueOnce`] or [`OnError::Retry`], or requeued).
     pub requeued: u64,
+    /// Messages whose retries were used up ([`OnError::Retry`]): published
+    /// to the parking queue and acknowledged.
+    pub parked: u64,
     /// Messages dead-lettered (or dropped): handler failures and undecodable bodies.
     pub rejected: u64,
     /// Of those, bodies that did not decode.
@@ -560,11 +664,11 @@ impl<T: DeserializeOwned> Subscription<T> {
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        let settle = Settle {
-            client: self.client.clone(),
-            queue: self.queue().to_owned(),
-            on_error: options.on_error,
-        };
+        let settle = Settle::new(
+            self.client.clone(),
+            self.queue().to_owned(),
+            options.on_error,
+        );
         let settle = &settle;
         let max_inflated = self.max_inflated;
         drive(

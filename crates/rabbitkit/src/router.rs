@@ -223,11 +223,11 @@ impl Router {
         if let Some(e) = self.errors.first() {
             return Err(SubscribeError::Declare(e.clone()));
         }
-        let settle = Settle {
-            client: subscription.client.clone(),
-            queue: subscription.queue().to_owned(),
-            on_error: self.on_error,
-        };
+        let settle = Settle::new(
+            subscription.client.clone(),
+            subscription.queue().to_owned(),
+            self.on_error.clone(),
+        );
         let settle = &settle;
         let max_inflated = subscription.max_inflated;
         let report = drive(

@@ -130,6 +130,12 @@ impl<T> WorkQueueBuilder<T> {
         self
     }
 
+    /// Retries failed tasks after the policy's delays, then parks them:
+    /// short for `on_error(OnError::Retry(policy))`. See [`RetryPolicy`](crate::RetryPolicy).
+    pub fn retry(self, policy: crate::RetryPolicy) -> Self {
+        self.on_error(OnError::Retry(policy))
+    }
+
     /// Use a quorum queue (replicated over the cluster): the default, said
     /// explicitly.
     pub fn quorum(mut self) -> Self {
@@ -321,7 +327,7 @@ impl<T: DeserializeOwned> WorkQueue<T> {
 
     fn handle_options(&self) -> HandleOptions {
         HandleOptions::new()
-            .on_error(self.on_error)
+            .on_error(self.on_error.clone())
             .concurrency(self.concurrency)
     }
 }
