@@ -9,6 +9,9 @@
 //! terminal 2$ cargo run --example send
 //! ```
 //!
+//! `cargo run --example receive -- QUEUE` reads another queue instead
+//! (declared as a durable quorum queue too), e.g. `delayed_hello`.
+//!
 //! The queue is the official tutorials' `hello`, a durable quorum queue, so
 //! this works with their `send.py` (and the other languages') as well. Chapter "Hello World" of the book (`docs/`) walks through it.
 
@@ -34,7 +37,9 @@ async fn main() -> Result<(), Report> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
-    let hello = Queue::named("hello").declare(client).await?;
+    // `hello`, or the queue named on the command line (e.g. `delayed_hello`).
+    let name = std::env::args().nth(1).unwrap_or_else(|| "hello".into());
+    let hello = Queue::named(name).declare(client).await?;
     let mut messages = hello.subscribe::<String>().await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
 

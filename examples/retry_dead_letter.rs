@@ -1,13 +1,8 @@
-//! Retries and dead letters: a work queue whose failed jobs are retried
-//! after a delay, and parked after three failed attempts, with nothing but
-//! queue arguments (no broker plugin):
-//!
-//! - `jobs` dead-letters what a worker rejects to `jobs.wait`;
-//! - `jobs.wait` has no consumer; its messages expire after one second
-//!   (`x-message-ttl`) and are dead-lettered back to `jobs`;
-//! - the worker counts a job's failed attempts in its `x-death` header,
-//!   which the broker updates on each dead-lettering, and after the third
-//!   failure sends the job to `jobs.parked` instead, for a human to look at.
+//! Retries with back-off, then parking: a work queue whose failed jobs are
+//! tried again 1 s later, then 2 s later, and then put aside in
+//! `jobs.parked` with why they failed, for a human to look at. No broker
+//! plugin: the retries wait in rabbitkit's delay queues (quorum queues with
+//! a message TTL that dead-letter to each other).
 //!
 //! ```text
 //! $ cargo run --example retry_dead_letter        # 6 jobs
@@ -18,54 +13,45 @@
 //! works on them until each is done or parked, and exits. Its handler fails
 //! on purpose: jobs 3, 6, 9, ... always fail (they end up parked); jobs 2,
 //! 5, 8, ... fail on their first attempt only (they succeed on the retry).
-//! It deletes the three queues when it starts and leaves them behind, so
-//! you can look at the parked jobs afterwards:
-//! `rabbitmqctl -n rabbit1@localhost list_queues name messages | grep jobs`.
-//! Chapter "Retries and dead letters" of the book.
+//! It deletes `jobs` and `jobs.parked` when it starts and leaves them
+//! behind, so you can look at the parked jobs afterwards:
+//! `cargo xtask broker ctl 1 list_queues name messages | grep jobs`.
+//! Chapter "Delays, retries and dead letters" of the book.
 
 // ANCHOR: code
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitkit::{BasicProperties, Options, Queue, Report, WorkQueue};
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use rabbitkit::{
+    ATTEMPTS_HEADER, Options, PARKED_ERROR_HEADER, Queue, Report, RetryPolicy, Shutdown, WorkQueue,
+};
 
 const JOBS: &str = "jobs";
-const WAIT: &str = "jobs.wait";
-const PARKED: &str = "jobs.parked";
-const RETRY_DELAY: Duration = Duration::from_secs(1);
-const MAX_ATTEMPTS: u32 = 3;
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
-    let count: u32 = match std::env::args().nth(1) {
+    let count: usize = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
         None => 6,
     };
     let client = Options::new().connect_env().await?;
-    for queue in [JOBS, WAIT, PARKED] {
-        client.delete_queue(queue).await?; // start afresh
-    }
 
     // ANCHOR: topology
-    // Rejected jobs go to `jobs.wait` (through the default exchange, "",
-    // which routes to the queue named by the routing key) ...
+    // Failed jobs come back 1 s later, then 2 s later; after the third
+    // failed attempt they go to `jobs.parked`.
+    let policy = RetryPolicy::new([Duration::from_secs(1), Duration::from_secs(2)]);
+    let parking = policy.parking_queue(JOBS);
+    for queue in [JOBS, parking.as_str()] {
+        client.delete_queue(queue).await?; // start afresh
+    }
     let jobs = WorkQueue::<String>::builder(JOBS)
-        .prefetch(1)
-        .dead_letter("")
-        .dead_letter_routing_key(WAIT)
+        .retry(policy.clone())
         .declare(&client)
         .await?;
-    // ... wait there for RETRY_DELAY, then go back to `jobs`.
-    Queue::durable(WAIT)
-        .message_ttl(RETRY_DELAY)
-        .dead_letter("")
-        .dead_letter_routing_key(JOBS)
-        .declare(&client)
-        .await?;
-    // Jobs that failed MAX_ATTEMPTS times.
-    let parked = Queue::durable(PARKED).declare(&client).await?;
+    let parked = Queue::durable(&parking).declare(&client).await?;
     // ANCHOR_END: topology
 
     for n in 1..=count {
@@ -74,14 +60,71 @@ async fn main() -> Result<(), Report> {
         println!(" [x] Sent '{job}'");
     }
 
+    // ANCHOR: work
     println!(" [*] Working. To exit press CTRL+C");
-    tokio::select! {
-        result = work(&jobs, &parked, count) => {
-            let (done, parked) = result?;
-            println!(" [x] Done: {done}, parked: {parked}");
+    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let max_attempts = policy.attempts();
+    let worker = {
+        let (jobs, shutdown, done) = (jobs.clone(), shutdown.clone(), done.clone());
+        tokio::spawn(async move {
+            jobs.work_until(&shutdown, move |job: String| {
+                let attempt = {
+                    let mut attempts = attempts.lock().unwrap();
+                    let n = attempts.entry(job.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                let done = done.clone();
+                async move {
+                    match handle(&job, attempt).await {
+                        Ok(()) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            println!(" [x] Done '{job}' (attempt {attempt})");
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let next = if attempt < max_attempts { "retrying later" } else { "parking it" };
+                            println!(" [!] '{job}' failed (attempt {attempt} of {max_attempts}): {e}; {next}");
+                            Err(e)
+                        }
+                    }
+                }
+            })
+            .await
+        })
+    };
+    // ANCHOR_END: work
+
+    // ANCHOR: parked
+    // Read the parked jobs back: rabbitkit says why and how often they failed.
+    let mut parked_jobs = parked.subscribe::<String>().await?;
+    let mut parked_count = 0;
+    while done.load(Ordering::Relaxed) + parked_count < count {
+        tokio::select! {
+            Some(message) = parked_jobs.next() => {
+                let message = message?;
+                let headers = message.headers();
+                let (tries, error) = (headers.get(ATTEMPTS_HEADER), headers.get(PARKED_ERROR_HEADER));
+                println!(
+                    " [!] Parked '{}' after {} attempts: {}",
+                    message.body,
+                    tries.map(ToString::to_string).unwrap_or_default(),
+                    error.map(ToString::to_string).unwrap_or_default(),
+                );
+                message.ack().await?;
+                parked_count += 1;
+            }
+            // Look at `done` again now and then.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.stopping() => break,
         }
-        _ = tokio::signal::ctrl_c() => {}
     }
+    // ANCHOR_END: parked
+    shutdown.stop(Duration::from_secs(5));
+    let report = worker.await??;
+    println!(" [x] Done: {}, parked: {}", report.acked, report.parked);
     client.close().await;
     Ok(())
 }
@@ -89,7 +132,7 @@ async fn main() -> Result<(), Report> {
 // ANCHOR: handler
 /// The work itself, failing on purpose: jobs 3, 6, 9... always fail, jobs
 /// 2, 5, 8... fail on their first attempt only.
-async fn handle(job: &str, attempt: u32) -> Result<(), String> {
+async fn handle(job: &str, attempt: usize) -> Result<(), String> {
     let n: u32 = job.trim_start_matches("job ").parse().unwrap_or(1);
     match n % 3 {
         0 => Err("this job can never be done".into()),
@@ -98,54 +141,4 @@ async fn handle(job: &str, attempt: u32) -> Result<(), String> {
     }
 }
 // ANCHOR_END: handler
-
-// ANCHOR: work
-/// Works until `count` jobs are done or parked; returns how many of each.
-async fn work(jobs: &WorkQueue<String>, parked: &Queue, count: u32) -> Result<(u32, u32), Error> {
-    let mut tasks = jobs.subscribe().await?;
-    let (mut done, mut parked_jobs) = (0, 0);
-    while done + parked_jobs < count {
-        let Some(task) = tasks.next().await else {
-            break;
-        };
-        let task = task?;
-        let attempt = failed_attempts(task.properties()) + 1;
-        match handle(&task.body, attempt).await {
-            Ok(()) => {
-                task.ack().await?;
-                done += 1;
-                println!(" [x] Done '{}' (attempt {attempt})", task.body);
-            }
-            Err(e) if attempt < MAX_ATTEMPTS => {
-                // Dead-lettered to jobs.wait: back in RETRY_DELAY.
-                task.reject(false).await?;
-                println!(
-                    " [!] '{}' failed (attempt {attempt} of {MAX_ATTEMPTS}): {e}; retry in {RETRY_DELAY:?}",
-                    task.body
-                );
-            }
-            Err(e) => {
-                // Park it first, then ack: if we die in between, the job
-                // comes back rather than being lost.
-                parked.send(&task.body).await?;
-                task.ack().await?;
-                parked_jobs += 1;
-                println!(
-                    " [!] '{}' failed (attempt {attempt} of {MAX_ATTEMPTS}): {e}; parked in {PARKED}",
-                    task.body
-                );
-            }
-        }
-    }
-    Ok((done, parked_jobs))
-}
-// ANCHOR_END: work
-
-// ANCHOR: x_death
-/// How many times this message was rejected from `jobs`: the broker counts
-/// it in the `x-death` header, one entry per queue and reason.
-fn failed_attempts(properties: &BasicProperties) -> u32 {
-    rabbitkit::message::death_count(properties, JOBS, "rejected") as u32
-}
-// ANCHOR_END: x_death
 // ANCHOR_END: code

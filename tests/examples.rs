@@ -41,6 +41,7 @@ const EXAMPLES: &[&str] = &[
     "publisher_confirms",
     "failover",
     "retry_dead_letter",
+    "delayed",
 ];
 
 const WAITING_FOR_MESSAGES: &str = " [*] Waiting for messages. To exit press CTRL+C";
@@ -175,6 +176,17 @@ fn every_tutorial_program_works_as_the_book_says() {
         assert!(line.starts_with(prefix) && line.ends_with(" ms"), "{line}");
     }
 
+    // Delayed delivery: the receiver reads `delayed_hello`; the message
+    // shows up once its second is over.
+    let mut receive = consumer("receive", &["delayed_hello"], WAITING_FOR_MESSAGES);
+    let later = format!("later {id}");
+    assert_eq!(
+        run("delayed", &["1", &later]),
+        [format!(" [x] Sent '{later}', due in 1s")]
+    );
+    receive.expect(&format!(" [x] Received '{later}'"));
+    receive.interrupt();
+
     // Failover, with no node killed: everything confirmed arrives.
     let lines = run("failover", &["200"]);
     assert!(
@@ -185,11 +197,13 @@ fn every_tutorial_program_works_as_the_book_says() {
     );
     assert!(lines.iter().any(|l| l == " [x] lost: 0"), "{lines:#?}");
 
-    // Retries and dead letters: 6 jobs, 2 of which always fail.
+    // Retries with back-off, then parking: 6 jobs, 2 of which always fail.
     let lines = run("retry_dead_letter", &["6"]);
     for expected in [
         " [x] Done 'job 2' (attempt 2)",
-        " [!] 'job 3' failed (attempt 3 of 3): this job can never be done; parked in jobs.parked",
+        " [!] 'job 3' failed (attempt 3 of 3): this job can never be done; parking it",
+        " [!] Parked 'job 3' after 3 attempts: this job can never be done",
+        " [!] Parked 'job 6' after 3 attempts: this job can never be done",
         " [x] Done: 4, parked: 2",
     ] {
         assert!(

@@ -12,6 +12,7 @@
 //! | `rpc_client`      | `rpc_server.py`   |
 //! | `emit_log`        | `receive_logs.py` |
 //! | `emit_log.py`     | `receive_logs`    |
+//! | `delayed`         | `receive_delayed.py` (not official: `receive.py` on `delayed_hello`) |
 //!
 //! Since 2026-03 the official tutorials declare `hello`, `task_queue` and
 //! `rpc_queue` as durable quorum queues (`durable=True,
@@ -54,6 +55,7 @@ const EXAMPLES: &[&str] = &[
     "rpc_client",
     "emit_log",
     "receive_logs",
+    "delayed",
 ];
 
 /// The tutorial queues, whose declarations changed over the years.
@@ -162,6 +164,19 @@ fn send_to_receive_py(_id: &str) {
     assert_eq!(lines, [" [x] Received Hello World!"]);
 }
 
+/// A message delayed by rabbitkit reaches a pika consumer as an ordinary
+/// message, once its time is up.
+fn delayed_to_receive_delayed_py(id: &str) {
+    let receive = python_consumer("receive_delayed.py", 1, WAITING_FOR_MESSAGES);
+    let later = format!("later from rust {id}");
+    assert_eq!(
+        run("delayed", &["1.5", &later]),
+        [format!(" [x] Sent '{later}', due in 1.5s")]
+    );
+    let lines = python_consumer_output(receive, WAITING_FOR_MESSAGES);
+    assert_eq!(lines, [format!(" [x] Received {later}")]);
+}
+
 fn send_py_to_receive(_id: &str) {
     let mut receive = consumer("receive", &[], WAITING_FOR_MESSAGES);
     assert_eq!(run_python("send.py", &[]), [" [x] Sent 'Hello World!'"]);
@@ -262,6 +277,10 @@ fn tutorial_programs_interoperate_with_the_official_python_tutorials() {
         ("rpc_client -> rpc_server.py", rpc_client_to_rpc_server_py),
         ("emit_log -> receive_logs.py", emit_log_to_receive_logs_py),
         ("emit_log.py -> receive_logs", emit_log_py_to_receive_logs),
+        (
+            "delayed -> receive_delayed.py",
+            delayed_to_receive_delayed_py,
+        ),
     ];
     let mut failed = Vec::new();
     for (name, pair) in pairs {
