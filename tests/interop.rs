@@ -13,6 +13,7 @@
 //! | `emit_log`        | `receive_logs.py` |
 //! | `emit_log.py`     | `receive_logs`    |
 //! | `delayed`         | `receive_delayed.py` (not official: `receive.py` on `delayed_hello`) |
+//! | `delayed_send.py` (not official: rabbitkit's delay queues from pika) | `receive delayed_hello` |
 //!
 //! Since 2026-03 the official tutorials declare `hello`, `task_queue` and
 //! `rpc_queue` as durable quorum queues (`durable=True,
@@ -175,6 +176,19 @@ fn delayed_to_receive_delayed_py(id: &str) {
     );
     let lines = python_consumer_output(receive, WAITING_FOR_MESSAGES);
     assert_eq!(lines, [format!(" [x] Received {later}")]);
+}
+
+/// A message delayed by pika through rabbitkit's delay queues (declared
+/// by the Python program the same way) reaches rabbitkit's receiver.
+fn delayed_send_py_to_receive(id: &str) {
+    let mut receive = consumer("receive", &["delayed_hello"], WAITING_FOR_MESSAGES);
+    let later = format!("later from python {id}");
+    assert_eq!(
+        run_python("delayed_send.py", &["1.5", &later]),
+        [format!(" [x] Sent {later}, due in 1.5 s")]
+    );
+    receive.expect(&format!(" [x] Received '{later}'"));
+    receive.interrupt();
 }
 
 fn send_py_to_receive(_id: &str) {
