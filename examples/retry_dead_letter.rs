@@ -43,7 +43,9 @@ async fn main() -> Result<(), Report> {
         Some(arg) => arg.parse()?,
         None => 6,
     };
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     for queue in [JOBS, WAIT, PARKED] {
         client.delete_queue(queue).await?; // start afresh
     }

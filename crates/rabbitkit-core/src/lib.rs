@@ -95,7 +95,7 @@ pub use error::{
     AckError, ChannelError, ConnectError, ConsumeError, DeclareError, EndpointError, PublishError,
 };
 pub use events::Event;
-pub use options::{Backoff, EndpointOrder, LOCAL_CLUSTER, Options, Timings, endpoints_from_env};
+pub use options::{Backoff, EndpointOrder, Options, Timings, endpoints_from_env};
 pub use publisher::{
     ConfirmChannel, Confirmed, OutgoingMessage, PublishOutcome, Publisher, abandoned_confirms,
 };

@@ -440,10 +440,45 @@ impl Options {
     }
 
     /// Connects to the endpoints listed in the `AMQP_ADDR` environment
-    /// variable (comma-separated), or to the local 3-node cluster that
-    /// `cargo xtask broker up` starts (127.0.0.1 ports 5672, 5673, 5674).
+    /// variable (one URL or a comma-separated list).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Endpoint`] with [`EndpointError::Unset`] when
+    /// `AMQP_ADDR` is not set (or blank): nothing is connected to by
+    /// default. [`connect_env_or`](Self::connect_env_or) names a fallback.
     pub async fn connect_env(self) -> Result<Client, ConnectError> {
         let endpoints = endpoints_from_env()?;
+        Client::start(self, endpoints).await
+    }
+
+    /// Connects to the endpoints listed in `AMQP_ADDR`, or, when it is not
+    /// set (or blank), to `default` (one URL, a comma-separated list, or a
+    /// slice/`Vec` of them), saying so in an `info` log line (passwords
+    /// hidden). The examples use it to reach a broker on this machine:
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rabbitkit_core::ConnectError> {
+    /// // AMQP_ADDR, or RabbitMQ's default port on this machine (user guest).
+    /// let client = rabbitkit_core::Options::new()
+    ///     .connect_env_or("amqp://127.0.0.1:5672/%2f")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_env_or(self, default: impl ToEndpoints) -> Result<Client, ConnectError> {
+        let endpoints = match endpoints_from_env() {
+            Err(EndpointError::Unset { variable }) => {
+                let endpoints = default.to_endpoints()?;
+                let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+                tracing::info!(
+                    target: "rabbitkit",
+                    endpoints = %list.join(","),
+                    "{variable} is not set: connecting to the default endpoints"
+                );
+                endpoints
+            }
+            other => other?,
+        };
         Client::start(self, endpoints).await
     }
 }
@@ -479,15 +514,26 @@ impl Options {
     }
 }
 
-/// The local cluster's endpoints, used when `AMQP_ADDR` is not set.
-pub const LOCAL_CLUSTER: &str =
-    "amqp://127.0.0.1:5672/%2f,amqp://127.0.0.1:5673/%2f,amqp://127.0.0.1:5674/%2f";
+/// The environment variable [`Options::connect_env`] reads.
+const AMQP_ADDR: &str = "AMQP_ADDR";
 
-/// The endpoints in `AMQP_ADDR` (comma-separated), or [`LOCAL_CLUSTER`].
+/// The endpoints in `AMQP_ADDR` (one URL or a comma-separated list).
+///
+/// # Errors
+///
+/// [`EndpointError::Unset`] when `AMQP_ADDR` is not set or blank; the
+/// parse errors of [`Endpoint::parse_list`].
 pub fn endpoints_from_env() -> Result<Vec<Endpoint>, EndpointError> {
-    match std::env::var("AMQP_ADDR") {
-        Ok(list) if !list.trim().is_empty() => Endpoint::parse_list(&list),
-        _ => Endpoint::parse_list(LOCAL_CLUSTER),
+    endpoints_from(AMQP_ADDR, std::env::var(AMQP_ADDR).ok())
+}
+
+fn endpoints_from(
+    variable: &'static str,
+    value: Option<String>,
+) -> Result<Vec<Endpoint>, EndpointError> {
+    match value {
+        Some(list) if !list.trim().is_empty() => Endpoint::parse_list(&list),
+        _ => Err(EndpointError::Unset { variable }),
     }
 }
 
@@ -522,6 +568,22 @@ mod tests {
         let o = Options::new().channels(0).publish_window(0);
         assert_eq!(o.channels, 1);
         assert_eq!(o.publish_window, 1);
+    }
+
+    #[test]
+    fn an_unset_or_blank_amqp_addr_is_an_error_not_a_default() {
+        for value in [None, Some(String::new()), Some(" \n".into())] {
+            assert_eq!(
+                endpoints_from("AMQP_ADDR", value),
+                Err(EndpointError::Unset {
+                    variable: "AMQP_ADDR"
+                })
+            );
+        }
+        let err = endpoints_from("AMQP_ADDR", None).unwrap_err().to_string();
+        assert!(err.contains("AMQP_ADDR is not set"), "{err}");
+        let list = endpoints_from("AMQP_ADDR", Some("amqp://a:1/%2f, amqp://b:2/%2f".into()));
+        assert_eq!(list.unwrap().len(), 2);
     }
 
     #[test]

@@ -335,21 +335,38 @@ impl Cluster {
     }
 
     /// Installs this cluster's RabbitMQ version when it is missing (see
-    /// [`RabbitMq::install`]). Needs root.
+    /// [`RabbitMq::install`]). Needs root. Only `cargo xtask broker up`
+    /// (and the xtask workflows that bring the cluster up) call it: tests
+    /// never install anything.
     pub fn install(&self) -> Result<()> {
         self.version.install()
     }
 
+    /// An error unless this cluster's RabbitMQ version is installed; it
+    /// names the command that installs it.
+    fn check_installed(&self) -> Result<()> {
+        if self.is_installed() {
+            Ok(())
+        } else {
+            Err(self.version.not_installed())
+        }
+    }
+
     /// Brings the cluster up; a no-op when it is already healthy.
     ///
-    /// Installs RabbitMQ when missing, writes the node directories, starts
-    /// every node that is not running and waits for it, then joins nodes 2
-    /// and 3 to `rabbit1@localhost` when they are not running members of its
-    /// cluster. A node that does not boot, or that refuses to join, is
-    /// stopped, forgotten by the cluster, wiped (its `mnesia/` directory)
-    /// and started and joined again. Takes about 30 s from a cold state.
+    /// Writes the node directories, starts every node that is not running
+    /// and waits for it, then joins nodes 2 and 3 to `rabbit1@localhost`
+    /// when they are not running members of its cluster. A node that does
+    /// not boot, or that refuses to join, is stopped, forgotten by the
+    /// cluster, wiped (its `mnesia/` directory) and started and joined
+    /// again. Takes about 30 s from a cold state.
+    ///
+    /// # Errors
+    ///
+    /// When RabbitMQ is not installed: [`install`](Self::install) first
+    /// (`cargo xtask broker up` does both).
     pub fn up(&self) -> Result<()> {
-        self.install()?;
+        self.check_installed()?;
         let _lock = self.lock()?;
         self.stop_other_versions()?;
         self.prepare_dirs()?;
@@ -507,9 +524,14 @@ impl Cluster {
     /// peer that has the latest cluster data; so after taking *every* node
     /// down, call [`up`](Self::up), which starts them all at once, rather
     /// than starting them one by one.
+    ///
+    /// # Errors
+    ///
+    /// When RabbitMQ is not installed (see [`up`](Self::up)), or the node
+    /// does not boot.
     pub fn start(&self, n: usize) -> Result<()> {
         check_node(n)?;
-        self.install()?;
+        self.check_installed()?;
         let _lock = self.lock()?;
         self.prepare_dirs()?;
         if self.is_running(n) {

@@ -3,13 +3,18 @@
 //! This crate gives the integration tests, the examples and the `xtask`
 //! developer commands one shared view of "the broker":
 //!
-//! * a local **3-node RabbitMQ cluster** ([`Cluster`]) that is installed
-//!   (Debian `rabbitmq-server`), started, clustered, repaired and torn down
-//!   on demand, and whose nodes can be killed, stopped and restarted one by
-//!   one to exercise failover;
+//! * a local **3-node RabbitMQ cluster** ([`Cluster`]) that is started,
+//!   clustered, repaired and torn down on demand, and whose nodes can be
+//!   killed, stopped and restarted one by one to exercise failover.
+//!   Installing RabbitMQ (Debian `rabbitmq-server`, [`Cluster::install`])
+//!   is left to `cargo xtask broker up` and the xtask workflows: a test
+//!   never installs anything, and fails with a message that says what to
+//!   run when RabbitMQ is missing;
 //! * the **broker addresses** the tests connect to ([`amqp_addrs`]), which
 //!   come from the `AMQP_ADDR` environment variable when an external broker
-//!   is used, or else point at the local cluster;
+//!   is used, or else point at the local cluster
+//!   (`amqp://guest:guest@127.0.0.1:5672/%2f` ... `:5674`; the library
+//!   itself has no default address);
 //! * **unique names** ([`unique_name`]) so that tests running in parallel
 //!   against the same broker never share a queue or an exchange.
 //!

@@ -204,6 +204,7 @@ fn broker(args: &[String]) -> Result<()> {
                 cluster.version(),
                 cluster.base_dir().display()
             );
+            cluster.install().map_err(|e| e.to_string())?;
             cluster.up().map_err(|e| e.to_string())?;
             print_status(&cluster)
         }
@@ -263,7 +264,8 @@ fn ensure_broker() -> Result<()> {
         cluster.base_dir().display()
     );
     cluster
-        .up()
+        .install()
+        .and_then(|()| cluster.up())
         .map_err(|e| format!("cannot bring up the local cluster: {e}"))
 }
 
