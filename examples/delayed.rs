@@ -28,7 +28,9 @@ async fn main() -> Result<(), Report> {
     let delay = Duration::try_from_secs_f64(seconds)?;
     let message = args.next().unwrap_or_else(|| "Hello later!".to_string());
 
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     let queue = Queue::named("delayed_hello").declare(&client).await?;
 
     // ANCHOR: send

@@ -33,7 +33,7 @@ async fn next<T: serde::de::DeserializeOwned>(
 async fn main() -> Result<(), Report> {
     let client = Options::new()
         .connection_name("rabbitkit-demo")
-        .connect_env()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
     println!(
         "connected to {}",

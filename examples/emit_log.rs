@@ -28,7 +28,9 @@ async fn main() -> Result<(), Report> {
         args.join(" ")
     };
 
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR: publish
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.

@@ -45,7 +45,9 @@ async fn main() -> Result<(), Report> {
     }
     // ANCHOR_END: headers
 
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR: publish
     // Not durable, the way the official tutorials declare their exchanges
     // (rabbitkit's exchanges are durable by default).

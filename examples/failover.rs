@@ -44,7 +44,10 @@ async fn main() -> Result<(), Report> {
     // ANCHOR: events
     let client = Options::new()
         .connection_name("rabbitkit failover example")
-        .connect_env()
+        // AMQP_ADDR, or the three nodes of `cargo xtask broker up`.
+        .connect_env_or(
+            "amqp://127.0.0.1:5672/%2f,amqp://127.0.0.1:5673/%2f,amqp://127.0.0.1:5674/%2f",
+        )
         .await?;
     let mut events = client.events();
     tokio::spawn(async move {

@@ -28,7 +28,9 @@ async fn main() -> Result<(), Report> {
         args.join(" ")
     };
 
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR: submit
     let tasks = WorkQueue::<String>::builder("task_queue")
         .prefetch(1)

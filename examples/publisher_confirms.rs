@@ -36,7 +36,9 @@ async fn main() -> Result<(), Report> {
         Some(arg) => arg.parse()?,
         None => 10_000,
     };
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     let messages: Vec<String> = (0..count).map(|i| i.to_string()).collect();
 
     let took = individually(&client, &messages).await?;

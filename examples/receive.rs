@@ -25,7 +25,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR: ctrl_c
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));

@@ -47,7 +47,9 @@ async fn main() -> Result<(), Report> {
     }
     // ANCHOR_END: matching
 
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
     receive(&client, &matching, &shutdown).await?;

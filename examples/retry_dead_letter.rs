@@ -37,7 +37,9 @@ async fn main() -> Result<(), Report> {
         Some(arg) => arg.parse()?,
         None => 6,
     };
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
 
     // ANCHOR: topology
     // Failed jobs come back 1 s later, then 2 s later; after the third

@@ -26,7 +26,9 @@ async fn main() -> Result<(), Report> {
         None => 30,
     };
 
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR: call
     let fibonacci = RpcClient::<u64, u64>::builder("rpc_queue")
         .build(&client)

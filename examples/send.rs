@@ -1,6 +1,6 @@
 //! Hello World, the sending half: puts one message on the queue `hello`.
 //!
-//! Shows: connecting (`AMQP_ADDR`, or the local 3-node cluster), declaring a
+//! Shows: connecting (`AMQP_ADDR`, or RabbitMQ on 127.0.0.1:5672), declaring a
 //! queue, sending a plain-text message through the default exchange.
 //!
 //! Run the receiver in one terminal, then the sender in another:
@@ -22,7 +22,9 @@ use rabbitkit::{Options, Queue, Report};
 #[tokio::main]
 async fn main() -> Result<(), Report> {
     // ANCHOR: connect
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR_END: connect
     // ANCHOR: declare
     // A durable quorum queue, as the official tutorials declare `hello`.

@@ -31,7 +31,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
-    let client = Options::new().connect_env().await?;
+    let client = Options::new()
+        .connect_env_or("amqp://127.0.0.1:5672/%2f")
+        .await?;
     // ANCHOR: shutdown
     // Ctrl-C: take no new task, give the one in progress 30 s to finish.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));

@@ -56,9 +56,14 @@ pub(crate) struct Acks {
 }
 
 impl Acks {
-    /// Starts coalescing acks on `channel`, flushing every `batch` acks;
-    /// each send is bounded by `bound`.
-    pub(crate) fn start(channel: Channel, batch: u64, bound: Duration) -> Arc<Self> {
+    /// Starts coalescing acks on `channel`, flushing every `batch` acks or
+    /// `delay` after an ack; each send is bounded by `bound`.
+    pub(crate) fn start(
+        channel: Channel,
+        batch: u64,
+        delay: Duration,
+        bound: Duration,
+    ) -> Arc<Self> {
         let acks = Arc::new(Self {
             channel,
             state: Mutex::new(State {
@@ -80,7 +85,7 @@ impl Acks {
                 if flusher.state.lock().unwrap().closed {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(delay).await;
                 let _ = flusher.flush().await;
             }
         });

@@ -263,6 +263,12 @@ impl Client {
         &self.shared().options
     }
 
+    /// The inner delays, intervals and retry policies this client runs with
+    /// (see [`Options::timings`]).
+    pub fn timings(&self) -> &crate::Timings {
+        &self.shared().options.timings
+    }
+
     /// Whether the connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.shared().current().is_some_and(|s| s.alive())
@@ -602,12 +608,13 @@ impl Client {
     pub async fn close(&self) {
         let shared = self.shared();
         let bound = shared.options.close_timeout;
+        let poll = shared.options.timings.close_poll;
         // Publishes in flight hold a permit of the window until their
         // confirm (or failure): wait until every permit is back.
         let window = shared.options.publish_window;
         let _ = tokio::time::timeout(bound, async {
             while shared.window.available_permits() < window {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(poll).await;
             }
         })
         .await;
@@ -619,7 +626,7 @@ impl Client {
                 record.flush_acks().await;
             }
             while shared.draining.load(Ordering::SeqCst) > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(poll).await;
             }
         })
         .await;
@@ -627,7 +634,8 @@ impl Client {
         shared.shutdown.notify_one();
         let mut rx = shared.link.subscribe();
         // The supervisor gives the broker `bound` to answer its close.
-        let _ = tokio::time::timeout(bound.saturating_add(Duration::from_secs(1)), async {
+        let slack = shared.options.timings.close_slack;
+        let _ = tokio::time::timeout(bound.saturating_add(slack), async {
             loop {
                 if matches!(&*rx.borrow_and_update(), Link::Closed(_)) {
                     break;

@@ -317,7 +317,7 @@ impl Consumer {
             sub.as_ref().map(|s| (s.channel.clone(), s.generation))
         };
         if let Some((channel, generation)) = subscribed {
-            let tag = format!("rabbitkit-{}-{}", record.id, generation);
+            let tag = consumer_tag(record.id, generation);
             let _ = tokio::time::timeout(
                 shared.options.operation_timeout,
                 channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
@@ -477,7 +477,7 @@ async fn subscribe_inner(
     let channel = open_channel(&session.connection, false, prefetch)
         .await
         .map_err(|e| consume_error(&e, &record.queue()))?;
-    let tag = format!("rabbitkit-{}-{}", record.id, session.generation);
+    let tag = consumer_tag(record.id, session.generation);
     let consumer = channel
         .basic_consume(
             record.queue().as_str().into(),
@@ -497,6 +497,7 @@ async fn subscribe_inner(
         Acks::start(
             channel.clone(),
             u64::from(prefetch.max(2) / 2),
+            shared.options.timings.ack_flush_delay,
             shared.options.operation_timeout,
         )
     });
@@ -513,9 +514,14 @@ async fn subscribe_inner(
         record.clone(),
         consumer,
         channel,
-        tag,
+        shared.options.close_timeout,
     ));
     Ok(())
+}
+
+/// The consumer tag of consumer `id` subscribed on session `generation`.
+fn consumer_tag(id: u64, generation: u64) -> String {
+    format!("rabbitkit-{id}-{generation}")
 }
 
 /// Forwards one subscription's deliveries to the user's stream.
@@ -526,14 +532,16 @@ async fn pump(
     record: Arc<ConsumerRecord>,
     mut consumer: lapin::Consumer,
     channel: Channel,
-    tag: String,
+    // Bounds the teardown of a dropped stream once the client is gone.
+    close_timeout: Duration,
 ) {
+    let tag = consumer_tag(record.id, session.generation);
     loop {
         let item = tokio::select! {
             item = consumer.next() => item,
             // The user dropped the stream (perhaps before any delivery came).
             _ = record.tx.closed() => {
-                abandon(&shared, &record, acks.as_deref(), &channel, &tag).await;
+                abandon(&shared, &record, acks.as_deref(), &channel, &tag, close_timeout).await;
                 return;
             }
         };
@@ -546,7 +554,15 @@ async fn pump(
                 };
                 if record.tx.send(Ok(delivery)).await.is_err() {
                     // The user dropped the stream.
-                    abandon(&shared, &record, acks.as_deref(), &channel, &tag).await;
+                    abandon(
+                        &shared,
+                        &record,
+                        acks.as_deref(),
+                        &channel,
+                        &tag,
+                        close_timeout,
+                    )
+                    .await;
                     return;
                 }
             }
@@ -576,14 +592,21 @@ async fn pump(
         }
     }
     let _ = channel.close(200, "consumer ended".into()).await;
-    for attempt in 0..5u32 {
+    let mut attempt = 0u32;
+    loop {
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let timings = &shared.options.timings;
+        if attempt >= timings.consumer_restart_attempts {
+            break;
+        }
+        attempt += 1;
         if record.tx.is_closed() || !shared.consumers.lock().unwrap().contains_key(&record.id) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+        let delay = timings.consumer_restart_delay.saturating_mul(attempt);
+        tokio::time::sleep(delay).await;
         if !session.alive()
             || shared
                 .current()
@@ -629,13 +652,14 @@ async fn abandon(
     acks: Option<&Acks>,
     channel: &Channel,
     tag: &str,
+    close_timeout: Duration,
 ) {
     if let Some(shared) = shared.upgrade() {
         shared.consumers.lock().unwrap().remove(&record.id);
     }
     let bound = match shared.upgrade() {
         Some(shared) => shared.options.operation_timeout,
-        None => Duration::from_secs(5),
+        None => close_timeout,
     };
     let _ = tokio::time::timeout(bound, async {
         if let Some(acks) = acks {
@@ -657,10 +681,20 @@ pub(crate) async fn keep_trying(
     session: Arc<Session>,
     record: Arc<ConsumerRecord>,
 ) {
-    let mut delay = Duration::from_millis(500);
+    let mut attempt = 0u32;
     loop {
+        attempt = attempt.saturating_add(1);
+        let delay = match shared.upgrade() {
+            Some(shared) => {
+                let backoff = &shared.options.timings.resubscribe_backoff;
+                if backoff.max_attempts.is_some_and(|max| attempt > max) {
+                    return; // the next recovery re-subscribes it
+                }
+                backoff.delay_for(attempt)
+            }
+            None => return,
+        };
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
         let Some(shared) = shared.upgrade() else {
             return;
         };

@@ -14,6 +14,17 @@ pub enum EndpointError {
     /// No endpoint was given (empty string or list).
     #[error("no broker endpoint given")]
     Empty,
+    /// The environment variable that should list the endpoints (`AMQP_ADDR`
+    /// for [`Options::connect_env`](crate::Options::connect_env)) is not set
+    /// or blank.
+    #[error(
+        "{variable} is not set: set it to the broker's URL, e.g. \
+         {variable}=amqp://guest:guest@127.0.0.1:5672/%2f (several separated by commas)"
+    )]
+    Unset {
+        /// The variable's name.
+        variable: &'static str,
+    },
     /// The URL does not start with `amqp://` or `amqps://`.
     #[error("broker URL must start with amqp:// or amqps:// (got scheme {scheme:?})")]
     Scheme {

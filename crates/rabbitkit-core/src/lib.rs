@@ -56,7 +56,8 @@
 //!
 //! ## Layout
 //! A file per concept:
-//! - `options.rs` — [`Options`], every default in one place; [`Backoff`], [`EndpointOrder`].
+//! - `options.rs` — [`Options`], every default in one place; [`Backoff`], [`EndpointOrder`],
+//!   [`Timings`] (the inner delays, intervals and retry policies).
 //! - `endpoint.rs` — [`Endpoint`]: URL parsing; `Debug`/`Display` hide the password.
 //! - `connection.rs` — [`Client`], the handle applications hold.
 //! - `supervisor.rs` — the task that connects, fails over and recovers.
@@ -97,7 +98,7 @@ pub use error::{
     AckError, ChannelError, ConnectError, ConsumeError, DeclareError, EndpointError, PublishError,
 };
 pub use events::Event;
-pub use options::{Backoff, EndpointOrder, LOCAL_CLUSTER, Options, endpoints_from_env};
+pub use options::{Backoff, EndpointOrder, Options, Timings, endpoints_from_env};
 pub use publisher::{
     ConfirmChannel, Confirmed, OutgoingMessage, PublishOutcome, Publisher, abandoned_confirms,
 };

@@ -88,6 +88,146 @@ impl Backoff {
     }
 }
 
+/// The client's inner delays, intervals and retry policies: how long it
+/// waits before doing something again. The defaults suit nearly every
+/// program; the timeouts an application usually tunes have setters of their
+/// own on [`Options`] ([`connect_timeout`](Options::connect_timeout),
+/// [`operation_timeout`](Options::operation_timeout), ...).
+///
+/// Set with [`Options::timings`], read back with
+/// [`Client::timings`](crate::Client::timings). Change a field and keep the
+/// other defaults:
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit_core::{Options, Timings};
+/// let options = Options::new().timings(Timings {
+///     rpc_timeout: Duration::from_secs(3),
+///     ..Timings::default()
+/// });
+/// # let _ = options;
+/// ```
+///
+/// Every duration is clamped to [`Options::MAX_TIMEOUT`] by
+/// [`Options::timings`] (as are the `initial` and `max` of the two
+/// [`Backoff`]s); the two polling intervals are at least
+/// [`Timings::MIN_INTERVAL`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timings {
+    /// How long a consumer's acknowledgements wait to be coalesced into one
+    /// `multiple` ack before they are sent (default 1 ms). A batch of half
+    /// the prefetch window goes out at once, without waiting.
+    pub ack_flush_delay: Duration,
+    /// How often the supervisor checks that the connection is still up, in
+    /// addition to lapin's events (default 250 ms; at least
+    /// [`MIN_INTERVAL`](Self::MIN_INTERVAL)).
+    pub liveness_check: Duration,
+    /// When a consumer's channel closes while the connection stays up (a
+    /// channel error, a cancel by the broker): how many times it is
+    /// subscribed again before its stream ends with
+    /// [`ConsumeError::Cancelled`](crate::ConsumeError::Cancelled)
+    /// (default 5). A queue that no longer exists ends the stream at once.
+    pub consumer_restart_attempts: u32,
+    /// The wait before restart attempt `n` (1-based) of such a consumer is
+    /// `n` times this (default 200 ms: 200, 400, 600, 800, 1000 ms).
+    pub consumer_restart_delay: Duration,
+    /// Retries of a consumer that could not be subscribed again during a
+    /// recovery (default: 500 ms doubling to 10 s, no jitter, until it
+    /// works, the consumer is dropped, or the connection is lost: the next
+    /// recovery takes over then). The first retry waits
+    /// `delay_for(1)`; `max_attempts` stops the retries early (the next
+    /// recovery still re-subscribes the consumer).
+    pub resubscribe_backoff: Backoff,
+    /// A publish the broker nacked (it could not store it, e.g. a quorum
+    /// queue between leaders) is sent again on a fresh channel after these
+    /// delays (default: 50 ms doubling to 1 s, no jitter), until the
+    /// [`publish_timeout`](Options::publish_timeout) or `max_attempts`
+    /// nacks, after which it fails with
+    /// [`PublishError::Nacked`](crate::PublishError::Nacked).
+    pub nack_backoff: Backoff,
+    /// How often [`Client::close`] checks whether the publishes in flight
+    /// are confirmed and the acks of dropped consumers sent (default 1 ms;
+    /// at least [`MIN_INTERVAL`](Self::MIN_INTERVAL)).
+    pub close_poll: Duration,
+    /// How much longer than [`close_timeout`](Options::close_timeout)
+    /// [`Client::close`] waits for the supervisor to report the connection
+    /// closed (default 1 s).
+    pub close_slack: Duration,
+    /// How long an RPC call waits for its reply unless its client sets its
+    /// own timeout (default 10 s; rabbitkit's `RpcClientBuilder::timeout`).
+    pub rpc_timeout: Duration,
+}
+
+impl Timings {
+    /// The shortest polling interval ([`liveness_check`](Self::liveness_check),
+    /// [`close_poll`](Self::close_poll)): 1 ms.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+    /// The defaults, as a constant:
+    ///
+    /// | timing | default |
+    /// |---|---|
+    /// | [`ack_flush_delay`](Self::ack_flush_delay) | 1 ms |
+    /// | [`liveness_check`](Self::liveness_check) | 250 ms |
+    /// | [`consumer_restart_attempts`](Self::consumer_restart_attempts) | 5 |
+    /// | [`consumer_restart_delay`](Self::consumer_restart_delay) | 200 ms, growing linearly |
+    /// | [`resubscribe_backoff`](Self::resubscribe_backoff) | 500 ms doubling to 10 s, no jitter, no limit |
+    /// | [`nack_backoff`](Self::nack_backoff) | 50 ms doubling to 1 s, no jitter, no limit |
+    /// | [`close_poll`](Self::close_poll) | 1 ms |
+    /// | [`close_slack`](Self::close_slack) | 1 s |
+    /// | [`rpc_timeout`](Self::rpc_timeout) | 10 s |
+    pub const DEFAULT: Self = Self {
+        ack_flush_delay: Duration::from_millis(1),
+        liveness_check: Duration::from_millis(250),
+        consumer_restart_attempts: 5,
+        consumer_restart_delay: Duration::from_millis(200),
+        resubscribe_backoff: Backoff {
+            initial: Duration::from_millis(500),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            jitter: false,
+            max_attempts: None,
+        },
+        nack_backoff: Backoff {
+            initial: Duration::from_millis(50),
+            factor: 2.0,
+            max: Duration::from_secs(1),
+            jitter: false,
+            max_attempts: None,
+        },
+        close_poll: Duration::from_millis(1),
+        close_slack: Duration::from_secs(1),
+        rpc_timeout: Duration::from_secs(10),
+    };
+
+    /// The same timings with every value within its documented bounds.
+    fn clamped(self) -> Self {
+        let max = Options::MAX_TIMEOUT;
+        let backoff = |b: Backoff| Backoff {
+            initial: b.initial.min(max),
+            max: b.max.min(max),
+            ..b
+        };
+        Self {
+            ack_flush_delay: self.ack_flush_delay.min(max),
+            liveness_check: self.liveness_check.clamp(Self::MIN_INTERVAL, max),
+            consumer_restart_attempts: self.consumer_restart_attempts,
+            consumer_restart_delay: self.consumer_restart_delay.min(max),
+            resubscribe_backoff: backoff(self.resubscribe_backoff),
+            nack_backoff: backoff(self.nack_backoff),
+            close_poll: self.close_poll.clamp(Self::MIN_INTERVAL, max),
+            close_slack: self.close_slack.min(max),
+            rpc_timeout: self.rpc_timeout.min(max),
+        }
+    }
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// Everything a [`Client`] can be configured with, each default documented here.
 ///
 /// ```no_run
@@ -118,6 +258,7 @@ pub struct Options {
     pub(crate) tls_ca_pem: Option<String>,
     // Bounds of waits on the broker (see `close_timeout`, `operation_timeout`).
     pub(crate) close_timeout: Duration,
+    pub(crate) timings: Timings,
 }
 
 impl Default for Options {
@@ -139,6 +280,7 @@ impl Default for Options {
             tls_ca_pem: None,
             // Bounds of waits on the broker.
             close_timeout: Duration::from_secs(5),
+            timings: Timings::DEFAULT,
         }
     }
 }
@@ -179,6 +321,7 @@ impl Options {
     /// | [`operation_timeout`](Self::operation_timeout) | 30 s for a declaration, admin call, consumer start or channel open, waiting for a connection included |
     /// | [`close_timeout`](Self::close_timeout) | 5 s for each step of [`Client::close`] |
     /// | [`tls_ca_pem`](Self::tls_ca_pem) | none: `amqps://` servers are checked against the system's roots |
+    /// | [`timings`](Self::timings) | [`Timings::DEFAULT`]: the inner delays, intervals and retry policies |
     pub fn new() -> Self {
         Self::default()
     }
@@ -297,10 +440,45 @@ impl Options {
     }
 
     /// Connects to the endpoints listed in the `AMQP_ADDR` environment
-    /// variable (comma-separated), or to the local 3-node cluster that
-    /// `cargo xtask broker up` starts (127.0.0.1 ports 5672, 5673, 5674).
+    /// variable (one URL or a comma-separated list).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Endpoint`] with [`EndpointError::Unset`] when
+    /// `AMQP_ADDR` is not set (or blank): nothing is connected to by
+    /// default. [`connect_env_or`](Self::connect_env_or) names a fallback.
     pub async fn connect_env(self) -> Result<Client, ConnectError> {
         let endpoints = endpoints_from_env()?;
+        Client::start(self, endpoints).await
+    }
+
+    /// Connects to the endpoints listed in `AMQP_ADDR`, or, when it is not
+    /// set (or blank), to `default` (one URL, a comma-separated list, or a
+    /// slice/`Vec` of them), saying so in an `info` log line (passwords
+    /// hidden). The examples use it to reach a broker on this machine:
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rabbitkit_core::ConnectError> {
+    /// // AMQP_ADDR, or RabbitMQ's default port on this machine (user guest).
+    /// let client = rabbitkit_core::Options::new()
+    ///     .connect_env_or("amqp://127.0.0.1:5672/%2f")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_env_or(self, default: impl ToEndpoints) -> Result<Client, ConnectError> {
+        let endpoints = match endpoints_from_env() {
+            Err(EndpointError::Unset { variable }) => {
+                let endpoints = default.to_endpoints()?;
+                let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+                tracing::info!(
+                    target: "rabbitkit",
+                    endpoints = %list.join(","),
+                    "{variable} is not set: connecting to the default endpoints"
+                );
+                endpoints
+            }
+            other => other?,
+        };
         Client::start(self, endpoints).await
     }
 }
@@ -315,17 +493,47 @@ impl Options {
         self.close_timeout = timeout.min(Self::MAX_TIMEOUT);
         self
     }
+
+    /// The client's inner delays, intervals and retry policies (see
+    /// [`Timings`] for each one and its default). Durations beyond
+    /// [`MAX_TIMEOUT`](Self::MAX_TIMEOUT) are clamped to it, polling
+    /// intervals below [`Timings::MIN_INTERVAL`] raised to it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rabbitkit_core::{Options, Timings};
+    /// let options = Options::new().timings(Timings {
+    ///     ack_flush_delay: Duration::from_millis(5),
+    ///     ..Timings::default()
+    /// });
+    /// # let _ = options;
+    /// ```
+    pub fn timings(mut self, timings: Timings) -> Self {
+        self.timings = timings.clamped();
+        self
+    }
 }
 
-/// The local cluster's endpoints, used when `AMQP_ADDR` is not set.
-pub const LOCAL_CLUSTER: &str =
-    "amqp://127.0.0.1:5672/%2f,amqp://127.0.0.1:5673/%2f,amqp://127.0.0.1:5674/%2f";
+/// The environment variable [`Options::connect_env`] reads.
+const AMQP_ADDR: &str = "AMQP_ADDR";
 
-/// The endpoints in `AMQP_ADDR` (comma-separated), or [`LOCAL_CLUSTER`].
+/// The endpoints in `AMQP_ADDR` (one URL or a comma-separated list).
+///
+/// # Errors
+///
+/// [`EndpointError::Unset`] when `AMQP_ADDR` is not set or blank; the
+/// parse errors of [`Endpoint::parse_list`].
 pub fn endpoints_from_env() -> Result<Vec<Endpoint>, EndpointError> {
-    match std::env::var("AMQP_ADDR") {
-        Ok(list) if !list.trim().is_empty() => Endpoint::parse_list(&list),
-        _ => Endpoint::parse_list(LOCAL_CLUSTER),
+    endpoints_from(AMQP_ADDR, std::env::var(AMQP_ADDR).ok())
+}
+
+fn endpoints_from(
+    variable: &'static str,
+    value: Option<String>,
+) -> Result<Vec<Endpoint>, EndpointError> {
+    match value {
+        Some(list) if !list.trim().is_empty() => Endpoint::parse_list(&list),
+        _ => Err(EndpointError::Unset { variable }),
     }
 }
 
@@ -360,6 +568,104 @@ mod tests {
         let o = Options::new().channels(0).publish_window(0);
         assert_eq!(o.channels, 1);
         assert_eq!(o.publish_window, 1);
+    }
+
+    #[test]
+    fn an_unset_or_blank_amqp_addr_is_an_error_not_a_default() {
+        for value in [None, Some(String::new()), Some(" \n".into())] {
+            assert_eq!(
+                endpoints_from("AMQP_ADDR", value),
+                Err(EndpointError::Unset {
+                    variable: "AMQP_ADDR"
+                })
+            );
+        }
+        let err = endpoints_from("AMQP_ADDR", None).unwrap_err().to_string();
+        assert!(err.contains("AMQP_ADDR is not set"), "{err}");
+        let list = endpoints_from("AMQP_ADDR", Some("amqp://a:1/%2f, amqp://b:2/%2f".into()));
+        assert_eq!(list.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn timings_default_to_the_documented_values() {
+        let t = Options::new().timings;
+        assert_eq!(t, Timings::default());
+        assert_eq!(t.ack_flush_delay, Duration::from_millis(1));
+        assert_eq!(t.liveness_check, Duration::from_millis(250));
+        assert_eq!(t.consumer_restart_attempts, 5);
+        assert_eq!(t.consumer_restart_delay, Duration::from_millis(200));
+        assert_eq!(t.close_poll, Duration::from_millis(1));
+        assert_eq!(t.close_slack, Duration::from_secs(1));
+        assert_eq!(t.rpc_timeout, Duration::from_secs(10));
+        // Re-subscribing: 500 ms doubling to 10 s, without jitter.
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| t.resubscribe_backoff.delay_for(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+        // A nacked publish: 50 ms doubling to 1 s, without jitter.
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| t.nack_backoff.delay_for(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(t.resubscribe_backoff.max_attempts, None);
+        assert_eq!(t.nack_backoff.max_attempts, None);
+        // Setting the defaults changes nothing.
+        assert_eq!(Options::new().timings(Timings::default()).timings, t);
+    }
+
+    #[test]
+    fn timings_are_clamped() {
+        let huge = Backoff {
+            initial: Duration::MAX,
+            factor: f64::INFINITY,
+            max: Duration::MAX,
+            jitter: true,
+            max_attempts: None,
+        };
+        let t = Options::new()
+            .timings(Timings {
+                ack_flush_delay: Duration::MAX,
+                liveness_check: Duration::MAX,
+                consumer_restart_attempts: u32::MAX,
+                consumer_restart_delay: Duration::MAX,
+                resubscribe_backoff: huge.clone(),
+                nack_backoff: huge,
+                close_poll: Duration::MAX,
+                close_slack: Duration::MAX,
+                rpc_timeout: Duration::MAX,
+            })
+            .timings;
+        let now = std::time::Instant::now();
+        for d in [
+            t.ack_flush_delay,
+            t.liveness_check,
+            t.consumer_restart_delay,
+            t.close_poll,
+            t.close_slack,
+            t.rpc_timeout,
+            t.resubscribe_backoff.initial,
+            t.resubscribe_backoff.max,
+            t.nack_backoff.max,
+        ] {
+            assert_eq!(d, Options::MAX_TIMEOUT);
+        }
+        // Deadlines are `now + delay` (a nacked publish checks its deadline so).
+        for n in [1, 2, 64, u32::MAX] {
+            let d = t.nack_backoff.delay_for(n);
+            assert!(now.checked_add(d).is_some(), "{d:?}");
+        }
+        // A zero interval would panic in `tokio::time::interval` or spin.
+        let t = Options::new()
+            .timings(Timings {
+                liveness_check: Duration::ZERO,
+                close_poll: Duration::ZERO,
+                ack_flush_delay: Duration::ZERO,
+                ..Timings::default()
+            })
+            .timings;
+        assert_eq!(t.liveness_check, Timings::MIN_INTERVAL);
+        assert_eq!(t.close_poll, Timings::MIN_INTERVAL);
+        assert_eq!(t.ack_flush_delay, Duration::ZERO);
     }
 
     #[test]
@@ -415,6 +721,12 @@ mod tests {
             .heartbeat(Duration::MAX)
             .publish_window(usize::MAX)
             .channels(usize::MAX)
+            .timings(Timings {
+                liveness_check: Duration::ZERO,
+                close_poll: Duration::ZERO,
+                close_slack: Duration::MAX,
+                ..Timings::default()
+            })
             // Nothing listens on port 1: the connect fails after one attempt.
             .connect("amqp://127.0.0.1:1/%2f")
             .await;

@@ -176,7 +176,7 @@ async fn publish(
     let mut newer_than = 0;
     let mut attempts = 0u32;
     let mut channel_retries = 0;
-    let mut nack_delay = std::time::Duration::from_millis(50);
+    let mut nacks = 0u32;
     let channel_id = std::sync::Mutex::new(None::<u16>);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -231,14 +231,18 @@ async fn publish(
                 if let Some(id) = id {
                     session.pool.retire(slot, id);
                 }
-                if Instant::now() + nack_delay >= deadline {
+                nacks = nacks.saturating_add(1);
+                let backoff = &shared.options.timings.nack_backoff;
+                let nack_delay = backoff.delay_for(nacks);
+                if Instant::now() + nack_delay >= deadline
+                    || backoff.max_attempts.is_some_and(|max| nacks >= max)
+                {
                     return Err(PublishError::Nacked {
                         exchange: msg.exchange,
                     });
                 }
                 tracing::debug!(target: "rabbitkit", message_id, "publish nacked; sending it again");
                 tokio::time::sleep(nack_delay).await;
-                nack_delay = (nack_delay * 2).min(std::time::Duration::from_secs(1));
                 newer_than = 0;
                 continue;
             }

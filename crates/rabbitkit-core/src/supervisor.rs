@@ -468,7 +468,7 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         }
 
         // 4. Watch until the connection is lost or the client closes.
-        let mut poll = tokio::time::interval(Duration::from_millis(250));
+        let mut poll = tokio::time::interval(shared.options.timings.liveness_check);
         let reason = loop {
             tokio::select! {
                 ev = lapin_events.next() => match ev {

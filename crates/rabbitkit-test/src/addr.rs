@@ -36,15 +36,19 @@ pub fn using_external_broker() -> bool {
 /// With `AMQP_ADDR` set this does nothing. Otherwise, when every local node
 /// already accepts TCP connections on its AMQP port it returns at once (the
 /// fast path taken by nearly every test); if not it calls
-/// [`Cluster::up`] on [`Cluster::local`], which installs, starts, clusters
-/// or repairs whatever is missing (about 30 s from a cold state). Concurrent
-/// callers, in one process or in many, are serialised by the cluster's lock
-/// file.
+/// [`Cluster::up`] on [`Cluster::local`], which starts, clusters or repairs
+/// whatever is missing (e.g. a node a failover test killed; about 30 s from
+/// a cold state). It never installs RabbitMQ: that is
+/// `cargo xtask broker up`'s job (or `cargo xtask test`'s, or `.ci/run`'s).
+/// Concurrent callers, in one process or in many, are serialised by the
+/// cluster's lock file.
 ///
 /// # Panics
 ///
-/// Panics with the cluster's error message when the cluster cannot be
-/// brought up: this is test support, and a test cannot run without it.
+/// When RabbitMQ is not installed (the message says to run
+/// `cargo xtask broker up`, or to set `AMQP_ADDR`), or with the cluster's
+/// error message when the cluster cannot be brought up: this is test
+/// support, and a test cannot run without a broker.
 pub fn ensure_cluster() {
     if using_external_broker() {
         return;
@@ -52,6 +56,14 @@ pub fn ensure_cluster() {
     let cluster = Cluster::local();
     if Cluster::nodes().all(|n| cluster.accepts_connections(n)) {
         return;
+    }
+    if !cluster.is_installed() {
+        panic!(
+            "rabbitkit-test: no local RabbitMQ cluster on 127.0.0.1:5672-5674, and RabbitMQ {v} \
+             is not installed; tests do not install it. Run `cargo xtask broker up --rabbitmq {v}` \
+             (as root) first, or set AMQP_ADDR to use another broker.",
+            v = cluster.version()
+        );
     }
     eprintln!(
         "rabbitkit-test: bringing up the local RabbitMQ cluster under {} \

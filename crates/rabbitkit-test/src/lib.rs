@@ -3,13 +3,18 @@
 //! This crate gives the integration tests, the examples and the `xtask`
 //! developer commands one shared view of "the broker":
 //!
-//! * a local **3-node RabbitMQ cluster** ([`Cluster`]) that is installed
-//!   (Debian `rabbitmq-server`), started, clustered, repaired and torn down
-//!   on demand, and whose nodes can be killed, stopped and restarted one by
-//!   one to exercise failover;
+//! * a local **3-node RabbitMQ cluster** ([`Cluster`]) that is started,
+//!   clustered, repaired and torn down on demand, and whose nodes can be
+//!   killed, stopped and restarted one by one to exercise failover.
+//!   Installing RabbitMQ (Debian `rabbitmq-server`, [`Cluster::install`])
+//!   is left to `cargo xtask broker up` and the xtask workflows: a test
+//!   never installs anything, and fails with a message that says what to
+//!   run when RabbitMQ is missing;
 //! * the **broker addresses** the tests connect to ([`amqp_addrs`]), which
 //!   come from the `AMQP_ADDR` environment variable when an external broker
-//!   is used, or else point at the local cluster;
+//!   is used, or else point at the local cluster
+//!   (`amqp://guest:guest@127.0.0.1:5672/%2f` ... `:5674`; the library
+//!   itself has no default address);
 //! * **unique names** ([`unique_name`]) so that tests running in parallel
 //!   against the same broker never share a queue or an exchange.
 //!
@@ -26,16 +31,27 @@
 //!
 //! One flat file per concept:
 //!
-//! * `cluster.rs`: [`Cluster`], [`ClusterStatus`], [`NodeStatus`]: the
-//!   local cluster, its files and its node control. Nodes are
-//!   `rabbit1@localhost`, `rabbit2@localhost` and `rabbit3@localhost`,
-//!   listening for AMQP on `127.0.0.1:5672`, `5673` and `5674` (Erlang
-//!   distribution on `25672`, `25673`, `25674`; node 1 also serves TLS on
-//!   `5671`). Their files live under `/var/tmp/rabbitkit-cluster` (or
-//!   `$RABBITKIT_CLUSTER_DIR`), one directory `<version>/rabbitN/` per node
-//!   holding `rabbitmq.conf`, `enabled_plugins`, `mnesia/`, `log/`,
-//!   `plugins-expand/`, `pid` and `stdout.log`; `tls/` holds the test
-//!   certificates and a `.lock` file serialises concurrent callers.
+//! * `cluster.rs`: [`Cluster`]: the local cluster's addresses, directories
+//!   and node control (`up`, `down`, `kill`, `stop`, `start`, the lock).
+//!   Nodes are `rabbit1@localhost`, `rabbit2@localhost` and
+//!   `rabbit3@localhost`, listening for AMQP on `127.0.0.1:5672`, `5673`
+//!   and `5674` (Erlang distribution on `25672`, `25673`, `25674`; node 1
+//!   also serves TLS on `5671`). Their files live under
+//!   `/var/tmp/rabbitkit-cluster` (or `$RABBITKIT_CLUSTER_DIR`), one
+//!   directory `<version>/rabbitN/` per node holding `rabbitmq.conf`,
+//!   `enabled_plugins`, `mnesia/`, `log/`, `plugins-expand/`, `pid` and
+//!   `stdout.log`; `tls/` holds the test certificates and a `.lock` file
+//!   serialises concurrent callers. Its concepts, one file each, in
+//!   `cluster/`:
+//!   * `install.rs`: whether RabbitMQ is installed, [`Cluster::install`]
+//!     (for xtask; tests never install);
+//!   * `tls.rs`: the test certificates, [`TLS_PORT`];
+//!   * `config.rs`: the node directories and their `rabbitmq.conf`;
+//!   * `nodes.rs`: the nodes' processes (spawn, wait, stop, kill) and
+//!     `rabbitmqctl`;
+//!   * `join.rs`: joining the nodes into one cluster, healing partitions;
+//!   * `status.rs`: [`ClusterStatus`], [`NodeStatus`] and the parsing of
+//!     `rabbitmqctl cluster_status`.
 //! * `rabbitmq.rs`: [`RabbitMq`]: which version runs (4.3 by default, 4.0,
 //!   3.10), how it is installed (Debian 12's package on the host for 3.10;
 //!   a `debootstrap` chroot under `/var/tmp/rabbitkit-rootfs` for 4.x) and

@@ -157,7 +157,7 @@ impl RabbitMq {
         })
     }
 
-    fn not_installed(self) -> ClusterError {
+    pub(crate) fn not_installed(self) -> ClusterError {
         ClusterError::new(format!(
             "RabbitMQ {self} is not installed; `cargo xtask broker up --rabbitmq {self}` installs it (as root)"
         ))

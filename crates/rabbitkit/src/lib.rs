@@ -161,5 +161,5 @@ pub use rabbitkit_core::{
     AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, Confirmed, ConnectError,
     ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery, Endpoint, EndpointOrder, Event,
     FieldTable, Health, Options, OutgoingMessage, PublishError, Publisher, QueueInfo, Stats,
-    endpoints_from_env,
+    Timings, endpoints_from_env,
 };

@@ -51,8 +51,10 @@ use crate::shutdown::Shutdown;
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Header a server sets on a reply that carries an error.
 pub const ERROR_HEADER: &str = "x-rabbitkit-rpc-error";
-/// Default time a call waits for its reply.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a call waits for its reply (10 s): the default of
+/// [`Timings::rpc_timeout`](rabbitkit_core::Timings::rpc_timeout), which a
+/// client's [`Options::timings`](rabbitkit_core::Options::timings) may change.
+pub const DEFAULT_TIMEOUT: Duration = rabbitkit_core::Timings::DEFAULT.rpc_timeout;
 
 /// A call failed.
 #[derive(Debug, Clone, Error, PartialEq)]
@@ -132,7 +134,8 @@ struct Inner {
 pub struct RpcClientBuilder<Req, Resp, E> {
     exchange: String,
     routing_key: String,
-    timeout: Duration,
+    /// `None`: the client's [`Timings::rpc_timeout`](rabbitkit_core::Timings::rpc_timeout).
+    timeout: Option<Duration>,
     direct: bool,
     _t: PhantomData<fn(Req) -> (Resp, E)>,
 }
@@ -183,7 +186,7 @@ impl<Req, Resp, E> RpcClient<Req, Resp, E> {
         RpcClientBuilder {
             exchange: String::new(),
             routing_key: queue.into(),
-            timeout: DEFAULT_TIMEOUT,
+            timeout: None,
             direct: true,
             _t: PhantomData,
         }
@@ -209,9 +212,11 @@ impl<Req, Resp, E> RpcClient<Req, Resp, E> {
 }
 
 impl<Req, Resp, E> RpcClientBuilder<Req, Resp, E> {
-    /// How long a call waits for its reply (default 10 s).
+    /// How long a call waits for its reply (default: the client's
+    /// [`Timings::rpc_timeout`](rabbitkit_core::Timings::rpc_timeout), 10 s
+    /// unless changed). At most [`Options::MAX_TIMEOUT`](rabbitkit_core::Options::MAX_TIMEOUT).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout.min(rabbitkit_core::Options::MAX_TIMEOUT));
         self
     }
 
@@ -242,7 +247,7 @@ impl<Req, Resp, E> RpcClientBuilder<Req, Resp, E> {
             }),
             exchange: self.exchange,
             routing_key: self.routing_key,
-            timeout: self.timeout,
+            timeout: self.timeout.unwrap_or(client.timings().rpc_timeout),
             _t: PhantomData,
         };
         rpc.inner.reply_channel().await?;

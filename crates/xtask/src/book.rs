@@ -155,10 +155,7 @@ fn collect_markdown(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// `cargo xtask book`: check the includes, then `mdbook build docs`
 /// (installing mdBook first when it is missing).
-pub(crate) fn book(args: &[String]) -> Result<ExitCode> {
-    if !args.is_empty() {
-        return Err("usage: cargo xtask book".into());
-    }
+pub(crate) fn book() -> Result<ExitCode> {
     let metadata = Metadata::load()?;
     let docs = metadata.root.join("docs");
     let (checked, problems) = check_includes(&docs.join("src"))?;

@@ -1,88 +1,168 @@
 //! Developer commands for rabbitkit: `cargo xtask <command>`.
 //!
-//! Run `cargo xtask help` for the list. Plain `std`; the broker control
-//! lives in the `rabbitkit-test` crate so tests and commands share it.
+//! Run `cargo xtask help` for the list. The command line is parsed by clap
+//! (derive); the broker control lives in the `rabbitkit-test` crate so tests
+//! and commands share it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use clap::{Parser, Subcommand};
 use rabbitkit_test::{Cluster, RabbitMq, VERSION_ENV, using_external_broker};
 
 mod book;
 
-const HELP: &str = "\
-cargo xtask <command> [args]
+/// Developer commands for rabbitkit.
+///
+/// The local broker is a 3-node RabbitMQ cluster (rabbit1@localhost to
+/// rabbit3@localhost, AMQP on 127.0.0.1:5672-5674, TLS on 5671), installed
+/// by `broker up` (and by test, demo, bench and soak, which bring it up;
+/// needs root): RabbitMQ 4.3 by default (Debian unstable's package, run
+/// from a debootstrap chroot under /var/tmp/rabbitkit-rootfs), or the
+/// version given with --rabbitmq. Tests never install it.
+///
+/// Every command takes `--rabbitmq 4.3|4.0|3.10` (also
+/// RABBITKIT_RABBITMQ=...; before the arguments passed on to another
+/// program): 3.10 is Debian 12's own package, 4.0 Debian 13's (chroot).
+/// Versions share node names and ports, so one runs at a time: `up` stops
+/// the other. Without it, commands act on the version that is running, or
+/// 4.3.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true,
+    after_help = ENVIRONMENT,
+    after_long_help = ENVIRONMENT
+)]
+struct Cli {
+    /// The RabbitMQ version of the local cluster: 4.3, 4.0 or 3.10.
+    #[arg(long, global = true, value_name = "VERSION")]
+    rabbitmq: Option<RabbitMq>,
+    #[command(subcommand)]
+    command: Task,
+}
 
-Developer commands for rabbitkit. The local broker is a 3-node RabbitMQ
-cluster (rabbit1@localhost..rabbit3@localhost, AMQP on 127.0.0.1:5672-5674,
-TLS on 5671), installed on first use (needs root): RabbitMQ 4.3 by default
-(Debian unstable's package, run from a debootstrap chroot under
-/var/tmp/rabbitkit-rootfs), or the version given with --rabbitmq.
-
-Every command takes `--rabbitmq 4.3|4.0|3.10` (anywhere among its
-arguments; also RABBITKIT_RABBITMQ=...): 3.10 is Debian 12's own package,
-4.0 Debian 13's (chroot). Versions share node names and ports, so one runs
-at a time: `up` stops the other. Without it, commands act on the version
-that is running, or 4.3.
-
-Broker:
-  broker up          Install RabbitMQ if missing, start the nodes that are not
-                     running, join them into one cluster, repair a broken one.
-                     A no-op when the cluster is already up.
-  broker down        Stop every node (gracefully, then SIGKILL leftovers).
-                     Data is kept: the next `up` restarts the same cluster.
-  broker status      Show the version, each node (state, pid) and the cluster
-                     membership.
-  broker kill N      SIGKILL node N (1, 2 or 3); waits until its port closes.
-  broker stop N      Stop node N gracefully (rabbitmqctl stop).
-  broker start N     Start node N; it rejoins the cluster by itself.
-  broker ctl N ARGS  Run `rabbitmqctl -n rabbitN@localhost ARGS` for the
-                     running version (in its chroot for RabbitMQ 4), e.g.
-                     `cargo xtask broker ctl 1 list_queues name consumers`.
-
-Workflows:
-  test [ARGS]        Bring the cluster up, then run the whole test suite:
-                       1. cargo nextest run --workspace --all-targets
-                          --no-fail-fast -E 'not binary(failover)' [ARGS]
-                       2. if a `failover` test binary exists, its tests
-                          alone, one at a time (they kill nodes):
-                          cargo nextest run --workspace -E 'binary(failover)'
-                          -j 1 --no-fail-fast [ARGS]
-                       3. cargo test --workspace --doc
-                     ARGS go to both nextest runs (name filters narrow them;
-                     a NEXTEST_PROFILE such as `ci` is honoured).
-                     With AMQP_ADDR set, the tests that control the local
-                     cluster (binaries `failover` and `local_cluster`) are
-                     filtered out: nextest reports them as skipped.
-  demo [ARGS]        Bring the cluster up, then `cargo run --quiet --example
-                     demo -- [ARGS]`.
-  bench [ARGS]       Bring the cluster up, then `cargo run --release
-                     -p rabbitkit-bench -- [ARGS]`.
-  soak [ARGS]        Bring the cluster up, then run the soak program
-                     (default: 10 minutes, the connected node SIGKILLed
-                     every 30 s; `-- --minutes 2 --kill-every 20`).
-  book               Check that every `{{#include file:anchor}}` of the book
-                     (docs/src) names an existing file and anchor, then
-                     build it: `mdbook build docs` (installs mdBook 0.4.52
-                     with `cargo install --locked` when it is missing).
-  help               Show this text.
-
+const ENVIRONMENT: &str = "\
 Environment:
   AMQP_ADDR              Use this broker (one URL or a comma-separated list)
                          instead of the local cluster, which is then never
                          started by test/demo/bench.
   RABBITKIT_CLUSTER_DIR  Where the local cluster keeps its files
                          (default /var/tmp/rabbitkit-cluster).
-";
+  RABBITKIT_RABBITMQ     The version, as --rabbitmq.";
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Manage the local cluster: up, down, status, kill N, stop N, start N, ctl N ARGS.
+    #[command(subcommand)]
+    Broker(BrokerTask),
+    /// Bring the cluster up, then run the whole test suite.
+    ///
+    /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
+    ///    -E 'not binary(failover)' ARGS`
+    ///
+    /// 2. if a `failover` test binary exists, its tests alone, one at a
+    ///    time (they kill nodes): `cargo nextest run --workspace
+    ///    -E 'binary(failover)' -j 1 --no-fail-fast ARGS`
+    ///
+    /// 3. `cargo test --workspace --doc`
+    ///
+    /// ARGS go to both nextest runs (name filters narrow them; a
+    /// NEXTEST_PROFILE such as `ci` is honoured). With AMQP_ADDR set, the
+    /// tests that control the local cluster (binaries `failover` and
+    /// `local_cluster`) are filtered out: nextest reports them as skipped.
+    Test(PassOn),
+    /// Bring the cluster up, then `cargo run --quiet --example demo -- [ARGS]`.
+    Demo(PassOn),
+    /// Bring the cluster up, then `cargo run --release -p rabbitkit-bench -- [ARGS]`.
+    ///
+    /// E.g. `cargo xtask bench --only consume --rounds 2`;
+    /// `cargo xtask bench -- --help` shows the bench's own options.
+    Bench(PassOn),
+    /// Bring the cluster up, then run the soak program.
+    ///
+    /// Default: 10 minutes, the connected node SIGKILLed every 30 s;
+    /// `cargo xtask soak -- --minutes 2 --kill-every 20`;
+    /// `cargo xtask soak -- --help` shows its options.
+    Soak(PassOn),
+    /// Check the book's includes, then build it.
+    ///
+    /// Checks that every `{{#include file:anchor}}` of the book (docs/src)
+    /// names an existing file and anchor, then builds it: `mdbook build
+    /// docs` (installs mdBook 0.4.52 with `cargo install --locked` when it
+    /// is missing).
+    Book,
+}
+
+/// Arguments passed on, untouched, to the program a command runs (a
+/// leading `--` is dropped).
+#[derive(Debug, clap::Args)]
+struct PassOn {
+    /// Passed on to the program.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerTask {
+    /// Install RabbitMQ if missing, start the nodes that are not running,
+    /// join them into one cluster, repair a broken one. A no-op when the
+    /// cluster is already up.
+    Up,
+    /// Stop every node (gracefully, then SIGKILL leftovers). Data is kept:
+    /// the next `up` restarts the same cluster.
+    Down,
+    /// Show the version, each node (state, pid) and the cluster membership.
+    Status,
+    /// SIGKILL node N; waits until its port closes.
+    Kill(NodeArg),
+    /// Stop node N gracefully (rabbitmqctl stop).
+    Stop(NodeArg),
+    /// Start node N; it rejoins the cluster by itself.
+    Start(NodeArg),
+    /// Run `rabbitmqctl -n rabbitN@localhost ARGS` for the running version
+    /// (in its chroot for RabbitMQ 4), e.g.
+    /// `cargo xtask broker ctl 1 list_queues name consumers`.
+    Ctl {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The arguments of rabbitmqctl.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeArg {
+    /// The node: 1, 2 or 3.
+    #[arg(value_name = "N", value_parser = clap::value_parser!(u8).range(1..=3))]
+    node: u8,
+}
+
+impl NodeArg {
+    fn n(&self) -> usize {
+        usize::from(self.node)
+    }
+}
 
 /// Exit status of `cargo nextest run` when tests ran and some failed (any
 /// other failure, such as a build error, stops `cargo xtask test`).
 const NEXTEST_TESTS_FAILED: i32 = 100;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match dispatch(&args) {
+    let cli = Cli::parse();
+    match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("xtask: error: {err}");
@@ -93,151 +173,87 @@ fn main() -> ExitCode {
 
 type Result<T> = std::result::Result<T, String>;
 
-fn dispatch(args: &[String]) -> Result<ExitCode> {
-    let args = take_version(args)?;
-    let args = args.as_slice();
-    let Some((command, rest)) = args.split_first() else {
-        print!("{HELP}");
-        return Ok(ExitCode::from(2));
-    };
-    match command.as_str() {
-        "broker" => broker(rest).map(|()| ExitCode::SUCCESS),
-        "test" => test(rest),
-        "demo" => demo(rest),
-        "bench" => bench(rest),
-        "book" => book::book(rest),
-        "soak" => soak(rest),
-        "help" | "-h" | "--help" => {
-            print!("{HELP}");
-            Ok(ExitCode::SUCCESS)
-        }
-        other => Err(format!("unknown command `{other}`; run `cargo xtask help`")),
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    set_version(cli.rabbitmq)?;
+    match cli.command {
+        Task::Broker(task) => broker(task).map(|()| ExitCode::SUCCESS),
+        Task::Test(extra) => test(extra.args()),
+        Task::Demo(extra) => demo(extra.args()),
+        Task::Bench(extra) => bench(extra.args()),
+        Task::Soak(extra) => soak(extra.args()),
+        Task::Book => book::book(),
     }
 }
 
-/// Removes `--rabbitmq V` (or `--rabbitmq=V`) from `args` (not after a
-/// `--`) and exports the version as `RABBITKIT_RABBITMQ`, which
-/// `Cluster::local` and the test processes read.
-fn take_version(args: &[String]) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut version = None;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--" {
-            out.push(arg.clone());
-            out.extend(iter.by_ref().cloned());
-            break;
-        }
-        if arg == "--rabbitmq" {
-            let v = iter
-                .next()
-                .ok_or("--rabbitmq needs a version: 4.3, 4.0 or 3.10")?;
-            version = Some(v.clone());
-        } else if let Some(v) = arg.strip_prefix("--rabbitmq=") {
-            version = Some(v.to_owned());
-        } else {
-            out.push(arg.clone());
+impl PassOn {
+    /// The arguments, without a leading `--` (`cargo xtask soak -- --minutes 2`).
+    fn args(&self) -> &[String] {
+        match self.args.as_slice() {
+            [first, rest @ ..] if first == "--" => rest,
+            all => all,
         }
     }
-    if let Some(v) = version {
-        let v: RabbitMq = v
-            .parse()
-            .map_err(|e: rabbitkit_test::ClusterError| e.to_string())?;
+}
+
+/// Exports the version given with `--rabbitmq` as `RABBITKIT_RABBITMQ`,
+/// which `Cluster::local` and the test processes read; without it, checks
+/// the variable's value.
+fn set_version(version: Option<RabbitMq>) -> Result<()> {
+    match version {
         // SAFETY: single-threaded at this point; nothing else reads the
         // environment concurrently.
-        unsafe { std::env::set_var(VERSION_ENV, v.label()) };
-    } else {
-        RabbitMq::from_env().map_err(|e| e.to_string())?;
+        Some(v) => unsafe { std::env::set_var(VERSION_ENV, v.label()) },
+        None => {
+            RabbitMq::from_env().map_err(|e| e.to_string())?;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 // ----- broker ------------------------------------------------------------
 
-fn broker(args: &[String]) -> Result<()> {
+fn broker(task: BrokerTask) -> Result<()> {
     let cluster = Cluster::local();
-    let node = || -> Result<usize> {
-        match args {
-            [_, n] => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| Cluster::nodes().contains(n))
-                .ok_or_else(|| format!("node must be 1, 2 or 3, not `{n}`")),
-            _ => Err(format!(
-                "usage: cargo xtask broker {} N   (N = 1, 2 or 3)",
-                args[0]
-            )),
-        }
-    };
-    let no_more = |usage: &str| -> Result<()> {
-        if args.len() == 1 {
-            Ok(())
-        } else {
-            Err(format!("usage: cargo xtask broker {usage}"))
-        }
-    };
-    let Some(sub) = args.first() else {
-        return Err(
-            "usage: cargo xtask broker up|down|status|kill N|stop N|start N|ctl N ARGS...".into(),
-        );
-    };
-    match sub.as_str() {
-        "ctl" => {
-            let usage = || "usage: cargo xtask broker ctl N RABBITMQCTL_ARGS...".to_string();
-            let n = args
-                .get(1)
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| Cluster::nodes().contains(n))
-                .ok_or_else(usage)?;
-            let rest: Vec<&str> = args[2..].iter().map(String::as_str).collect();
-            if rest.is_empty() {
-                return Err(usage());
-            }
-            let out = cluster.rabbitmqctl(n, &rest).map_err(|e| e.to_string())?;
+    match task {
+        BrokerTask::Ctl { node, args } => {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = cluster
+                .rabbitmqctl(node.n(), &args)
+                .map_err(|e| e.to_string())?;
             print!("{out}");
             Ok(())
         }
-        "up" => {
-            no_more("up")?;
+        BrokerTask::Up => {
             eprintln!(
                 "xtask: bringing up the local RabbitMQ {} cluster under {}",
                 cluster.version(),
                 cluster.base_dir().display()
             );
+            cluster.install().map_err(|e| e.to_string())?;
             cluster.up().map_err(|e| e.to_string())?;
             print_status(&cluster)
         }
-        "down" => {
-            no_more("down")?;
+        BrokerTask::Down => {
             cluster.down().map_err(|e| e.to_string())?;
             eprintln!("xtask: all nodes stopped");
             Ok(())
         }
-        "status" => {
-            no_more("status")?;
-            print_status(&cluster)
-        }
-        "kill" => {
-            let n = node()?;
-            cluster.kill(n).map_err(|e| e.to_string())?;
-            eprintln!("xtask: {} killed", cluster.node_name(n));
+        BrokerTask::Status => print_status(&cluster),
+        BrokerTask::Kill(node) => {
+            cluster.kill(node.n()).map_err(|e| e.to_string())?;
+            eprintln!("xtask: {} killed", cluster.node_name(node.n()));
             Ok(())
         }
-        "stop" => {
-            let n = node()?;
-            cluster.stop(n).map_err(|e| e.to_string())?;
-            eprintln!("xtask: {} stopped", cluster.node_name(n));
+        BrokerTask::Stop(node) => {
+            cluster.stop(node.n()).map_err(|e| e.to_string())?;
+            eprintln!("xtask: {} stopped", cluster.node_name(node.n()));
             Ok(())
         }
-        "start" => {
-            let n = node()?;
-            cluster.start(n).map_err(|e| e.to_string())?;
-            eprintln!("xtask: {} started", cluster.node_name(n));
+        BrokerTask::Start(node) => {
+            cluster.start(node.n()).map_err(|e| e.to_string())?;
+            eprintln!("xtask: {} started", cluster.node_name(node.n()));
             Ok(())
         }
-        other => Err(format!(
-            "unknown broker command `{other}`; expected up, down, status, kill N, stop N, start N or ctl N ARGS"
-        )),
     }
 }
 
@@ -263,7 +279,8 @@ fn ensure_broker() -> Result<()> {
         cluster.base_dir().display()
     );
     cluster
-        .up()
+        .install()
+        .and_then(|()| cluster.up())
         .map_err(|e| format!("cannot bring up the local cluster: {e}"))
 }
 
@@ -389,11 +406,6 @@ fn soak(extra: &[String]) -> Result<ExitCode> {
     let metadata = Metadata::load()?;
     ensure_broker()?;
     let mut cmd = cargo(&metadata.root);
-    // `cargo xtask soak -- --minutes 2`: the program gets `--minutes 2`.
-    let extra = match extra {
-        [first, rest @ ..] if first == "--" => rest,
-        _ => extra,
-    };
     cmd.args(["run", "--release", "-p", "rabbitkit-soak", "--"])
         .args(extra);
     run_step("soak", cmd).map(exit_code)
@@ -505,5 +517,109 @@ impl Metadata {
                         .as_array()
                         .is_some_and(|kinds| kinds.iter().any(|k| k == "test"))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cargo xtask").chain(line.split_whitespace()))
+    }
+
+    fn passed_on(line: &str) -> (Option<RabbitMq>, Vec<String>) {
+        let cli = parse(line).unwrap();
+        let args = match &cli.command {
+            Task::Test(p) | Task::Demo(p) | Task::Bench(p) | Task::Soak(p) => p.args().to_vec(),
+            other => panic!("{other:?}"),
+        };
+        (cli.rabbitmq, args)
+    }
+
+    #[test]
+    fn the_command_lines_of_the_readme_ci_and_benchmarks_parse() {
+        assert_eq!(
+            passed_on("test --rabbitmq 3.10"),
+            (Some(RabbitMq::V3_10), vec![])
+        );
+        assert_eq!(
+            passed_on("bench --only consume --rounds 2"),
+            (
+                None,
+                ["--only", "consume", "--rounds", "2"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(
+            passed_on("bench --rabbitmq 3.10 --write BENCHMARKS.md"),
+            (
+                Some(RabbitMq::V3_10),
+                ["--write", "BENCHMARKS.md"].map(String::from).to_vec()
+            )
+        );
+        assert_eq!(
+            passed_on("soak --rabbitmq 4.3 -- --minutes 9 --kill-every 5"),
+            (
+                Some(RabbitMq::V4_3),
+                ["--minutes", "9", "--kill-every", "5"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(passed_on("demo"), (None, vec![]));
+        assert!(matches!(parse("book").unwrap().command, Task::Book));
+        let cli = parse("broker up --rabbitmq 3.10").unwrap();
+        assert!(matches!(cli.command, Task::Broker(BrokerTask::Up)));
+        assert_eq!(cli.rabbitmq, Some(RabbitMq::V3_10));
+        let cli = parse("--rabbitmq=4.0 broker status").unwrap();
+        assert!(matches!(cli.command, Task::Broker(BrokerTask::Status)));
+        assert_eq!(cli.rabbitmq, Some(RabbitMq::V4_0));
+        for (line, n) in [
+            ("broker kill 1", 1),
+            ("broker stop 2", 2),
+            ("broker start 3", 3),
+        ] {
+            match parse(line).unwrap().command {
+                Task::Broker(
+                    BrokerTask::Kill(node) | BrokerTask::Stop(node) | BrokerTask::Start(node),
+                ) => {
+                    assert_eq!(node.n(), n)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match parse("broker ctl 1 list_queues name consumers --formatter json")
+            .unwrap()
+            .command
+        {
+            Task::Broker(BrokerTask::Ctl { node, args }) => {
+                assert_eq!(node.n(), 1);
+                assert_eq!(
+                    args,
+                    ["list_queues", "name", "consumers", "--formatter", "json"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        for line in [
+            "",
+            "broker",
+            "broker kill",
+            "broker kill 4",
+            "broker kill 0",
+            "broker ctl 1",
+            "broker up now",
+            "book extra",
+            "test --rabbitmq 5.0",
+            "frobnicate",
+        ] {
+            assert!(parse(line).is_err(), "{line:?} was accepted");
+        }
     }
 }
