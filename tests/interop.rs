@@ -295,6 +295,7 @@ fn tutorial_programs_interoperate_with_the_official_python_tutorials() {
             "delayed -> receive_delayed.py",
             delayed_to_receive_delayed_py,
         ),
+        ("delayed_send.py -> receive", delayed_send_py_to_receive),
     ];
     let mut failed = Vec::new();
     for (name, pair) in pairs {
