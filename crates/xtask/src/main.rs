@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use rabbitkit_test::{Cluster, RabbitMq, VERSION_ENV, using_external_broker};
+use rabbitkit_test::{Cluster, LoadBalancer, RabbitMq, VERSION_ENV, using_external_broker};
 
 mod book;
 
@@ -41,6 +41,15 @@ Broker:
                      running version (in its chroot for RabbitMQ 4), e.g.
                      `cargo xtask broker ctl 1 list_queues name consumers`.
 
+Load balancer (nginx's stream module in front of the three nodes):
+  lb up              Start nginx with crates/rabbitkit-test/nginx/rabbitmq-lb.conf:
+                     one URL, amqp://guest:guest@127.0.0.1:5680/%2f, for the
+                     cluster. Its pid file and log are under the cluster's
+                     directory (nginx/); the system's nginx is not touched.
+                     Needs `apt-get install nginx-light libnginx-mod-stream`.
+  lb down            Stop it.
+  lb status          Say whether it runs.
+
 Workflows:
   test [ARGS]        Bring the cluster up, then run the whole test suite:
                        1. cargo nextest run --workspace --all-targets
@@ -54,7 +63,10 @@ Workflows:
                      a NEXTEST_PROFILE such as `ci` is honoured).
                      With AMQP_ADDR set, the tests that control the local
                      cluster (binaries `failover` and `local_cluster`) are
-                     filtered out: nextest reports them as skipped.
+                     filtered out: nextest reports them as skipped. Without
+                     nginx (and its stream module), the failover tests
+                     through nginx (`through_nginx` in their names) are
+                     filtered out and reported as skipped the same way.
   demo [ARGS]        Bring the cluster up, then `cargo run --quiet --example
                      demo -- [ARGS]`.
   bench [ARGS]       Bring the cluster up, then `cargo run --release
@@ -102,6 +114,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
     };
     match command.as_str() {
         "broker" => broker(rest).map(|()| ExitCode::SUCCESS),
+        "lb" => lb(rest).map(|()| ExitCode::SUCCESS),
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench(rest),
@@ -241,6 +254,39 @@ fn broker(args: &[String]) -> Result<()> {
     }
 }
 
+/// `cargo xtask lb up|down|status`: nginx in front of the local cluster.
+fn lb(args: &[String]) -> Result<()> {
+    match args {
+        [sub] if sub == "up" => {
+            let lb = LoadBalancer::start().map_err(|e| e.to_string())?;
+            println!(
+                "nginx listens on {} for the local cluster (log: {})",
+                lb.url().replace(":guest@", ":***@"),
+                LoadBalancer::prefix().join("error.log").display()
+            );
+            lb.keep();
+            Ok(())
+        }
+        [sub] if sub == "down" => {
+            LoadBalancer::stop_running().map_err(|e| e.to_string())?;
+            eprintln!("xtask: nginx stopped");
+            Ok(())
+        }
+        [sub] if sub == "status" => {
+            if LoadBalancer::is_running() {
+                println!(
+                    "nginx is running (prefix {})",
+                    LoadBalancer::prefix().display()
+                );
+            } else {
+                println!("nginx is not running");
+            }
+            Ok(())
+        }
+        _ => Err("usage: cargo xtask lb up|down|status".into()),
+    }
+}
+
 fn print_status(cluster: &Cluster) -> Result<()> {
     let status = cluster.status().map_err(|e| e.to_string())?;
     println!("{status}");
@@ -311,6 +357,15 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: AMQP_ADDR is set: the serial `failover` run is skipped");
     } else if metadata.has_test_target("failover") {
         ensure_broker()?;
+        // The tests through nginx need it: without it they are filtered
+        // out, and nextest counts them as skipped (not passed).
+        let filter = match LoadBalancer::nginx() {
+            Ok(_) => "binary(failover)",
+            Err(why) => {
+                eprintln!("xtask: {why}: the failover tests through nginx are skipped");
+                "binary(failover) and not test(/through_nginx/)"
+            }
+        };
         let mut failover = cargo(&metadata.root);
         failover
             .args([
@@ -322,7 +377,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
                 "-j",
                 "1",
                 "-E",
-                "binary(failover)",
+                filter,
             ])
             .args(extra);
         let code = run_step("failover tests (serial)", failover)?;
