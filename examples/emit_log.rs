@@ -28,14 +28,18 @@ async fn main() -> Result<(), Report> {
         args.join(" ")
     };
 
+    // ANCHOR: connect
     let client = Options::new().connect_env().await?;
-    // ANCHOR: publish
+    // ANCHOR_END: connect
+    // ANCHOR: declare
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
     let logs = Exchange::fanout("logs")
         .durable(false)
         .declare(&client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: publish
     logs.publish(&message).await?;
     println!(" [x] Sent '{message}'");
     // ANCHOR_END: publish
