@@ -756,6 +756,22 @@ async fn through_nginx_killing_the_connected_node_loses_no_confirmed_message() {
     );
     let now_on = node_serving(&cluster, &connection_name);
     assert_ne!(now_on, killed, "nginx sent the reconnect to a live node");
+    // While the node is down, every new connection through nginx reaches a
+    // live node: three in a row, so round robin comes to the dead one.
+    for _ in 0..3 {
+        let name = common::unique_name("nginx-extra");
+        let other = common::options()
+            .connection_name(name.as_str())
+            .connect(lb.url())
+            .await
+            .expect("a live node through nginx");
+        assert_ne!(
+            node_serving(&cluster, &name),
+            killed,
+            "nginx skips the dead node"
+        );
+        other.close().await;
+    }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
