@@ -678,7 +678,8 @@ fn node_serving(cluster: &Cluster, connection_name: &str) -> usize {
 /// `crates/rabbitkit-test/nginx/rabbitmq-lb.conf`, the file the book shows)
 /// in front of the three nodes. The client is given nginx's URL only; when
 /// the node nginx sent it to is killed, its reconnect goes through nginx to
-/// a live node, and every confirmed message arrives. Without nginx,
+/// a live node, new connections skip the dead node, and every confirmed
+/// message arrives. Without nginx,
 /// `cargo xtask test` filters this test out (reported as skipped); run
 /// directly, it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
