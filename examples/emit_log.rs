@@ -28,16 +28,20 @@ async fn main() -> Result<(), Report> {
         args.join(" ")
     };
 
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
-    // ANCHOR: publish
+    // ANCHOR_END: connect
+    // ANCHOR: declare
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
     let logs = Exchange::fanout("logs")
         .durable(false)
         .declare(&client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: publish
     logs.publish(&message).await?;
     println!(" [x] Sent '{message}'");
     // ANCHOR_END: publish

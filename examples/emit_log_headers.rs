@@ -45,16 +45,20 @@ async fn main() -> Result<(), Report> {
     }
     // ANCHOR_END: headers
 
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
-    // ANCHOR: publish
+    // ANCHOR_END: connect
+    // ANCHOR: declare
     // Not durable, the way the official tutorials declare their exchanges
     // (rabbitkit's exchanges are durable by default).
     let logs = Exchange::headers("headers_logs")
         .durable(false)
         .declare(&client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: publish
     logs.publish(&headers, &message).await?;
     println!(" [x] Sent {{{}}}:'{message}'", shown.join(", "));
     // ANCHOR_END: publish

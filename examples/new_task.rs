@@ -2,6 +2,7 @@
 //! `task_queue`. Each `.` in the task stands for one second of work.
 //!
 //! Shows: a durable (quorum) work queue, persistent messages, confirms.
+//! The producer sets no prefetch: that is a consumer's setting.
 //!
 //! ```text
 //! terminal 1$ cargo run --example worker
@@ -28,14 +29,21 @@ async fn main() -> Result<(), Report> {
         args.join(" ")
     };
 
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
-    // ANCHOR: submit
+    // ANCHOR_END: connect
+    // ANCHOR: declare
+    // The official tutorials' `task_queue`: a durable quorum queue. (How
+    // many tasks a worker takes at once, the prefetch, is the worker's
+    // business: nothing to say here.)
     let tasks = WorkQueue::<String>::builder("task_queue")
-        .prefetch(1)
         .declare(&client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: submit
+    // Persistent, and returns once the broker has confirmed it.
     tasks.submit(&message).await?;
     println!(" [x] Sent '{message}'");
     // ANCHOR_END: submit

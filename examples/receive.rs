@@ -39,12 +39,17 @@ async fn main() -> Result<(), Report> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
+    // ANCHOR: declare
     // `hello`, or the queue named on the command line (e.g. `delayed_hello`).
     let name = std::env::args().nth(1).unwrap_or_else(|| "hello".into());
     let hello = Queue::named(name).declare(client).await?;
+    // ANCHOR_END: declare
+    // ANCHOR: subscribe
     let mut messages = hello.subscribe::<String>().await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
+    // ANCHOR_END: subscribe
 
+    // ANCHOR: consume
     // A message is handled to the end; the stop is looked at between two.
     while let Some(message) = tokio::select! {
         message = messages.next() => message,
@@ -54,6 +59,7 @@ async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
         println!(" [x] Received '{}'", message.body);
         message.ack().await?;
     }
+    // ANCHOR_END: consume
     Ok(())
 }
 // ANCHOR_END: receive

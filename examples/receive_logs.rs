@@ -24,9 +24,11 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Report> {
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
+    // ANCHOR_END: connect
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
     receive(&client, &shutdown).await?;
@@ -36,16 +38,21 @@ async fn main() -> Result<(), Report> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
+    // ANCHOR: declare
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
     let logs = Exchange::fanout("logs")
         .durable(false)
         .declare(client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: subscribe
     // A temporary queue of our own, bound to `logs`.
     let mut messages = logs.subscribe::<String>().await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
+    // ANCHOR_END: subscribe
 
+    // ANCHOR: consume
     // A message is handled to the end; the stop is looked at between two.
     while let Some(message) = tokio::select! {
         message = messages.next() => message,
@@ -55,6 +62,7 @@ async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
         println!(" [x] Received '{}'", message.body);
         message.ack().await?;
     }
+    // ANCHOR_END: consume
     Ok(())
 }
 // ANCHOR_END: receive

@@ -31,9 +31,11 @@ async fn main() -> Result<(), Report> {
         std::process::exit(1);
     }
 
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
+    // ANCHOR_END: connect
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
     receive(&client, &severities, &shutdown).await?;
@@ -43,17 +45,22 @@ async fn main() -> Result<(), Report> {
 
 // ANCHOR: receive
 async fn receive(client: &Client, severities: &[String], shutdown: &Shutdown) -> Result<(), Error> {
+    // ANCHOR: declare
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
     let logs = Exchange::direct("direct_logs")
         .durable(false)
         .declare(client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: subscribe
     // One temporary queue, bound once per severity.
     let keys: Vec<&str> = severities.iter().map(String::as_str).collect();
     let mut messages = logs.subscribe::<String>(&keys).await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
+    // ANCHOR_END: subscribe
 
+    // ANCHOR: consume
     // A message is handled to the end; the stop is looked at between two.
     while let Some(message) = tokio::select! {
         message = messages.next() => message,
@@ -67,6 +74,7 @@ async fn receive(client: &Client, severities: &[String], shutdown: &Shutdown) ->
         );
         message.ack().await?;
     }
+    // ANCHOR_END: consume
     Ok(())
 }
 // ANCHOR_END: receive

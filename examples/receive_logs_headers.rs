@@ -47,9 +47,11 @@ async fn main() -> Result<(), Report> {
     }
     // ANCHOR_END: matching
 
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
+    // ANCHOR_END: connect
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
     receive(&client, &matching, &shutdown).await?;
@@ -63,15 +65,20 @@ async fn receive(
     matching: &HeadersMatch,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
+    // ANCHOR: declare
     // Not durable, the way the official tutorials declare their exchanges
     // (rabbitkit's exchanges are durable by default).
     let logs = Exchange::headers("headers_logs")
         .durable(false)
         .declare(client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: subscribe
     let mut messages = logs.subscribe::<String>(matching).await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
+    // ANCHOR_END: subscribe
 
+    // ANCHOR: consume
     // A message is handled to the end; the stop is looked at between two.
     while let Some(message) = tokio::select! {
         message = messages.next() => message,
@@ -81,6 +88,7 @@ async fn receive(
         println!(" [x] Received {}:'{}'", message.headers(), message.body);
         message.ack().await?;
     }
+    // ANCHOR_END: consume
     Ok(())
 }
 // ANCHOR_END: receive

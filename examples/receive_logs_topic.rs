@@ -35,21 +35,19 @@ async fn main() -> Result<(), Report> {
         std::process::exit(1);
     }
     // ANCHOR: patterns
-    let mut patterns = Vec::new();
-    for arg in &args {
-        match TopicPattern::new(arg) {
-            Ok(pattern) => patterns.push(pattern),
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
-            }
-        }
-    }
+    // Each argument parsed into a checked `TopicPattern`: a mistyped one
+    // (`kern*`) ends the program, with the reason, before it connects.
+    let patterns = args
+        .iter()
+        .map(|arg| arg.parse())
+        .collect::<Result<Vec<TopicPattern>, _>>()?;
     // ANCHOR_END: patterns
 
+    // ANCHOR: connect
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
+    // ANCHOR_END: connect
     // Ctrl-C: finish the message in hand, then stop.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
     receive(&client, &patterns, &shutdown).await?;
@@ -63,15 +61,20 @@ async fn receive(
     patterns: &[TopicPattern],
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
+    // ANCHOR: declare
     // Not durable, as the official tutorials declare it (rabbitkit's
     // exchanges are durable by default), so both work together.
     let logs = Exchange::topic("topic_logs")
         .durable(false)
         .declare(client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: subscribe
     let mut messages = logs.subscribe::<String>(patterns).await?;
     println!(" [*] Waiting for logs. To exit press CTRL+C");
+    // ANCHOR_END: subscribe
 
+    // ANCHOR: consume
     // A message is handled to the end; the stop is looked at between two.
     while let Some(message) = tokio::select! {
         message = messages.next() => message,
@@ -85,6 +88,7 @@ async fn receive(
         );
         message.ack().await?;
     }
+    // ANCHOR_END: consume
     Ok(())
 }
 // ANCHOR_END: receive

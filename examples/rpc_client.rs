@@ -29,10 +29,13 @@ async fn main() -> Result<(), Report> {
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
-    // ANCHOR: call
+    // ANCHOR: build
+    // Requests and replies are u64; the requests go to `rpc_queue`.
     let fibonacci = RpcClient::<u64, u64>::builder("rpc_queue")
         .build(&client)
         .await?;
+    // ANCHOR_END: build
+    // ANCHOR: call
     println!(" [x] Requesting fib({n})");
     match fibonacci.call(&n).await {
         Ok(answer) => println!(" [.] Got {answer}"),

@@ -49,19 +49,23 @@ async fn main() -> Result<(), Report> {
 
 // ANCHOR: serve
 async fn serve(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
+    // ANCHOR: declare
     // Requests are u64, replies are u64, errors are String.
     let server = RpcServer::<u64, u64, String>::builder("rpc_queue")
         .prefetch(1)
         .declare(client)
         .await?;
     println!(" [x] Awaiting RPC requests");
+    // ANCHOR_END: declare
 
+    // ANCHOR: handler
     server
         .serve_until(shutdown, |n: u64| async move {
             println!(" [.] fib({n})");
             fib(n).ok_or_else(|| format!("fib({n}) does not fit in 64 bits"))
         })
         .await?;
+    // ANCHOR_END: handler
     Ok(())
 }
 // ANCHOR_END: serve

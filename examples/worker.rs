@@ -2,10 +2,11 @@
 //! "works" one second per `.` in each, then acknowledges it. Start several
 //! and the tasks are shared between them.
 //!
-//! Shows: prefetch 1 (fair dispatch), acknowledging only after the work is
-//! done (a worker killed half-way loses nothing: its task goes to another),
-//! and a graceful stop: Ctrl-C lets the task in progress finish (and be
-//! acknowledged) before the program exits, so no task is done twice.
+//! Shows: prefetch 1 (fair dispatch), acknowledging each task explicitly
+//! once the work is done (a worker killed half-way loses nothing: its task
+//! goes to another), and a graceful stop: Ctrl-C lets the task in progress
+//! finish (and be acknowledged) before the program exits, so no task is
+//! done twice.
 //!
 //! ```text
 //! terminal 1$ cargo run --example worker
@@ -14,17 +15,17 @@
 //! terminal 3$ cargo run --example new_task Second message..
 //! ```
 //!
-//! A task whose handler fails is retried once, then dropped (this queue has
-//! no dead-letter exchange). Stop it with Ctrl-C: the task in progress gets
-//! up to 30 s to finish. The queue is the official tutorials' `task_queue`
+//! Stop it with Ctrl-C: the task in progress finishes first. (`WorkQueue::
+//! work_until`, shown in the book, does the same loop for you, with retries,
+//! several tasks at once and a bound on the wait.) The queue is the official tutorials' `task_queue`
 //! (durable quorum queue), so this works with their `new_task.py`;
 //! `TASK_QUEUE=name` makes it work on another queue (the tests use it).
 //! Chapter "Work queues" of the book.
 
 // ANCHOR: code
-use std::convert::Infallible;
 use std::time::Duration;
 
+use futures::StreamExt;
 use rabbitkit::{Client, Options, Report, Shutdown, WorkQueue};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -35,7 +36,7 @@ async fn main() -> Result<(), Report> {
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
     // ANCHOR: shutdown
-    // Ctrl-C: take no new task, give the one in progress 30 s to finish.
+    // Ctrl-C: take no new task; the one in progress finishes first.
     let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
     work(&client, &shutdown).await?;
     client.close().await; // the last acks are sent before it closes
@@ -45,24 +46,44 @@ async fn main() -> Result<(), Report> {
 
 // ANCHOR: work
 async fn work(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
+    // ANCHOR: declare
     let queue = std::env::var("TASK_QUEUE").unwrap_or_else(|_| "task_queue".into());
+    // The official tutorials' `task_queue`: a durable quorum queue. At most
+    // one unacknowledged task at a time for this worker (prefetch 1).
     let tasks = WorkQueue::<String>::builder(queue)
         .prefetch(1)
         .declare(client)
         .await?;
+    // ANCHOR_END: declare
+    // ANCHOR: subscribe
+    let mut tasks = tasks.subscribe().await?;
     println!(" [*] Waiting for messages. To exit press CTRL+C");
+    // ANCHOR_END: subscribe
 
-    // Each task is acknowledged when the handler returns Ok.
-    let report = tasks
-        .work_until(shutdown, |task: String| async move {
-            println!(" [x] Received '{task}'");
-            let dots = task.matches('.').count() as u64;
-            tokio::time::sleep(Duration::from_secs(dots)).await;
-            println!(" [x] Done");
-            Ok::<(), Infallible>(())
-        })
-        .await?;
-    println!(" [*] Stopped after {} task(s)", report.acked);
+    // ANCHOR: consume
+    let mut done = 0;
+    // A task is worked to the end; the stop is looked at between two
+    // (`biased`: once Ctrl-C was pressed, no new task starts).
+    while let Some(task) = tokio::select! {
+        biased;
+        _ = shutdown.stopping() => None,
+        task = tasks.next() => task,
+    } {
+        let task = task?;
+        println!(" [x] Received '{}'", task.body);
+        let dots = task.body.matches('.').count() as u64;
+        tokio::time::sleep(Duration::from_secs(dots)).await;
+        println!(" [x] Done");
+        // ANCHOR: ack
+        // Only now is the task acknowledged: the broker deletes it. Had the
+        // worker died before this line, the broker would give the task to
+        // another worker.
+        task.ack().await?;
+        // ANCHOR_END: ack
+        done += 1;
+    }
+    println!(" [*] Stopped after {done} task(s)");
+    // ANCHOR_END: consume
     Ok(())
 }
 // ANCHOR_END: work

@@ -65,6 +65,10 @@
 //! * `names.rs`: [`unique_name`]: collision-free resource names.
 //! * `proxy.rs`: [`FaultProxy`]: a TCP proxy that cuts, stalls or delays
 //!   connections on demand, for fault-injection tests.
+//! * `nginx.rs`: [`LoadBalancer`]: nginx's `stream` module in front of the
+//!   three nodes, one URL on port [`LB_PORT`] (5680), configured by
+//!   `nginx/rabbitmq-lb.conf`; its pid file and log live under
+//!   `<cluster dir>/nginx/`.
 //!
 //! # Environment
 //!
@@ -80,6 +84,7 @@ mod addr;
 mod cluster;
 mod error;
 mod names;
+mod nginx;
 mod process;
 mod proxy;
 mod rabbitmq;
@@ -88,6 +93,7 @@ pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external
 pub use cluster::{Cluster, ClusterStatus, NodeStatus, TLS_PORT};
 pub use error::ClusterError;
 pub use names::unique_name;
+pub use nginx::{LB_PORT, LoadBalancer};
 pub use proxy::FaultProxy;
 pub use rabbitmq::{RabbitMq, VERSION_ENV};
 

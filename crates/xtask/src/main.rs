@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
-use rabbitkit_test::{Cluster, RabbitMq, VERSION_ENV, using_external_broker};
+use rabbitkit_test::{Cluster, LoadBalancer, RabbitMq, VERSION_ENV, using_external_broker};
 
 mod book;
 
@@ -58,6 +58,9 @@ enum Task {
     /// Manage the local cluster: up, down, status, kill N, stop N, start N, ctl N ARGS.
     #[command(subcommand)]
     Broker(BrokerTask),
+    /// nginx (stream module) in front of the local cluster: up, down, status.
+    #[command(subcommand)]
+    Lb(LbTask),
     /// Bring the cluster up, then run the whole test suite.
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
@@ -73,6 +76,9 @@ enum Task {
     /// NEXTEST_PROFILE such as `ci` is honoured). With AMQP_ADDR set, the
     /// tests that control the local cluster (binaries `failover` and
     /// `local_cluster`) are filtered out: nextest reports them as skipped.
+    /// Without nginx (and its stream module), the failover tests through
+    /// nginx (`through_nginx` in their names) are filtered out and reported
+    /// as skipped the same way.
     Test(PassOn),
     /// Bring the cluster up, then `cargo run --quiet --example demo -- [ARGS]`.
     Demo(PassOn),
@@ -107,6 +113,21 @@ struct PassOn {
         value_name = "ARGS"
     )]
     args: Vec<String>,
+}
+
+/// `cargo xtask lb ...`: one URL for the cluster, through nginx.
+#[derive(Debug, Subcommand)]
+enum LbTask {
+    /// Start nginx with crates/rabbitkit-test/nginx/rabbitmq-lb.conf: one
+    /// URL, amqp://guest:guest@127.0.0.1:5680/%2f, for the cluster. Its pid
+    /// file and log are under the cluster's directory (nginx/); the
+    /// system's nginx is not touched. Needs `apt-get install nginx-light
+    /// libnginx-mod-stream`.
+    Up,
+    /// Stop it.
+    Down,
+    /// Say whether it runs.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +198,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     set_version(cli.rabbitmq)?;
     match cli.command {
         Task::Broker(task) => broker(task).map(|()| ExitCode::SUCCESS),
+        Task::Lb(task) => lb(task).map(|()| ExitCode::SUCCESS),
         Task::Test(extra) => test(extra.args()),
         Task::Demo(extra) => demo(extra.args()),
         Task::Bench(extra) => bench(extra.args()),
@@ -211,6 +233,38 @@ fn set_version(version: Option<RabbitMq>) -> Result<()> {
 }
 
 // ----- broker ------------------------------------------------------------
+
+/// `cargo xtask lb up|down|status`: nginx in front of the local cluster.
+fn lb(task: LbTask) -> Result<()> {
+    match task {
+        LbTask::Up => {
+            let lb = LoadBalancer::start().map_err(|e| e.to_string())?;
+            println!(
+                "nginx listens on {} for the local cluster (log: {})",
+                lb.url().replace(":guest@", ":***@"),
+                LoadBalancer::prefix().join("error.log").display()
+            );
+            lb.keep();
+            Ok(())
+        }
+        LbTask::Down => {
+            LoadBalancer::stop_running().map_err(|e| e.to_string())?;
+            eprintln!("xtask: nginx stopped");
+            Ok(())
+        }
+        LbTask::Status => {
+            if LoadBalancer::is_running() {
+                println!(
+                    "nginx is running (prefix {})",
+                    LoadBalancer::prefix().display()
+                );
+            } else {
+                println!("nginx is not running");
+            }
+            Ok(())
+        }
+    }
+}
 
 fn broker(task: BrokerTask) -> Result<()> {
     let cluster = Cluster::local();
@@ -328,6 +382,15 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: AMQP_ADDR is set: the serial `failover` run is skipped");
     } else if metadata.has_test_target("failover") {
         ensure_broker()?;
+        // The tests through nginx need it: without it they are filtered
+        // out, and nextest counts them as skipped (not passed).
+        let filter = match LoadBalancer::nginx() {
+            Ok(_) => "binary(failover)",
+            Err(why) => {
+                eprintln!("xtask: {why}: the failover tests through nginx are skipped");
+                "binary(failover) and not test(/through_nginx/)"
+            }
+        };
         let mut failover = cargo(&metadata.root);
         failover
             .args([
@@ -339,7 +402,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
                 "-j",
                 "1",
                 "-E",
-                "binary(failover)",
+                filter,
             ])
             .args(extra);
         let code = run_step("failover tests (serial)", failover)?;
@@ -570,6 +633,18 @@ mod tests {
         );
         assert_eq!(passed_on("demo"), (None, vec![]));
         assert!(matches!(parse("book").unwrap().command, Task::Book));
+        assert!(matches!(
+            parse("lb up").unwrap().command,
+            Task::Lb(LbTask::Up)
+        ));
+        assert!(matches!(
+            parse("lb down").unwrap().command,
+            Task::Lb(LbTask::Down)
+        ));
+        assert!(matches!(
+            parse("lb status").unwrap().command,
+            Task::Lb(LbTask::Status)
+        ));
         let cli = parse("broker up --rabbitmq 3.10").unwrap();
         assert!(matches!(cli.command, Task::Broker(BrokerTask::Up)));
         assert_eq!(cli.rabbitmq, Some(RabbitMq::V3_10));
@@ -615,6 +690,8 @@ mod tests {
             "broker kill 0",
             "broker ctl 1",
             "broker up now",
+            "lb",
+            "lb sideways",
             "book extra",
             "test --rabbitmq 5.0",
             "frobnicate",
