@@ -43,6 +43,7 @@ def quorum(ttl_ms, dead_letter_exchange=None):
     return args
 
 
+# ANCHOR: declare
 def declare(channel, top, queue):
     channel.exchange_declare(DELIVER, "headers", durable=True)
     channel.queue_declare(SINK, durable=True, arguments=quorum(0))
@@ -55,13 +56,16 @@ def declare(channel, top, queue):
         channel.exchange_bind(below, level(k), arguments={"x-match": "all", bit_header(k): "0"})
     # The default exchange's targets are queues, bound by name.
     channel.queue_bind(queue, DELIVER, arguments={"x-match": "all", "rabbitkit-delay-queue": queue})
+# ANCHOR_END: declare
 
 
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     message = sys.argv[2] if len(sys.argv) > 2 else "Hello later!"
+    # ANCHOR: units
     units = max(1, math.ceil(seconds * 1000 / UNIT_MS))
-    top = units.bit_length() - 1
+    top = units.bit_length() - 1  # the highest level the delay uses
+    # ANCHOR_END: units
     assert top < LEVELS, "longer than the longest delay"
 
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
@@ -70,6 +74,7 @@ def main():
     channel.queue_declare(queue="delayed_hello", durable=True, arguments={"x-queue-type": "quorum"})
     declare(channel, top, "delayed_hello")
 
+    # ANCHOR: publish
     headers = {bit_header(k): str(units >> k & 1) for k in range(top + 1)}
     headers["rabbitkit-delay-queue"] = "delayed_hello"
     channel.basic_publish(
@@ -79,6 +84,7 @@ def main():
         properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers=headers),
         mandatory=True,
     )
+    # ANCHOR_END: publish
     print(f" [x] Sent {message}, due in {seconds} s")
     connection.close()
 
