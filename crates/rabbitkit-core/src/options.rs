@@ -646,6 +646,19 @@ mod tests {
     }
 
     #[test]
+    fn a_client_key_is_never_printed() {
+        let key = "-----BEGIN PRIVATE KEY-----\nTUlJRXZRSUJBREFOQmdrcWhraUc5dzBCQVFFRkFBU0NCS2N3\n-----END PRIVATE KEY-----\n";
+        let o = Options::new()
+            .tls_client_identity("-----BEGIN CERTIFICATE-----\n", key)
+            .auth_external();
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("TUlJRXZR"), "{shown}");
+        assert!(shown.contains("key_pem: ***"), "{shown}");
+        assert!(o.auth_external);
+        assert!(!Options::new().auth_external);
+    }
+
+    #[test]
     fn defaults_are_sane() {
         let o = Options::new();
         assert!(o.channels >= 1);
