@@ -661,3 +661,36 @@ async fn refused_client_certificates_are_typed_fatal_errors() {
     assert_eq!(err.client_cert_error(), Some(ClientCertError::Unreadable));
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_key_in_any_log() {
+    // The mutual-TLS listener and its certificates are the local cluster's.
+    let capture = common::capture::Capture::default();
+    tracing::subscriber::set_global_default(capture.clone()).unwrap();
+    let cluster = require_local_cluster();
+    ensure_mtls_user();
+    for cert in ["client", "client-other-ca"] {
+        let result = mtls_options()
+            .tls_client_identity(pem(&format!("{cert}.pem")), pem(&format!("{cert}.key")))
+            .auth_external()
+            .connect(cluster.mtls_url())
+            .await;
+        if let Ok(client) = result {
+            Queue::temporary().declare(&client).await.unwrap();
+            client.close().await;
+        }
+    }
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(logs.lines().count() > 3, "logs were captured: {logs}");
+    for cert in ["client", "client-other-ca"] {
+        let key = pem(&format!("{cert}.key"));
+        let line = key.lines().nth(1).unwrap();
+        // As text, and as the list of numbers a `Debug` of bytes prints.
+        let as_bytes: Vec<String> = line.bytes().take(16).map(|b| b.to_string()).collect();
+        assert!(!logs.contains(line), "{cert}.key in the logs");
+        assert!(
+            !logs.contains(&as_bytes.join(", ")),
+            "{cert}.key's bytes in the logs"
+        );
+    }
+}
