@@ -7,11 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use rabbitkit::ClientCertError;
 use rabbitkit::{
     ConnectError, ConsumeError, ConsumeOptions, DeclareError, Options, OutgoingMessage,
     PublishError, Queue,
 };
-use rabbitkit_test::{Cluster, MAX_MESSAGE_SIZE, TLS_PORT, require_local_cluster};
+use rabbitkit_test::{
+    Cluster, MAX_MESSAGE_SIZE, MTLS_NODE, MTLS_USER, TLS_PORT, require_local_cluster,
+};
 
 fn pem(name: &str) -> String {
     std::fs::read_to_string(Cluster::local().tls_dir().join(name)).unwrap()
@@ -502,4 +505,192 @@ async fn health_says_blocked_during_a_memory_alarm_and_connected_after() {
     assert!(client.health().is_ready(), "{}", client.health());
     publish.await.unwrap().unwrap();
     queue.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_publish_during_a_memory_alarm_fails_with_blocked_and_the_same_client_publishes_after() {
+    // The alarm is forced with the local cluster's rabbitmqctl.
+    require_local_cluster();
+    let client = common::options()
+        .publish_timeout(Duration::from_secs(2))
+        .connect(Cluster::local().amqp_url(1))
+        .await
+        .unwrap();
+    let queue = Queue::named(common::unique_name("blocked.alarm"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let restore = RestoreWatermark(1);
+    rabbitmqctl(&["set_vm_memory_high_watermark", "absolute", "1"]);
+    // No hang: the publish fails at its timeout, saying why.
+    let body = "during the alarm".to_string();
+    let send = queue.send(&body);
+    let err = tokio::time::timeout(Duration::from_secs(30), send)
+        .await
+        .expect("the publish answers at its timeout")
+        .unwrap_err();
+    let shown = err.to_string();
+    match err {
+        rabbitkit::SendError::Publish(PublishError::Blocked { reason, timeout }) => {
+            assert!(reason.contains("memory"), "the broker's reason: {reason}");
+            assert_eq!(timeout, Duration::from_secs(2));
+            assert!(shown.contains("blocking publishers"), "{shown}");
+        }
+        other => panic!("expected PublishError::Blocked, got {other:?}"),
+    }
+    assert!(client.is_connected());
+    // The alarm lifts: the same client publishes again, by itself.
+    drop(restore);
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, rabbitkit::Event::Unblocked)
+    })
+    .await;
+    queue.send(&"after the alarm".to_string()).await.unwrap();
+    assert_eq!(client.stats().disconnects, 0);
+    queue.delete().await.unwrap();
+    client.close().await;
+}
+
+/// The broker user of the test client certificate (its common name),
+/// with every permission on `/`. EXTERNAL logs in without its password.
+fn ensure_mtls_user() {
+    if let Err(err) = Cluster::local().rabbitmqctl(1, &["add_user", MTLS_USER, "unused-pw"])
+        && !err.to_string().contains("already exists")
+    {
+        panic!("add_user {MTLS_USER}: {err}");
+    }
+    rabbitmqctl(&["set_permissions", "-p", "/", MTLS_USER, ".*", ".*", ".*"]);
+}
+
+/// Options for the mutual-TLS listener, trusting the test CA.
+fn mtls_options() -> Options {
+    common::options()
+        .tls_ca_pem(pem("ca.pem"))
+        .connect_timeout(Duration::from_secs(5))
+}
+
+#[tokio::test]
+async fn a_client_certificate_with_external_logs_in_as_the_certificates_user() {
+    // The mutual-TLS listener and its certificates are the local cluster's.
+    let cluster = require_local_cluster();
+    ensure_mtls_user();
+    let name = common::unique_name("rk-mtls");
+    let options = mtls_options()
+        .connection_name(name.as_str())
+        .tls_client_identity(pem("client.pem"), pem("client.key"))
+        .auth_external();
+    // The key is never printed.
+    let key = pem("client.key");
+    let key_line = key.lines().nth(1).unwrap();
+    let shown = format!("{options:?}");
+    assert!(!shown.contains(key_line), "{shown}");
+    assert!(shown.contains("***"), "{shown}");
+
+    let client = options.connect(cluster.mtls_url()).await.unwrap();
+    let q = Queue::temporary().declare(&client).await.unwrap();
+    let mut sub = q.subscribe::<String>().await.unwrap();
+    q.send(&"over mutual TLS".to_string()).await.unwrap();
+    assert_eq!(common::next_body(&mut sub).await, "over mutual TLS");
+    // The broker says who logged in: the certificate's user, over TLS.
+    let listing = Cluster::local()
+        .rabbitmqctl(
+            MTLS_NODE,
+            &[
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "user",
+                "ssl",
+                "client_properties",
+            ],
+        )
+        .unwrap();
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_else(|| panic!("no connection named {name}: {listing}"));
+    let mut fields = line.split('\t');
+    assert_eq!(fields.next(), Some(MTLS_USER), "{line}");
+    assert_eq!(fields.next(), Some("true"), "{line}");
+    drop(sub);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn refused_client_certificates_are_typed_fatal_errors() {
+    // The mutual-TLS listener and its certificates are the local cluster's.
+    let cluster = require_local_cluster();
+    ensure_mtls_user();
+    for (cert, expected) in [
+        (None, ClientCertError::Missing),
+        (Some("client-other-ca"), ClientCertError::UnknownCa),
+        (Some("client-expired"), ClientCertError::Expired),
+    ] {
+        let mut options = mtls_options().auth_external().retry_initial_connect(true);
+        let mut key = None;
+        if let Some(cert) = cert {
+            let key_pem = pem(&format!("{cert}.key"));
+            key = Some(key_pem.lines().nth(1).unwrap().to_owned());
+            options = options.tls_client_identity(pem(&format!("{cert}.pem")), key_pem);
+        }
+        // Never retried: with retry_initial_connect on, only a fatal error
+        // ends connect().
+        let err =
+            tokio::time::timeout(Duration::from_secs(30), options.connect(cluster.mtls_url()))
+                .await
+                .unwrap_or_else(|_| panic!("{cert:?}: connect() retried instead of failing"))
+                .unwrap_err();
+        assert_eq!(err.client_cert_error(), Some(expected), "{cert:?}: {err:?}");
+        assert!(err.is_fatal(), "{err:?}");
+        // The TLS alert is kept as the source, and no key material is shown.
+        let source = std::error::Error::source(&err).expect("the TLS error as source");
+        assert!(source.to_string().contains("alert"), "{source}");
+        let shown = format!("{err} {err:?}");
+        if let Some(key) = key {
+            assert!(!shown.contains(&key), "{shown}");
+        }
+    }
+
+    // A key that is not PEM: refused before anything is sent.
+    let err = mtls_options()
+        .tls_client_identity(pem("client.pem"), "not a key: s3cret-material")
+        .connect(cluster.mtls_url())
+        .await
+        .unwrap_err();
+    assert_eq!(err.client_cert_error(), Some(ClientCertError::Unreadable));
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_key_in_any_log() {
+    // The mutual-TLS listener and its certificates are the local cluster's.
+    let capture = common::capture::Capture::default();
+    tracing::subscriber::set_global_default(capture.clone()).unwrap();
+    let cluster = require_local_cluster();
+    ensure_mtls_user();
+    for cert in ["client", "client-other-ca"] {
+        let result = mtls_options()
+            .tls_client_identity(pem(&format!("{cert}.pem")), pem(&format!("{cert}.key")))
+            .auth_external()
+            .connect(cluster.mtls_url())
+            .await;
+        if let Ok(client) = result {
+            Queue::temporary().declare(&client).await.unwrap();
+            client.close().await;
+        }
+    }
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(logs.lines().count() > 3, "logs were captured: {logs}");
+    for cert in ["client", "client-other-ca"] {
+        let key = pem(&format!("{cert}.key"));
+        let line = key.lines().nth(1).unwrap();
+        // As text, and as the list of numbers a `Debug` of bytes prints.
+        let as_bytes: Vec<String> = line.bytes().take(16).map(|b| b.to_string()).collect();
+        assert!(!logs.contains(line), "{cert}.key in the logs");
+        assert!(
+            !logs.contains(&as_bytes.join(", ")),
+            "{cert}.key's bytes in the logs"
+        );
+    }
 }

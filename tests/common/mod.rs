@@ -2,6 +2,7 @@
 //! local 3-node cluster (or to `AMQP_ADDR`).
 #![allow(dead_code, unused_imports)]
 
+pub mod capture;
 pub mod process;
 
 use std::time::Duration;

@@ -120,9 +120,18 @@ impl Endpoint {
         self.uri.scheme == AMQPScheme::AMQPS
     }
 
-    /// The URI handed to lapin, with heartbeat and connect timeout applied.
-    pub(crate) fn to_uri(&self, heartbeat_secs: u16, connect_timeout_ms: u64) -> AMQPUri {
+    /// The URI handed to lapin, with heartbeat and connect timeout applied,
+    /// and the `EXTERNAL` mechanism when `external`.
+    pub(crate) fn to_uri(
+        &self,
+        heartbeat_secs: u16,
+        connect_timeout_ms: u64,
+        external: bool,
+    ) -> AMQPUri {
         let mut uri = self.uri.clone();
+        if external {
+            uri.query.auth_mechanism = Some(lapin::uri::SASLMechanism::External);
+        }
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(heartbeat_secs);
         }
@@ -304,9 +313,17 @@ mod tests {
     #[test]
     fn query_overrides_are_kept() {
         let e = Endpoint::parse("amqp://h:5672/%2f?heartbeat=3").unwrap();
-        assert_eq!(e.to_uri(10, 5000).query.heartbeat, Some(3));
+        assert_eq!(e.to_uri(10, 5000, false).query.heartbeat, Some(3));
         let e = Endpoint::parse("amqp://h:5672/%2f").unwrap();
-        assert_eq!(e.to_uri(10, 5000).query.heartbeat, Some(10));
-        assert_eq!(e.to_uri(10, 5000).query.connection_timeout, Some(5000));
+        assert_eq!(e.to_uri(10, 5000, false).query.heartbeat, Some(10));
+        assert_eq!(
+            e.to_uri(10, 5000, false).query.connection_timeout,
+            Some(5000)
+        );
+        assert_eq!(e.to_uri(10, 5000, false).query.auth_mechanism, None);
+        assert_eq!(
+            e.to_uri(10, 5000, true).query.auth_mechanism,
+            Some(lapin::uri::SASLMechanism::External)
+        );
     }
 }

@@ -73,6 +73,22 @@ pub enum ConnectError {
         /// What the TLS library said.
         message: String,
     },
+    /// The broker refused this client's certificate (mutual TLS), or its
+    /// absence, or the certificate or key given to
+    /// [`Options::tls_client_identity`](crate::Options::tls_client_identity)
+    /// cannot be read: see [`ClientCertError`] for which. Retrying cannot
+    /// fix this. The TLS alert (or the reading error) is the
+    /// [`source`](std::error::Error::source); no key material is ever in it.
+    #[error("client certificate refused at {endpoint}: {kind} ({source})")]
+    ClientCertificate {
+        /// The endpoint (password hidden).
+        endpoint: String,
+        /// What is wrong with the certificate.
+        kind: ClientCertError,
+        /// The TLS error: the broker's alert, e.g. `received fatal alert: UnknownCA`.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The broker refused the connection because a connection limit is
     /// reached: the virtual host's (`max-connections`) or the user's.
     /// Temporary: it lifts when other connections close or the limit is
@@ -133,9 +149,46 @@ impl ConnectError {
                 | Self::AuthenticationFailed { .. }
                 | Self::VhostNotAllowed { .. }
                 | Self::Tls { .. }
+                | Self::ClientCertificate { .. }
                 | Self::ChannelLimit { .. }
         )
     }
+
+    /// What is wrong with the client certificate, when the broker refused
+    /// it (or its absence).
+    pub fn client_cert_error(&self) -> Option<ClientCertError> {
+        match self {
+            Self::ClientCertificate { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// Why a client certificate (mutual TLS) was refused: what
+/// [`ConnectError::ClientCertificate`] says. Every kind is fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ClientCertError {
+    /// The broker requires a client certificate and none was presented:
+    /// set [`Options::tls_client_identity`](crate::Options::tls_client_identity).
+    #[error("the broker requires a client certificate and none was presented")]
+    Missing,
+    /// The broker does not trust the CA that signed the certificate.
+    #[error("the broker does not trust the certificate's CA")]
+    UnknownCa,
+    /// The certificate has expired (or is not valid yet).
+    #[error("the certificate has expired")]
+    Expired,
+    /// The certificate was revoked.
+    #[error("the certificate was revoked")]
+    Revoked,
+    /// The broker refused the certificate for another reason (bad,
+    /// unsupported, not for client authentication, access denied).
+    #[error("the broker rejected the certificate")]
+    Rejected,
+    /// The certificate or key PEM given could not be read; nothing was sent.
+    #[error("the certificate or key cannot be read")]
+    Unreadable,
 }
 
 /// Publishing a message failed.
@@ -213,6 +266,22 @@ pub enum PublishError {
     /// not have reached the broker.
     #[error("publish not confirmed within {0:?}")]
     Timeout(Duration),
+    /// The publish timed out while the broker was blocking this
+    /// connection's publishers (`connection.blocked`: a memory or disk
+    /// alarm, see [`Event::Blocked`](crate::Event::Blocked)). The broker
+    /// stopped reading, so the message most likely did not reach it; it
+    /// may still, once the alarm clears. Not a network problem: the
+    /// client stays connected, and publishing resumes by itself when the
+    /// broker unblocks the connection ([`Event::Unblocked`](crate::Event::Unblocked)).
+    #[error(
+        "publish not confirmed within {timeout:?}: the broker is blocking publishers ({reason})"
+    )]
+    Blocked {
+        /// The broker's reason, e.g. `low on memory` or `low on disk space`.
+        reason: String,
+        /// The publish timeout that passed.
+        timeout: Duration,
+    },
     /// The client is closed (or stopped on a fatal error).
     #[error("client closed: {reason}")]
     Closed {

@@ -93,12 +93,29 @@ pub enum Event {
         /// The error.
         error: String,
     },
-    /// The broker blocked publishing (memory or disk alarm).
+    /// The broker blocks this connection's publishers: a resource alarm
+    /// (memory over `vm_memory_high_watermark`, or free disk below
+    /// `disk_free_limit`) is raised somewhere in the cluster. The broker
+    /// stops reading from the connection, so publishes wait for their
+    /// confirm; each one still waiting at its
+    /// [`publish_timeout`](crate::Options::publish_timeout) fails with
+    /// [`PublishError::Blocked`](crate::PublishError::Blocked) carrying
+    /// this reason. Consuming goes on (it frees the broker's memory).
+    /// [`Client::health`](crate::Client::health) says
+    /// [`Health::Blocked`](crate::Health::Blocked) meanwhile.
+    ///
+    /// What to do: nothing in the client (it stays connected, and
+    /// publishing resumes by itself at [`Unblocked`](Self::Unblocked)).
+    /// Stop producing new work or shed it (answer "busy", fail a readiness
+    /// probe) rather than queueing publishes in memory; alert an operator:
+    /// the broker needs memory or disk, or its consumers to catch up.
     Blocked {
-        /// The broker's reason.
+        /// The broker's reason, e.g. `low on memory` or `low on disk space`.
         reason: String,
     },
-    /// The broker lifted the block.
+    /// The broker lifted the block (the alarm cleared): publishes that
+    /// were waiting are confirmed now, and new ones go through. Resume
+    /// producing.
     Unblocked,
     /// The client stopped for good: closed by the application, a fatal error
     /// (bad credentials, missing vhost) or the backoff's attempt limit.

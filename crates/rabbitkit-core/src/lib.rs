@@ -42,8 +42,11 @@
 //! fully up. A recovery step that panics is reported (a failed attempt or
 //! a recovery-failed event), never a silently dead supervisor.
 //!
-//! Bad credentials, a missing virtual host, an untrusted certificate and a
-//! broker whose `channel_max` cannot hold the channel pool stop at once
+//! Bad credentials, a missing virtual host, an untrusted certificate, a
+//! client certificate the broker refuses (mutual TLS:
+//! [`Options::tls_client_identity`], [`Options::auth_external`];
+//! [`ConnectError::ClientCertificate`] says whether it was missing, from an
+//! unknown CA or expired) and a broker whose `channel_max` cannot hold the channel pool stop at once
 //! with a [`ConnectError`] that says so: retrying cannot fix them. A
 //! reached connection limit (the virtual host's or the user's) is
 //! temporary: [`ConnectError::ConnectionLimit`] at the first connect
@@ -61,6 +64,8 @@
 //! - `endpoint.rs` — [`Endpoint`]: URL parsing; `Debug`/`Display` hide the password.
 //! - `connection.rs` — [`Client`], the handle applications hold.
 //! - `supervisor.rs` — the task that connects, fails over and recovers.
+//! - `tls.rs` — client certificates: checking the PEM, reading the broker's TLS alert
+//!   when it refuses one ([`ClientCertError`]).
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
@@ -88,6 +93,7 @@ mod events;
 mod options;
 mod publisher;
 mod supervisor;
+mod tls;
 mod topology;
 pub mod validate;
 
@@ -95,7 +101,8 @@ pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::{ConsumeOptions, Consumer, Delivery};
 pub use endpoint::{Endpoint, ToEndpoints};
 pub use error::{
-    AckError, ChannelError, ConnectError, ConsumeError, DeclareError, EndpointError, PublishError,
+    AckError, ChannelError, ClientCertError, ConnectError, ConsumeError, DeclareError,
+    EndpointError, PublishError,
 };
 pub use events::Event;
 pub use options::{Backoff, EndpointOrder, Options, Timings, endpoints_from_env};

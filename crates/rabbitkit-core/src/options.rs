@@ -228,6 +228,23 @@ impl Default for Timings {
     }
 }
 
+/// A client certificate and its private key (PEM). Its `Debug` never shows
+/// the key.
+#[derive(Clone)]
+pub(crate) struct ClientIdentity {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &format_args!("***"))
+            .finish()
+    }
+}
+
 /// Everything a [`Client`] can be configured with, each default documented here.
 ///
 /// ```no_run
@@ -256,6 +273,8 @@ pub struct Options {
     pub(crate) publish_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) tls_ca_pem: Option<String>,
+    pub(crate) tls_identity: Option<ClientIdentity>,
+    pub(crate) auth_external: bool,
     // Bounds of waits on the broker (see `close_timeout`, `operation_timeout`).
     pub(crate) close_timeout: Duration,
     pub(crate) timings: Timings,
@@ -278,6 +297,8 @@ impl Default for Options {
             publish_timeout: Duration::from_secs(30),
             operation_timeout: Duration::from_secs(30),
             tls_ca_pem: None,
+            tls_identity: None,
+            auth_external: false,
             // Bounds of waits on the broker.
             close_timeout: Duration::from_secs(5),
             timings: Timings::DEFAULT,
@@ -321,6 +342,8 @@ impl Options {
     /// | [`operation_timeout`](Self::operation_timeout) | 30 s for a declaration, admin call, consumer start or channel open, waiting for a connection included |
     /// | [`close_timeout`](Self::close_timeout) | 5 s for each step of [`Client::close`] |
     /// | [`tls_ca_pem`](Self::tls_ca_pem) | none: `amqps://` servers are checked against the system's roots |
+    /// | [`tls_client_identity`](Self::tls_client_identity) | none: no client certificate is presented |
+    /// | [`auth_external`](Self::auth_external) | off: log in with the URL's user name and password (`PLAIN`) |
     /// | [`timings`](Self::timings) | [`Timings::DEFAULT`]: the inner delays, intervals and retry policies |
     pub fn new() -> Self {
         Self::default()
@@ -427,6 +450,69 @@ impl Options {
     /// ```
     pub fn tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
         self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate (mutual TLS) to `amqps://`
+    /// endpoints: `cert_pem` holds the certificate, followed by any
+    /// intermediate CA certificates, `key_pem` its unencrypted private key
+    /// (PKCS#8, PKCS#1 or SEC1), both PEM. Brokers that require client
+    /// certificates (`ssl_options.fail_if_no_peer_cert = true`) refuse a
+    /// client without one.
+    ///
+    /// The certificate alone does not log in: the user is still the URL's,
+    /// with its password, unless [`auth_external`](Self::auth_external)
+    /// logs in as the certificate's user.
+    ///
+    /// The key is never printed: `Options`' `Debug` shows `***`, and
+    /// errors never repeat either PEM. An unreadable certificate or key is
+    /// [`ConnectError::ClientCertificate`] with
+    /// [`ClientCertError::Unreadable`](crate::ClientCertError::Unreadable),
+    /// fatal.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = rabbitkit_core::Options::new()
+    ///     .tls_ca_pem(std::fs::read_to_string("/etc/rabbitmq/ca.pem")?)
+    ///     .tls_client_identity(
+    ///         std::fs::read("/etc/app/client.pem")?,
+    ///         std::fs::read("/etc/app/client.key")?,
+    ///     )
+    ///     .auth_external()
+    ///     .connect("amqps://rabbit.internal:5671/%2f")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_identity = Some(ClientIdentity {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        });
+        self
+    }
+
+    /// Logs in with the `EXTERNAL` SASL mechanism: the broker takes the
+    /// user from the client certificate (see
+    /// [`tls_client_identity`](Self::tls_client_identity)), and the URL's
+    /// user name and password are not sent. The broker needs the
+    /// `rabbitmq_auth_mechanism_ssl` plugin (shipped with RabbitMQ),
+    /// `EXTERNAL` in its `auth_mechanisms`, and a user of that name
+    /// (by default the certificate's distinguished name; with
+    /// `ssl_cert_login_from = common_name`, its common name).
+    ///
+    /// Chosen explicitly, not guessed from a URL without a password: a URL
+    /// without credentials means user `guest`, and a broker may require a
+    /// certificate and a password both. A URL's own
+    /// `?auth_mechanism=external` has the same effect for that endpoint.
+    ///
+    /// A user the broker does not know is
+    /// [`ConnectError::AuthenticationFailed`], fatal.
+    pub fn auth_external(mut self) -> Self {
+        self.auth_external = true;
         self
     }
 
@@ -557,6 +643,19 @@ mod tests {
             let d = j.delay_for(3);
             assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
         }
+    }
+
+    #[test]
+    fn a_client_key_is_never_printed() {
+        let key = "-----BEGIN PRIVATE KEY-----\nTUlJRXZRSUJBREFOQmdrcWhraUc5dzBCQVFFRkFBU0NCS2N3\n-----END PRIVATE KEY-----\n";
+        let o = Options::new()
+            .tls_client_identity("-----BEGIN CERTIFICATE-----\n", key)
+            .auth_external();
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("TUlJRXZR"), "{shown}");
+        assert!(shown.contains("key_pem: ***"), "{shown}");
+        assert!(o.auth_external);
+        assert!(!Options::new().auth_external);
     }
 
     #[test]

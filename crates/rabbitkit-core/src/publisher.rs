@@ -6,7 +6,10 @@
 //! client has recovered (at-least-once; consumers can de-duplicate on the id).
 //! While the client is disconnected a publish waits, holding its place in
 //! the window (back-pressure), and fails with [`PublishError::Timeout`]
-//! after the publish timeout. Nothing is dropped silently.
+//! after the publish timeout. While the broker blocks the connection (a
+//! memory or disk alarm) a publish waits the same way, and fails with
+//! [`PublishError::Blocked`], which carries the broker's reason, instead of
+//! `Timeout`. Nothing is dropped silently.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,7 +135,9 @@ impl Publisher {
     ///
     /// Errors: [`PublishError::Unroutable`] (mandatory, no queue),
     /// [`PublishError::ExchangeNotFound`], [`PublishError::Nacked`],
-    /// [`PublishError::Rejected`], [`PublishError::Timeout`],
+    /// [`PublishError::Rejected`], [`PublishError::Timeout`] (or
+    /// [`PublishError::Blocked`] when the broker was blocking publishers at
+    /// the timeout),
     /// [`PublishError::Closed`], and [`PublishError::Invalid`] for an
     /// exchange or routing key over 255 bytes (nothing is sent). A connection loss is not an error: the
     /// message is sent again after recovery.
@@ -164,7 +169,7 @@ async fn publish(
     let deadline = Instant::now() + timeout;
     let _permit = tokio::time::timeout(timeout, shared.window.clone().acquire_owned())
         .await
-        .map_err(|_| PublishError::Timeout(timeout))?
+        .map_err(|_| timed_out(&shared))?
         .map_err(|_| PublishError::Closed {
             reason: "client closed".into(),
         })?;
@@ -183,7 +188,7 @@ async fn publish(
         let session = match shared.wait_up_for(newer_than, left).await {
             Ok(Ok(s)) => s,
             Ok(Err(reason)) => return Err(PublishError::Closed { reason }),
-            Err(_) => return Err(PublishError::Timeout(timeout)),
+            Err(_) => return Err(timed_out(&shared)),
         };
         attempts += 1;
         if attempts > 1 {
@@ -205,7 +210,7 @@ async fn publish(
         let left = deadline.saturating_duration_since(Instant::now());
         let outcome = match tokio::time::timeout(left, sent).await {
             Ok(outcome) => outcome,
-            Err(_) => return Err(PublishError::Timeout(timeout)),
+            Err(_) => return Err(timed_out(&shared)),
         };
         match outcome {
             Ok(PublishOutcome::Confirmed) => {
@@ -283,6 +288,16 @@ async fn publish(
                 }
             }
         }
+    }
+}
+
+/// The error of a publish whose timeout passed: [`PublishError::Blocked`]
+/// while the broker blocks the connection, else [`PublishError::Timeout`].
+fn timed_out(shared: &Shared) -> PublishError {
+    let timeout = shared.options.publish_timeout;
+    match shared.blocked.lock().unwrap().clone() {
+        Some(reason) => PublishError::Blocked { reason, timeout },
+        None => PublishError::Timeout(timeout),
     }
 }
 

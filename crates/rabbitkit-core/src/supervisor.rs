@@ -45,13 +45,24 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
     let o = &shared.options;
     let heartbeat = u16::try_from(o.heartbeat.as_secs()).unwrap_or(u16::MAX);
     let timeout_ms = u64::try_from(o.connect_timeout.as_millis()).unwrap_or(u64::MAX);
-    let uri = endpoint.to_uri(heartbeat, timeout_ms);
+    let uri = endpoint.to_uri(heartbeat, timeout_ms, o.auth_external);
     let mut props = ConnectionProperties::default();
     if let Some(name) = &o.connection_name {
         props = props.with_connection_name(name.as_str().into());
     }
+    let identity = match &o.tls_identity {
+        Some(id) if endpoint.is_tls() => {
+            crate::tls::check_identity(id)
+                .map_err(|kind| AttemptError::Fatal(crate::tls::unreadable(endpoint, kind)))?;
+            Some(lapin::tcp::OwnedIdentity::PKCS8 {
+                pem: id.cert_pem.clone(),
+                key: id.key_pem.clone(),
+            })
+        }
+        _ => None,
+    };
     let tls = lapin::tcp::OwnedTLSConfig {
-        identity: None,
+        identity,
         cert_chain: o.tls_ca_pem.clone(),
     };
     let runtime = match lapin::runtime::default_runtime() {
@@ -66,7 +77,10 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
         ))),
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(err)) => Err(
-            match amqp_error(&err).and_then(|(code, text)| connect_refusal(endpoint, code, text)) {
+            match amqp_error(&err)
+                .and_then(|(code, text)| connect_refusal(endpoint, code, text))
+                .or_else(|| crate::tls::client_cert_refusal(endpoint, &err))
+            {
                 Some(err @ ConnectError::ConnectionLimit { .. }) => AttemptError::Refused(err),
                 Some(err) => AttemptError::Fatal(err),
                 _ if endpoint.is_tls() && is_certificate_error(&err) => {

@@ -17,7 +17,7 @@ use crate::process::{is_live_beam, kill_pid, port_open, read_pid_file};
 use crate::rabbitmq::RabbitMq;
 
 pub use status::{ClusterStatus, NodeStatus};
-pub use tls::TLS_PORT;
+pub use tls::{MTLS_NODE, MTLS_PORT, MTLS_USER, TLS_PORT};
 
 /// Default base directory of the local cluster.
 const DEFAULT_BASE_DIR: &str = "/var/tmp/rabbitkit-cluster";

@@ -36,7 +36,9 @@
 //!   Nodes are `rabbit1@localhost`, `rabbit2@localhost` and
 //!   `rabbit3@localhost`, listening for AMQP on `127.0.0.1:5672`, `5673`
 //!   and `5674` (Erlang distribution on `25672`, `25673`, `25674`; node 1
-//!   also serves TLS on `5671`). Their files live under
+//!   also serves TLS on `5671`, node 2 mutual TLS on `5676`: a client
+//!   certificate signed by the test CA is required, the `EXTERNAL`
+//!   mechanism is offered). Their files live under
 //!   `/var/tmp/rabbitkit-cluster` (or `$RABBITKIT_CLUSTER_DIR`), one
 //!   directory `<version>/rabbitN/` per node holding `rabbitmq.conf`,
 //!   `enabled_plugins`, `mnesia/`, `log/`, `plugins-expand/`, `pid` and
@@ -45,7 +47,8 @@
 //!   `cluster/`:
 //!   * `install.rs`: whether RabbitMQ is installed, [`Cluster::install`]
 //!     (for xtask; tests never install);
-//!   * `tls.rs`: the test certificates, [`TLS_PORT`];
+//!   * `tls.rs`: the test certificates (server and client), [`TLS_PORT`],
+//!     [`MTLS_PORT`];
 //!   * `config.rs`: the node directories and their `rabbitmq.conf`;
 //!   * `nodes.rs`: the nodes' processes (spawn, wait, stop, kill) and
 //!     `rabbitmqctl`;
@@ -90,7 +93,7 @@ mod proxy;
 mod rabbitmq;
 
 pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external_broker};
-pub use cluster::{Cluster, ClusterStatus, NodeStatus, TLS_PORT};
+pub use cluster::{Cluster, ClusterStatus, MTLS_NODE, MTLS_PORT, MTLS_USER, NodeStatus, TLS_PORT};
 pub use error::ClusterError;
 pub use names::unique_name;
 pub use nginx::{LB_PORT, LoadBalancer};

@@ -158,8 +158,8 @@ pub use work_queue::{DEFAULT_PREFETCH, WorkQueue, WorkQueueBuilder};
 /// The connection layer, for what the patterns do not cover.
 pub use rabbitkit_core as core;
 pub use rabbitkit_core::{
-    AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, Confirmed, ConnectError,
-    ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery, Endpoint, EndpointOrder, Event,
-    FieldTable, Health, Options, OutgoingMessage, PublishError, Publisher, QueueInfo, Stats,
-    Timings, endpoints_from_env,
+    AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, ClientCertError,
+    Confirmed, ConnectError, ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery,
+    Endpoint, EndpointOrder, Event, FieldTable, Health, Options, OutgoingMessage, PublishError,
+    Publisher, QueueInfo, Stats, Timings, endpoints_from_env,
 };

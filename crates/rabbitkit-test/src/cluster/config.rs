@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::Cluster;
-use super::tls::TLS_PORT;
+use super::tls::{MTLS_NODE, MTLS_PORT, TLS_PORT};
 use crate::error::{ClusterError, Result};
 use crate::rabbitmq::RabbitMq;
 
@@ -29,12 +29,17 @@ impl Cluster {
                 fs::write(&path, contents)
                     .map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
             };
-            let tls = (n == 1).then(|| self.tls_dir());
+            let tls_dir = self.tls_dir();
+            let tls = match n {
+                1 => Some(Tls::ServerOnly(&tls_dir)),
+                MTLS_NODE => Some(Tls::Mutual(&tls_dir)),
+                _ => None,
+            };
             write(
                 "rabbitmq.conf",
-                node_config(self.version, self.amqp_port(n), tls.as_deref()),
+                node_config(self.version, self.amqp_port(n), tls),
             )?;
-            write("enabled_plugins", "[].\n".to_owned())?;
+            write("enabled_plugins", enabled_plugins(tls))?;
         }
         self.chown_node_dirs()
     }
@@ -69,11 +74,32 @@ impl Cluster {
     }
 }
 
-/// The `rabbitmq.conf` of the node listening on `port`, with a TLS
-/// listener when `tls` names the directory of its certificates.
-pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<&Path>) -> String {
+/// The TLS listener of a node, with the directory of its certificates.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Tls<'a> {
+    /// [`TLS_PORT`], asking for no client certificate (node 1).
+    ServerOnly(&'a Path),
+    /// [`MTLS_PORT`], requiring a client certificate signed by the test CA,
+    /// with the `EXTERNAL` mechanism (node [`MTLS_NODE`]). RabbitMQ's
+    /// `ssl_options` hold for every TLS listener of a node, hence another
+    /// node than [`ServerOnly`](Self::ServerOnly)'s.
+    Mutual(&'a Path),
+}
+
+/// The `enabled_plugins` file of a node: the `EXTERNAL` mechanism's plugin
+/// (shipped with RabbitMQ) on the mutual-TLS node, nothing elsewhere.
+fn enabled_plugins(tls: Option<Tls<'_>>) -> String {
+    match tls {
+        Some(Tls::Mutual(_)) => "[rabbitmq_auth_mechanism_ssl].\n".to_owned(),
+        _ => "[].\n".to_owned(),
+    }
+}
+
+/// The `rabbitmq.conf` of the node listening on `port`, with the TLS
+/// listener `tls` if any.
+pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<Tls<'_>>) -> String {
     let tls = match tls {
-        Some(dir) => format!(
+        Some(Tls::ServerOnly(dir)) => format!(
             "listeners.ssl.default = 127.0.0.1:{TLS_PORT}\n\
              ssl_options.cacertfile = {d}/ca.pem\n\
              ssl_options.certfile = {d}/server.pem\n\
@@ -82,6 +108,31 @@ pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<&Path>) -> S
              ssl_options.fail_if_no_peer_cert = false\n",
             d = dir.display()
         ),
+        Some(Tls::Mutual(dir)) => {
+            // The mechanisms each version offers by default, and EXTERNAL.
+            let mechanisms: &[&str] = if version.is_4() {
+                &["PLAIN", "AMQPLAIN", "ANONYMOUS", "EXTERNAL"]
+            } else {
+                &["PLAIN", "AMQPLAIN", "EXTERNAL"]
+            };
+            let mechanisms: String = mechanisms
+                .iter()
+                .enumerate()
+                .map(|(i, m)| format!("auth_mechanisms.{} = {m}\n", i + 1))
+                .collect();
+            format!(
+                "listeners.ssl.default = 127.0.0.1:{MTLS_PORT}\n\
+                 ssl_options.cacertfile = {d}/ca.pem\n\
+                 ssl_options.certfile = {d}/server.pem\n\
+                 ssl_options.keyfile = {d}/server.key\n\
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = true\n\
+                 # EXTERNAL logs in as the user named by the certificate's CN.\n\
+                 ssl_cert_login_from = common_name\n\
+                 {mechanisms}",
+                d = dir.display()
+            )
+        }
         None => String::new(),
     };
     tls + &format!(
@@ -117,5 +168,40 @@ mod tests {
         let conf = node_config(RabbitMq::V4_3, 5672, None);
         assert!(!conf.contains("mnesia"), "4.3 has no Mnesia: {conf}");
         assert!(conf.contains("transient_nonexcl_queues = false"));
+        assert_eq!(enabled_plugins(None), "[].\n");
+    }
+
+    #[test]
+    fn the_mutual_tls_node_requires_client_certificates_and_offers_external() {
+        let dir = Path::new("/certs");
+        for version in [RabbitMq::V3_10, RabbitMq::V4_3] {
+            let conf = node_config(version, 5673, Some(Tls::Mutual(dir)));
+            for line in [
+                "listeners.ssl.default = 127.0.0.1:5676\n",
+                "ssl_options.cacertfile = /certs/ca.pem\n",
+                "ssl_options.verify = verify_peer\n",
+                "ssl_options.fail_if_no_peer_cert = true\n",
+                "ssl_cert_login_from = common_name\n",
+                "auth_mechanisms.1 = PLAIN\n",
+                "= EXTERNAL\n",
+            ] {
+                assert!(conf.contains(line), "{version}: {line:?} in {conf}");
+            }
+            assert_eq!(
+                conf.contains("ANONYMOUS"),
+                version.is_4(),
+                "each version keeps its default mechanisms"
+            );
+        }
+        assert_eq!(
+            enabled_plugins(Some(Tls::Mutual(dir))),
+            "[rabbitmq_auth_mechanism_ssl].\n"
+        );
+        let conf = node_config(RabbitMq::V4_3, 5672, Some(Tls::ServerOnly(dir)));
+        assert!(
+            conf.contains("ssl_options.verify = verify_none\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("EXTERNAL"), "{conf}");
     }
 }
