@@ -218,6 +218,25 @@ fn command_output(program: &str, args: &[&str]) -> Option<String> {
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
+/// The commit the workspace is at (`git describe --always --dirty`).
+fn commit() -> String {
+    let root = workspace_path(Path::new("."));
+    let root = root.to_string_lossy();
+    command_output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "describe",
+            "--always",
+            "--dirty",
+            "--abbrev=10",
+        ],
+    )
+    .map(|c| format!("`{c}`"))
+    .unwrap_or_else(|| "? (not a git checkout)".into())
+}
+
 fn lockfile_version(package: &str) -> Option<String> {
     let lock = std::fs::read_to_string(workspace_path(Path::new("Cargo.lock"))).ok()?;
     let needle = format!("name = \"{package}\"\nversion = \"");
@@ -542,8 +561,9 @@ pub fn render(bench: &Bench) -> String {
     let _ = writeln!(out, "# rabbitkit vs raw lapin and amqprs: benchmarks\n");
     let _ = writeln!(
         out,
-        "Produced by `cargo xtask bench{sep}{args}` (that is, `cargo run --release -p rabbitkit-bench --{sep}{args}`) on {}.\n",
-        utc(bench.started)
+        "Produced by `cargo xtask bench{sep}{args}` (that is, `cargo run --release -p rabbitkit-bench --{sep}{args}`) on {}, at commit {}.\n",
+        utc(bench.started),
+        commit()
     );
     let _ = writeln!(out, "Machine:");
     for line in &bench.machine {
