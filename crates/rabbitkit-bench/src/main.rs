@@ -684,7 +684,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
             ),
             on_fresh_queue(
                 ctx,
-                "amqprs client + amqprs server",
+                "amqprs client + server",
                 "bench.rpc.amqprs",
                 move |q| async move {
                     let server = amq::Server::start(&ctx.url, &q, 32).await?;
