@@ -1,11 +1,14 @@
 //! # rabbitkit-bench
 //!
-//! rabbitkit side by side with hand-written raw lapin 4, in one run, on the
-//! local 3-node cluster (GitHub issue 6). `cargo xtask bench [ARGS]` brings
-//! the cluster up and runs this program in release mode.
+//! rabbitkit side by side with hand-written raw lapin 4 and amqprs 2 (the
+//! other Rust AMQP client), in one run, on the local 3-node cluster (issues
+//! 6 and 14). `cargo xtask bench [ARGS]` brings the cluster up and runs this
+//! program in release mode; `cargo xtask bench -- --help` lists the options.
 //!
-//! Every scenario runs with rabbitkit *and* with raw lapin code written the
-//! way a careful lapin user writes it, under the same conditions: same
+//! Every scenario runs with rabbitkit, with raw lapin code written the way a
+//! careful lapin user writes it, and with amqprs driven the way its
+//! documentation shows (its own confirm callbacks), under the same
+//! conditions: same
 //! broker node (node 1; rabbitkit is given the whole cluster, node 1 first,
 //! and lands there), same queue type, same body size, same in-flight window,
 //! same prefetch. The variants alternate which goes first from round to
@@ -19,7 +22,8 @@
 //! queue), publish with pipelined confirms (classic and quorum queue),
 //! consume with manual acks from a pre-filled work queue, RPC one call at a
 //! time and with many calls in flight, a work queue whose handler awaits a
-//! 10 ms timer at concurrency 1, 8 and 32, and failover (rabbitkit only).
+//! 10 ms timer at concurrency 1, 8 and 32, and failover (rabbitkit only:
+//! neither raw lapin nor amqprs reconnects).
 //!
 //! Some scenarios add *reference* variants, reported without a target: raw
 //! lapin driven the way rabbitkit drives it (concurrent publish futures,
@@ -29,14 +33,16 @@
 //! (e.g. a node stopped by someone else) is reported and skipped.
 //!
 //! ## Layout
-//! - `main.rs` — arguments, the scenario list, rounds and their order.
+//! - `main.rs` — arguments (clap), the scenario list, rounds and their order.
 //! - `raw.rs` — the raw lapin column (and the observer connection that
 //!   watches queues for both columns).
 //! - `rk.rs` — the rabbitkit column.
+//! - `amq.rs` — the amqprs column.
 //! - `failover.rs` — SIGKILL the connected node, measure, check for loss.
 //! - `measure.rs` — CPU from `/proc`, wall time, percentiles.
 //! - `report.rs` — the Markdown table, machine notes, `--write`.
 
+mod amq;
 mod failover;
 mod measure;
 mod raw;
@@ -47,44 +53,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use futures::future::BoxFuture;
 use rabbitkit::DEFAULT_PREFETCH;
 use rabbitkit_test::unique_name;
 
 use crate::measure::{BoxError, Result, Sample};
 use crate::report::{Comparison, Kind};
-
-const USAGE: &str = "\
-rabbitkit-bench: rabbitkit side by side with raw lapin 4 on the local cluster
-
-usage: cargo xtask bench [OPTIONS]
-   or: cargo run --release -p rabbitkit-bench -- [OPTIONS]
-
-  --quick                 smoke run of seconds (small counts, 1 round, no failover)
-  --rounds N              rounds per scenario, alternating which variant goes first [3]
-  --publish N             messages per publish run [100000]
-  --consume N             messages per consume run [50000]
-  --rpc N                 calls per one-at-a-time RPC run [5000]
-  --rpc-concurrent N      calls per concurrent RPC run [20000]
-  --warmup N              RPC warm-up calls before measuring [200]
-  --window N              publishes in flight with confirms [1000]
-  --in-flight N           RPC calls in flight in the concurrent scenario [64]
-  --body BYTES            body size [256]
-  --failover-rounds N     node kills in the failover scenario [5; 0 with --quick]
-  --failover-rate N       publishes per second during failover (0: unlimited) [2000]
-  --failover-window N     publishes in flight during failover [100]
-  --failover-give-up S    end a round S seconds after the kill if nothing was
-                          confirmed through the new connection [30]
-  --only LIST             comma-separated subset of:
-                          publish,confirm,quorum,consume,rpc,rpc-concurrent,failover,
-                          work-concurrency
-  --write PATH            also write the report to PATH (relative to the workspace root),
-                          replacing the block a previous --write generated there and
-                          keeping everything else in the file
-  --variant TEXT          only run variants whose label contains TEXT (to profile one;
-                          the table then lacks the comparisons it cannot make)
-  -h, --help              this text
-";
 
 /// The queue types the scenarios use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,73 +135,120 @@ const SCENARIOS: &[&str] = &[
     "work-concurrency",
 ];
 
+/// rabbitkit side by side with raw lapin 4 and amqprs 2 on the local cluster.
+///
+/// Usually run as `cargo xtask bench [OPTIONS]` (which brings the cluster
+/// up), or `cargo run --release -p rabbitkit-bench -- [OPTIONS]`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rabbitkit-bench",
+    about,
+    long_about = None,
+    after_help = "Run as `cargo xtask bench [OPTIONS]` (brings the local cluster up first) \
+                  or `cargo run --release -p rabbitkit-bench -- [OPTIONS]`."
+)]
+struct Cli {
+    /// Smoke run of seconds (small counts, 1 round, no failover).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per scenario, alternating which variant goes first [default: 3; 1 with --quick].
+    #[arg(long, value_name = "N")]
+    rounds: Option<usize>,
+    /// Messages per publish run [default: 100000].
+    #[arg(long, value_name = "N")]
+    publish: Option<u64>,
+    /// Messages per consume run [default: 50000].
+    #[arg(long, value_name = "N")]
+    consume: Option<u64>,
+    /// Calls per one-at-a-time RPC run [default: 5000].
+    #[arg(long, value_name = "N")]
+    rpc: Option<usize>,
+    /// Calls per concurrent RPC run [default: 20000].
+    #[arg(long, value_name = "N")]
+    rpc_concurrent: Option<usize>,
+    /// RPC warm-up calls before measuring [default: 200].
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// Publishes in flight with confirms.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    window: usize,
+    /// RPC calls in flight in the concurrent scenario.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    in_flight: usize,
+    /// Body size in bytes (at least 20).
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    body: usize,
+    /// Node kills in the failover scenario [default: 5; 0 with --quick].
+    #[arg(long, value_name = "N")]
+    failover_rounds: Option<usize>,
+    /// Publishes per second during failover (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    failover_rate: u64,
+    /// Publishes in flight during failover.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    failover_window: usize,
+    /// End a failover round S seconds after the kill if nothing was confirmed
+    /// through the new connection.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    failover_give_up: u64,
+    /// Comma-separated subset of the scenarios.
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+    only: Option<Vec<String>>,
+    /// Also write the report to PATH (relative to the workspace root),
+    /// replacing the block a previous --write generated there and keeping
+    /// everything else in the file.
+    #[arg(long, value_name = "PATH")]
+    write: Option<PathBuf>,
+    /// Only run variants whose label contains TEXT (to profile one; the
+    /// table then lacks the comparisons it cannot make).
+    #[arg(long, value_name = "TEXT")]
+    variant: Option<String>,
+}
+
 impl Args {
-    fn parse(given: Vec<String>) -> std::result::Result<Option<Self>, String> {
-        let quick = given.iter().any(|a| a == "--quick");
-        let mut args = Args {
-            given: given.clone(),
+    /// The settings from the command line (`given`, without the program
+    /// name; a leading `--`, as `cargo xtask bench -- ARGS` passes it, is
+    /// skipped). Exits on `--help` or a bad argument, as clap does.
+    fn parse(given: Vec<String>) -> Self {
+        let given: Vec<String> = match given.split_first() {
+            Some((first, rest)) if first == "--" => rest.to_vec(),
+            _ => given,
+        };
+        let cli =
+            Cli::parse_from(std::iter::once("rabbitkit-bench".to_owned()).chain(given.clone()));
+        let quick = cli.quick;
+        let pick = |v: Option<u64>, quick_v: u64, full: u64| {
+            v.unwrap_or(if quick { quick_v } else { full })
+        };
+        let picku = |v: Option<usize>, quick_v: usize, full: usize| {
+            v.unwrap_or(if quick { quick_v } else { full })
+        };
+        Args {
+            given,
             quick,
-            rounds: if quick { 1 } else { 3 },
-            publish: if quick { 5_000 } else { 100_000 },
-            consume: if quick { 3_000 } else { 50_000 },
-            rpc: if quick { 300 } else { 5_000 },
-            rpc_concurrent: if quick { 2_000 } else { 20_000 },
-            warmup: if quick { 50 } else { 200 },
-            window: 1000,
-            in_flight: 64,
-            body: 256,
+            rounds: picku(cli.rounds, 1, 3).max(1),
+            publish: pick(cli.publish, 5_000, 100_000),
+            consume: pick(cli.consume, 3_000, 50_000),
+            rpc: picku(cli.rpc, 300, 5_000),
+            rpc_concurrent: picku(cli.rpc_concurrent, 2_000, 20_000),
+            warmup: picku(cli.warmup, 50, 200),
+            window: cli.window.max(1),
+            in_flight: cli.in_flight.max(1),
+            body: cli.body.max(20),
             failover: failover::Settings {
-                rounds: if quick { 0 } else { 5 },
-                window: 100,
-                rate: 2000,
+                rounds: picku(cli.failover_rounds, 0, 5),
+                window: cli.failover_window.max(1),
+                rate: cli.failover_rate,
                 before: Duration::from_secs(2),
                 after: Duration::from_secs(2),
                 settle: Duration::from_secs(3),
-                give_up: Duration::from_secs(30),
+                give_up: Duration::from_secs(cli.failover_give_up),
             },
-            only: None,
-            write: None,
-            variant: None,
-        };
-        let mut it = given.into_iter();
-        while let Some(flag) = it.next() {
-            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-            fn num<T: std::str::FromStr>(flag: &str, v: String) -> std::result::Result<T, String> {
-                v.parse()
-                    .map_err(|_| format!("{flag}: {v:?} is not a number"))
-            }
-            match flag.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--quick" => {}
-                "--rounds" => args.rounds = num::<usize>(&flag, value()?)?.max(1),
-                "--publish" => args.publish = num(&flag, value()?)?,
-                "--consume" => args.consume = num(&flag, value()?)?,
-                "--rpc" => args.rpc = num(&flag, value()?)?,
-                "--rpc-concurrent" => args.rpc_concurrent = num(&flag, value()?)?,
-                "--warmup" => args.warmup = num(&flag, value()?)?,
-                "--window" => args.window = num::<usize>(&flag, value()?)?.max(1),
-                "--in-flight" => args.in_flight = num::<usize>(&flag, value()?)?.max(1),
-                "--body" => args.body = num::<usize>(&flag, value()?)?.max(20),
-                "--failover-rounds" => args.failover.rounds = num(&flag, value()?)?,
-                "--failover-rate" => args.failover.rate = num(&flag, value()?)?,
-                "--failover-give-up" => {
-                    args.failover.give_up = Duration::from_secs(num(&flag, value()?)?)
-                }
-                "--failover-window" => args.failover.window = num::<usize>(&flag, value()?)?.max(1),
-                "--only" => {
-                    let list: Vec<String> =
-                        value()?.split(',').map(|s| s.trim().to_owned()).collect();
-                    if let Some(bad) = list.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
-                        return Err(format!("--only: unknown scenario {bad:?}"));
-                    }
-                    args.only = Some(list);
-                }
-                "--write" => args.write = Some(PathBuf::from(value()?)),
-                "--variant" => args.variant = Some(value()?),
-                other => return Err(format!("unknown argument {other:?}")),
-            }
+            only: cli.only,
+            write: cli.write,
+            variant: cli.variant,
         }
-        Ok(Some(args))
     }
 
     fn wants(&self, scenario: &str) -> bool {
@@ -323,12 +345,24 @@ async fn rounds(title: &str, rounds: usize, variants: &mut [Variant<'_>]) {
 /// rabbitkit drives it, to show the wrapper's own cost; it has no target.
 type Pairs<'p> = &'p [(usize, usize, bool)];
 
+/// The comparisons of a scenario: each pair, with the scenario's amqprs
+/// variant (`variants[amqprs]`) as the third column.
 fn compare(
     scenario: &str,
     kind: Kind,
     variants: &[Variant<'_>],
     pairs: Pairs<'_>,
+    amqprs: usize,
 ) -> Vec<Comparison> {
+    let amq = &variants[amqprs];
+    let amqprs = if amq.samples.is_empty() {
+        report::Amqprs::Absent("not run".into())
+    } else {
+        report::Amqprs::Measured {
+            label: amq.label.clone(),
+            samples: amq.samples.clone(),
+        }
+    };
     pairs
         .iter()
         .filter(|&&(raw, rk, _)| {
@@ -342,6 +376,7 @@ fn compare(
             rk_label: variants[rk].label.clone(),
             raw: variants[raw].samples.clone(),
             rk: variants[rk].samples.clone(),
+            amqprs: amqprs.clone(),
         })
         .collect()
 }
@@ -390,7 +425,20 @@ async fn run(args: &Args) -> Result<report::Bench> {
         pids: measure::broker_pids(),
     };
     let ctx = &ctx;
-    let mut bench = report::Bench::new(args);
+    let otp = tokio::task::spawn_blocking(|| {
+        rabbitkit_test::Cluster::local()
+            .rabbitmqctl(1, &["eval", "erlang:system_info(otp_release)."])
+            .map(|v| v.trim().trim_matches('"').to_owned())
+    })
+    .await
+    .ok()
+    .and_then(|r| r.ok())
+    .unwrap_or_else(|| "?".into());
+    let broker = match amq::server_version(&ctx.url).await {
+        Ok(v) => format!("RabbitMQ {v} (Erlang/OTP {otp})"),
+        Err(e) => format!("RabbitMQ ? ({e})"),
+    };
+    let mut bench = report::Bench::new(args, &broker);
     let n = args.publish;
     let window = args.window;
     let body = args.body;
@@ -416,6 +464,12 @@ async fn run(args: &Args) -> Result<report::Bench> {
                     rk::publish(ctx, &q, QueueKind::Classic, n, window, Publisher).await
                 },
             ),
+            on_fresh_queue(
+                ctx,
+                "amqprs basic_publish loop, no confirms",
+                "bench.publish.amqprs",
+                move |q| async move { amq::publish(ctx, &q, QueueKind::Classic, n, None).await },
+            ),
         ];
         rounds("publish", args.rounds, &mut v).await;
         bench.comparisons.extend(compare(
@@ -423,6 +477,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
             Kind::Throughput { must_beat: false },
             &v,
             &[(0, 1, false)],
+            2,
         ));
     }
 
@@ -458,6 +513,12 @@ async fn run(args: &Args) -> Result<report::Bench> {
                 "bench.confirm.rk",
                 move |q| async move { rk::publish(ctx, &q, kind, n, window, Publisher).await },
             ),
+            on_fresh_queue(
+                ctx,
+                "amqprs basic_publish + ChannelCallback confirms",
+                "bench.confirm.amqprs",
+                move |q| async move { amq::publish(ctx, &q, kind, n, Some(window)).await },
+            ),
         ];
         let pairs: Pairs<'_> = if kind == QueueKind::Classic {
             v.push(on_fresh_queue(
@@ -466,7 +527,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
                 "bench.confirm.typed",
                 move |q| async move { rk::publish(ctx, &q, kind, n, window, TypedSend).await },
             ));
-            &[(0, 2, false), (0, 3, false), (1, 2, true)]
+            &[(0, 2, false), (0, 4, false), (1, 2, true)]
         } else {
             &[(0, 2, false), (1, 2, true)]
         };
@@ -476,6 +537,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
             Kind::Throughput { must_beat: false },
             &v,
             pairs,
+            3,
         ));
     }
 
@@ -533,6 +595,18 @@ async fn run(args: &Args) -> Result<report::Bench> {
                     s
                 },
             ),
+            on_fresh_queue(
+                ctx,
+                "amqprs basic_consume_rx + basic_ack",
+                "bench.consume.amqprs",
+                move |q| async move {
+                    ctx.observer.declare(&q, QueueKind::Durable).await?;
+                    raw::fill(ctx, &q, n).await?;
+                    let s = amq::consume(ctx, &q, n, prefetch).await;
+                    check_empty(ctx, &q, "amqprs, ack each").await?;
+                    s
+                },
+            ),
         ];
         rounds("consume", args.rounds, &mut v).await;
         bench.comparisons.extend(compare(
@@ -542,6 +616,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
             Kind::Throughput { must_beat: true },
             &v,
             &[(0, 2, false), (0, 3, false), (1, 2, true)],
+            4,
         ));
     }
 
@@ -607,6 +682,21 @@ async fn run(args: &Args) -> Result<report::Bench> {
                     s
                 },
             ),
+            on_fresh_queue(
+                ctx,
+                "amqprs client + server",
+                "bench.rpc.amqprs",
+                move |q| async move {
+                    let server = amq::Server::start(&ctx.url, &q, 32).await?;
+                    let s = if in_flight == 1 {
+                        amq::rpc_serial(ctx, &q, calls, warmup).await
+                    } else {
+                        amq::rpc_concurrent(ctx, &q, calls, warmup, in_flight).await
+                    };
+                    server.stop().await;
+                    s
+                },
+            ),
         ];
         rounds(key, args.rounds, &mut v).await;
         let scenario = if in_flight == 1 {
@@ -619,6 +709,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
             Kind::Rpc,
             &v,
             &[(0, 1, false), (0, 2, true), (0, 3, true)],
+            4,
         ));
     }
 
@@ -655,6 +746,18 @@ async fn run(args: &Args) -> Result<report::Bench> {
                         s
                     },
                 ),
+                on_fresh_queue(
+                    ctx,
+                    "amqprs spawned tasks + semaphore + basic_ack",
+                    "bench.work.amqprs",
+                    move |q| async move {
+                        rk::declare_work_queue(ctx, &q).await?;
+                        raw::fill(ctx, &q, n).await?;
+                        let s = amq::work(ctx, &q, n, concurrency).await;
+                        check_empty(ctx, &q, "amqprs work queue").await?;
+                        s
+                    },
+                ),
             ];
             rounds("work-concurrency", args.rounds, &mut v).await;
             bench.comparisons.extend(compare(
@@ -665,6 +768,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
                 Kind::Throughput { must_beat: false },
                 &v,
                 &[(0, 1, false)],
+                2,
             ));
         }
     }
@@ -689,17 +793,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
 
 fn main() -> ExitCode {
     let given: Vec<String> = std::env::args().skip(1).collect();
-    let args = match Args::parse(given) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse(given);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

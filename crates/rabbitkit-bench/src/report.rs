@@ -48,6 +48,31 @@ pub struct Comparison {
     pub raw: Vec<Sample>,
     /// rabbitkit's samples (one per round).
     pub rk: Vec<Sample>,
+    /// The amqprs column of the scenario (the same for all its rows).
+    pub amqprs: Amqprs,
+}
+
+/// The amqprs column of a scenario.
+#[derive(Debug, Clone)]
+pub enum Amqprs {
+    /// Measured: how amqprs was driven, and its samples (one per round).
+    Measured {
+        /// How amqprs does it.
+        label: String,
+        /// Its samples.
+        samples: Vec<Sample>,
+    },
+    /// The scenario cannot be expressed with amqprs (or was not run): why.
+    Absent(String),
+}
+
+impl Amqprs {
+    fn samples(&self) -> &[Sample] {
+        match self {
+            Amqprs::Measured { samples, .. } => samples,
+            Amqprs::Absent(_) => &[],
+        }
+    }
 }
 
 /// Everything the run found.
@@ -69,12 +94,13 @@ pub struct Bench {
 }
 
 impl Bench {
-    /// An empty report for a run with `args`, starting now.
-    pub fn new(args: &Args) -> Self {
+    /// An empty report for a run with `args`, starting now, against the
+    /// broker described by `broker` (version, as node 1 reports it).
+    pub fn new(args: &Args, broker: &str) -> Self {
         Self {
             args: args.clone(),
             started: SystemTime::now(),
-            machine: machine(),
+            machine: machine(broker),
             load: std::fs::read_to_string("/proc/loadavg")
                 .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
                 .unwrap_or_default(),
@@ -192,6 +218,25 @@ fn command_output(program: &str, args: &[&str]) -> Option<String> {
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
+/// The commit the workspace is at (`git describe --always --dirty`).
+fn commit() -> String {
+    let root = workspace_path(Path::new("."));
+    let root = root.to_string_lossy();
+    command_output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "describe",
+            "--always",
+            "--dirty",
+            "--abbrev=10",
+        ],
+    )
+    .map(|c| format!("`{c}`"))
+    .unwrap_or_else(|| "? (not a git checkout)".into())
+}
+
 fn lockfile_version(package: &str) -> Option<String> {
     let lock = std::fs::read_to_string(workspace_path(Path::new("Cargo.lock"))).ok()?;
     let needle = format!("name = \"{package}\"\nversion = \"");
@@ -200,7 +245,7 @@ fn lockfile_version(package: &str) -> Option<String> {
     Some(lock[start..start + end].to_owned())
 }
 
-fn machine() -> Vec<String> {
+fn machine(broker: &str) -> Vec<String> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -216,19 +261,16 @@ fn machine() -> Vec<String> {
     let debian = std::fs::read_to_string("/etc/debian_version")
         .map(|s| format!("Debian {}", s.trim()))
         .unwrap_or_default();
-    let rabbit = command_output("dpkg-query", &["-W", "-f=${Version}", "rabbitmq-server"])
-        .unwrap_or_else(|| "?".into());
-    let erlang = command_output("dpkg-query", &["-W", "-f=${Version}", "erlang-base"])
-        .unwrap_or_else(|| "?".into());
     let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "rustc ?".into());
     let lapin = lockfile_version("lapin").unwrap_or_else(|| "?".into());
+    let amqprs = lockfile_version("amqprs").unwrap_or_else(|| "?".into());
     vec![
         format!("{cores} × {cpu}, {mem}; Linux {kernel}, {debian}"),
         format!(
-            "RabbitMQ {rabbit} (Erlang {erlang}): 3 nodes on loopback, on the same {cores} cores as the client; both columns use node 1"
+            "{broker}: 3 nodes on loopback, on the same {cores} cores as the client; every column uses node 1"
         ),
         format!(
-            "lapin {lapin}; {rustc}; release build; tokio multi-thread runtime, {cores} workers"
+            "lapin {lapin}; amqprs {amqprs}; {rustc}; release build; tokio multi-thread runtime, {cores} workers"
         ),
     ]
 }
@@ -295,6 +337,7 @@ fn verdict(ratio: f64, target: &str) -> &'static str {
 struct Row<'a> {
     metric: &'a str,
     raw: Option<f64>,
+    amq: Option<f64>,
     rk: Option<f64>,
     fmt: fn(f64) -> String,
     target: &'a str,
@@ -304,10 +347,25 @@ fn us(v: f64) -> String {
     format!("{v:.1} µs")
 }
 
-fn push_rows(out: &mut String, scenario: &str, reference: bool, rows: &[Row<'_>]) {
+fn push_rows(
+    out: &mut String,
+    scenario: &str,
+    reference: bool,
+    absent: Option<&str>,
+    rows: &[Row<'_>],
+) {
     for (i, row) in rows.iter().enumerate() {
         let name = if i == 0 { scenario } else { "" };
         let show = |v: Option<f64>| v.map(row.fmt).unwrap_or_else(|| "–".into());
+        let amq = match (absent, row.amq) {
+            (Some(why), _) if i == 0 => format!("n/a: {why}"),
+            (Some(_), _) => "n/a".into(),
+            (None, v) => show(v),
+        };
+        let amq_ratio = match (row.amq, row.rk) {
+            (Some(a), Some(rk)) if a > 0.0 => format!("{:.2}", rk / a),
+            _ => "–".into(),
+        };
         let (ratio, met) = match (row.raw, row.rk) {
             (Some(raw), Some(rk)) if raw > 0.0 => {
                 let r = rk / raw;
@@ -329,7 +387,7 @@ fn push_rows(out: &mut String, scenario: &str, reference: bool, rows: &[Row<'_>]
         };
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {ratio} | {target} | {met} |",
+            "| {name} | {} | {} | {amq} | {} | {ratio} | {amq_ratio} | {target} | {met} |",
             row.metric,
             show(row.raw),
             show(row.rk),
@@ -500,11 +558,12 @@ pub fn render(bench: &Bench) -> String {
     let mut out = String::new();
     let args = a.given.join(" ");
     let sep = if args.is_empty() { "" } else { " " };
-    let _ = writeln!(out, "# rabbitkit vs raw lapin: benchmarks\n");
+    let _ = writeln!(out, "# rabbitkit vs raw lapin and amqprs: benchmarks\n");
     let _ = writeln!(
         out,
-        "Produced by `cargo xtask bench{sep}{args}` (that is, `cargo run --release -p rabbitkit-bench --{sep}{args}`) on {}.\n",
-        utc(bench.started)
+        "Produced by `cargo xtask bench{sep}{args}` (that is, `cargo run --release -p rabbitkit-bench --{sep}{args}`) on {}, at commit {}.\n",
+        utc(bench.started),
+        commit()
     );
     let _ = writeln!(out, "Machine:");
     for line in &bench.machine {
@@ -525,8 +584,9 @@ pub fn render(bench: &Bench) -> String {
     }
     let _ = writeln!(
         out,
-        "\nEach number is the median of {} round(s); raw lapin and rabbitkit alternate which goes first. \
-         Ratio = rabbitkit / raw lapin (for rates higher is better, for CPU and latency lower is better). \
+        "\nEach number is the median of {} round(s); the variants of a scenario (raw lapin, amqprs, rabbitkit) alternate which goes first. \
+         rk ÷ lapin = rabbitkit / raw lapin, rk ÷ amqprs = rabbitkit / amqprs (for rates higher is better, for CPU and latency lower is better); \
+         the targets are those of issue 6, against raw lapin. \
          Client CPU = this process's user + system time over the measured run (every thread, lapin's IO threads included) per message; \
          the broker runs on the same cores.\n",
         a.rounds
@@ -534,9 +594,9 @@ pub fn render(bench: &Bench) -> String {
 
     let _ = writeln!(
         out,
-        "| scenario | metric | raw lapin 4 | rabbitkit | ratio | target | met |"
+        "| scenario | metric | raw lapin 4 | amqprs 2 | rabbitkit | rk ÷ lapin | rk ÷ amqprs | target | met |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---|---|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---|");
     for c in &bench.comparisons {
         let scenario = if c.reference {
             format!(
@@ -544,22 +604,37 @@ pub fn render(bench: &Bench) -> String {
                 c.rk_label, c.raw_label
             )
         } else {
+            let amq = match &c.amqprs {
+                Amqprs::Measured { label, .. } => format!(
+                    "<br>amqprs: `{}`",
+                    label.strip_prefix("amqprs ").unwrap_or(label)
+                ),
+                Amqprs::Absent(_) => String::new(),
+            };
             format!(
-                "**{}**<br>rabbitkit: `{}`<br>raw lapin: `{}`",
+                "**{}**<br>rabbitkit: `{}`<br>raw lapin: `{}`{amq}",
                 c.scenario, c.rk_label, c.raw_label
             )
         };
         let rate = |s: &[Sample]| med(s, |x| Some(x.rate()));
         let cpu = |s: &[Sample]| med(s, |x| Some(x.cpu_us()));
+        let amq = c.amqprs.samples();
+        let absent = match &c.amqprs {
+            Amqprs::Absent(why) if !c.reference => Some(why.as_str()),
+            Amqprs::Absent(_) => Some("–"),
+            Amqprs::Measured { .. } => None,
+        };
         match c.kind {
             Kind::Throughput { must_beat } => push_rows(
                 &mut out,
                 &scenario,
                 c.reference,
+                absent,
                 &[
                     Row {
                         metric: "msgs/s",
                         raw: rate(&c.raw),
+                        amq: rate(amq),
                         rk: rate(&c.rk),
                         fmt: thousands,
                         target: if must_beat { "> 1.00" } else { "≥ 0.95" },
@@ -567,6 +642,7 @@ pub fn render(bench: &Bench) -> String {
                     Row {
                         metric: "client CPU / msg",
                         raw: cpu(&c.raw),
+                        amq: cpu(amq),
                         rk: cpu(&c.rk),
                         fmt: us,
                         target: "≤ 1.10",
@@ -577,10 +653,12 @@ pub fn render(bench: &Bench) -> String {
                 &mut out,
                 &scenario,
                 c.reference,
+                absent,
                 &[
                     Row {
                         metric: "calls/s",
                         raw: rate(&c.raw),
+                        amq: rate(amq),
                         rk: rate(&c.rk),
                         fmt: thousands,
                         target: "≥ 0.95",
@@ -588,6 +666,7 @@ pub fn render(bench: &Bench) -> String {
                     Row {
                         metric: "p50 latency",
                         raw: med(&c.raw, |x| x.percentile_us(50.0)),
+                        amq: med(amq, |x| x.percentile_us(50.0)),
                         rk: med(&c.rk, |x| x.percentile_us(50.0)),
                         fmt: |v| format!("{v:.0} µs"),
                         target: "≤ 1.10",
@@ -595,6 +674,7 @@ pub fn render(bench: &Bench) -> String {
                     Row {
                         metric: "p99 latency",
                         raw: med(&c.raw, |x| x.percentile_us(99.0)),
+                        amq: med(amq, |x| x.percentile_us(99.0)),
                         rk: med(&c.rk, |x| x.percentile_us(99.0)),
                         fmt: |v| format!("{v:.0} µs"),
                         target: "",
@@ -602,6 +682,7 @@ pub fn render(bench: &Bench) -> String {
                     Row {
                         metric: "client CPU / call (client + server)",
                         raw: cpu(&c.raw),
+                        amq: cpu(amq),
                         rk: cpu(&c.rk),
                         fmt: us,
                         target: "≤ 1.10",
@@ -644,11 +725,11 @@ pub fn render(bench: &Bench) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {scenario} | kill → first confirm, median | n/a | {med_text} | – | < 1 s | {ok_med} |"
+                "| {scenario} | kill → first confirm, median | n/a | n/a: amqprs does not reconnect | {med_text} | – | – | < 1 s | {ok_med} |"
             );
             let _ = writeln!(
                 out,
-                "| | kill → first confirm, max | n/a | {} | – | – | |",
+                "| | kill → first confirm, max | n/a | n/a | {} | – | – | – | |",
                 if missing > 0 {
                     format!(
                         "> {} s ({missing} round(s) with no confirm within {} s)",
@@ -661,7 +742,7 @@ pub fn render(bench: &Bench) -> String {
             );
             let _ = writeln!(
                 out,
-                "| | confirmed but lost / duplicates | n/a | {} / {} | – | 0 lost | {} |",
+                "| | confirmed but lost / duplicates | n/a | n/a | {} / {} | – | – | 0 lost | {} |",
                 r.lost,
                 r.duplicates,
                 if r.lost == 0 { "yes" } else { "**no**" }
@@ -670,13 +751,13 @@ pub fn render(bench: &Bench) -> String {
         Some(Err(e)) => {
             let _ = writeln!(
                 out,
-                "| failover² | – | n/a | failed: {e} | – | < 1 s, 0 lost | **no** |"
+                "| failover² | – | n/a | n/a | failed: {e} | – | – | < 1 s, 0 lost | **no** |"
             );
         }
         None => {
             let _ = writeln!(
                 out,
-                "| failover² | – | n/a | not run{} | – | < 1 s, 0 lost | |",
+                "| failover² | – | n/a | n/a | not run{} | – | – | < 1 s, 0 lost | |",
                 if a.quick { " (--quick)" } else { "" }
             );
         }
@@ -689,14 +770,14 @@ pub fn render(bench: &Bench) -> String {
         out,
         "1. **rabbitkit has no unconfirmed publish path**: every `Publisher::publish` waits for the broker's confirm. \
          So in the first row rabbitkit's column is `Publisher::publish` with confirms, {} in flight, against raw lapin's \
-         `basic_publish(..).await` loop without confirms. Both are timed from the first publish until a passive declare \
+         `basic_publish(..).await` loop without confirms (and amqprs's, also without confirms). All are timed from the first publish until a passive declare \
          on a separate connection (polled every 5 ms, the same observer for both) sees all messages in the queue — \
          the rate at which messages land, not the rate at which publish calls return.",
         a.window
     );
     let _ = writeln!(
         out,
-        "2. Failover is rabbitkit only (raw lapin has no failover). One client is given the three nodes; a quorum \
+        "2. Failover is rabbitkit only (raw lapin and amqprs do not reconnect). One client is given the three nodes; a quorum \
          queue; steady publishing with confirms ({} msgs/s, at most {} in flight, {} B bodies numbered in sequence). Each round SIGKILLs the node the client is \
          connected to ({} s into the round), measures from just before the signal to the first publish confirmed through the new \
          connection, publishes {} s more (or gives up {} s after the kill when nothing is confirmed through the new connection), \
@@ -718,7 +799,7 @@ pub fn render(bench: &Bench) -> String {
          rabbitkit's publish futures (each publishes, then awaits its confirm) run concurrently in a `FuturesUnordered` of the same size. \
          The ↳ reference rows drive raw lapin the same concurrent way, to show the cost of rabbitkit's own code. rabbitkit adds a \
          `message_id` (UUID v4, 32 hex chars) to every message; typed `Queue::send` also sets `content_type` and `timestamp` and encodes \
-         through serde_json. Raw lapin sends default properties.",
+         through serde_json. Raw lapin and amqprs send default properties.",
         a.body, a.window
     );
     let _ = writeln!(
@@ -750,6 +831,20 @@ pub fn render(bench: &Bench) -> String {
         "6. CPU times come from `/proc/*/stat` in clock ticks ({} per second): ±{:.0} ms per run.",
         ticks_per_sec(),
         1000.0 / ticks_per_sec() as f64
+    );
+    let _ = writeln!(
+        out,
+        "7. amqprs is driven as its documentation shows, and well: one connection and channel per role. Confirmed publishing: \
+         `confirm_select` and a `ChannelCallback` of its own whose `publish_ack` / `publish_nack` give back one permit per confirmed \
+         delivery tag (`multiple` included) to a semaphore of {w} permits that the publishing loop takes one at a time before each \
+         `basic_publish` (amqprs takes the body as a `Vec<u8>`, so each publish copies the {b} B body, and writes frames from a task \
+         of its own: `basic_publish` returns once the frame is queued to it). Consume: `basic_qos`, `basic_consume_rx`, `basic_ack` \
+         of each delivery. RPC: the same design as the raw lapin client and server (direct reply-to, request without confirm; \
+         server prefetch 32, one request at a time, reply without confirm, then ack). The work queue: spawned tasks, a semaphore, \
+         `basic_ack` from each task. The amqprs column is the same for every row of a scenario, ↳ reference rows included; \
+         a scenario amqprs cannot express says so in its column.",
+        w = a.window,
+        b = a.body
     );
 
     let anomalies = ANOMALIES.lock().unwrap().clone();
@@ -808,7 +903,12 @@ pub fn render(bench: &Bench) -> String {
     // Every variant once, per scenario, in run order.
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for c in &bench.comparisons {
-        for (label, samples) in [(&c.raw_label, &c.raw), (&c.rk_label, &c.rk)] {
+        let amq = match &c.amqprs {
+            Amqprs::Measured { label, samples } => Some((label, samples)),
+            Amqprs::Absent(_) => None,
+        };
+        let columns = [(&c.raw_label, &c.raw), (&c.rk_label, &c.rk)];
+        for (label, samples) in columns.into_iter().chain(amq) {
             if seen.contains(&(c.scenario.as_str(), label.as_str())) {
                 continue;
             }
