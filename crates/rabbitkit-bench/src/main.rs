@@ -22,7 +22,9 @@
 //! queue), publish with pipelined confirms (classic and quorum queue),
 //! consume with manual acks from a pre-filled work queue, RPC one call at a
 //! time and with many calls in flight, a work queue whose handler awaits a
-//! 10 ms timer at concurrency 1, 8 and 32, and failover (rabbitkit only:
+//! 10 ms timer at concurrency 1, 8 and 32, delayed publish (rabbitkit
+//! only: confirmed throughput with and without a delay, and how late
+//! delayed messages arrive; `delay.rs`), and failover (rabbitkit only:
 //! neither raw lapin nor amqprs reconnects).
 //!
 //! Some scenarios add *reference* variants, reported without a target: raw
@@ -38,11 +40,13 @@
 //!   watches queues for both columns).
 //! - `rk.rs` — the rabbitkit column.
 //! - `amq.rs` — the amqprs column.
+//! - `delay.rs` — the delayed-publish scenario.
 //! - `failover.rs` — SIGKILL the connected node, measure, check for loss.
 //! - `measure.rs` — CPU from `/proc`, wall time, percentiles.
 //! - `report.rs` — the Markdown table, machine notes, `--write`.
 
 mod amq;
+mod delay;
 mod failover;
 mod measure;
 mod raw;
@@ -133,6 +137,7 @@ const SCENARIOS: &[&str] = &[
     "rpc-concurrent",
     "failover",
     "work-concurrency",
+    "delay",
 ];
 
 /// rabbitkit side by side with raw lapin 4 and amqprs 2 on the local cluster.
@@ -771,6 +776,24 @@ async fn run(args: &Args) -> Result<report::Bench> {
                 2,
             ));
         }
+    }
+
+    if args.wants("delay") {
+        entering("delay");
+        let (n, k, longest) = if args.quick {
+            (500, 10, Duration::from_secs(5))
+        } else {
+            (args.publish / 5, 200, Duration::from_secs(60))
+        };
+        eprintln!(
+            "delayed publish: {n} confirmed, plain vs delayed; then {k} delays of 1–{} s, lateness",
+            longest.as_secs()
+        );
+        bench.delay = Some(
+            delay::run(ctx, n, window, args.rounds, k, longest)
+                .await
+                .map_err(|e| e.to_string()),
+        );
     }
 
     if args.wants("failover") && args.failover.rounds > 0 {

@@ -91,6 +91,8 @@ pub struct Bench {
     pub failover: Option<Result<failover::Report, String>>,
     /// Builds or test runs seen on the machine during the run.
     pub busy: Vec<String>,
+    /// The delay scenario's outcome, if it ran.
+    pub delay: Option<Result<crate::delay::Report, String>>,
 }
 
 impl Bench {
@@ -106,6 +108,7 @@ impl Bench {
                 .unwrap_or_default(),
             comparisons: Vec::new(),
             failover: None,
+            delay: None,
             busy: Vec::new(),
         }
     }
@@ -846,6 +849,14 @@ pub fn render(bench: &Bench) -> String {
         w = a.window,
         b = a.body
     );
+
+    match &bench.delay {
+        Some(Ok(r)) => out.push_str(&crate::delay::render(r)),
+        Some(Err(e)) => {
+            let _ = writeln!(out, "\n## Delayed publish (rabbitkit only)\n\nFailed: {e}");
+        }
+        None => {}
+    }
 
     let anomalies = ANOMALIES.lock().unwrap().clone();
     if !anomalies.is_empty() {
