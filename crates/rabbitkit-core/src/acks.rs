@@ -148,13 +148,24 @@ impl Acks {
     /// Called when a delivery is dropped: if `tag` is not settled yet, it is
     /// settled now and nacked (requeued, or rejected when `requeue` is
     /// false) by the flusher, before any later `multiple` ack. Never blocks.
-    pub(crate) fn release(&self, tag: u64, requeue: bool) {
+    pub(crate) fn release(&self, tag: u64, requeue: bool, warn: bool) {
         let mut st = self.state.lock().unwrap();
         if st.closed || Self::settle(&mut st, tag).is_err() {
             return;
         }
         st.released.push((tag, requeue));
         drop(st);
+        if warn {
+            // A forgotten ack is a bug that repeats: the message comes
+            // straight back (and RabbitMQ 4.3 does not count nacks toward a
+            // quorum queue's delivery limit). Say so each time.
+            tracing::warn!(
+                target: "rabbitkit",
+                delivery_tag = tag,
+                requeue,
+                "a delivery was dropped without ack, nack or reject: given back to the queue"
+            );
+        }
         self.wake.notify_one();
     }
 

@@ -132,9 +132,14 @@ impl Drop for Delivery {
     /// thrown away) is given back: nacked with requeue (or rejected, see
     /// [`reject_on_drop`](Self::reject_on_drop)), so the acks after it keep
     /// reaching the broker. Nothing happens if it was settled.
+    ///
+    /// A dropped unsettled delivery is usually a forgotten acknowledgement,
+    /// a bug that repeats (the message comes straight back), so it is
+    /// logged as a warning; [`give_back`](Self::give_back) does the same
+    /// on purpose, without the warning.
     fn drop(&mut self) {
         if let Some(acks) = &self.acks {
-            acks.release(self.inner.delivery_tag, self.requeue_on_drop);
+            acks.release(self.inner.delivery_tag, self.requeue_on_drop, true);
         }
     }
 }
@@ -196,6 +201,17 @@ impl Delivery {
     /// not decode, which would otherwise come back forever.
     pub fn reject_on_drop(&mut self) {
         self.requeue_on_drop = false;
+    }
+
+    /// Gives it back to the queue unprocessed (requeued, or rejected after
+    /// [`reject_on_drop`](Self::reject_on_drop)), as dropping it does but
+    /// on purpose: no warning is logged. It goes out with the next batch of
+    /// acknowledgements, with no wait here. For deliveries a consumer
+    /// received but will not handle, e.g. when it stops.
+    pub fn give_back(mut self) {
+        if let Some(acks) = self.acks.take() {
+            acks.release(self.inner.delivery_tag, self.requeue_on_drop, false);
+        }
     }
 
     fn acks(&self) -> Result<&Acks, AckError> {

@@ -380,7 +380,7 @@ where
         loop {
             while let Some(item) = consumer.try_recv() {
                 if let Ok(delivery) = item {
-                    drop(delivery);
+                    delivery.give_back();
                     report.unstarted += 1;
                 }
             }
@@ -399,7 +399,7 @@ where
     }
     while let Some(Some(item)) = consumer.next().now_or_never() {
         if let Ok(delivery) = item {
-            drop(delivery);
+            delivery.give_back();
             report.unstarted += 1;
         }
     }
