@@ -306,6 +306,12 @@ impl<T> Received<T> {
     pub async fn reject(&self, requeue: bool) -> Result<(), AckError> {
         self.delivery.reject(requeue).await
     }
+    /// Gives it back to the queue unprocessed (requeued), as dropping it
+    /// unsettled does, but on purpose: no warning is logged. See
+    /// [`Delivery::give_back`].
+    pub fn give_back(self) {
+        self.delivery.give_back();
+    }
     /// The raw delivery (properties, routing key, redelivered flag, body bytes).
     pub fn delivery(&self) -> &Delivery {
         &self.delivery
