@@ -540,6 +540,21 @@ async fn a_publish_during_a_memory_alarm_fails_with_blocked_and_the_same_client_
         other => panic!("expected PublishError::Blocked, got {other:?}"),
     }
     assert!(client.is_connected());
+    // An unconfirmed publish does not even wait: it is refused at once.
+    let unconfirmed = client
+        .publisher()
+        .publish_unconfirmed(rabbitkit::OutgoingMessage::new(
+            "",
+            queue.name(),
+            b"telemetry".to_vec(),
+        ))
+        .await;
+    match unconfirmed {
+        Err(PublishError::NotSent { reason }) => {
+            assert!(reason.contains("blocking publishers"), "{reason}")
+        }
+        other => panic!("expected PublishError::NotSent, got {other:?}"),
+    }
     // The alarm lifts: the same client publishes again, by itself.
     drop(restore);
     common::wait_for_event(&mut events, Duration::from_secs(30), |e| {

@@ -113,6 +113,9 @@ pub(crate) async fn open_channel(
 /// The publishing channels of one connection.
 pub(crate) struct ChannelPool {
     slots: Vec<Slot>,
+    /// One channel without confirm mode, opened on first use, for
+    /// unconfirmed publishes.
+    unconfirmed: Slot,
 }
 
 impl ChannelPool {
@@ -128,7 +131,10 @@ impl ChannelPool {
         for slot in &slots {
             slot.get(connection).await?;
         }
-        Ok(Self { slots })
+        Ok(Self {
+            slots,
+            unconfirmed: Slot::new(false, 0),
+        })
     }
 
     /// The channel of slot `index` (modulo the pool size).
@@ -140,6 +146,14 @@ impl ChannelPool {
         self.slots[index % self.slots.len()]
             .get_confirming(connection)
             .await
+    }
+
+    /// The channel without confirm mode, opened (again) if needed.
+    pub(crate) async fn unconfirmed(
+        &self,
+        connection: &Connection,
+    ) -> Result<Channel, lapin::Error> {
+        self.unconfirmed.get(connection).await
     }
 
     /// See [`Slot::retire`].

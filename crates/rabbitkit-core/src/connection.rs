@@ -340,6 +340,16 @@ impl Client {
         Publisher::new(self.clone(), 0).publish(message)
     }
 
+    /// Publishes one message without a confirm, on the connection's
+    /// unconfirmed channel. See [`Publisher::publish_unconfirmed`]: for
+    /// traffic that may be lost.
+    pub fn publish_unconfirmed(
+        &self,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<(), crate::PublishError>> + Send + 'static + use<> {
+        Publisher::new(self.clone(), 0).publish_unconfirmed(message)
+    }
+
     /// Declares an exchange, queue or binding, and records it so it is
     /// declared again after every reconnect.
     ///

@@ -282,6 +282,15 @@ pub enum PublishError {
         /// The publish timeout that passed.
         timeout: Duration,
     },
+    /// An unconfirmed publish ([`Publisher::publish_unconfirmed`](crate::Publisher::publish_unconfirmed))
+    /// was not sent, at once rather than after a wait: the client is
+    /// recovering its connection, or the broker is blocking publishers.
+    #[error("not sent: {reason}")]
+    NotSent {
+        /// Why: `not connected (recovering)` or `the broker is blocking
+        /// publishers (low on memory)`.
+        reason: String,
+    },
     /// The client is closed (or stopped on a fatal error).
     #[error("client closed: {reason}")]
     Closed {

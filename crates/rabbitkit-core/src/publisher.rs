@@ -24,7 +24,7 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connection::{Client, Shared};
+use crate::connection::{Client, Link, Shared};
 use crate::error::{PublishError, amqp_error};
 
 /// A message to publish: where to, the body, its AMQP properties.
@@ -131,6 +131,24 @@ impl Publisher {
         &self.client
     }
 
+    /// Publishes `message` **without a confirm**, for traffic that may be
+    /// lost (metrics, logs, telemetry): it resolves once the frames are
+    /// handed to the connection, on a channel of its own without confirm
+    /// mode. Nothing is re-sent after a connection loss, no `message_id` is
+    /// added, and `mandatory` returns are not reported. It fails at once,
+    /// with no wait, while the connection is recovering or the broker
+    /// blocks publishers ([`PublishError::NotSent`]), and with
+    /// [`PublishError::Closed`] once the client is closed; a delay is
+    /// refused ([`PublishError::Invalid`]: a delayed publish is always
+    /// confirmed).
+    pub fn publish_unconfirmed(
+        &self,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static + use<> {
+        let shared = self.client.shared().clone();
+        async move { publish_unconfirmed(shared, message).await }
+    }
+
     /// Publishes `message` and resolves when the broker confirms it.
     ///
     /// Errors: [`PublishError::Unroutable`] (mandatory, no queue),
@@ -156,6 +174,70 @@ impl Publisher {
             };
             publish(shared, slot, message).await
         }
+    }
+}
+
+/// See [`Publisher::publish_unconfirmed`].
+async fn publish_unconfirmed(
+    shared: Arc<Shared>,
+    msg: OutgoingMessage,
+) -> Result<(), PublishError> {
+    crate::validate::publish(&msg.exchange, &msg.routing_key)?;
+    if msg.delay.is_some_and(|d| !d.is_zero()) {
+        return Err(PublishError::Invalid {
+            what: "delay".into(),
+            value: format!("{:?}", msg.delay.unwrap_or_default()),
+            reason: "a delayed publish is always confirmed: use `publish`".into(),
+        });
+    }
+    let session = match &*shared.link.borrow() {
+        Link::Up(s) if s.alive() => s.clone(),
+        Link::Closed(reason) => {
+            return Err(PublishError::Closed {
+                reason: reason.clone(),
+            });
+        }
+        _ => {
+            return Err(PublishError::NotSent {
+                reason: "not connected (recovering)".into(),
+            });
+        }
+    };
+    if let Some(reason) = shared.blocked.lock().unwrap().clone() {
+        return Err(PublishError::NotSent {
+            reason: format!("the broker is blocking publishers ({reason})"),
+        });
+    }
+    let timeout = shared.options.publish_timeout;
+    let sent = async {
+        let channel = session.pool.unconfirmed(&session.connection).await?;
+        channel
+            .basic_publish(
+                msg.exchange.as_str().into(),
+                msg.routing_key.as_str().into(),
+                lapin::options::BasicPublishOptions {
+                    mandatory: msg.mandatory,
+                    immediate: false,
+                },
+                &msg.body,
+                msg.properties,
+            )
+            .await
+    };
+    match tokio::time::timeout(timeout, sent).await {
+        Err(_) => Err(PublishError::Timeout(timeout)),
+        Ok(Ok(_no_confirm)) => Ok(()),
+        Ok(Err(_)) if !session.alive() => Err(PublishError::ConnectionLost),
+        Ok(Err(e)) => Err(match amqp_error(&e) {
+            Some((404, _)) => PublishError::ExchangeNotFound {
+                exchange: msg.exchange,
+            },
+            Some((code, text)) => PublishError::Rejected { code, text },
+            None => PublishError::Rejected {
+                code: 0,
+                text: e.to_string(),
+            },
+        }),
     }
 }
 
