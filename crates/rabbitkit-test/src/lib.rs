@@ -46,7 +46,9 @@
 //!   * `install.rs`: whether RabbitMQ is installed, [`Cluster::install`]
 //!     (for xtask; tests never install);
 //!   * `tls.rs`: the test certificates, [`TLS_PORT`];
-//!   * `config.rs`: the node directories and their `rabbitmq.conf`;
+//!   * `config.rs`: the node directories, their `rabbitmq.conf` and
+//!     `enabled_plugins` ([`PLUGINS`]: consistent-hash
+//!     exchange and stream protocol, listening on [`stream_port`]: `5552`..`5554`);
 //!   * `nodes.rs`: the nodes' processes (spawn, wait, stop, kill) and
 //!     `rabbitmqctl`;
 //!   * `join.rs`: joining the nodes into one cluster, healing partitions;
@@ -90,7 +92,7 @@ mod proxy;
 mod rabbitmq;
 
 pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external_broker};
-pub use cluster::{Cluster, ClusterStatus, NodeStatus, TLS_PORT};
+pub use cluster::{Cluster, ClusterStatus, NodeStatus, PLUGINS, TLS_PORT, stream_port};
 pub use error::ClusterError;
 pub use names::unique_name;
 pub use nginx::{LB_PORT, LoadBalancer};

@@ -1,4 +1,5 @@
-//! The node directories and their configuration (`rabbitmq.conf`).
+//! The node directories and their configuration (`rabbitmq.conf`,
+//! `enabled_plugins`).
 
 use std::fs;
 use std::io;
@@ -34,7 +35,7 @@ impl Cluster {
                 "rabbitmq.conf",
                 node_config(self.version, self.amqp_port(n), tls.as_deref()),
             )?;
-            write("enabled_plugins", "[].\n".to_owned())?;
+            write("enabled_plugins", enabled_plugins())?;
         }
         self.chown_node_dirs()
     }
@@ -69,6 +70,24 @@ impl Cluster {
     }
 }
 
+/// The plugins every node runs, shipped with both RabbitMQ 3.10 and 4.3:
+/// the consistent-hash exchange (partitioned work queues) and the stream
+/// protocol (streams over AMQP 0-9-1 need no plugin; the stream protocol
+/// listener is there for tools and stream-protocol clients). Read at boot:
+/// a node started before this changed needs a restart to get them.
+pub const PLUGINS: &[&str] = &["rabbitmq_consistent_hash_exchange", "rabbitmq_stream"];
+
+/// The `enabled_plugins` file: an Erlang list of [`PLUGINS`].
+pub(super) fn enabled_plugins() -> String {
+    format!("[{}].\n", PLUGINS.join(","))
+}
+
+/// The stream protocol port of the node whose AMQP port is `amqp_port`:
+/// 5552, 5553, 5554 for 5672, 5673, 5674 (each node needs its own).
+pub fn stream_port(amqp_port: u16) -> u16 {
+    amqp_port - 120
+}
+
 /// The `rabbitmq.conf` of the node listening on `port`, with a TLS
 /// listener when `tls` names the directory of its certificates.
 pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<&Path>) -> String {
@@ -87,11 +106,13 @@ pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<&Path>) -> S
     tls + &format!(
         "# Written by rabbitkit-test; rewritten on every start.\n\
          listeners.tcp.default = 127.0.0.1:{port}\n\
+         stream.listeners.tcp.default = 127.0.0.1:{stream}\n\
          loopback_users = none\n\
          log.console = false\n\
          log.file.level = info\n\
          # Small enough that a test can exceed it cheaply (see MAX_MESSAGE_SIZE).\n\
-         max_message_size = 8388608\n"
+         max_message_size = 8388608\n",
+        stream = stream_port(port)
     ) + if version.is_4() {
         // RabbitMQ 4.3.0 refused transient non-exclusive queues by default
         // and later releases will again: refuse them here so the suite
@@ -117,5 +138,21 @@ mod tests {
         let conf = node_config(RabbitMq::V4_3, 5672, None);
         assert!(!conf.contains("mnesia"), "4.3 has no Mnesia: {conf}");
         assert!(conf.contains("transient_nonexcl_queues = false"));
+    }
+
+    #[test]
+    fn every_node_enables_the_plugins_issue_15_needs() {
+        assert_eq!(
+            enabled_plugins(),
+            "[rabbitmq_consistent_hash_exchange,rabbitmq_stream].\n"
+        );
+        // Each node's stream listener has a port of its own, in both versions.
+        for version in [RabbitMq::V3_10, RabbitMq::V4_3] {
+            for (amqp, stream) in [(5672, 5552), (5673, 5553), (5674, 5554)] {
+                let conf = node_config(version, amqp, None);
+                let line = format!("stream.listeners.tcp.default = 127.0.0.1:{stream}\n");
+                assert!(conf.contains(&line), "{conf}");
+            }
+        }
     }
 }
