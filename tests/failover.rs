@@ -1002,7 +1002,7 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     let killed = killed.expect("a node was killed");
     let duplicates = deliveries - seen.len();
     eprintln!(
-        "killed rabbit{killed}; {deliveries} deliveries, {} offsets, {duplicates} duplicates (prefetch {PREFETCH})",
+        "killed rabbit{killed}; {deliveries} deliveries, {} messages, {duplicates} duplicates (prefetch {PREFETCH})",
         seen.len()
     );
     // No gap: every message was read.
