@@ -26,6 +26,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use tokio::sync::Notify;
 
 use crate::error::AckError;
+use crate::stream::{StreamCursor, TagOffsets};
 
 #[derive(Debug)]
 struct State {
@@ -41,6 +42,9 @@ struct State {
     /// to the broker: `(tag, requeue)`. Sent before any `multiple` ack,
     /// which would otherwise cover (acknowledge) them.
     released: Vec<(u64, bool)>,
+    /// Stream consumers: the offsets of the deliveries not yet passed by
+    /// the run of settled tags.
+    offsets: TagOffsets,
     closed: bool,
 }
 
@@ -53,6 +57,10 @@ pub(crate) struct Acks {
     batch: u64,
     /// Longest one send (ack, nack, reject) may take.
     bound: Duration,
+    /// A stream consumer's position, advanced as the run of settled tags
+    /// grows (when the application settles, not when the ack is sent: a
+    /// stream keeps its messages whatever the broker hears).
+    cursor: Option<Arc<StreamCursor>>,
 }
 
 impl Acks {
@@ -63,6 +71,7 @@ impl Acks {
         batch: u64,
         delay: Duration,
         bound: Duration,
+        cursor: Option<Arc<StreamCursor>>,
     ) -> Arc<Self> {
         let acks = Arc::new(Self {
             channel,
@@ -71,12 +80,14 @@ impl Acks {
                 ahead: BTreeSet::new(),
                 unsent: BTreeSet::new(),
                 released: Vec::new(),
+                offsets: TagOffsets::default(),
                 closed: false,
             }),
             send: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             batch: batch.max(1),
             bound,
+            cursor,
         });
         let flusher = acks.clone();
         tokio::spawn(async move {
@@ -107,6 +118,25 @@ impl Acks {
         Ok(())
     }
 
+    /// Stream consumers: delivery `tag` carries stream offset `offset`.
+    pub(crate) fn track(&self, tag: u64, offset: u64) {
+        if let Some(cursor) = &self.cursor {
+            cursor.received(offset);
+            self.state.lock().unwrap().offsets.insert(tag, offset);
+        }
+    }
+
+    /// Settles `tag` and moves the stream cursor past the run of settled tags.
+    fn settle_and_advance(&self, st: &mut State, tag: u64) -> Result<(), AckError> {
+        Self::settle(st, tag)?;
+        if let Some(cursor) = &self.cursor
+            && let Some(offset) = st.offsets.settled_up_to(st.next - 1)
+        {
+            cursor.settled_up_to(offset);
+        }
+        Ok(())
+    }
+
     fn usable(&self) -> Result<(), AckError> {
         if self.state.lock().unwrap().closed || !self.channel.status().connected() {
             return Err(AckError::ChannelGone);
@@ -119,7 +149,7 @@ impl Acks {
         self.usable()?;
         let flush_now = {
             let mut st = self.state.lock().unwrap();
-            Self::settle(&mut st, tag)?;
+            self.settle_and_advance(&mut st, tag)?;
             st.unsent.insert(tag);
             st.unsent.len() as u64 >= self.batch
         };
@@ -139,7 +169,7 @@ impl Acks {
     pub(crate) async fn nack(&self, tag: u64, requeue: bool, reject: bool) -> Result<(), AckError> {
         self.usable()?;
         let _one_sender = self.send.lock().await;
-        Self::settle(&mut self.state.lock().unwrap(), tag)?;
+        self.settle_and_advance(&mut self.state.lock().unwrap(), tag)?;
         let sent = self.send_nack(tag, requeue, reject).await;
         self.wake.notify_one();
         sent
@@ -150,7 +180,7 @@ impl Acks {
     /// false) by the flusher, before any later `multiple` ack. Never blocks.
     pub(crate) fn release(&self, tag: u64, requeue: bool, warn: bool) {
         let mut st = self.state.lock().unwrap();
-        if st.closed || Self::settle(&mut st, tag).is_err() {
+        if st.closed || self.settle_and_advance(&mut st, tag).is_err() {
             return;
         }
         st.released.push((tag, requeue));
@@ -275,6 +305,7 @@ mod tests {
             ahead: BTreeSet::new(),
             unsent: BTreeSet::new(),
             released: Vec::new(),
+            offsets: TagOffsets::default(),
             closed: false,
         }
     }

@@ -23,6 +23,12 @@ use crate::acks::Acks;
 use crate::channels::open_channel;
 use crate::connection::{Client, Session, Shared};
 use crate::error::{AckError, ConsumeError, amqp_error};
+use crate::stream::{StreamCursor, StreamOffset};
+
+/// The prefetch of a stream consumer when neither its options nor the
+/// client give one (a stream consumer needs a prefetch: the broker sends
+/// it credit for that many deliveries at a time).
+pub const STREAM_DEFAULT_PREFETCH: u16 = 100;
 
 /// How to consume.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +42,10 @@ pub struct ConsumeOptions {
     pub no_ack: bool,
     /// Consumer arguments (e.g. `x-priority`).
     pub arguments: FieldTable,
+    /// Consume a stream from this position (`x-stream-offset`). The
+    /// consumer then resumes after a failover from the offset after the
+    /// last one the application settled (see [`stream_offset`](Self::stream_offset)).
+    pub stream_offset: Option<StreamOffset>,
 }
 
 impl ConsumeOptions {
@@ -61,6 +71,34 @@ impl ConsumeOptions {
         self.no_ack = no_ack;
         self
     }
+
+    /// Consumes a stream (`x-queue-type: stream`) from `offset`
+    /// (the `x-stream-offset` consume argument).
+    ///
+    /// The consumer remembers the highest offset up to which every delivery
+    /// it received was settled ([`Delivery::ack`], `nack`, `reject`, or
+    /// dropped unsettled: a stream requeues nothing) and, when the
+    /// connection fails over, subscribes again from the offset after it,
+    /// never from `offset` again. Deliveries received but not settled when
+    /// the connection died come again: at most the prefetch. With
+    /// [`no_ack`](Self::no_ack) a delivery counts as settled once the
+    /// application has taken it from the stream. A consumer given a raw
+    /// `x-stream-offset` in [`arguments`](Self::arguments) is tracked the
+    /// same way.
+    ///
+    /// A stream consumer needs a prefetch: the one given, else the
+    /// client's, else [`STREAM_DEFAULT_PREFETCH`] when those are 0.
+    ///
+    /// ```
+    /// use rabbitkit_core::{ConsumeOptions, StreamOffset};
+    /// let options = ConsumeOptions::new()
+    ///     .prefetch(500)
+    ///     .stream_offset(StreamOffset::First);
+    /// ```
+    pub fn stream_offset(mut self, offset: StreamOffset) -> Self {
+        self.stream_offset = Some(offset);
+        self
+    }
 }
 
 type Item = Result<Delivery, ConsumeError>;
@@ -78,12 +116,19 @@ pub(crate) struct ConsumerRecord {
     /// its stream leaves its channel (and acks) open for the deliveries
     /// still being handled.
     cancelled: std::sync::atomic::AtomicBool,
+    /// Stream consumers: where to subscribe again from.
+    stream: Option<Arc<StreamCursor>>,
 }
 
 impl ConsumerRecord {
     /// The queue it consumes from.
     pub(crate) fn queue(&self) -> String {
         self.queue.lock().unwrap().clone()
+    }
+
+    /// Whether it consumes a stream (tracks its offset).
+    pub(crate) fn is_stream(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// Moves it to another queue (a temporary queue replaced by recovery).
@@ -195,6 +240,13 @@ impl Delivery {
         self.inner.delivery_tag
     }
 
+    /// Its offset in the stream it was read from (the `x-stream-offset`
+    /// header the broker adds to every stream delivery); `None` for a
+    /// delivery from a classic or quorum queue.
+    pub fn stream_offset(&self) -> Option<u64> {
+        crate::stream::offset_of(&self.inner.properties)
+    }
+
     /// Makes dropping it unsettled reject it (dead-lettered when the queue
     /// has a dead-letter exchange, else dropped) instead of requeueing it:
     /// for a message that can never be processed, such as a body that does
@@ -260,6 +312,8 @@ pub struct Consumer {
     id: u64,
     queue: String,
     client: Client,
+    /// Stream consumers: the position, shared with the record.
+    stream: Option<Arc<StreamCursor>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -292,6 +346,16 @@ impl Consumer {
             .unwrap_or_else(|| self.queue.clone())
     }
 
+    /// A stream consumer: the highest offset up to which every delivery was
+    /// settled (acknowledged, rejected, or taken with `no_ack`); where a
+    /// failover resumes from (the offset after it). `None` before the
+    /// first, and for a consumer of a classic or quorum queue. An
+    /// application that persists it can start again after a restart with
+    /// [`StreamOffset::Offset`]`(last + 1)`.
+    pub fn last_acked_offset(&self) -> Option<u64> {
+        self.stream.as_ref().and_then(|c| c.last_acked())
+    }
+
     /// Waits for the next delivery; `None` once the stream has ended.
     pub async fn recv(&mut self) -> Option<Result<Delivery, ConsumeError>> {
         futures::future::poll_fn(|cx| self.poll_item(cx)).await
@@ -307,13 +371,27 @@ impl Consumer {
         if matches!(item, None | Some(Err(ConsumeError::Cancelled { .. }))) {
             self.ended = true;
         }
+        self.taken(&item);
         Poll::Ready(item)
     }
 
     /// A delivery already received and waiting in the stream, without
     /// waiting for one.
     pub fn try_recv(&mut self) -> Option<Result<Delivery, ConsumeError>> {
-        self.rx.try_recv().ok()
+        let item = self.rx.try_recv().ok();
+        self.taken(&item);
+        item
+    }
+
+    /// A `no_ack` stream delivery counts as settled once taken.
+    fn taken(&self, item: &Option<Item>) {
+        if let (Some(cursor), Some(Ok(delivery))) = (&self.stream, item)
+            && delivery.acks.is_none()
+            && let Some(offset) = delivery.stream_offset()
+        {
+            cursor.received(offset);
+            cursor.settled_up_to(offset);
+        }
     }
 
     /// Stops the broker from sending more deliveries (`basic.cancel`),
@@ -404,7 +482,9 @@ pub(crate) async fn start(
     options: ConsumeOptions,
 ) -> Result<Consumer, ConsumeError> {
     let shared = client.shared().clone();
-    let prefetch = options.prefetch.unwrap_or(shared.options.prefetch);
+    let stream =
+        StreamCursor::for_consumer(options.stream_offset, &options.arguments).map(Arc::new);
+    let prefetch = effective_prefetch(&shared, &options, stream.is_some());
     let capacity = usize::from(prefetch.max(16));
     let (tx, rx) = mpsc::channel(capacity);
     let record = Arc::new(ConsumerRecord {
@@ -414,6 +494,7 @@ pub(crate) async fn start(
         tx,
         subscribed: tokio::sync::Mutex::new(None),
         cancelled: std::sync::atomic::AtomicBool::new(false),
+        stream: stream.clone(),
     });
     // The consumer exists from here on, and owns the registration: if this
     // function returns an error or is cancelled (a caller's timeout, a
@@ -425,6 +506,7 @@ pub(crate) async fn start(
         id: record.id,
         queue: record.queue(),
         client,
+        stream,
     };
     let timeout = shared.options.operation_timeout;
     let deadline = crate::connection::deadline_after(timeout);
@@ -485,7 +567,12 @@ async fn subscribe_inner(
     {
         return Ok(());
     }
-    let prefetch = record.options.prefetch.unwrap_or(shared.options.prefetch);
+    let prefetch = effective_prefetch(shared, &record.options, record.stream.is_some());
+    // A stream consumer subscribes from where it is, not where it started.
+    let arguments = match &record.stream {
+        Some(cursor) => cursor.arguments(&record.options.arguments),
+        None => record.options.arguments.clone(),
+    };
     // If this future is dropped before the end (a timeout, a cancelled
     // `consume`), the last handle of `channel` goes with it and lapin closes
     // the channel, which cancels a broker consumer that `basic.consume`
@@ -504,7 +591,7 @@ async fn subscribe_inner(
                 exclusive: record.options.exclusive,
                 nowait: false,
             },
-            record.options.arguments.clone(),
+            arguments,
         )
         .await
         .map_err(|e| consume_error(&e, &record.queue()))?;
@@ -515,6 +602,7 @@ async fn subscribe_inner(
             u64::from(prefetch.max(2) / 2),
             shared.options.timings.ack_flush_delay,
             shared.options.operation_timeout,
+            record.stream.clone(),
         )
     });
     *subscribed = Some(Subscribed {
@@ -533,6 +621,15 @@ async fn subscribe_inner(
         shared.options.close_timeout,
     ));
     Ok(())
+}
+
+/// The prefetch a consumer subscribes with: its own, else the client's;
+/// a stream consumer never goes without one.
+fn effective_prefetch(shared: &Shared, options: &ConsumeOptions, stream: bool) -> u16 {
+    match options.prefetch.unwrap_or(shared.options.prefetch) {
+        0 if stream => STREAM_DEFAULT_PREFETCH,
+        prefetch => prefetch,
+    }
 }
 
 /// The consumer tag of consumer `id` subscribed on session `generation`.
@@ -563,6 +660,11 @@ async fn pump(
         };
         match item {
             Some(Ok(inner)) => {
+                if let Some(acks) = &acks
+                    && let Some(offset) = crate::stream::offset_of(&inner.properties)
+                {
+                    acks.track(inner.delivery_tag, offset);
+                }
                 let delivery = Delivery {
                     inner,
                     acks: acks.clone(),

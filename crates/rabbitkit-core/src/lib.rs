@@ -76,6 +76,8 @@
 //!   power-of-two TTLs, no plugin ([`OutgoingMessage::delay`]).
 //! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
 //! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
+//! - `stream.rs` — [`StreamOffset`]: where a stream consumer starts, and the
+//!   cursor that makes it resume after its last settled offset on failover.
 //! - `validate.rs` — [`validate`]: the 255-byte AMQP limit, checked at every
 //!   entry before anything is registered or sent.
 //! - `events.rs` — [`Event`].
@@ -92,13 +94,14 @@ mod error;
 mod events;
 mod options;
 mod publisher;
+mod stream;
 mod supervisor;
 mod tls;
 mod topology;
 pub mod validate;
 
 pub use connection::{Client, Health, QueueInfo, Stats};
-pub use consumer::{ConsumeOptions, Consumer, Delivery};
+pub use consumer::{ConsumeOptions, Consumer, Delivery, STREAM_DEFAULT_PREFETCH};
 pub use endpoint::{Endpoint, ToEndpoints};
 pub use error::{
     AckError, ChannelError, ClientCertError, ConnectError, ConsumeError, DeclareError,
@@ -109,6 +112,7 @@ pub use options::{Backoff, EndpointOrder, Options, Timings, endpoints_from_env};
 pub use publisher::{
     ConfirmChannel, Confirmed, OutgoingMessage, PublishOutcome, Publisher, abandoned_confirms,
 };
+pub use stream::{STREAM_OFFSET, StreamOffset};
 pub use topology::{
     BindingSpec, Declaration, ExchangeBindingSpec, ExchangeSpec, ExchangeType, QueueSpec,
     TEMPORARY_QUEUE_PREFIX, parse_inequivalent, temporary_queue_name,

@@ -443,7 +443,8 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         }
         // Check with the broker that each re-subscribed queue has consumers again.
         if lost_at.is_some() {
-            for record in &records {
+            // (A stream reports no consumers in its declare-ok.)
+            for record in records.iter().filter(|r| !r.is_stream()) {
                 let count = tokio::time::timeout(
                     step,
                     guarded(passive_consumer_count(&session, &record.queue())),

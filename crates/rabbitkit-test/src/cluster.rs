@@ -16,6 +16,7 @@ use crate::error::{ClusterError, Result};
 use crate::process::{is_live_beam, kill_pid, port_open, read_pid_file};
 use crate::rabbitmq::RabbitMq;
 
+pub use config::{PLUGINS, stream_port};
 pub use status::{ClusterStatus, NodeStatus};
 pub use tls::{MTLS_NODE, MTLS_PORT, MTLS_USER, TLS_PORT};
 

@@ -49,7 +49,9 @@
 //!     (for xtask; tests never install);
 //!   * `tls.rs`: the test certificates (server and client), [`TLS_PORT`],
 //!     [`MTLS_PORT`];
-//!   * `config.rs`: the node directories and their `rabbitmq.conf`;
+//!   * `config.rs`: the node directories, their `rabbitmq.conf` and
+//!     `enabled_plugins` ([`PLUGINS`]: consistent-hash
+//!     exchange and stream protocol, listening on [`stream_port`]: `5552`..`5554`);
 //!   * `nodes.rs`: the nodes' processes (spawn, wait, stop, kill) and
 //!     `rabbitmqctl`;
 //!   * `join.rs`: joining the nodes into one cluster, healing partitions;
@@ -93,7 +95,10 @@ mod proxy;
 mod rabbitmq;
 
 pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external_broker};
-pub use cluster::{Cluster, ClusterStatus, MTLS_NODE, MTLS_PORT, MTLS_USER, NodeStatus, TLS_PORT};
+pub use cluster::{
+    Cluster, ClusterStatus, MTLS_NODE, MTLS_PORT, MTLS_USER, NodeStatus, PLUGINS, TLS_PORT,
+    stream_port,
+};
 pub use error::ClusterError;
 pub use names::unique_name;
 pub use nginx::{LB_PORT, LoadBalancer};

@@ -32,6 +32,15 @@ pub enum SubscribeError {
     /// Starting the consumer failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+    /// The consumer options do not fit the queue (e.g. a stream consumer
+    /// with a prefetch of 0 or without manual acks). Nothing was sent.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was refused.
+        what: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Receiving a typed message failed.

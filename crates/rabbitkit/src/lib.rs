@@ -107,7 +107,8 @@
 //! ## Layout
 //! - `exchange.rs` — [`Exchange<K>`] and the kinds ([`Direct`], [`Fanout`], [`Topic`], [`HeadersKind`]).
 //! - `binding.rs` — [`TopicPattern`], [`HeadersMatch`], [`Headers`].
-//! - `queue.rs` — [`Queue`], [`QueueBuilder`]; point-to-point.
+//! - `queue.rs` — [`Queue`], [`QueueBuilder`]; point-to-point; streams
+//!   ([`Queue::stream`], [`Queue::subscribe_stream`], [`StreamOffset`]).
 //! - `work_queue.rs` — [`WorkQueue`].
 //! - `rpc.rs` — [`RpcServer`], [`RpcClient`].
 //! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
@@ -161,5 +162,6 @@ pub use rabbitkit_core::{
     AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, ClientCertError,
     Confirmed, ConnectError, ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery,
     Endpoint, EndpointOrder, Event, FieldTable, Health, Options, OutgoingMessage, PublishError,
-    Publisher, QueueInfo, Stats, Timings, endpoints_from_env,
+    Publisher, QueueInfo, STREAM_DEFAULT_PREFETCH, Stats, StreamOffset, Timings,
+    endpoints_from_env,
 };

@@ -298,6 +298,12 @@ impl<T> Received<T> {
     pub async fn ack(&self) -> Result<(), AckError> {
         self.delivery.ack().await
     }
+
+    /// Its offset in the stream it was read from (`x-stream-offset`);
+    /// `None` for a message from a classic or quorum queue.
+    pub fn stream_offset(&self) -> Option<u64> {
+        self.delivery.stream_offset()
+    }
     /// Gives it back: requeued, or (`requeue: false`) dead-lettered/dropped.
     pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
         self.delivery.nack(requeue).await
@@ -395,6 +401,15 @@ impl<T> Subscription<T> {
     /// The queue consumed from.
     pub fn queue(&self) -> &str {
         self.consumer.queue()
+    }
+
+    /// A stream subscription: the highest offset up to which every message
+    /// was settled (acknowledged or rejected), where a failover resumes
+    /// from (the offset after it). Persist it to start again after a
+    /// restart with [`StreamOffset::Offset`](crate::StreamOffset::Offset)`(last + 1)`.
+    /// `None` before the first, and for a classic or quorum queue.
+    pub fn last_acked_offset(&self) -> Option<u64> {
+        self.consumer.last_acked_offset()
     }
 
     /// Sets the most bytes a gzip body may inflate to (default

@@ -2,6 +2,9 @@
 //! limits) and the declared [`Queue`], which is also the point-to-point
 //! pattern: send to a queue through the default exchange, receive from it.
 //!
+//! Streams ([`Queue::stream`]) are append-only replicated logs read from
+//! any offset; see [`QueueBuilder::max_age`] and [`Queue::subscribe_stream`].
+//!
 //! The defaults follow one rule: *everything you name is durable, and a
 //! named queue is a quorum queue; temporary queues are exclusive.* A
 //! non-durable queue that is not exclusive (deprecated since RabbitMQ 4,
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use rabbitkit_core::{
     AMQPValue, Client, ConsumeOptions, Declaration, DeclareError, FieldTable, QueueInfo, QueueSpec,
+    STREAM_OFFSET, StreamOffset,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,7 +34,62 @@ pub enum QueueType {
     /// replacement for the classic mirrored queues that RabbitMQ 4.0
     /// removed. Durable, never exclusive.
     Quorum,
+    /// A stream (RabbitMQ 3.9+): an append-only log replicated over the
+    /// cluster, which any number of consumers read from any offset; reading
+    /// removes nothing. Durable, never exclusive or auto-delete. Retention
+    /// is by age and size ([`QueueBuilder::max_age`],
+    /// [`QueueBuilder::max_length_bytes`]).
+    Stream,
 }
+
+/// Queue arguments a stream refuses: the classic and quorum features it
+/// does not have (priorities, TTLs, expiry, dead-lettering, length limits in
+/// messages, overflow, delivery limits, classic/quorum placement).
+const NOT_FOR_STREAMS: &[(&str, &str)] = &[
+    ("x-max-priority", "priorities are a classic-queue feature"),
+    (
+        "x-message-ttl",
+        "a stream keeps messages by age (max_age), not per-message TTL",
+    ),
+    ("x-expires", "a stream does not expire when unused"),
+    ("x-dead-letter-exchange", "a stream does not dead-letter"),
+    ("x-dead-letter-routing-key", "a stream does not dead-letter"),
+    ("x-dead-letter-strategy", "a stream does not dead-letter"),
+    (
+        "x-max-length",
+        "a stream is limited in bytes (max_length_bytes), not in messages",
+    ),
+    (
+        "x-overflow",
+        "a stream drops its oldest segments, it never refuses publishes",
+    ),
+    (
+        "x-delivery-limit",
+        "delivery limits are a quorum-queue feature",
+    ),
+    ("x-queue-mode", "queue modes are a classic-queue feature"),
+    (
+        "x-queue-version",
+        "queue versions are a classic-queue feature",
+    ),
+    (
+        "x-queue-master-locator",
+        "master locators are a classic-queue feature",
+    ),
+    (
+        "x-quorum-initial-group-size",
+        "a quorum-queue argument (streams: x-initial-cluster-size)",
+    ),
+    ("x-quorum-target-group-size", "a quorum-queue argument"),
+];
+
+/// Queue arguments only a stream takes.
+const ONLY_FOR_STREAMS: &[&str] = &[
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-stream-filter-size-bytes",
+];
 
 /// Builds and declares a queue. Problems are collected and returned by
 /// [`declare`](Self::declare), before anything reaches the network.
@@ -95,6 +154,8 @@ pub struct Queue {
     name: String,
     client: Client,
     temporary: bool,
+    /// Declared as a stream: consumers are stream consumers.
+    stream: bool,
 }
 
 impl Queue {
@@ -144,6 +205,34 @@ impl Queue {
     /// ```
     pub fn quorum(name: impl Into<String>) -> QueueBuilder {
         QueueBuilder::new(Some(name.into()), true).quorum()
+    }
+
+    /// A stream (`x-queue-type: stream`): durable, replicated, append-only;
+    /// read it with [`subscribe_stream`](Self::subscribe_stream) from any
+    /// offset. Exclusive, auto-delete, non-durable and the classic- or
+    /// quorum-only arguments (priorities, TTLs, dead-lettering, `x-max-length`,
+    /// delivery limits, ...) are refused with [`DeclareError::Invalid`]
+    /// before anything is sent.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rabbitkit::{AMQPValue, Queue};
+    /// let spec = Queue::stream("events")
+    ///     .max_age(Duration::from_secs(7 * 24 * 3600))
+    ///     .max_length_bytes(20_000_000_000)
+    ///     .stream_max_segment_size_bytes(100_000_000)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(spec.durable && !spec.exclusive && !spec.auto_delete);
+    /// assert_eq!(
+    ///     spec.arguments.inner().get("x-max-age"),
+    ///     Some(&AMQPValue::LongString("604800s".into()))
+    /// );
+    /// assert!(Queue::stream("events").max_priority(10).build().is_err());
+    /// assert!(Queue::stream("events").exclusive(true).build().is_err());
+    /// ```
+    pub fn stream(name: impl Into<String>) -> QueueBuilder {
+        QueueBuilder::new(Some(name.into()), true).queue_type(QueueType::Stream)
     }
 
     /// A temporary queue for one subscriber: exclusive, deleted when its
@@ -228,16 +317,59 @@ impl Queue {
     }
 
     /// [`subscribe`](Self::subscribe) with consumer options (prefetch, exclusive, ...).
+    ///
+    /// On a queue declared with [`Queue::stream`], a consumer without a
+    /// [`StreamOffset`] reads from [`StreamOffset::Next`] (the broker's
+    /// default), and is a stream consumer (see
+    /// [`subscribe_stream`](Self::subscribe_stream)).
     pub async fn subscribe_with<T: DeserializeOwned>(
         &self,
-        options: ConsumeOptions,
+        mut options: ConsumeOptions,
     ) -> Result<Subscription<T>, SubscribeError> {
+        let raw_offset = options.arguments.inner().contains_key(STREAM_OFFSET);
+        if self.stream && options.stream_offset.is_none() && !raw_offset {
+            options.stream_offset = Some(StreamOffset::Next);
+        }
+        if options.stream_offset.is_some() || raw_offset {
+            check_stream_consumer(&options)?;
+        }
         let consumer = self.client.consume(&self.name, options).await?;
         Ok(Subscription::new(
             consumer,
             self.client.clone(),
             self.temporary,
         ))
+    }
+
+    /// Reads a stream from `offset`, with the client's prefetch (100 by
+    /// default). Each [`Received`](crate::Received) tells its
+    /// [`stream_offset`](crate::Received::stream_offset).
+    ///
+    /// After a failover the subscription goes on after the last offset the
+    /// application settled (acknowledged or rejected: a stream requeues
+    /// nothing), never from `offset` again: nothing is skipped, and what
+    /// was received but not yet acknowledged comes again (at most the
+    /// prefetch). [`Subscription::last_acked_offset`] tells that offset,
+    /// for an application that persists it to start again after a restart.
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use rabbitkit::{Queue, StreamOffset};
+    /// let events = Queue::stream("events").declare(&client).await?;
+    /// let mut sub = events.subscribe_stream::<String>(StreamOffset::First).await?;
+    /// while let Some(msg) = sub.recv().await {
+    ///     let msg = msg?;
+    ///     println!("{:?} at offset {:?}", msg.body, msg.stream_offset());
+    ///     msg.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_stream<T: DeserializeOwned>(
+        &self,
+        offset: StreamOffset,
+    ) -> Result<Subscription<T>, SubscribeError> {
+        self.subscribe_with(ConsumeOptions::new().stream_offset(offset))
+            .await
     }
 
     /// Ready messages and consumers, from a passive declare.
@@ -249,6 +381,26 @@ impl Queue {
     pub async fn delete(self) -> Result<u32, DeclareError> {
         self.client.delete_queue(&self.name).await
     }
+}
+
+/// A stream consumer needs a prefetch (the broker gives it credit for that
+/// many deliveries) and manual acknowledgements.
+fn check_stream_consumer(options: &ConsumeOptions) -> Result<(), SubscribeError> {
+    let invalid = |reason: &str| SubscribeError::Invalid {
+        what: "stream consumer".into(),
+        reason: reason.into(),
+    };
+    if options.prefetch == Some(0) {
+        return Err(invalid(
+            "a stream consumer needs a prefetch above 0 (leave it unset for the client's)",
+        ));
+    }
+    if options.no_ack {
+        return Err(invalid(
+            "a stream consumer needs manual acknowledgements (no_ack is not supported)",
+        ));
+    }
+    Ok(())
 }
 
 impl QueueBuilder {
@@ -311,6 +463,62 @@ impl QueueBuilder {
     pub fn quorum(mut self) -> Self {
         self.durable = true;
         self.arg("x-queue-type", AMQPValue::LongString("quorum".into()))
+    }
+
+    /// The queue type, as a value: the same as [`quorum`](Self::quorum),
+    /// [`classic`](Self::classic) or [`Queue::stream`].
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        let name = match queue_type {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        };
+        if queue_type != QueueType::Classic {
+            self.durable = true;
+        }
+        self.arg("x-queue-type", AMQPValue::LongString(name.into()))
+    }
+
+    /// Streams: drop segments older than this (`x-max-age`, sent in whole
+    /// seconds, e.g. `"3600s"`). Less than a second is refused.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert!(rabbitkit::Queue::stream("s").max_age(Duration::from_millis(10)).build().is_err());
+    /// ```
+    pub fn max_age(self, age: Duration) -> Self {
+        if age.as_secs() == 0 {
+            return self.refuse("max age", format!("{age:?}"), "at least one second");
+        }
+        self.arg(
+            "x-max-age",
+            AMQPValue::LongString(format!("{}s", age.as_secs()).into()),
+        )
+    }
+
+    /// At most this many bytes: the oldest messages (streams: the oldest
+    /// segments) go first (`x-max-length-bytes`).
+    pub fn max_length_bytes(self, bytes: u64) -> Self {
+        match i64::try_from(bytes) {
+            Ok(b) => self.arg("x-max-length-bytes", AMQPValue::LongLongInt(b)),
+            Err(_) => self.refuse("max length bytes", bytes.to_string(), "too large"),
+        }
+    }
+
+    /// Streams: the size of one segment file on disk
+    /// (`x-stream-max-segment-size-bytes`, the broker's default 500 MB);
+    /// retention drops whole segments.
+    pub fn stream_max_segment_size_bytes(self, bytes: u64) -> Self {
+        match i64::try_from(bytes) {
+            Ok(b) => self.arg("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(b)),
+            Err(_) => self.refuse("stream segment size", bytes.to_string(), "too large"),
+        }
+    }
+
+    /// Classic queues: deliver higher priorities first, up to this one
+    /// (`x-max-priority`). A stream refuses it.
+    pub fn max_priority(self, max: u8) -> Self {
+        self.arg("x-max-priority", AMQPValue::ShortShortUInt(max))
     }
 
     /// A classic queue, said explicitly (`x-queue-type: classic`): one node
@@ -394,6 +602,25 @@ impl QueueBuilder {
             AMQPValue::ShortString(s) => s.to_string(),
             other => format!("{other:?}"),
         });
+        let stream = explicit.as_deref() == Some("stream");
+        if stream {
+            check_stream(
+                &name,
+                self.exclusive,
+                self.auto_delete,
+                self.durable,
+                &self.arguments,
+            )?;
+        } else if let Some(key) = ONLY_FOR_STREAMS
+            .iter()
+            .find(|k| self.arguments.inner().contains_key(**k))
+        {
+            return Err(DeclareError::Invalid {
+                what: "queue options".into(),
+                value: name,
+                reason: format!("{key} is a stream argument: declare the queue with Queue::stream"),
+            });
+        }
         let implicit_quorum =
             explicit.is_none() && self.durable && !self.exclusive && !self.auto_delete;
         let quorum = explicit.as_deref() == Some("quorum") || implicit_quorum;
@@ -443,14 +670,49 @@ impl QueueBuilder {
     pub async fn declare(self, client: &Client) -> Result<Queue, DeclareError> {
         let temporary = self.name.is_none();
         let spec = self.build()?;
+        let stream = spec.arguments.inner().get("x-queue-type")
+            == Some(&AMQPValue::LongString("stream".into()));
         let queue = Queue {
             name: spec.name.clone(),
             client: client.clone(),
             temporary,
+            stream,
         };
         client.declare(Declaration::Queue(spec)).await?;
         Ok(queue)
     }
+}
+
+/// A stream is durable, shared, and takes none of the classic- or
+/// quorum-only arguments.
+fn check_stream(
+    name: &str,
+    exclusive: bool,
+    auto_delete: bool,
+    durable: bool,
+    arguments: &FieldTable,
+) -> Result<(), DeclareError> {
+    let invalid = |reason: String| DeclareError::Invalid {
+        what: "stream options".into(),
+        value: name.to_owned(),
+        reason,
+    };
+    if exclusive {
+        return Err(invalid("a stream cannot be exclusive".into()));
+    }
+    if auto_delete {
+        return Err(invalid("a stream cannot be auto-delete".into()));
+    }
+    if !durable {
+        return Err(invalid("a stream is always durable".into()));
+    }
+    if let Some((key, why)) = NOT_FOR_STREAMS
+        .iter()
+        .find(|(k, _)| arguments.inner().contains_key(*k))
+    {
+        return Err(invalid(format!("a stream does not take {key}: {why}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The node directories and their configuration (`rabbitmq.conf`).
+//! The node directories and their configuration (`rabbitmq.conf`,
+//! `enabled_plugins`).
 
 use std::fs;
 use std::io;
@@ -86,13 +87,28 @@ pub(super) enum Tls<'a> {
     Mutual(&'a Path),
 }
 
-/// The `enabled_plugins` file of a node: the `EXTERNAL` mechanism's plugin
-/// (shipped with RabbitMQ) on the mutual-TLS node, nothing elsewhere.
+/// The plugins every node runs, shipped with both RabbitMQ 3.10 and 4.3:
+/// the consistent-hash exchange (partitioned work queues) and the stream
+/// protocol (streams over AMQP 0-9-1 need no plugin; the stream protocol
+/// listener is there for tools and stream-protocol clients). Read at boot:
+/// a node started before this changed needs a restart to get them.
+pub const PLUGINS: &[&str] = &["rabbitmq_consistent_hash_exchange", "rabbitmq_stream"];
+
+/// The `enabled_plugins` file of a node: [`PLUGINS`], and on the
+/// mutual-TLS node the `EXTERNAL` mechanism's plugin (shipped with
+/// RabbitMQ) too.
 fn enabled_plugins(tls: Option<Tls<'_>>) -> String {
-    match tls {
-        Some(Tls::Mutual(_)) => "[rabbitmq_auth_mechanism_ssl].\n".to_owned(),
-        _ => "[].\n".to_owned(),
+    let mut plugins = PLUGINS.to_vec();
+    if let Some(Tls::Mutual(_)) = tls {
+        plugins.push("rabbitmq_auth_mechanism_ssl");
     }
+    format!("[{}].\n", plugins.join(","))
+}
+
+/// The stream protocol port of the node whose AMQP port is `amqp_port`:
+/// 5552, 5553, 5554 for 5672, 5673, 5674 (each node needs its own).
+pub fn stream_port(amqp_port: u16) -> u16 {
+    amqp_port - 120
 }
 
 /// The `rabbitmq.conf` of the node listening on `port`, with the TLS
@@ -138,11 +154,13 @@ pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<Tls<'_>>) ->
     tls + &format!(
         "# Written by rabbitkit-test; rewritten on every start.\n\
          listeners.tcp.default = 127.0.0.1:{port}\n\
+         stream.listeners.tcp.default = 127.0.0.1:{stream}\n\
          loopback_users = none\n\
          log.console = false\n\
          log.file.level = info\n\
          # Small enough that a test can exceed it cheaply (see MAX_MESSAGE_SIZE).\n\
-         max_message_size = 8388608\n"
+         max_message_size = 8388608\n",
+        stream = stream_port(port)
     ) + if version.is_4() {
         // RabbitMQ 4.3.0 refused transient non-exclusive queues by default
         // and later releases will again: refuse them here so the suite
@@ -168,7 +186,10 @@ mod tests {
         let conf = node_config(RabbitMq::V4_3, 5672, None);
         assert!(!conf.contains("mnesia"), "4.3 has no Mnesia: {conf}");
         assert!(conf.contains("transient_nonexcl_queues = false"));
-        assert_eq!(enabled_plugins(None), "[].\n");
+        assert_eq!(
+            enabled_plugins(None),
+            "[rabbitmq_consistent_hash_exchange,rabbitmq_stream].\n"
+        );
     }
 
     #[test]
@@ -195,7 +216,7 @@ mod tests {
         }
         assert_eq!(
             enabled_plugins(Some(Tls::Mutual(dir))),
-            "[rabbitmq_auth_mechanism_ssl].\n"
+            "[rabbitmq_consistent_hash_exchange,rabbitmq_stream,rabbitmq_auth_mechanism_ssl].\n"
         );
         let conf = node_config(RabbitMq::V4_3, 5672, Some(Tls::ServerOnly(dir)));
         assert!(
@@ -203,5 +224,17 @@ mod tests {
             "{conf}"
         );
         assert!(!conf.contains("EXTERNAL"), "{conf}");
+    }
+
+    #[test]
+    fn every_node_enables_the_plugins_issue_15_needs() {
+        // Each node's stream listener has a port of its own, in both versions.
+        for version in [RabbitMq::V3_10, RabbitMq::V4_3] {
+            for (amqp, stream) in [(5672, 5552), (5673, 5553), (5674, 5554)] {
+                let conf = node_config(version, amqp, None);
+                let line = format!("stream.listeners.tcp.default = 127.0.0.1:{stream}\n");
+                assert!(conf.contains(&line), "{conf}");
+            }
+        }
     }
 }
