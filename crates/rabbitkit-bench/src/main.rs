@@ -447,7 +447,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
     let n = args.publish;
     let window = args.window;
     let body = args.body;
-    use rk::PublishApi::{Publisher, TypedSend};
+    use rk::PublishApi::{Publisher, TypedSend, Unconfirmed};
 
     if args.wants("publish") {
         entering("publish");
@@ -463,10 +463,10 @@ async fn run(args: &Args) -> Result<report::Bench> {
             ),
             on_fresh_queue(
                 ctx,
-                "Publisher::publish (confirms)",
+                "Publisher::publish_unconfirmed loop",
                 "bench.publish.rk",
                 move |q| async move {
-                    rk::publish(ctx, &q, QueueKind::Classic, n, window, Publisher).await
+                    rk::publish(ctx, &q, QueueKind::Classic, n, window, Unconfirmed).await
                 },
             ),
             on_fresh_queue(

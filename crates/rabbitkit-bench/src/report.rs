@@ -771,12 +771,11 @@ pub fn render(bench: &Bench) -> String {
     let _ = writeln!(out, "\nNotes");
     let _ = writeln!(
         out,
-        "1. **rabbitkit has no unconfirmed publish path**: every `Publisher::publish` waits for the broker's confirm. \
-         So in the first row rabbitkit's column is `Publisher::publish` with confirms, {} in flight, against raw lapin's \
-         `basic_publish(..).await` loop without confirms (and amqprs's, also without confirms). All are timed from the first publish until a passive declare \
-         on a separate connection (polled every 5 ms, the same observer for both) sees all messages in the queue — \
-         the rate at which messages land, not the rate at which publish calls return.",
-        a.window
+        "1. No confirms: rabbitkit's `Publisher::publish_unconfirmed` (a channel of its own without confirm mode, no \
+         message id, nothing re-sent; awaited in turn) against raw lapin's `basic_publish(..).await` loop and amqprs's, \
+         also without confirms. All are timed from the first publish until a passive declare \
+         on a separate connection (polled every 5 ms, the same observer for all) sees all messages in the queue — \
+         the rate at which messages land, not the rate at which publish calls return."
     );
     let _ = writeln!(
         out,

@@ -49,6 +49,9 @@ fn queue_builder(queue: &str, kind: QueueKind) -> rabbitkit::QueueBuilder {
 pub enum PublishApi {
     /// `Publisher::publish(OutgoingMessage)`: raw bytes, one pooled channel.
     Publisher,
+    /// `Publisher::publish_unconfirmed(OutgoingMessage)`: no confirms, each
+    /// call awaited in turn (like raw lapin's loop).
+    Unconfirmed,
     /// `Queue::send(&String)`: the typed point-to-point API.
     TypedSend,
 }
@@ -70,6 +73,13 @@ pub async fn publish(
     let text = String::from_utf8(ctx.body.clone())?;
     let meter = Meter::start(&ctx.pids);
     match api {
+        PublishApi::Unconfirmed => {
+            for _ in 0..n {
+                publisher
+                    .publish_unconfirmed(OutgoingMessage::new("", queue, ctx.body.clone()))
+                    .await?;
+            }
+        }
         PublishApi::Publisher => {
             let mut pending = FuturesUnordered::new();
             for _ in 0..n {
