@@ -463,8 +463,11 @@ async fn a_ca_that_is_not_pem_is_a_clear_error() {
 struct RestoreWatermark(usize);
 
 impl Drop for RestoreWatermark {
+    /// Back to the running version's default: 0.6 since RabbitMQ 4.0, 0.4 before.
     fn drop(&mut self) {
-        let _ = Cluster::local().rabbitmqctl(self.0, &["set_vm_memory_high_watermark", "0.4"]);
+        let cluster = Cluster::local();
+        let default = if cluster.version().is_4() { "0.6" } else { "0.4" };
+        let _ = cluster.rabbitmqctl(self.0, &["set_vm_memory_high_watermark", default]);
     }
 }
 
