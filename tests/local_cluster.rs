@@ -466,7 +466,11 @@ impl Drop for RestoreWatermark {
     /// Back to the running version's default: 0.6 since RabbitMQ 4.0, 0.4 before.
     fn drop(&mut self) {
         let cluster = Cluster::local();
-        let default = if cluster.version().is_4() { "0.6" } else { "0.4" };
+        let default = if cluster.version().is_4() {
+            "0.6"
+        } else {
+            "0.4"
+        };
         let _ = cluster.rabbitmqctl(self.0, &["set_vm_memory_high_watermark", default]);
     }
 }
