@@ -80,30 +80,51 @@ struct Args {
     window: usize,
 }
 
-/// What the broker holds for this vhost: queues (`rabbitmqctl list_queues`)
-/// and consumers (`rabbitmqctl list_consumers`, which asks the queues
-/// themselves, unlike the lagging `consumers` column of `list_queues`),
-/// counted on a running node.
+/// What the broker holds for this soak: its queues (the ones it named, and
+/// those owned by its connection: temporary queues) and the consumers on
+/// its connection's channels, counted on a running node. Other users of
+/// the cluster are left out, so the figures mean the same on a shared one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BrokerSide {
     queues: usize,
     consumers: usize,
 }
 
-fn broker_side(cluster: &Cluster) -> Option<BrokerSide> {
-    let lines = |out: String| out.lines().filter(|l| !l.trim().is_empty()).count();
-    for n in 1..=3 {
-        let queues = cluster.rabbitmqctl(n, &["list_queues", "-q", "--no-table-headers", "name"]);
-        let consumers = cluster.rabbitmqctl(
-            n,
-            &["list_consumers", "-q", "--no-table-headers", "queue_name"],
-        );
-        if let (Ok(queues), Ok(consumers)) = (queues, consumers) {
-            return Some(BrokerSide {
-                queues: lines(queues),
-                consumers: lines(consumers),
-            });
-        }
+fn broker_side(cluster: &Cluster, connection: &str, named: &[String]) -> Option<BrokerSide> {
+    let rows = |out: String| -> Vec<Vec<String>> {
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    let ctl = |n: usize, args: &[&str]| {
+        let mut all = vec!["-q", "--no-table-headers"];
+        all.extend_from_slice(args);
+        cluster.rabbitmqctl(n, &all).ok().map(rows)
+    };
+    for n in Cluster::nodes() {
+        let (Some(connections), Some(channels), Some(queues)) = (
+            ctl(n, &["list_connections", "pid", "user_provided_name"]),
+            ctl(n, &["list_channels", "connection", "consumer_count"]),
+            ctl(n, &["list_queues", "name", "owner_pid"]),
+        ) else {
+            continue;
+        };
+        let ours: Vec<&String> = connections
+            .iter()
+            .filter(|r| r.get(1).is_some_and(|name| name == connection))
+            .map(|r| &r[0])
+            .collect();
+        let consumers = channels
+            .iter()
+            .filter(|r| ours.contains(&&r[0]))
+            .filter_map(|r| r.get(1)?.parse::<usize>().ok())
+            .sum();
+        let queues = queues
+            .iter()
+            .filter(|r| named.contains(&r[0]) || r.get(1).is_some_and(|o| ours.contains(&o)))
+            .count();
+        return Some(BrokerSide { queues, consumers });
     }
     None
 }
@@ -219,15 +240,21 @@ struct Sample {
     heap: Option<heap::Live>,
     /// Of which the soak's own bookkeeping.
     bookkeeping: u64,
+    /// Messages received so far (distinct).
+    received: usize,
     rss_kib: u64,
 }
 
 fn sample(started: Instant, tracker: &Mutex<Tracker>) -> Sample {
-    let bookkeeping = tracker.lock().unwrap().heap_bytes() as u64;
+    let (bookkeeping, received) = {
+        let t = tracker.lock().unwrap();
+        (t.heap_bytes() as u64, t.received_unique)
+    };
     Sample {
         secs: started.elapsed().as_secs(),
         heap: heap::live(),
         bookkeeping,
+        received,
         rss_kib: rss_kib(),
     }
 }
@@ -303,8 +330,9 @@ async fn main() {
             (Failover::Cut { every, proxies }, urls)
         }
     };
+    let connection_name = rabbitkit_test::unique_name("rabbitkit-soak");
     let client = Options::new()
-        .connection_name("rabbitkit-soak")
+        .connection_name(connection_name.clone())
         .heartbeat(Duration::from_secs(5))
         .publish_window(a.window)
         .publish_timeout(Duration::from_secs(120))
@@ -326,7 +354,10 @@ async fn main() {
             if matches!(ev, Event::Recovered { .. }) {
                 rec.fetch_add(1, Ordering::Relaxed);
             }
-            if matches!(ev, Event::Disconnected { .. } | Event::Recovered { .. }) {
+            if matches!(
+                ev,
+                Event::Disconnected { .. } | Event::Recovered { .. } | Event::ConnectFailed { .. }
+            ) {
                 println!("  event: {ev}");
             }
         }
@@ -404,10 +435,14 @@ async fn main() {
         }
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let broker_before = tokio::task::spawn_blocking(|| broker_side(&Cluster::local()))
-        .await
-        .ok()
-        .flatten();
+    let named = vec![name.clone(), rpc_queue.clone()];
+    let broker_before = tokio::task::spawn_blocking({
+        let (connection, named) = (connection_name.clone(), named.clone());
+        move || broker_side(&Cluster::local(), &connection, &named)
+    })
+    .await
+    .ok()
+    .flatten();
 
     // Failovers: of the publisher's node, every `every` seconds. Memory is
     // sampled just before each one (the steady state since the last).
@@ -416,6 +451,11 @@ async fn main() {
     let failovers = Arc::new(AtomicU64::new(0));
     let at_failover: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let every = failover.every();
+    // The proxies live until the end (the drain and clean-up go through them).
+    let proxies = match &failover {
+        Failover::Cut { proxies, .. } => Some(proxies.clone()),
+        Failover::Kill { .. } => None,
+    };
     let failer = tokio::spawn({
         let (client, stop, failovers) = (client.clone(), stop.clone(), failovers.clone());
         let (at_failover, tracker) = (at_failover.clone(), tracker.clone());
@@ -517,7 +557,9 @@ async fn main() {
     cluster.up().expect("cluster back up");
 
     // Drain: wait until every confirmed message arrived (bounded).
-    let drain_until = Instant::now() + Duration::from_secs(120);
+    let drain_started = Instant::now();
+    let missing_at_stop = tracker.lock().unwrap().missing();
+    let drain_until = drain_started + Duration::from_secs(120);
     let missing = loop {
         let missing = tracker.lock().unwrap().missing();
         if missing == 0 || Instant::now() > drain_until {
@@ -525,13 +567,16 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let drained_in = drain_started.elapsed();
     side.abort();
     // Let the fanout and RPC consumers settle after the last recovery.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let broker_after = tokio::task::spawn_blocking(|| broker_side(&Cluster::local()))
-        .await
-        .ok()
-        .flatten();
+    let broker_after = tokio::task::spawn_blocking(move || {
+        broker_side(&Cluster::local(), &connection_name, &named)
+    })
+    .await
+    .ok()
+    .flatten();
     let t = std::mem::take(&mut *tracker.lock().unwrap());
     let peak = series.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let after_1min = series
@@ -570,6 +615,10 @@ async fn main() {
     );
     println!("| received (distinct) | {} |", t.received_unique);
     println!("| **lost** (confirmed, never received) | **{missing}** |");
+    println!(
+        "| confirmed, not yet received when publishing stopped → after the drain ({:.0} s) | {missing_at_stop} → {missing} |",
+        drained_in.as_secs_f64()
+    );
     println!("| duplicates received | {} |", t.duplicates);
     println!("| re-published after failover | {} |", stats.republished);
     println!(
@@ -615,7 +664,7 @@ async fn main() {
             .unwrap_or_else(|| "?".into())
     };
     println!(
-        "| broker-side queues / consumers, before the first failover → at the end | {} → {} |",
+        "| broker-side queues / consumers of the soak, before the first failover → at the end | {} → {} |",
         show(broker_before),
         show(broker_after)
     );
@@ -623,6 +672,10 @@ async fn main() {
     println!(
         "\nRSS every 10 s (KiB): {}",
         join(series.iter().map(|s| s.rss_kib.to_string()).collect())
+    );
+    println!(
+        "Received (distinct) every 10 s: {}",
+        join(series.iter().map(|s| s.received.to_string()).collect())
     );
     println!(
         "Live heap every 10 s, less the soak's bookkeeping (KiB): {}",
@@ -649,6 +702,7 @@ async fn main() {
     let _ = client.delete_exchange(fanout.name()).await;
     let _ = client.delete_queue(&rpc_queue).await;
     client.close().await;
+    drop(proxies);
     let leaked = match (broker_before, broker_after) {
         (Some(b), Some(a)) => a.queues > b.queues || a.consumers > b.consumers,
         _ => false,
