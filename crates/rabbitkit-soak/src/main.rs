@@ -104,7 +104,7 @@ fn broker_side(cluster: &Cluster, connection: &str, named: &[String]) -> Option<
     };
     for n in Cluster::nodes() {
         let (Some(connections), Some(channels), Some(queues)) = (
-            ctl(n, &["list_connections", "pid", "user_provided_name"]),
+            ctl(n, &["list_connections", "pid", "client_properties"]),
             ctl(n, &["list_channels", "connection", "consumer_count"]),
             ctl(n, &["list_queues", "name", "owner_pid"]),
         ) else {
@@ -112,7 +112,8 @@ fn broker_side(cluster: &Cluster, connection: &str, named: &[String]) -> Option<
         };
         let ours: Vec<&String> = connections
             .iter()
-            .filter(|r| r.get(1).is_some_and(|name| name == connection))
+            // The client properties hold the connection name (a unique one).
+            .filter(|r| r.get(1).is_some_and(|props| props.contains(connection)))
             .map(|r| &r[0])
             .collect();
         let consumers = channels
