@@ -182,21 +182,22 @@ mod imp {
         Ok(())
     }
 
-    /// Frames of the allocator and of the standard containers, which say
-    /// nothing about who allocates.
+    /// Frames of the allocator and of the standard library, which say
+    /// nothing about who allocates. A frame reads `function (file:line)`;
+    /// the standard library's files are relative (`alloc/src/…`,
+    /// `src/vec/…`), a crate's start with its directory (`lapin-4.12.3/…`,
+    /// `rabbitkit-core/…`).
     fn boring(frame: &str) -> bool {
-        let f = frame.trim_start_matches('<');
-        [
-            "alloc::",
-            "core::",
-            "std::",
-            "dhat::",
-            "hashbrown::",
-            "[root]",
-            "__rust",
-            "bytes::",
-        ]
-        .iter()
-        .any(|p| f.starts_with(p))
+        let file = frame
+            .rsplit_once(" (")
+            .map(|(_, file)| file)
+            .unwrap_or(frame);
+        let from_crate = file.starts_with("rabbitkit")
+            || file
+                .split('/')
+                .next()
+                .and_then(|dir| dir.rsplit_once('-'))
+                .is_some_and(|(_, version)| version.starts_with(|c: char| c.is_ascii_digit()));
+        !from_crate || file.starts_with("dhat-") || file.starts_with("rabbitkit-soak/src/heap.rs")
     }
 }
