@@ -92,6 +92,8 @@ enum Task {
     ///
     /// Default: 10 minutes, the connected node SIGKILLed every 30 s;
     /// `cargo xtask soak -- --minutes 2 --kill-every 20`;
+    /// `cargo xtask soak -- --cut-every 25` cuts the connection through a
+    /// proxy instead of killing a node;
     /// `cargo xtask soak -- --help` shows its options.
     Soak(PassOn),
     /// Check the book's includes, then build it.
