@@ -464,7 +464,26 @@ async fn exchange_to_exchange_bindings_route_again_after_failover() {
         .publish("audit.after", &"after".to_string())
         .await
         .unwrap();
-    assert_eq!(common::next_body(&mut audited).await, "after");
+    // At least once: the ack of "before" may have died with the node, so it
+    // may come again first, flagged as redelivered. Then "after" is routed
+    // through the recovered exchange-to-exchange binding; the unaudited
+    // messages never arrive.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), audited.next())
+            .await
+            .expect("\"after\" is routed through the recovered binding")
+            .expect("subscription ended")
+            .expect("a decodable message");
+        msg.ack().await.unwrap();
+        if msg.body == "after" {
+            break;
+        }
+        assert_eq!(msg.body, "before", "only a redelivery may come first");
+        assert!(
+            msg.redelivered(),
+            "\"before\" again, not flagged redelivered"
+        );
+    }
     drop(audited);
     audit.delete().await.unwrap();
     client.delete_exchange(source.name()).await.unwrap();
@@ -765,7 +784,30 @@ async fn a_failover_between_retries_does_not_change_the_attempt_count() {
     message.ack().await.unwrap();
     shutdown.stop(Duration::from_secs(5));
     let report = worker.await.unwrap().unwrap();
-    assert_eq!(report.parked, 1);
+    // At least once: the node may die between a retry copy's confirm and the
+    // original's ack; the original then comes back and starts a second line
+    // of retries. Each line counts its own attempts: every parked copy says
+    // 3 attempts, 2 retries, never a count reset or inflated by the failover.
+    assert!(report.parked >= 1, "{report:?}");
+    for n in 1..report.parked {
+        let copy = tokio::time::timeout(Duration::from_secs(60), parked.next())
+            .await
+            .unwrap_or_else(|_| panic!("parked copy {} of {}", n + 1, report.parked))
+            .unwrap()
+            .unwrap();
+        let headers = copy.headers();
+        assert_eq!(
+            headers.get(rabbitkit::ATTEMPTS_HEADER),
+            Some(&rabbitkit::HeaderValue::Int(3)),
+            "{headers}"
+        );
+        assert_eq!(
+            headers.get(rabbitkit::RETRIES_HEADER),
+            Some(&rabbitkit::HeaderValue::Int(2)),
+            "{headers}"
+        );
+        copy.ack().await.unwrap();
+    }
     assert!(*calls.lock().unwrap() >= 3);
     cluster.up().unwrap();
 }
@@ -930,8 +972,8 @@ async fn through_nginx_killing_the_connected_node_loses_no_confirmed_message() {
 }
 
 /// A stream consumer on the node that is killed resumes, on another node,
-/// after the last offset it acknowledged: every offset is read, and no more
-/// than its prefetch come twice (the deliveries it held unacknowledged).
+/// after the last offset it acknowledged: every message is read, and only
+/// those delivered but not acknowledged before the kill come twice.
 /// Run by exact name only: it kills a node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_node_dies() {
@@ -968,6 +1010,7 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     let mut seen: HashMap<u32, u32> = HashMap::new();
     let mut deliveries = 0usize;
     let mut killed = None;
+    let mut acked_at_kill: Option<u64> = None;
     while seen.len() < TOTAL as usize {
         let msg = tokio::time::timeout(Duration::from_secs(120), sub.next())
             .await
@@ -975,13 +1018,23 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
             .expect("the subscription survives failover")
             .expect("a decodable message");
         let offset = msg.stream_offset().expect("a stream offset");
-        *seen.entry(msg.body).or_default() += 1;
+        let times = seen.entry(msg.body).or_default();
+        *times += 1;
+        if *times > 1 {
+            // Read again: only what was not acknowledged when the node died.
+            let acked = acked_at_kill.expect("duplicates only after the kill");
+            assert!(
+                offset > acked,
+                "offset {offset} read again, though acknowledged (up to {acked}) before the kill"
+            );
+        }
         deliveries += 1;
         if deliveries == KILL_AT && killed.is_none() {
             // This one (held, not dropped: a dropped delivery counts as
             // settled) and those buffered behind it stay unacknowledged.
             let held = msg;
             let node = node_of(&client);
+            acked_at_kill = Some(sub.last_acked_offset().unwrap_or(0));
             eprintln!(
                 "killing rabbit{node} at offset {offset}, last acknowledged {:?}",
                 sub.last_acked_offset()
@@ -1009,11 +1062,14 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     let mut bodies: Vec<u32> = seen.keys().copied().collect();
     bodies.sort_unstable();
     assert_eq!(bodies, (0..TOTAL).collect::<Vec<_>>());
-    // Resumed after the last acknowledged offset, not from the first (that
-    // would read thousands again): only what was held unacknowledged.
+    // Resumed after the last acknowledged offset (checked per duplicate
+    // above), not from the first (that would read thousands again): only
+    // what was delivered and not yet acknowledged: about the prefetch, but
+    // a stream's broker may hand out more than the prefetch (RabbitMQ 3.10
+    // in CI: 67 read again with a prefetch of 50).
     assert!(
-        duplicates <= usize::from(PREFETCH),
-        "{duplicates} duplicates, prefetch {PREFETCH}"
+        duplicates < KILL_AT / 2,
+        "{duplicates} duplicates: resumed near the start, not after offset {acked_at_kill:?}"
     );
     assert!(
         seen.values().all(|&n| n <= 2),
