@@ -331,7 +331,7 @@ async fn a_header_key_over_255_bytes_is_refused() {
         .publish(&Headers::new().with(key.as_str(), "v"), &"x".to_string())
         .await
     {
-        Err(SendError::Invalid(err)) => assert_invalid(err, "header key", &key),
+        Err(SendError::Invalid(err)) => assert_invalid(err.into(), "header key", &key),
         other => panic!("expected SendError::Invalid, got {other:?}"),
     }
     // A header added through PublishOptions, on any send.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use rabbitkit::{DeclareError, Exchange, SendError, TopicPattern};
+use rabbitkit::{Exchange, SendError, TopicPattern};
 
 fn p(s: &str) -> TopicPattern {
     s.parse().unwrap()
@@ -65,7 +65,7 @@ async fn routes_by_pattern_as_in_the_tutorial() {
 async fn invalid_patterns_and_wildcard_keys_are_refused() {
     assert!(matches!(
         "a..b".parse::<TopicPattern>(),
-        Err(DeclareError::Invalid { .. })
+        Err(ref e) if e.what == "topic pattern" && e.value == "a..b"
     ));
     assert!("kern*".parse::<TopicPattern>().is_err());
     let client = common::client().await;
@@ -75,7 +75,7 @@ async fn invalid_patterns_and_wildcard_keys_are_refused() {
         .unwrap();
     assert!(matches!(
         x.publish("kern.*", &1).await,
-        Err(SendError::Invalid(_))
+        Err(SendError::Invalid(ref e)) if e.what == "routing key"
     ));
     client.delete_exchange(x.name()).await.unwrap();
 }

@@ -24,7 +24,8 @@ use crate::error::{ConnectError, ConsumeError, DeclareError};
 use crate::events::{self, Event};
 use crate::options::Options;
 use crate::publisher::{Confirmed, OutgoingMessage, Publisher};
-use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology, declare_error};
+use crate::reply::declare_error;
+use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology};
 use crate::validate;
 
 /// The state of the client's link to the cluster.
@@ -603,7 +604,8 @@ impl Client {
         .await
         .map_err(|_| crate::ChannelError::Timeout(timeout))?;
         let ch = opened.map_err(|e| crate::ChannelError::Broker {
-            text: crate::error::describe(&e),
+            text: crate::reply::describe(&e),
+            cause: crate::reply::cause(&e),
         })?;
         Ok((ch, session.generation))
     }

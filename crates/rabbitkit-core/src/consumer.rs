@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use crate::acks::Acks;
 use crate::channels::open_channel;
 use crate::connection::{Client, Session, Shared};
-use crate::error::{AckError, ConsumeError, amqp_error};
+use crate::error::{AckError, ConsumeError};
+use crate::reply::consume_error;
 use crate::stream::{StreamCursor, StreamOffset};
 
 /// The prefetch of a stream consumer when neither its options nor the
@@ -457,22 +458,6 @@ struct Draining(Arc<Shared>);
 impl Drop for Draining {
     fn drop(&mut self) {
         self.0.draining.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn consume_error(err: &lapin::Error, queue: &str) -> ConsumeError {
-    match amqp_error(err) {
-        Some((404, _)) => ConsumeError::QueueNotFound {
-            queue: queue.to_owned(),
-        },
-        Some((403, text)) if text.contains("exclusive") => ConsumeError::Locked { text },
-        Some((403, text)) => ConsumeError::AccessRefused { text },
-        Some((405, text)) => ConsumeError::Locked { text },
-        Some((code, text)) => ConsumeError::Broker { code, text },
-        None => ConsumeError::Broker {
-            code: 0,
-            text: err.to_string(),
-        },
     }
 }
 

@@ -227,13 +227,18 @@ pub enum PublishError {
         /// The broker's limit.
         max: u64,
     },
-    /// The broker refused the message: access refused, etc.
+    /// The broker refused the message: access refused, etc. (`code` 0
+    /// when the failure did not come from the broker: then its `cause`,
+    /// lapin's error, is the [`source`](std::error::Error::source)).
     #[error("broker rejected the publish ({code}): {text}")]
     Rejected {
-        /// AMQP reply code.
+        /// AMQP reply code (0: not the broker's).
         code: u16,
         /// The broker's text.
         text: String,
+        /// The error underneath, when it was not the broker's.
+        #[source]
+        cause: Option<Cause>,
     },
     /// The message cannot be sent as given: e.g. an exchange name or
     /// routing key longer than the 255 bytes AMQP allows. Checked before
@@ -367,13 +372,18 @@ pub enum DeclareError {
         /// The broker's text.
         text: String,
     },
-    /// Another broker refusal.
+    /// Another broker refusal (`code` 0 when the failure did not come
+    /// from the broker: then its `cause`, lapin's error, is the
+    /// [`source`](std::error::Error::source)).
     #[error("broker refused the declaration ({code}): {text}")]
     Broker {
-        /// AMQP reply code.
+        /// AMQP reply code (0: not the broker's).
         code: u16,
         /// The broker's text.
         text: String,
+        /// The error underneath, when it was not the broker's.
+        #[source]
+        cause: Option<Cause>,
     },
     /// The connection was not available in time.
     #[error("declaration timed out after {0:?}")]
@@ -423,13 +433,18 @@ pub enum ConsumeError {
         /// The queue.
         queue: String,
     },
-    /// Another broker refusal.
+    /// Another broker refusal (`code` 0 when the failure did not come
+    /// from the broker: then its `cause`, lapin's error, is the
+    /// [`source`](std::error::Error::source)).
     #[error("broker refused the consumer ({code}): {text}")]
     Broker {
-        /// AMQP reply code.
+        /// AMQP reply code (0: not the broker's).
         code: u16,
         /// The broker's text.
         text: String,
+        /// The error underneath, when it was not the broker's.
+        #[source]
+        cause: Option<Cause>,
     },
     /// The connection was not available in time.
     #[error("consume timed out after {0:?}")]
@@ -455,11 +470,16 @@ pub enum ChannelError {
         /// Why.
         reason: String,
     },
-    /// The broker refused (e.g. channel limit reached).
+    /// The broker refused (e.g. channel limit reached), or the connection
+    /// failed while opening it (lapin's error is the `cause`, the
+    /// [`source`](std::error::Error::source)).
     #[error("could not open a channel: {text}")]
     Broker {
         /// What went wrong.
         text: String,
+        /// The error underneath.
+        #[source]
+        cause: Option<Cause>,
     },
 }
 
@@ -480,55 +500,225 @@ pub enum AckError {
     NoAck,
 }
 
-/// A broker reply code and text, read from a lapin error.
-pub(crate) fn amqp_error(err: &lapin::Error) -> Option<(u16, String)> {
-    match err.kind() {
-        lapin::ErrorKind::ProtocolError(e) => Some((e.get_id(), e.get_message().to_string())),
-        lapin::ErrorKind::InvalidChannelState(_, _)
-        | lapin::ErrorKind::InvalidConnectionState(_) => None,
-        _ => None,
-    }
-}
-
-/// Short, password-free text for a lapin error.
-pub(crate) fn describe(err: &lapin::Error) -> String {
-    match amqp_error(err) {
-        Some((code, text)) => format!("{code} {text}"),
-        None => err.to_string(),
-    }
-}
-
-/// What the broker's refusal of a connection (its `connection.close`
-/// during the handshake: reply `code` and `text`) means, or `None` when it
-/// is not a refusal this client knows (then it is retried).
+/// The error underneath a rabbitkit error — lapin's (an I/O error, a
+/// closed connection, ...) — kept as its [`source`](std::error::Error::source)
+/// so that nothing is lost when rabbitkit names what happened.
 ///
-/// The one place where the broker's texts for refused connections are
-/// read. RabbitMQ answers 530 NOT_ALLOWED both for a virtual host that is
-/// missing or not allowed (fatal) and for a reached connection limit of
-/// the virtual host or the user (temporary); only the text tells them apart.
-pub(crate) fn connect_refusal(
-    endpoint: &crate::Endpoint,
-    code: u16,
-    text: String,
-) -> Option<ConnectError> {
-    let endpoint_text = endpoint.to_string();
-    match code {
-        403 => Some(ConnectError::AuthenticationFailed {
-            endpoint: endpoint_text,
-            message: text,
-        }),
-        530 if text.to_lowercase().contains("connection limit") => {
-            Some(ConnectError::ConnectionLimit {
-                endpoint: endpoint_text,
-                message: text,
-            })
+/// Cheap to clone. Two causes are equal when they are the same error (the
+/// same allocation): errors that hold one stay comparable.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Wraps an error.
+    pub fn new(error: std::sync::Arc<dyn std::error::Error + Send + Sync>) -> Self {
+        Self(error)
+    }
+
+    /// lapin's error, when that is what this is.
+    pub fn lapin(&self) -> Option<&lapin::Error> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Cause {}
+
+/// A broker reply code kept in a variant (0 means "not the broker's").
+fn code(code: u16) -> Option<u16> {
+    (code != 0).then_some(code)
+}
+
+impl ConnectError {
+    /// Whether this is the client having been closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+
+    /// Whether trying again later may succeed: not for a fatal error
+    /// ([`is_fatal`](Self::is_fatal)) nor a closed client.
+    pub fn is_retryable(&self) -> bool {
+        !self.is_fatal() && !self.is_closed()
+    }
+
+    /// The broker's reply code behind this error (403 for bad
+    /// credentials, 530 for a missing virtual host or a connection limit).
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::AuthenticationFailed { .. } => Some(403),
+            Self::VhostNotAllowed { message, .. } | Self::ConnectionLimit { message, .. } => {
+                crate::reply::code_of_text(message).or(Some(530))
+            }
+            _ => None,
         }
-        530 | 402 => Some(ConnectError::VhostNotAllowed {
-            endpoint: endpoint_text,
-            vhost: endpoint.vhost().to_owned(),
-            message: text,
-        }),
-        _ => None,
+    }
+}
+
+impl PublishError {
+    /// Whether no confirm came in time ([`Timeout`](Self::Timeout), or
+    /// [`Blocked`](Self::Blocked): timed out while the broker blocked
+    /// publishers). The message may or may not have reached the broker.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Blocked { .. })
+    }
+
+    /// Whether this is the client having been closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+
+    /// Whether the broker is blocking publishers (a memory or disk alarm).
+    pub fn is_blocked(&self) -> bool {
+        matches!(self, Self::Blocked { .. })
+            || matches!(self, Self::NotSent { reason } if reason.contains("blocking publishers"))
+    }
+
+    /// Whether publishing the same message again later may succeed: after a
+    /// timeout, a blocked broker, a lost connection, a nack, or a failure
+    /// that was not the broker's refusal. Not for what only a change can
+    /// fix: an invalid or unroutable message, a missing exchange, a message
+    /// too large, a refusal, a closed client.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Timeout(_)
+            | Self::Blocked { .. }
+            | Self::NotSent { .. }
+            | Self::ConnectionLost
+            | Self::Nacked { .. } => true,
+            Self::Rejected { code, .. } => *code == 0,
+            Self::Delay { source } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// The broker's reply code behind this error: 312 (unroutable), 404
+    /// (no such exchange), 406 (too large), or the refusal's code.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Unroutable { .. } => Some(312),
+            Self::ExchangeNotFound { .. } => Some(404),
+            Self::TooLarge { .. } => Some(406),
+            Self::Rejected { code: c, .. } => code(*c),
+            Self::Delay { source } => source.reply_code(),
+            _ => None,
+        }
+    }
+}
+
+impl DeclareError {
+    /// Whether the connection was not available in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether this is the client having been closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+
+    /// Whether declaring the same again later may succeed: after a timeout
+    /// or a failure that was not the broker's refusal. Not for an invalid
+    /// name, an inequivalent declaration, a refusal or a closed client.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Broker { code: 0, .. })
+    }
+
+    /// The broker's reply code behind this error: 406 (inequivalent), 404,
+    /// 403, 405, 541 (a denied deprecated feature), or the refusal's code.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Inequivalent { .. } => Some(406),
+            Self::NotFound { .. } => Some(404),
+            Self::AccessRefused { .. } => Some(403),
+            Self::ResourceLocked { .. } => Some(405),
+            Self::Deprecated { .. } => Some(541),
+            Self::Broker { code: c, .. } => code(*c),
+            _ => None,
+        }
+    }
+}
+
+impl ConsumeError {
+    /// Whether the connection was not available in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether this is the client having been closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+
+    /// Whether consuming again later may succeed: after a timeout, an
+    /// exclusive lock held by someone else (it may be released), or a
+    /// failure that was not the broker's refusal.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout(_) | Self::Locked { .. } | Self::Broker { code: 0, .. }
+        )
+    }
+
+    /// The broker's reply code behind this error: 404 (no such queue), 403,
+    /// 405 or 403 for a lock (read from the broker's text), or the
+    /// refusal's code.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::QueueNotFound { .. } => Some(404),
+            Self::AccessRefused { .. } => Some(403),
+            Self::Locked { text } => crate::reply::code_of_text(text),
+            Self::Broker { code: c, .. } => code(*c),
+            _ => None,
+        }
+    }
+}
+
+impl ChannelError {
+    /// Whether the connection was not available in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether this is the client having been closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+
+    /// Whether opening a channel again later may succeed (not once the
+    /// client is closed).
+    pub fn is_retryable(&self) -> bool {
+        !self.is_closed()
+    }
+
+    /// The broker's reply code behind this error, read from its text.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Broker { text, .. } => crate::reply::code_of_text(text),
+            _ => None,
+        }
     }
 }
 
@@ -536,67 +726,88 @@ pub(crate) fn connect_refusal(
 mod tests {
     use super::*;
 
-    /// Texts of RabbitMQ 4.3's refusals, as the broker sends them.
     #[test]
-    fn connection_refusals_are_told_apart_by_the_brokers_text() {
-        let endpoint: crate::Endpoint = "amqp://u:pw@h:5672/app".parse().unwrap();
-        let kind = |code, text: &str| match connect_refusal(&endpoint, code, text.to_owned()) {
-            Some(ConnectError::AuthenticationFailed { .. }) => "auth",
-            Some(ConnectError::VhostNotAllowed { .. }) => "vhost",
-            Some(ConnectError::ConnectionLimit { .. }) => "limit",
-            Some(other) => panic!("{other:?}"),
-            None => "retry",
+    fn classifiers_say_what_retrying_can_do() {
+        let timeout = Duration::from_secs(1);
+        let closed = || "client closed".to_owned();
+        // Publish.
+        assert!(PublishError::Timeout(timeout).is_timeout());
+        let blocked = PublishError::Blocked {
+            reason: "low on memory".into(),
+            timeout,
         };
-        for (code, text, expected) in [
-            (
-                403,
-                "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. \
-                 For details see the broker logfile.",
-                "auth",
-            ),
-            (
-                530,
-                "NOT_ALLOWED - vhost no-such-vhost-rk not found",
-                "vhost",
-            ),
-            (
-                530,
-                "NOT_ALLOWED - access to vhost 'rk-private' refused for user 'rk-norights'",
-                "vhost",
-            ),
-            (
-                530,
-                "NOT_ALLOWED - access to vhost 'rk-limit-first.6755d4e8' refused for user \
-                 'guest': connection limit (0) is reached",
-                "limit",
-            ),
-            (
-                530,
-                "NOT_ALLOWED - connection refused for user 'rk-limited.fb9b1edd': user \
-                 connection limit (0) is reached",
-                "limit",
-            ),
-            (
-                541,
-                "INTERNAL_ERROR - access to vhost 'app' refused for user 'u': vhost 'app' is down",
-                "retry",
-            ),
-        ] {
-            assert_eq!(kind(code, text), expected, "{code} {text}");
-        }
-        // The typed errors keep the broker's text and never the password.
-        let err = connect_refusal(
-            &endpoint,
-            530,
-            "NOT_ALLOWED - connection limit (1) is reached".into(),
-        )
-        .unwrap();
-        assert!(!err.is_fatal());
-        assert!(!format!("{err} {err:?}").contains("pw"), "{err}");
+        assert!(blocked.is_timeout() && blocked.is_blocked() && blocked.is_retryable());
         assert!(
-            connect_refusal(&endpoint, 403, String::new())
-                .unwrap()
-                .is_fatal()
+            PublishError::NotSent {
+                reason: "the broker is blocking publishers (low on memory)".into()
+            }
+            .is_blocked()
         );
+        assert!(PublishError::ConnectionLost.is_retryable());
+        assert!(
+            PublishError::Nacked {
+                exchange: "".into()
+            }
+            .is_retryable()
+        );
+        let closed_publish = PublishError::Closed { reason: closed() };
+        assert!(closed_publish.is_closed() && !closed_publish.is_retryable());
+        let unroutable = PublishError::Unroutable {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            reply_text: "NO_ROUTE".into(),
+        };
+        assert!(!unroutable.is_retryable());
+        assert_eq!(unroutable.reply_code(), Some(312));
+        assert!(!PublishError::TooLarge { size: 2, max: 1 }.is_retryable());
+        let refused = PublishError::Rejected {
+            code: 403,
+            text: "ACCESS_REFUSED - write access to exchange 'x' refused".into(),
+            cause: None,
+        };
+        assert!(!refused.is_retryable());
+        assert_eq!(refused.reply_code(), Some(403));
+        // Declare.
+        assert!(DeclareError::Timeout(timeout).is_timeout());
+        assert!(DeclareError::Timeout(timeout).is_retryable());
+        let inequivalent = DeclareError::Inequivalent {
+            object: "exchange".into(),
+            name: "logs".into(),
+            argument: "type".into(),
+            requested: "fanout".into(),
+            current: "direct".into(),
+        };
+        assert!(!inequivalent.is_retryable() && !inequivalent.is_timeout());
+        assert_eq!(inequivalent.reply_code(), Some(406));
+        assert!(DeclareError::Closed { reason: closed() }.is_closed());
+        // A delayed publish's declaration error keeps its own classification.
+        let delay = PublishError::Delay {
+            source: Box::new(inequivalent),
+        };
+        assert_eq!(delay.reply_code(), Some(406));
+        assert!(!delay.is_retryable());
+        // Consume.
+        assert!(ConsumeError::Timeout(timeout).is_retryable());
+        assert_eq!(
+            ConsumeError::QueueNotFound { queue: "q".into() }.reply_code(),
+            Some(404)
+        );
+        assert!(!ConsumeError::QueueNotFound { queue: "q".into() }.is_retryable());
+        // Channel.
+        assert!(ChannelError::Timeout(timeout).is_timeout());
+        assert!(!ChannelError::Closed { reason: closed() }.is_retryable());
+    }
+
+    #[test]
+    fn causes_compare_by_identity_and_show_lapins_error() {
+        let err: lapin::Error = std::io::Error::other("connection reset by peer").into();
+        let cause = Cause::new(std::sync::Arc::new(err));
+        assert_eq!(cause, cause.clone());
+        let other = Cause::new(std::sync::Arc::new(lapin::Error::from(
+            std::io::Error::other("connection reset by peer"),
+        )));
+        assert_ne!(cause, other);
+        assert!(cause.lapin().is_some());
+        assert!(cause.to_string().contains("connection reset"), "{cause}");
     }
 }

@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{Client, Link, Shared};
-use crate::error::{PublishError, amqp_error};
+use crate::error::PublishError;
 
 /// A message to publish: where to, the body, its AMQP properties.
 ///
@@ -228,16 +228,7 @@ async fn publish_unconfirmed(
         Err(_) => Err(PublishError::Timeout(timeout)),
         Ok(Ok(_no_confirm)) => Ok(()),
         Ok(Err(_)) if !session.alive() => Err(PublishError::ConnectionLost),
-        Ok(Err(e)) => Err(match amqp_error(&e) {
-            Some((404, _)) => PublishError::ExchangeNotFound {
-                exchange: msg.exchange,
-            },
-            Some((code, text)) => PublishError::Rejected { code, text },
-            None => PublishError::Rejected {
-                code: 0,
-                text: e.to_string(),
-            },
-        }),
+        Ok(Err(e)) => Err(crate::reply::publish_error(&e, &msg.exchange)),
     }
 }
 
@@ -343,28 +334,17 @@ async fn publish(
                     newer_than = session.generation;
                     continue;
                 }
-                let broker = amqp_error(&err);
-                if let Some((406, text)) = &broker
-                    && let Some(e) = too_large(text)
-                {
-                    return Err(e);
-                }
-                match broker {
-                    Some((404, text)) if text.contains(&format!("exchange '{}'", msg.exchange)) => {
-                        return Err(PublishError::ExchangeNotFound {
-                            exchange: msg.exchange,
-                        });
+                match crate::reply::publish_refusal(&err, &msg.exchange) {
+                    Some(
+                        e @ (PublishError::TooLarge { .. } | PublishError::ExchangeNotFound { .. }),
+                    ) => {
+                        return Err(e);
                     }
                     // The channel was closed, maybe by another publisher's
                     // mistake: try once more on a fresh channel.
-                    Some((code, text)) if channel_retries > 0 => {
-                        return Err(PublishError::Rejected { code, text });
-                    }
+                    Some(e) if channel_retries > 0 => return Err(e),
                     None if channel_retries > 0 => {
-                        return Err(PublishError::Rejected {
-                            code: 0,
-                            text: err.to_string(),
-                        });
+                        return Err(crate::reply::publish_error(&err, &msg.exchange));
                     }
                     _ => channel_retries += 1,
                 }
@@ -629,35 +609,5 @@ impl Drop for Watched {
         if self.0.is_some() {
             ABANDONED_CONFIRMS.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// Reads `message size 9000000 is larger than configured max size 8388608`.
-fn too_large(text: &str) -> Option<PublishError> {
-    let rest = &text[text.find("message size ")? + "message size ".len()..];
-    let (size, rest) = rest.split_once(' ')?;
-    let max = rest.strip_prefix("is larger than configured max size ")?;
-    let max = max.trim().trim_end_matches('.');
-    Some(PublishError::TooLarge {
-        size: size.parse().ok()?,
-        max: max.parse().ok()?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_size_refusal() {
-        match too_large(
-            "PRECONDITION_FAILED - message size 9000000 is larger than configured max size 8388608",
-        ) {
-            Some(PublishError::TooLarge { size, max }) => {
-                assert_eq!((size, max), (9000000, 8388608))
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(too_large("PRECONDITION_FAILED - unknown delivery tag 3").is_none());
     }
 }

@@ -20,9 +20,10 @@ use tokio::sync::oneshot;
 use crate::channels::{ChannelPool, Slot};
 use crate::connection::{Link, Session, Shared};
 use crate::endpoint::Endpoint;
-use crate::error::{ConnectError, amqp_error, connect_refusal, describe};
+use crate::error::ConnectError;
 use crate::events::Event;
 use crate::options::EndpointOrder;
+use crate::reply::{connect_refusal, describe};
 
 /// Why one connection attempt (connect + channel pool) failed.
 enum AttemptError {
@@ -77,13 +78,13 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
         ))),
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(err)) => Err(
-            match amqp_error(&err)
+            match crate::reply::of(&err)
                 .and_then(|(code, text)| connect_refusal(endpoint, code, text))
                 .or_else(|| crate::tls::client_cert_refusal(endpoint, &err))
             {
                 Some(err @ ConnectError::ConnectionLimit { .. }) => AttemptError::Refused(err),
                 Some(err) => AttemptError::Fatal(err),
-                _ if endpoint.is_tls() && is_certificate_error(&err) => {
+                _ if endpoint.is_tls() && crate::tls::is_certificate_error(&err) => {
                     AttemptError::Fatal(ConnectError::Tls {
                         endpoint: endpoint.to_string(),
                         message: describe(&err),
@@ -93,14 +94,6 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
             },
         ),
     }
-}
-
-/// A TLS handshake refused for the certificate: retrying cannot fix it.
-fn is_certificate_error(err: &lapin::Error) -> bool {
-    let text = err.to_string().to_lowercase();
-    text.contains("certificate")
-        || text.contains("unknownissuer")
-        || text.contains("notvalidforname")
 }
 
 /// Opens the channel pool on a new connection, bounded by `step`. On

@@ -93,6 +93,15 @@ fn alert_kind(alert: AlertDescription) -> Option<ClientCertError> {
     })
 }
 
+/// A TLS handshake refused for the server's certificate (read from the TLS
+/// library's text): retrying cannot fix it.
+pub(crate) fn is_certificate_error(err: &lapin::Error) -> bool {
+    let text = err.to_string().to_lowercase();
+    text.contains("certificate")
+        || text.contains("unknownissuer")
+        || text.contains("notvalidforname")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

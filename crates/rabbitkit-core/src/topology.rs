@@ -10,7 +10,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, ExchangeKind};
 
-use crate::error::{DeclareError, amqp_error};
+use crate::error::DeclareError;
+use crate::reply::declare_error;
 
 /// The prefix of the names rabbitkit gives temporary queues
 /// (`rabbitkit.tmp.<uuid>`). Nobody else relies on such a name, so when
@@ -343,153 +344,9 @@ impl Topology {
     }
 }
 
-/// Turns a lapin error from a declaration into a [`DeclareError`].
-pub(crate) fn declare_error(err: &lapin::Error) -> DeclareError {
-    match amqp_error(err) {
-        Some((406, text)) => {
-            parse_inequivalent(&text).unwrap_or(DeclareError::Broker { code: 406, text })
-        }
-        Some((404, text)) => DeclareError::NotFound { text },
-        Some((541, text)) if parse_deprecated(&text).is_some() => DeclareError::Deprecated {
-            feature: parse_deprecated(&text).unwrap_or_default(),
-            text,
-        },
-        Some((403, text)) => DeclareError::AccessRefused { text },
-        Some((405, text)) => DeclareError::ResourceLocked { text },
-        Some((code, text)) => DeclareError::Broker { code, text },
-        None => DeclareError::Broker {
-            code: 0,
-            text: err.to_string(),
-        },
-    }
-}
-
-/// Parses the broker's `inequivalent arg` text, e.g.
-/// `PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost '/': received 'fanout' but current is 'direct'`.
-pub fn parse_inequivalent(text: &str) -> Option<DeclareError> {
-    let rest = &text[text.find("inequivalent arg '")? + "inequivalent arg '".len()..];
-    let (argument, rest) = rest.split_once('\'')?;
-    let rest = rest.trim_start().strip_prefix("for ")?;
-    let (object, rest) = rest.split_once(' ')?;
-    let rest = rest.strip_prefix('\'')?;
-    let (name, rest) = rest.split_once("' in vhost ")?;
-    let rest = &rest[rest.find(": received ")? + ": received ".len()..];
-    let (requested, current) = rest.split_once(" but current is ")?;
-    Some(DeclareError::Inequivalent {
-        object: object.to_owned(),
-        name: name.to_owned(),
-        argument: argument.to_owned(),
-        requested: clean_value(requested),
-        current: clean_value(current),
-    })
-}
-
-/// The feature named by the broker's refusal of a denied deprecated
-/// feature, e.g. `transient_nonexcl_queues` from RabbitMQ 4's
-/// ``INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated. ...``.
-pub(crate) fn parse_deprecated(text: &str) -> Option<String> {
-    let rest = &text[text.find("Feature `")? + "Feature `".len()..];
-    let (feature, rest) = rest.split_once('`')?;
-    (rest.trim_start().starts_with("is deprecated") && !feature.is_empty())
-        .then(|| feature.to_owned())
-}
-
-/// `'fanout'` -> `fanout`; `the value 'quorum' of type 'longstr'` -> `quorum`; `none` -> `none`.
-fn clean_value(raw: &str) -> String {
-    let v = raw.trim().trim_end_matches('.');
-    let v = v.strip_prefix("the value ").unwrap_or(v);
-    let v = match v.rfind(" of type '") {
-        Some(i) => &v[..i],
-        None => v,
-    };
-    let v = v.trim();
-    v.strip_prefix('\'')
-        .and_then(|s| s.strip_suffix('\''))
-        .unwrap_or(v)
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_a_denied_deprecated_feature() {
-        // RabbitMQ 4.3.6 with deprecated_features.permit.transient_nonexcl_queues = false.
-        let t = "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\n\
-                 Its use is not permitted per the configuration (overriding the default, \
-                 which is permitted):\n    \"deprecated_features.permit.transient_nonexcl_queues = false\"\n\
-                 Its use will not be permit...";
-        assert_eq!(
-            parse_deprecated(t).as_deref(),
-            Some("transient_nonexcl_queues")
-        );
-        assert_eq!(
-            parse_deprecated("INTERNAL_ERROR - Feature `x` is experimental"),
-            None
-        );
-        assert_eq!(
-            parse_deprecated("PRECONDITION_FAILED - inequivalent arg 'type'"),
-            None
-        );
-    }
-
-    #[test]
-    fn parses_exchange_type_mismatch() {
-        let t = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost '/': received 'fanout' but current is 'direct'";
-        assert_eq!(
-            parse_inequivalent(t),
-            Some(DeclareError::Inequivalent {
-                object: "exchange".into(),
-                name: "logs".into(),
-                argument: "type".into(),
-                requested: "fanout".into(),
-                current: "direct".into(),
-            })
-        );
-    }
-
-    #[test]
-    fn parses_queue_argument_mismatches() {
-        let t = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'jobs' in vhost '/': received the value 'quorum' of type 'longstr' but current is none";
-        match parse_inequivalent(t) {
-            Some(DeclareError::Inequivalent {
-                object,
-                name,
-                argument,
-                requested,
-                current,
-            }) => {
-                assert_eq!(
-                    (object.as_str(), name.as_str(), argument.as_str()),
-                    ("queue", "jobs", "x-queue-type")
-                );
-                assert_eq!((requested.as_str(), current.as_str()), ("quorum", "none"));
-            }
-            other => panic!("{other:?}"),
-        }
-        let t = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q.1' in vhost 'prod': received 'false' but current is 'true'";
-        assert!(matches!(
-            parse_inequivalent(t),
-            Some(DeclareError::Inequivalent { ref argument, ref requested, ref current, .. })
-                if argument == "durable" && requested == "false" && current == "true"
-        ));
-        let t = "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received the value '500' of type 'signedint' but current is the value '1000' of type 'long'";
-        assert!(matches!(
-            parse_inequivalent(t),
-            Some(DeclareError::Inequivalent { ref requested, ref current, .. })
-                if requested == "500" && current == "1000"
-        ));
-    }
-
-    #[test]
-    fn other_texts_are_not_inequivalence() {
-        assert_eq!(
-            parse_inequivalent("PRECONDITION_FAILED - unknown delivery tag 1"),
-            None
-        );
-        assert_eq!(parse_inequivalent(""), None);
-    }
 
     #[test]
     fn replay_order_is_exchanges_queues_bindings() {

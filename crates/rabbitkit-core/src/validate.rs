@@ -26,6 +26,92 @@ use lapin::types::ShortString;
 use crate::error::{ConsumeError, DeclareError, PublishError};
 use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, ExchangeType};
 
+/// A name, routing key, pattern or header refused before anything reaches
+/// the network: what was checked, the value, and why. Nothing was sent.
+///
+/// The checks of the typed `rabbitkit` crate (names, routing keys, topic
+/// patterns, header matches) return it; it converts into the error of the
+/// operation that made the check ([`DeclareError::InvalidName`] or
+/// [`DeclareError::Invalid`], [`PublishError::Invalid`],
+/// [`ConsumeError::InvalidName`]) so `?` works in either.
+///
+/// ```
+/// use rabbitkit_core::{DeclareError, validate::ValidationError};
+/// let err = ValidationError::new("routing key", "a.*", "'*' is a wildcard");
+/// assert_eq!(err.to_string(), r#"invalid routing key "a.*": '*' is a wildcard"#);
+/// assert!(matches!(DeclareError::from(err), DeclareError::Invalid { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {reason}")]
+#[non_exhaustive]
+pub struct ValidationError {
+    /// What was checked: `name`, `routing key`, `topic pattern`, `header key`, ...
+    pub what: String,
+    /// The value refused.
+    pub value: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// What was checked, the value, and why it is refused.
+    pub fn new(
+        what: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A queue or exchange name refused.
+    pub fn name(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::new(NAME, name, reason)
+    }
+}
+
+/// [`ValidationError::what`] of a queue or exchange name.
+pub const NAME: &str = "name";
+
+impl From<ValidationError> for DeclareError {
+    fn from(e: ValidationError) -> Self {
+        if e.what == NAME {
+            DeclareError::InvalidName {
+                name: e.value,
+                reason: e.reason,
+            }
+        } else {
+            DeclareError::Invalid {
+                what: e.what,
+                value: e.value,
+                reason: e.reason,
+            }
+        }
+    }
+}
+
+impl From<ValidationError> for PublishError {
+    fn from(e: ValidationError) -> Self {
+        PublishError::Invalid {
+            what: e.what,
+            value: e.value,
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<ValidationError> for ConsumeError {
+    fn from(e: ValidationError) -> Self {
+        ConsumeError::InvalidName {
+            name: e.value,
+            reason: e.reason,
+        }
+    }
+}
+
 /// The longest AMQP short string, in bytes: the limit for queue and exchange
 /// names, routing keys, exchange types and virtual hosts.
 pub const MAX_LEN: usize = 255;

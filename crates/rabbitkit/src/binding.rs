@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rabbitkit_core::{AMQPValue, DeclareError, FieldTable};
+use rabbitkit_core::validate::ValidationError;
+use rabbitkit_core::{AMQPValue, FieldTable};
 
 use crate::names::MAX_LEN;
 
@@ -27,14 +28,8 @@ pub struct TopicPattern(String);
 
 impl TopicPattern {
     /// Parses and checks a pattern.
-    pub fn new(pattern: &str) -> Result<Self, DeclareError> {
-        let refuse = |reason: &str| {
-            Err(DeclareError::Invalid {
-                what: "topic pattern".into(),
-                value: pattern.to_owned(),
-                reason: reason.to_owned(),
-            })
-        };
+    pub fn new(pattern: &str) -> Result<Self, ValidationError> {
+        let refuse = |reason: &str| Err(ValidationError::new("topic pattern", pattern, reason));
         if pattern.is_empty() {
             return refuse("empty (use \"#\" to match everything)");
         }
@@ -119,7 +114,7 @@ fn step() {
 }
 
 impl FromStr for TopicPattern {
-    type Err = DeclareError;
+    type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)
     }
@@ -281,15 +276,10 @@ impl Headers {
     }
 
     /// Keys over the 255 bytes AMQP allows are refused (lapin would panic).
-    pub(crate) fn check_keys(&self) -> Result<(), DeclareError> {
+    pub(crate) fn check_keys(&self) -> Result<(), ValidationError> {
         for (k, _) in &self.0 {
-            rabbitkit_core::validate::check_short_string(k).map_err(|reason| {
-                DeclareError::Invalid {
-                    what: "header key".into(),
-                    value: k.clone(),
-                    reason,
-                }
-            })?;
+            rabbitkit_core::validate::check_short_string(k)
+                .map_err(|reason| ValidationError::new("header key", k.clone(), reason))?;
         }
         Ok(())
     }
@@ -419,31 +409,30 @@ impl HeadersMatch {
     /// The binding arguments; refuses an empty match, `x-match` itself as a
     /// header, and `x-` keys in the `all`/`any` modes (the broker would
     /// ignore them there: use the `-with-x` modes to compare them).
-    pub(crate) fn to_arguments(&self) -> Result<FieldTable, DeclareError> {
+    pub(crate) fn to_arguments(&self) -> Result<FieldTable, ValidationError> {
         if self.headers.is_empty() {
-            return Err(DeclareError::Invalid {
-                what: "headers match".into(),
-                value: String::new(),
-                reason: "no header to match".into(),
-            });
+            return Err(ValidationError::new(
+                "headers match",
+                String::new(),
+                "no header to match",
+            ));
         }
         if let Some((k, _)) = self.headers.0.iter().find(|(k, _)| *k == "x-match") {
-            return Err(DeclareError::Invalid {
-                what: "headers match".into(),
-                value: k.clone(),
-                reason: "\"x-match\" is the match mode, not a header to match".into(),
-            });
+            return Err(ValidationError::new(
+                "headers match",
+                k.clone(),
+                "\"x-match\" is the match mode, not a header to match",
+            ));
         }
         if !self.mode.compares_x_headers()
             && let Some((k, _)) = self.headers.0.iter().find(|(k, _)| k.starts_with("x-"))
         {
-            return Err(DeclareError::Invalid {
-                what: "headers match".into(),
-                value: k.clone(),
-                reason: "keys starting with \"x-\" are ignored by the broker in the all/any \
-                         modes; use HeadersMatch::all_with_x or any_with_x to match them"
-                    .into(),
-            });
+            return Err(ValidationError::new(
+                "headers match",
+                k.clone(),
+                "keys starting with \"x-\" are ignored by the broker in the all/any \
+                         modes; use HeadersMatch::all_with_x or any_with_x to match them",
+            ));
         }
         self.headers.check_keys()?;
         let mut t = self.headers.to_table();

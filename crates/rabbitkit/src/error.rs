@@ -2,6 +2,7 @@
 //! connection layer ([`DeclareError`], [`PublishError`], [`ConsumeError`],
 //! [`AckError`]) are re-exported from `rabbitkit-core`.
 
+use rabbitkit_core::validate::ValidationError;
 use rabbitkit_core::{ConsumeError, DeclareError, Delivery, PublishError};
 use thiserror::Error;
 
@@ -11,9 +12,9 @@ use crate::codec::{DecodeError, EncodeError};
 #[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The routing key is invalid (nothing was sent).
+    /// The routing key or a header key is invalid (nothing was sent).
     #[error(transparent)]
-    Invalid(DeclareError),
+    Invalid(ValidationError),
     /// The value could not be encoded (nothing was sent).
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -43,6 +44,14 @@ pub enum SubscribeError {
     },
 }
 
+/// A name, key or pattern refused before subscribing is reported as the
+/// declaration it would have made: [`SubscribeError::Declare`].
+impl From<ValidationError> for SubscribeError {
+    fn from(e: ValidationError) -> Self {
+        Self::Declare(e.into())
+    }
+}
+
 /// Receiving a typed message failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -60,4 +69,69 @@ pub enum ReceiveError {
     /// The consumer failed (queue deleted, access refused, ...).
     #[error(transparent)]
     Consume(#[from] ConsumeError),
+}
+
+impl SendError {
+    /// Whether no confirm came in time (see [`PublishError::is_timeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Publish(e) if e.is_timeout())
+    }
+
+    /// Whether the client was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Publish(e) if e.is_closed())
+    }
+
+    /// Whether sending the same value again later may succeed (see
+    /// [`PublishError::is_retryable`]); never for an invalid key or a value
+    /// that cannot be encoded.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Publish(e) if e.is_retryable())
+    }
+
+    /// The broker's reply code behind this error, if any.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Publish(e) => e.reply_code(),
+            _ => None,
+        }
+    }
+}
+
+impl SubscribeError {
+    /// Whether the connection was not available in time.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Declare(e) => e.is_timeout(),
+            Self::Consume(e) => e.is_timeout(),
+            Self::Invalid { .. } => false,
+        }
+    }
+
+    /// Whether the client was closed.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Declare(e) => e.is_closed(),
+            Self::Consume(e) => e.is_closed(),
+            Self::Invalid { .. } => false,
+        }
+    }
+
+    /// Whether subscribing again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Declare(e) => e.is_retryable(),
+            Self::Consume(e) => e.is_retryable(),
+            Self::Invalid { .. } => false,
+        }
+    }
+
+    /// The broker's reply code behind this error, if any.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Declare(e) => e.reply_code(),
+            Self::Consume(e) => e.reply_code(),
+            Self::Invalid { .. } => None,
+        }
+    }
 }

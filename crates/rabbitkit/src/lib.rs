@@ -158,8 +158,9 @@ pub use work_queue::{DEFAULT_PREFETCH, WorkQueue, WorkQueueBuilder};
 
 /// The connection layer, for what the patterns do not cover.
 pub use rabbitkit_core as core;
+pub use rabbitkit_core::validate::ValidationError;
 pub use rabbitkit_core::{
-    AMQPValue, AckError, Backoff, BasicProperties, ChannelError, Client, ClientCertError,
+    AMQPValue, AckError, Backoff, BasicProperties, Cause, ChannelError, Client, ClientCertError,
     Confirmed, ConnectError, ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery,
     Endpoint, EndpointOrder, Event, FieldTable, Health, Options, OutgoingMessage, PublishError,
     Publisher, QueueInfo, STREAM_DEFAULT_PREFETCH, Stats, StreamOffset, Timings,

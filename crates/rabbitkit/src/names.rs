@@ -1,6 +1,8 @@
 //! Checks on names and routing keys, made before anything reaches the network.
 
+#[cfg(test)]
 use rabbitkit_core::DeclareError;
+use rabbitkit_core::validate::ValidationError;
 
 /// The broker's limit for names, routing keys and patterns, in bytes.
 pub const MAX_LEN: usize = 255;
@@ -16,13 +18,8 @@ pub const MAX_LEN: usize = 255;
 /// assert!(check_name("amq.mine").is_err());
 /// assert!(check_name(&"x".repeat(256)).is_err());
 /// ```
-pub fn check_name(name: &str) -> Result<(), DeclareError> {
-    let refuse = |reason: &str| {
-        Err(DeclareError::InvalidName {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+pub fn check_name(name: &str) -> Result<(), ValidationError> {
+    let refuse = |reason: &str| Err(ValidationError::name(name, reason));
     if name.is_empty() {
         return refuse(
             "empty (the default exchange and server-named queues cannot be declared; use Queue::temporary for an anonymous queue)",
@@ -44,14 +41,8 @@ pub fn check_name(name: &str) -> Result<(), DeclareError> {
 /// With `plain_words`, `*` and `#` are refused: they are wildcards only in
 /// binding patterns, and a message published with them would match nothing
 /// the publisher meant.
-pub fn check_routing_key(key: &str, plain_words: bool) -> Result<(), DeclareError> {
-    let refuse = |reason: &str| {
-        Err(DeclareError::Invalid {
-            what: "routing key".into(),
-            value: key.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
+pub fn check_routing_key(key: &str, plain_words: bool) -> Result<(), ValidationError> {
+    let refuse = |reason: &str| Err(ValidationError::new("routing key", key, reason));
     if key.len() > MAX_LEN {
         return refuse("longer than 255 bytes");
     }
@@ -71,7 +62,7 @@ mod tests {
         assert!(check_name("a.b-c_d:e").is_ok());
         assert!(check_name(&"é".repeat(127)).is_ok()); // 254 bytes
         assert!(matches!(
-            check_name(&"é".repeat(128)),
+            check_name(&"é".repeat(128)).map_err(DeclareError::from),
             Err(DeclareError::InvalidName { .. })
         ));
         assert!(check_name("").is_err());

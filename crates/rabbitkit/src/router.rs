@@ -154,7 +154,7 @@ impl Router {
         match TopicPattern::new(pattern) {
             Ok(pattern) => self.add(Match::Key(pattern), handler),
             Err(e) => {
-                self.errors.push(e);
+                self.errors.push(e.into());
                 self
             }
         }

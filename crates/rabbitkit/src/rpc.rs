@@ -104,6 +104,30 @@ pub enum RpcError<E> {
     },
 }
 
+impl<E> RpcError<E> {
+    /// Whether no reply came in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether the client was closed under the call.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Channel(e) if e.is_closed())
+    }
+
+    /// Whether calling again later may succeed: after a timeout, a lost
+    /// connection, or a reply channel that could not be opened yet. Not
+    /// for the server's own error, a request it could not decode, an
+    /// unroutable request (no server), or invalid input.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::ConnectionLost => true,
+            Self::Channel(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
 type Waiter = oneshot::Sender<lapin::message::Delivery>;
 
 /// The channel requests go out on and replies come back to. Calls in flight
@@ -283,6 +307,7 @@ impl Inner {
         }
         let broker = |e: lapin::Error| ChannelError::Broker {
             text: e.to_string(),
+            cause: Some(rabbitkit_core::Cause::new(Arc::new(e))),
         };
         let (channel, _) = self.client.open_channel().await?;
         if let Err(e) = channel
