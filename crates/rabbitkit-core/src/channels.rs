@@ -1,5 +1,6 @@
 //! The channel pool: several channels on one connection, each in confirm
-//! mode with its prefetch applied. A channel closed by a channel-level error
+//! mode, for publishing (consumers have channels of their own, with their
+//! prefetch, so the pool's channels set none). A channel closed by a channel-level error
 //! (404, 406, ...) is replaced on next use, without touching the connection.
 
 use std::sync::Mutex;
@@ -120,14 +121,8 @@ pub(crate) struct ChannelPool {
 
 impl ChannelPool {
     /// Opens `count` confirm-mode channels at once.
-    pub(crate) async fn open(
-        connection: &Connection,
-        count: usize,
-        prefetch: u16,
-    ) -> Result<Self, lapin::Error> {
-        let slots: Vec<Slot> = (0..count.max(1))
-            .map(|_| Slot::new(true, prefetch))
-            .collect();
+    pub(crate) async fn open(connection: &Connection, count: usize) -> Result<Self, lapin::Error> {
+        let slots: Vec<Slot> = (0..count.max(1)).map(|_| Slot::new(true, 0)).collect();
         for slot in &slots {
             slot.get(connection).await?;
         }

@@ -105,12 +105,7 @@ async fn open_pool(
     step: Duration,
 ) -> Result<ChannelPool, AttemptError> {
     let channels = shared.options.channels;
-    let error = match tokio::time::timeout(
-        step,
-        ChannelPool::open(connection, channels, shared.options.prefetch),
-    )
-    .await
-    {
+    let error = match tokio::time::timeout(step, ChannelPool::open(connection, channels)).await {
         Ok(Ok(pool)) => return Ok(pool),
         Ok(Err(err)) if matches!(err.kind(), lapin::ErrorKind::ChannelsLimitReached) => {
             AttemptError::Unfit(ConnectError::ChannelLimit {

@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 
 use rabbitkit_core::{
     AMQPValue, BindingSpec, Client, Confirmed, ConsumeOptions, Declaration, DeclareError,
-    ExchangeBindingSpec, ExchangeSpec, ExchangeType, FieldTable,
+    ExchangeBindingSpec, ExchangeSpec, ExchangeType, FieldTable, Publisher,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,11 +95,30 @@ pub struct ExchangeBuilder<K> {
 }
 
 /// A declared exchange of kind `K`.
-#[derive(Debug, Clone)]
+///
+/// Its publishes go through one channel of the client's pool, so messages
+/// published through one handle are routed in the order they were
+/// published; each handle — each clone too — takes the pool's next
+/// channel, so handles used from several tasks spread over the pool
+/// ([`Options::channels`](rabbitkit_core::Options::channels)).
+#[derive(Debug)]
 pub struct Exchange<K> {
     name: String,
     client: Client,
+    publisher: Publisher,
     _k: PhantomData<K>,
+}
+
+impl<K> Clone for Exchange<K> {
+    /// Another handle on the same exchange, publishing on the pool's next channel.
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            client: self.client.clone(),
+            publisher: self.client.publisher(),
+            _k: PhantomData,
+        }
+    }
 }
 
 impl<K: Kind> ExchangeBuilder<K> {
@@ -173,6 +192,7 @@ impl<K: Kind> ExchangeBuilder<K> {
         let exchange = Exchange {
             name: spec.name.clone(),
             client: client.clone(),
+            publisher: client.publisher(),
             _k: PhantomData,
         };
         client.declare(Declaration::Exchange(spec)).await?;
@@ -279,7 +299,7 @@ impl<K: Kind> Exchange<K> {
             Some(h) => p.with_headers(h),
             None => p,
         })?;
-        Ok(self.client.publish(msg).await?)
+        Ok(self.publisher.publish(msg).await?)
     }
 
     async fn subscribe_raw<T: DeserializeOwned>(

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use rabbitkit_core::{
-    AMQPValue, Client, ConsumeOptions, Declaration, DeclareError, FieldTable, QueueInfo, QueueSpec,
-    STREAM_OFFSET, StreamOffset,
+    AMQPValue, Client, ConsumeOptions, Declaration, DeclareError, FieldTable, Publisher, QueueInfo,
+    QueueSpec, STREAM_OFFSET, StreamOffset,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -149,13 +149,33 @@ pub struct QueueBuilder {
 }
 
 /// A declared queue.
-#[derive(Debug, Clone)]
+///
+/// Its sends go through one channel of the client's pool, so messages sent
+/// through one handle reach the queue in the order they were sent; each
+/// handle — each clone too — takes the pool's next channel, so handles
+/// used from several tasks spread over the pool
+/// ([`Options::channels`](rabbitkit_core::Options::channels)).
+#[derive(Debug)]
 pub struct Queue {
     name: String,
     client: Client,
+    publisher: Publisher,
     temporary: bool,
     /// Declared as a stream: consumers are stream consumers.
     stream: bool,
+}
+
+impl Clone for Queue {
+    /// Another handle on the same queue, publishing on the pool's next channel.
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            client: self.client.clone(),
+            publisher: self.client.publisher(),
+            temporary: self.temporary,
+            stream: self.stream,
+        }
+    }
 }
 
 impl Queue {
@@ -308,7 +328,7 @@ impl Queue {
         // `PublishError::Unroutable`, never a silent drop.
         let options = options.mandatory(true);
         let msg = outgoing("", &self.name, value, &options, |p| p)?;
-        Ok(self.client.publish(msg).await?)
+        Ok(self.publisher.publish(msg).await?)
     }
 
     /// Receives typed messages from this queue, with the client's prefetch.
@@ -675,6 +695,7 @@ impl QueueBuilder {
         let queue = Queue {
             name: spec.name.clone(),
             client: client.clone(),
+            publisher: client.publisher(),
             temporary,
             stream,
         };
