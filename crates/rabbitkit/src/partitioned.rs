@@ -106,7 +106,9 @@ pub struct PartitionedQueueBuilder<T> {
 /// on; and adding a partition moves only about `1/(N+1)` of the keys
 /// (jump consistent hashing over the bindings), where modulo moves most of
 /// them. The price: the plugin must be enabled (it is shipped with
-/// RabbitMQ, and the local test cluster enables it), and the client cannot
+/// RabbitMQ, and the local test cluster enables it; without it the
+/// declaration fails with [`DeclareError::Broker`], the broker saying
+/// `unknown exchange type 'x-consistent-hash'`), and the client cannot
 /// tell in advance which partition a key goes to.
 ///
 /// ## The leader locator, on 3.10 and 4.x
