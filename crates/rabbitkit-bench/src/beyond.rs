@@ -2,8 +2,9 @@
 //! what spreading one logical queue over the cluster buys.
 //!
 //! - **partitions**: confirmed publishing of `n` messages, then consuming
-//!   them, through one quorum queue and through `PartitionedQueue`s of 1, 3
-//!   and 6 partitions. Three clients publish, one per node (each `n / 3`,
+//!   them, through one quorum queue (reached through the default exchange,
+//!   and through a direct exchange, to tell an exchange's routing cost) and
+//!   through `PartitionedQueue`s of 1, 3 and 6 partitions. Three clients publish, one per node (each `n / 3`,
 //!   the window in flight each); for one queue three clients consume it
 //!   (competing consumers), for partitions each partition is consumed by
 //!   one consumer (single active consumer), partition `i` on the client of
@@ -26,7 +27,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rabbitkit::{
-    Client, ConsumeOptions, PartitionedQueue, Queue, StreamOffset, Subscription, partition_name,
+    Client, ConsumeOptions, Direct, Exchange, PartitionedQueue, Queue, StreamOffset, Subscription,
+    partition_name,
 };
 use rabbitkit_test::unique_name;
 
@@ -63,8 +65,10 @@ pub struct Report {
 /// Where messages go.
 #[derive(Debug, Clone, Copy)]
 enum Layout {
-    /// One quorum queue, `consumers` competing consumers.
-    Queue { consumers: usize },
+    /// One quorum queue, `consumers` competing consumers; published to
+    /// through the default exchange, or (`direct`) through a direct
+    /// exchange bound to it.
+    Queue { consumers: usize, direct: bool },
     /// A partitioned queue of this many partitions.
     Partitioned(usize),
     /// A stream, read by this many readers (each reads everything).
@@ -74,8 +78,18 @@ enum Layout {
 impl Layout {
     fn label(self) -> String {
         match self {
-            Layout::Queue { consumers: 1 } => "one quorum queue, 1 consumer".into(),
-            Layout::Queue { consumers } => format!("one quorum queue, {consumers} consumers"),
+            Layout::Queue {
+                consumers: 1,
+                direct: false,
+            } => "one quorum queue, 1 consumer".into(),
+            Layout::Queue {
+                consumers,
+                direct: false,
+            } => format!("one quorum queue, {consumers} consumers"),
+            Layout::Queue {
+                consumers,
+                direct: true,
+            } => format!("one quorum queue behind a direct exchange, {consumers} consumers"),
             Layout::Partitioned(1) => "PartitionedQueue, 1 partition".into(),
             Layout::Partitioned(p) => format!("PartitionedQueue, {p} partitions"),
             Layout::Stream { readers: 1 } => "stream, 1 reader".into(),
@@ -97,7 +111,9 @@ async fn clients(ctx: &Ctx, window: usize) -> Result<Vec<Client>> {
 
 /// The declared target, on every client.
 enum Target {
-    Queues(Vec<Queue>),
+    /// The queue on each client, and the direct exchange in front of it
+    /// (if any) on each client.
+    Queues(Vec<Queue>, Vec<Exchange<Direct>>),
     Partitioned(Vec<PartitionedQueue<String>>),
 }
 
@@ -105,7 +121,7 @@ enum Target {
 /// returns when every one is confirmed. One task per client.
 async fn publish(target: &Target, n: u64, window: usize, body: &str) -> Result<()> {
     let count = match target {
-        Target::Queues(q) => q.len(),
+        Target::Queues(q, _) => q.len(),
         Target::Partitioned(p) => p.len(),
     } as u64;
     let mut tasks = Vec::new();
@@ -113,12 +129,18 @@ async fn publish(target: &Target, n: u64, window: usize, body: &str) -> Result<(
         let m = n / count + u64::from(i < n % count);
         let body = body.to_owned();
         tasks.push(match target {
-            Target::Queues(queues) => {
+            Target::Queues(queues, exchanges) => {
                 let q = queues[i as usize].clone();
+                let x = exchanges.get(i as usize).cloned();
                 tokio::spawn(async move {
                     let mut pending = FuturesUnordered::new();
                     for _ in 0..m {
-                        pending.push(q.send(&body));
+                        pending.push(async {
+                            match &x {
+                                Some(x) => x.publish("k", &body).await,
+                                None => q.send(&body).await,
+                            }
+                        });
                         if pending.len() >= window
                             && let Some(done) = pending.next().await
                         {
@@ -206,14 +228,21 @@ async fn run_layout(ctx: &Ctx, layout: Layout, n: u64, window: usize) -> Result<
     let target = match layout {
         Layout::Queue { .. } | Layout::Stream { .. } => {
             let mut queues = Vec::new();
+            let mut exchanges = Vec::new();
             for c in &clients {
                 let b = match layout {
                     Layout::Stream { .. } => Queue::stream(&name),
                     _ => Queue::quorum(&name),
                 };
-                queues.push(b.declare(c).await?);
+                let q = b.declare(c).await?;
+                if let Layout::Queue { direct: true, .. } = layout {
+                    let x = Exchange::direct(&name).declare(c).await?;
+                    x.bind(&q, "k").await?;
+                    exchanges.push(x);
+                }
+                queues.push(q);
             }
-            Target::Queues(queues)
+            Target::Queues(queues, exchanges)
         }
         Layout::Partitioned(p) => {
             let mut pqs = Vec::new();
@@ -234,14 +263,14 @@ async fn run_layout(ctx: &Ctx, layout: Layout, n: u64, window: usize) -> Result<
     let published = meter.finish(n);
 
     let (subs, total) = match (&target, layout) {
-        (Target::Queues(queues), Layout::Queue { consumers }) => {
+        (Target::Queues(queues, _), Layout::Queue { consumers, .. }) => {
             let mut subs = Vec::new();
             for i in 0..consumers {
                 subs.push(queues[i % queues.len()].subscribe_with(options()).await?);
             }
             (subs, n)
         }
-        (Target::Queues(queues), Layout::Stream { readers }) => {
+        (Target::Queues(queues, _), Layout::Stream { readers }) => {
             let mut subs = Vec::new();
             for i in 0..readers {
                 subs.push(
@@ -268,8 +297,11 @@ async fn run_layout(ctx: &Ctx, layout: Layout, n: u64, window: usize) -> Result<
     let consumed = meter.finish(read);
 
     match target {
-        Target::Queues(mut queues) => {
+        Target::Queues(mut queues, exchanges) => {
             if let Some(q) = queues.pop() {
+                if let Some(c) = exchanges.first().map(|x| x.client().clone()) {
+                    c.delete_exchange(&name).await?;
+                }
                 q.delete().await?;
             }
         }
@@ -296,13 +328,23 @@ pub async fn run(
 ) -> Result<Report> {
     let layouts: Vec<Layout> = match scenario {
         "partitions" => vec![
-            Layout::Queue { consumers: 3 },
+            Layout::Queue {
+                consumers: 3,
+                direct: false,
+            },
+            Layout::Queue {
+                consumers: 3,
+                direct: true,
+            },
             Layout::Partitioned(1),
             Layout::Partitioned(3),
             Layout::Partitioned(6),
         ],
         _ => vec![
-            Layout::Queue { consumers: 1 },
+            Layout::Queue {
+                consumers: 1,
+                direct: false,
+            },
             Layout::Stream { readers: 1 },
             Layout::Stream { readers: 3 },
         ],
