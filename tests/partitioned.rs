@@ -411,3 +411,74 @@ async fn bad_input_is_a_typed_error_before_the_network() {
     assert_eq!(total, 1);
     assert_eq!(pq.delete().await.unwrap(), 1);
 }
+
+/// The topology is recorded like any other: after a failover, recovery
+/// declares the exchange, the partitions and their bindings again, in
+/// order. Shown by deleting them all behind the client's back, then cutting
+/// its connection (no node is touched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_declares_the_partitions_again() {
+    let observer = common::client().await;
+    let proxy = {
+        let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+        let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+        FaultProxy::start(upstream).await.unwrap()
+    };
+    let client: Client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    let mut events = client.events();
+    let name = common::unique_name("partitioned.recovered");
+    let pq = PartitionedQueue::<Msg>::builder(&name, 3)
+        .declare(&client)
+        .await
+        .unwrap();
+    let publish_keys = || async {
+        for k in 0..30 {
+            let msg = Msg {
+                key: key(k),
+                seq: 0,
+            };
+            pq.publish(&msg.key, &msg).await.expect("routed");
+        }
+    };
+    publish_keys().await;
+    let before: Vec<u32> = pq
+        .info()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.messages)
+        .collect();
+    // Gone, as after a disaster the client did not see.
+    for i in 0..3 {
+        observer
+            .delete_queue(&partition_name(&name, i))
+            .await
+            .unwrap();
+    }
+    observer.delete_exchange(&name).await.unwrap();
+
+    proxy.cut();
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, rabbitkit::Event::Recovered { .. })
+    })
+    .await;
+    // Everything is back, as declared: the same declaration from elsewhere
+    // is equivalent, and every key is routed (publishes are mandatory).
+    let again = PartitionedQueue::<Msg>::builder(&name, 3)
+        .declare(&observer)
+        .await
+        .expect("re-declared with the same arguments");
+    publish_keys().await;
+    let after: Vec<u32> = again
+        .info()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.messages)
+        .collect();
+    // Bound in the same order: the same keys reach the same partitions.
+    assert_eq!(after, before);
+    assert_eq!(after.iter().sum::<u32>(), 30);
+    client.close().await;
+    assert_eq!(again.delete().await.unwrap(), 30);
+}
