@@ -243,10 +243,10 @@ async fn the_standby_takes_over(death: Death, prefix: &str) {
     // A subscribes first: the active consumer of every partition.
     let a = Instance::work(pa, Some(HANG_AFTER));
     wait_for_consumers(&pq, 1).await;
-    // B subscribes second: it stands by on every partition. (The broker
-    // counts only the active consumer of a single-active-consumer queue.)
+    // B subscribes second (registered when `subscribed` returns): it stands
+    // by on every partition. (The broker counts only the active consumer of
+    // a single-active-consumer queue, so there is nothing more to wait for.)
     let b = Instance::subscribed(&pb).await;
-    wait_for_consumers(&pq, 1).await;
     tokio::time::timeout(Duration::from_secs(60), async {
         while a.handled.load(Ordering::SeqCst) < HANG_AFTER {
             tokio::time::sleep(Duration::from_millis(20)).await;
