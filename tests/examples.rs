@@ -22,6 +22,20 @@ mod common;
 
 use common::process::{Program, build_examples, consumer, example_path, run};
 
+/// Starts the example `name` with `args` and environment `env`.
+fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Program {
+    let mut cmd = std::process::Command::new(example_path(name));
+    cmd.args(args).envs(env.iter().copied());
+    Program::spawn(format!("{name} {}", args.join(" ")), cmd)
+}
+
+/// [`consumer`] with environment `env`.
+fn consumer_with_env(name: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> Program {
+    let mut program = start_with_env(name, args, env);
+    program.expect(ready);
+    program
+}
+
 /// Every example this test runs.
 const EXAMPLES: &[&str] = &[
     "send",
@@ -42,6 +56,10 @@ const EXAMPLES: &[&str] = &[
     "failover",
     "retry_dead_letter",
     "delayed",
+    "stream_send",
+    "stream_receive",
+    "partitioned_send",
+    "partitioned_worker",
 ];
 
 const WAITING_FOR_MESSAGES: &str = " [*] Waiting for messages. To exit press CTRL+C";
@@ -215,6 +233,76 @@ fn every_tutorial_program_works_as_the_book_says() {
         lines.last().map(String::as_str),
         Some(" [x] Done: 4, parked: 2")
     );
+
+    // Streams (a stream of this run's own): read from the first message,
+    // from an offset, from `next`; Ctrl-C tells where to go on.
+    let stream = format!("events.{id}");
+    let env = [("STREAM", stream.as_str())];
+    assert_eq!(
+        start_with_env("stream_send", &["one", "two", "three"], &env).succeed(),
+        [" [x] Sent 'one'", " [x] Sent 'two'", " [x] Sent 'three'"]
+    );
+    let mut first = consumer_with_env("stream_receive", &[], &env, WAITING_FOR_MESSAGES);
+    first.expect(" [x] Received 'one' at offset 0");
+    first.expect(" [x] Received 'two' at offset 1");
+    first.expect(" [x] Received 'three' at offset 2");
+    let mut from_1 = consumer_with_env("stream_receive", &["1"], &env, WAITING_FOR_MESSAGES);
+    let before = from_1.expect(" [x] Received 'two' at offset 1");
+    assert!(!before.iter().any(|l| l.contains("'one'")), "{before:?}");
+    from_1.expect(" [x] Received 'three' at offset 2");
+    let mut next = consumer_with_env("stream_receive", &["next"], &env, WAITING_FOR_MESSAGES);
+    start_with_env("stream_send", &["four"], &env).succeed();
+    let before = next.expect(" [x] Received 'four' at offset 3");
+    assert!(!before.iter().any(|l| l.contains("Received")), "{before:?}");
+    first.expect(" [x] Received 'four' at offset 3");
+    let (status, lines) = first.interrupt_and_finish();
+    assert!(status.success(), "{status}: {lines:#?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(" [*] Last acknowledged offset: 3; go on with `stream_receive 4`")
+    );
+    from_1.interrupt();
+    next.interrupt();
+
+    // Partitioned work queue (its own): each account's payments in order.
+    let payments = format!("payments.{id}");
+    let env = [("PARTITIONED_QUEUE", payments.as_str())];
+    let mut worker = consumer_with_env("partitioned_worker", &[], &env, WAITING_FOR_MESSAGES);
+    let sent = start_with_env("partitioned_send", &["12"], &env).succeed();
+    assert_eq!(sent.len(), 12, "{sent:?}");
+    assert_eq!(sent[0], " [x] Sent 'account-1 #1'");
+    let received: Vec<String> = (0..12)
+        .map(|_| worker.expect_where("a payment", |l| l.starts_with(" [x] Received '")))
+        .collect();
+    for account in 1..=4 {
+        let mine: Vec<&String> = received
+            .iter()
+            .filter(|l| l.contains(&format!("'account-{account} #")))
+            .collect();
+        let in_order: Vec<String> = (1..=3)
+            .map(|n| format!(" [x] Received 'account-{account} #{n}'"))
+            .collect();
+        assert_eq!(mine, in_order.iter().collect::<Vec<_>>(), "{received:#?}");
+    }
+    let (status, lines) = worker.interrupt_and_finish();
+    assert!(status.success(), "{status}: {lines:#?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(" [*] Stopped after 12 payment(s)")
+    );
+
+    // Leave nothing of this run's own behind.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = common::client().await;
+        client.delete_queue(&stream).await.unwrap();
+        let pq = rabbitkit::PartitionedQueue::<serde_json::Value>::builder(payments.as_str(), 3)
+            .declare(&client)
+            .await
+            .unwrap();
+        assert_eq!(pq.delete().await.unwrap(), 0);
+        client.close().await;
+    });
 }
 
 /// Ctrl-C in the middle of a task: the worker finishes it (and acknowledges

@@ -162,25 +162,32 @@ impl Program {
     /// Waits (bounded) for a line equal to `expected`; returns the lines
     /// printed before it.
     pub fn expect(&mut self, expected: &str) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
         let from = self.seen.len();
+        self.expect_where(&format!("{expected:?}"), |line| line == expected);
+        self.seen[from..self.seen.len() - 1].to_vec()
+    }
+
+    /// Waits (bounded) for a line for which `pred` holds (`expected` says
+    /// which, for the failure message); returns it.
+    pub fn expect_where(&mut self, expected: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     eprintln!("[{}] {line}", self.name);
-                    let found = line == expected;
-                    self.seen.push(line);
+                    let found = pred(&line);
+                    self.seen.push(line.clone());
                     if found {
-                        return self.seen[from..self.seen.len() - 1].to_vec();
+                        return line;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "`{}` did not print {expected:?} within {WAIT:?}; it printed: {:#?}",
+                    "`{}` did not print {expected} within {WAIT:?}; it printed: {:#?}",
                     self.name, self.seen
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!(
-                    "`{}` ended ({:?}) without printing {expected:?}; it printed: {:#?}",
+                    "`{}` ended ({:?}) without printing {expected}; it printed: {:#?}",
                     self.name,
                     self.child.try_wait(),
                     self.seen

@@ -24,7 +24,9 @@
 //! time and with many calls in flight, a work queue whose handler awaits a
 //! 10 ms timer at concurrency 1, 8 and 32, delayed publish (rabbitkit
 //! only: confirmed throughput with and without a delay, and how late
-//! delayed messages arrive; `delay.rs`), and failover (rabbitkit only:
+//! delayed messages arrive; `delay.rs`), partitioned queues of 1, 3 and 6
+//! partitions and streams against one quorum queue (rabbitkit only:
+//! `beyond.rs`), and failover (rabbitkit only:
 //! neither raw lapin nor amqprs reconnects).
 //!
 //! Some scenarios add *reference* variants, reported without a target: raw
@@ -41,11 +43,14 @@
 //! - `rk.rs` — the rabbitkit column.
 //! - `amq.rs` — the amqprs column.
 //! - `delay.rs` — the delayed-publish scenario.
+//! - `beyond.rs` — past one queue: partitioned queues and streams against
+//!   one quorum queue (aggregate rates, broker CPU per message).
 //! - `failover.rs` — SIGKILL the connected node, measure, check for loss.
 //! - `measure.rs` — CPU from `/proc`, wall time, percentiles.
 //! - `report.rs` — the Markdown table, machine notes, `--write`.
 
 mod amq;
+mod beyond;
 mod delay;
 mod failover;
 mod measure;
@@ -138,6 +143,8 @@ const SCENARIOS: &[&str] = &[
     "failover",
     "work-concurrency",
     "delay",
+    "partitions",
+    "streams",
 ];
 
 /// rabbitkit side by side with raw lapin 4 and amqprs 2 on the local cluster.
@@ -793,6 +800,19 @@ async fn run(args: &Args) -> Result<report::Bench> {
             delay::run(ctx, n, window, args.rounds, k, longest)
                 .await
                 .map_err(|e| e.to_string()),
+        );
+    }
+
+    for scenario in ["partitions", "streams"] {
+        if !args.wants(scenario) {
+            continue;
+        }
+        entering(scenario);
+        eprintln!("{scenario}: {n} confirmed by 3 clients, then read, vs one quorum queue");
+        bench.beyond.push(
+            beyond::run(ctx, scenario, n, window, args.rounds)
+                .await
+                .map_err(|e| format!("{scenario}: {e}")),
         );
     }
 

@@ -93,6 +93,8 @@ pub struct Bench {
     pub busy: Vec<String>,
     /// The delay scenario's outcome, if it ran.
     pub delay: Option<Result<crate::delay::Report, String>>,
+    /// The partitions and streams scenarios' outcomes, those that ran.
+    pub beyond: Vec<Result<crate::beyond::Report, String>>,
 }
 
 impl Bench {
@@ -109,6 +111,7 @@ impl Bench {
             comparisons: Vec::new(),
             failover: None,
             delay: None,
+            beyond: Vec::new(),
             busy: Vec::new(),
         }
     }
@@ -855,6 +858,15 @@ pub fn render(bench: &Bench) -> String {
             let _ = writeln!(out, "\n## Delayed publish (rabbitkit only)\n\nFailed: {e}");
         }
         None => {}
+    }
+
+    for beyond in &bench.beyond {
+        match beyond {
+            Ok(r) => out.push_str(&crate::beyond::render(r)),
+            Err(e) => {
+                let _ = writeln!(out, "\n## Beyond one queue (rabbitkit only)\n\nFailed: {e}");
+            }
+        }
     }
 
     let anomalies = ANOMALIES.lock().unwrap().clone();

@@ -29,6 +29,11 @@
 //! | headers | [`Exchange<HeadersKind>`] with [`HeadersMatch`] |
 //! | RPC | [`RpcServer`], [`RpcClient`] |
 //!
+//! Past what one queue does (one core of one node): streams
+//! ([`Queue::stream`], read from any [`StreamOffset`]) and partitioned work
+//! queues ([`PartitionedQueue`]: publish by key, order kept per key, the
+//! partitions' leaders spread over the nodes).
+//!
 //! ## Defaults: a confirmed message is never lost
 //! **Everything you name is durable, and a named queue is a quorum queue;
 //! temporary queues are exclusive; every message is persistent and
@@ -110,6 +115,8 @@
 //! - `queue.rs` — [`Queue`], [`QueueBuilder`]; point-to-point; streams
 //!   ([`Queue::stream`], [`Queue::subscribe_stream`], [`StreamOffset`]).
 //! - `work_queue.rs` — [`WorkQueue`].
+//! - `partitioned.rs` — [`PartitionedQueue`]: `N` quorum queues behind a
+//!   consistent-hash exchange, a single active consumer each; order per key.
 //! - `rpc.rs` — [`RpcServer`], [`RpcClient`].
 //! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
 //! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
@@ -131,6 +138,7 @@ mod error;
 mod exchange;
 pub mod message;
 pub mod names;
+mod partitioned;
 mod queue;
 mod report;
 mod router;
@@ -145,6 +153,10 @@ pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind,
 pub use message::{
     ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER, PARKED_SUFFIX,
     PublishOptions, RETRIES_HEADER, Received, RetryPolicy, Subscription,
+};
+pub use partitioned::{
+    CONSISTENT_HASH, LEADER_LOCATOR, MAX_PARTITIONS, PartitionedQueue, PartitionedQueueBuilder,
+    partition_name,
 };
 pub use queue::{Queue, QueueBuilder, QueueType};
 pub use report::Report;

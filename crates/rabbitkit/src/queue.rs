@@ -437,6 +437,13 @@ impl QueueBuilder {
         }
     }
 
+    /// The same declaration under another name (partitioned queues build
+    /// their partitions from one template).
+    pub(crate) fn renamed(mut self, name: String) -> Self {
+        self.name = Some(name);
+        self
+    }
+
     fn arg(mut self, key: &str, value: AMQPValue) -> Self {
         self.arguments.insert(key.into(), value);
         self
