@@ -81,6 +81,10 @@
 //! - `validate.rs` — [`validate`]: the 255-byte AMQP limit, checked at every
 //!   entry before anything is registered or sent.
 //! - `events.rs` — [`Event`].
+//! - `metrics.rs` — [`metrics`]: the metric names and labels (every one listed
+//!   there); recorded through the `metrics` facade with the `metrics` feature.
+//! - `trace.rs` — `trace` (the `opentelemetry` feature): W3C trace context
+//!   in message headers, a span per publish and per handled delivery.
 //! - `error.rs` — one error type per operation.
 #![deny(missing_docs)]
 
@@ -92,12 +96,15 @@ pub mod delay;
 mod endpoint;
 mod error;
 mod events;
+pub mod metrics;
 mod options;
 mod publisher;
 mod stream;
 mod supervisor;
 mod tls;
 mod topology;
+#[cfg(feature = "opentelemetry")]
+pub mod trace;
 pub mod validate;
 
 pub use connection::{Client, Health, QueueInfo, Stats};

@@ -115,6 +115,8 @@
 //! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
 //! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
 //! - `router.rs` — [`Router`]: several typed handlers on one subscription.
+//! - `instrument.rs` — each handler in its delivery's span, timed (the
+//!   `opentelemetry` and `metrics` features).
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
@@ -129,6 +131,7 @@ pub mod codec;
 mod concurrency;
 mod error;
 mod exchange;
+mod instrument;
 pub mod message;
 pub mod names;
 mod queue;
