@@ -27,7 +27,13 @@
 //! | `rabbitkit.connection.blocked.duration` | histogram (s) | | how long each block lasted, recorded when it ends; its sum is the time blocked |
 //!
 //! `messaging.system` is always `rabbitmq`. Prometheus exporters write the
-//! dots as underscores (`messaging_client_sent_messages_total`).
+//! dots as underscores (`metrics-exporter-prometheus` 0.18:
+//! `messaging_client_sent_messages{messaging_destination_name="orders",...}`,
+//! histograms as summaries or, when configured, buckets).
+//!
+//! With the `metrics` feature on and no recorder installed, a confirmed
+//! publish costs about 5 heap allocations more (the labels); without the
+//! feature, nothing (the allocation guard, tests/allocations.rs).
 
 /// Publishes, counted when they end.
 pub const SENT_MESSAGES: &str = "messaging.client.sent.messages";

@@ -14,7 +14,7 @@
 //!
 //! | span | kind | opened by | ends |
 //! |---|---|---|---|
-//! | `publish {exchange}` | producer | every confirmed publish ([`Publisher::publish`](crate::Publisher::publish), `Client::publish`, every typed `send`/`publish`/`submit` of `rabbitkit`), and `publish_unconfirmed` | at the broker's confirm (or the publish's error); re-sends after a failover stay in it |
+//! | `publish {exchange}` (`publish {queue}` through the default exchange) | producer | every confirmed publish ([`Publisher::publish`](crate::Publisher::publish), `Client::publish`, every typed `send`/`publish`/`submit` of `rabbitkit`), and `publish_unconfirmed` | at the broker's confirm (or the publish's error); re-sends after a failover stay in it |
 //! | `process {queue}` | consumer | each delivery a `rabbitkit` handler loop runs (`WorkQueue::work*`, `Subscription::handle*`, `Router`, `RpcServer::serve*`); [`Delivery::process_span`] for a loop of your own | when the handler's delivery is settled |
 //! | `call {routing key}` | client | each `RpcClient::call` | at the reply (or the call's error) |
 //!
@@ -89,10 +89,16 @@ pub fn with_current_context(properties: BasicProperties) -> BasicProperties {
 /// The span of one publish to `exchange` with `routing_key` (producer);
 /// its `messaging.message.id` is recorded once known.
 pub(crate) fn publish_span(exchange: &str, routing_key: &str) -> Span {
+    // The default exchange routes to the queue its routing key names.
+    let target = if exchange.is_empty() {
+        routing_key
+    } else {
+        exchange
+    };
     tracing::info_span!(
         target: "rabbitkit",
         "publish",
-        otel.name = %format_args!("publish {exchange}"),
+        otel.name = %format_args!("publish {target}"),
         otel.kind = "producer",
         messaging.system = "rabbitmq",
         messaging.operation.type = "send",
