@@ -199,6 +199,7 @@ async fn publish(queue: &Queue, count: Option<u64>, received: &Received) -> (u64
 // ANCHOR_END: publish
 // ANCHOR_END: code
 
+// ANCHOR: traces
 /// The trace ids of every 1000th message (the `opentelemetry` feature).
 #[cfg(feature = "opentelemetry")]
 mod traces {
@@ -236,3 +237,4 @@ mod traces {
         }
     }
 }
+// ANCHOR_END: traces

@@ -18,6 +18,7 @@
 //! `AMQP_ADDR` another broker. Every name is listed in the docs of
 //! `rabbitkit::core::metrics` and in the book's chapter "Traces and metrics".
 
+// ANCHOR: code
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -30,12 +31,14 @@ async fn main() -> Result<(), Report> {
         .ok()
         .and_then(|a| a.parse().ok())
         .unwrap_or(([127, 0, 0, 1], 9898).into());
+    // ANCHOR: recorder
     PrometheusBuilder::new()
         .with_http_listener(listen)
         .install()
         .expect("serve the metrics");
     // Units and descriptions (`# HELP` lines).
     rabbitkit::core::metrics::describe();
+    // ANCHOR_END: recorder
     println!(" [*] Metrics on http://{listen}/metrics. To exit press CTRL+C");
 
     let client = Options::new()
@@ -73,3 +76,4 @@ async fn main() -> Result<(), Report> {
     client.close().await;
     Ok(())
 }
+// ANCHOR_END: code

@@ -104,6 +104,16 @@
 //! decimal digits, so rabbitkit programs work with programs written with
 //! other AMQP clients; see [`codec`].
 //!
+//! ## Traces and metrics
+//! Two cargo features, off by default. `opentelemetry`: W3C trace context
+//! (`traceparent`, `tracestate`) written on every publish and RPC request
+//! and read on every delivery (`Delivery::trace_context`), a span per
+//! publish (ended at the confirm), per handled delivery (the handler loops
+//! above, [`RpcServer`] included) and per [`RpcClient::call`]; see
+//! `rabbitkit::core::trace`. `metrics`: counters and histograms through
+//! the `metrics` facade, labelled by exchange or queue; every name is
+//! listed in [`core::metrics`].
+//!
 //! ## Layout
 //! - `exchange.rs` — [`Exchange<K>`] and the kinds ([`Direct`], [`Fanout`], [`Topic`], [`HeadersKind`]).
 //! - `binding.rs` — [`TopicPattern`], [`HeadersMatch`], [`Headers`].
