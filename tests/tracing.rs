@@ -6,7 +6,8 @@
 //! `tracing-opentelemetry`. A trace started around a publish on one client
 //! continues in the handler span of a worker on another client, and
 //! through an RPC server's handler into its reply; a pika producer that
-//! sets `traceparent` by hand is continued by a rabbitkit consumer. Each
+//! sets `traceparent` by hand is continued by a rabbitkit consumer, and a
+//! pika consumer reads the `traceparent` of a rabbitkit publish. Each
 //! test starts a trace of its own and reads only that trace's spans.
 #![cfg(feature = "opentelemetry")]
 
@@ -382,6 +383,44 @@ async fn a_pika_producer_that_sets_traceparent_is_continued_by_a_rabbitkit_consu
         "its parent is the span pika named"
     );
     assert_eq!(handler.span_id(), process.span_context.span_id());
+    queue.delete().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pika_consumer_receives_the_traceparent_of_a_rabbitkit_publish() {
+    exporter();
+    let client = common::client().await;
+    let name = common::unique_name("trace.to_pika");
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    let root = tracing::info_span!("notify");
+    let trace = context_of(&root).trace_id();
+    queue
+        .send(&"hi pika".to_string())
+        .instrument(root.clone())
+        .await
+        .unwrap();
+    drop(root);
+    let spans = wait_for_spans(trace, &[(&format!("publish {name}"), SpanKind::Producer)]).await;
+    let publish = span(&spans, &format!("publish {name}"), SpanKind::Producer);
+    let expected = format!("00-{trace}-{}-01", publish.span_context.span_id());
+
+    let mut cmd = Command::new(python());
+    cmd.arg(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/interop/python/receive_traced.py"),
+    )
+    .arg(&name)
+    .env("PYTHONUNBUFFERED", "1")
+    .env("AMQP_ADDR", common::amqp_addrs().join(","));
+    let program = common::process::Program::spawn(format!("receive_traced.py {name}"), cmd);
+    let lines = tokio::task::spawn_blocking(move || program.succeed())
+        .await
+        .unwrap();
+    assert_eq!(
+        lines,
+        [format!(" [x] Received hi pika with traceparent {expected}")],
+        "pika sees the publish span as the parent"
+    );
     queue.delete().await.unwrap();
 }
 
