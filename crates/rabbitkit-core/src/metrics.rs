@@ -32,8 +32,9 @@
 //! histograms as summaries or, when configured, buckets).
 //!
 //! With the `metrics` feature on and no recorder installed, a confirmed
-//! publish costs about 5 heap allocations more (the labels); without the
-//! feature, nothing (the allocation guard, tests/allocations.rs).
+//! publish costs about 3 heap allocations more (the labels: 35.8 instead
+//! of 32.8 per publish in tests/allocations.rs); without the feature,
+//! nothing.
 
 /// Publishes, counted when they end.
 pub const SENT_MESSAGES: &str = "messaging.client.sent.messages";
@@ -84,7 +85,7 @@ mod enabled {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use metrics::{Counter, Gauge, SharedString, Unit, counter, gauge, histogram};
+    use metrics::{Counter, Gauge, Label, SharedString, Unit, counter, gauge, histogram};
 
     use super::*;
     use crate::error::PublishError;
@@ -188,25 +189,16 @@ mod enabled {
 
         /// The publish ended with `result`.
         pub(crate) fn finished<T>(&self, result: &Result<T, PublishError>) {
-            let exchange = self.exchange.clone();
-            let labels = |error: Option<&'static str>| {
-                let mut labels = vec![
-                    (SYSTEM, SharedString::const_str("rabbitmq")),
-                    (OPERATION, SharedString::const_str("publish")),
-                    (DESTINATION, exchange.clone()),
-                ];
-                if let Some(error) = error {
-                    labels.push((ERROR_TYPE, SharedString::const_str(error)));
-                }
-                labels
-                    .into_iter()
-                    .map(|(k, v)| metrics::Label::new(k, v))
-                    .collect::<Vec<_>>()
-            };
-            let labels = labels(result.as_ref().err().map(error_type));
+            let mut labels = vec![
+                Label::from_static_parts(SYSTEM, "rabbitmq"),
+                Label::from_static_parts(OPERATION, "publish"),
+                Label::new(DESTINATION, self.exchange.clone()),
+            ];
+            if let Err(error) = result {
+                labels.push(Label::from_static_parts(ERROR_TYPE, error_type(error)));
+            }
             counter!(SENT_MESSAGES, labels.iter()).increment(1);
-            histogram!(OPERATION_DURATION, labels.iter())
-                .record(self.started.elapsed().as_secs_f64());
+            histogram!(OPERATION_DURATION, labels).record(self.started.elapsed().as_secs_f64());
         }
     }
 
