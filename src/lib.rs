@@ -33,6 +33,7 @@ chapters! {
     publisher_confirms => "publisher_confirms.md",
     failover => "failover.md",
     dead_letters => "dead_letters.md",
+    observability => "observability.md",
 }
 
 #[cfg(test)]

@@ -420,3 +420,102 @@ mod disabled {
 #[cfg(not(feature = "metrics"))]
 #[doc(hidden)]
 pub use disabled::{HandlerTimer, Handling, describe};
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+
+    use super::*;
+    use crate::{Endpoint, Event};
+
+    #[derive(Default)]
+    struct Values(Mutex<Vec<f64>>);
+
+    impl HistogramFn for Values {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    /// Keeps the unlabelled metrics by name.
+    #[derive(Default)]
+    struct Memory {
+        counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+        gauges: Mutex<HashMap<String, Arc<AtomicU64>>>,
+        histograms: Mutex<HashMap<String, Arc<Values>>>,
+    }
+
+    impl Recorder for Memory {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut all = self.counters.lock().unwrap();
+            Counter::from_arc(all.entry(key.name().to_owned()).or_default().clone())
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let mut all = self.gauges.lock().unwrap();
+            Gauge::from_arc(all.entry(key.name().to_owned()).or_default().clone())
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            let mut all = self.histograms.lock().unwrap();
+            Histogram::from_arc(all.entry(key.name().to_owned()).or_default().clone())
+        }
+    }
+
+    impl Memory {
+        fn counter(&self, name: &str) -> u64 {
+            self.counters.lock().unwrap()[name].load(Ordering::SeqCst)
+        }
+        fn gauge(&self, name: &str) -> f64 {
+            f64::from_bits(self.gauges.lock().unwrap()[name].load(Ordering::SeqCst))
+        }
+        fn histogram(&self, name: &str) -> usize {
+            self.histograms.lock().unwrap()[name]
+                .0
+                .lock()
+                .unwrap()
+                .len()
+        }
+    }
+
+    #[test]
+    fn connection_events_count_reconnects_and_time_blocked() {
+        let memory = Memory::default();
+        let connection = Connection::default();
+        let endpoint: Endpoint = "amqp://127.0.0.1:5672/%2f".parse().unwrap();
+        metrics::with_local_recorder(&memory, || {
+            let blocked = || Event::Blocked {
+                reason: "low on memory".into(),
+            };
+            connection.event(&blocked());
+            assert_eq!(memory.gauge(BLOCKED), 1.0);
+            connection.event(&blocked()); // the same block
+            connection.event(&Event::Unblocked);
+            assert_eq!(memory.gauge(BLOCKED), 0.0);
+            assert_eq!(memory.histogram(BLOCKED_DURATION), 1, "one block");
+            // A block ends with its connection.
+            connection.event(&blocked());
+            connection.event(&Event::Disconnected {
+                endpoint: endpoint.clone(),
+                reason: "connection reset".into(),
+            });
+            assert_eq!(memory.gauge(BLOCKED), 0.0);
+            assert_eq!(memory.histogram(BLOCKED_DURATION), 2);
+            connection.event(&Event::Recovered {
+                endpoint,
+                took: std::time::Duration::from_millis(5),
+                consumers: 0,
+            });
+            assert_eq!(memory.counter(DISCONNECTS), 1);
+            assert_eq!(memory.counter(RECONNECTS), 1);
+        });
+    }
+}

@@ -68,9 +68,10 @@ enum Task {
     ///    -E 'not binary(failover)' ARGS`
     ///
     /// 2. the tests of the optional features, in a build with them:
-    ///    `cargo nextest run -p rabbitkit-suite --features
-    ///    opentelemetry,metrics --test tracing --test metrics ARGS`
-    ///    (the main run keeps the default build)
+    ///    `cargo nextest run -p rabbitkit-suite -p rabbitkit-core
+    ///    --features rabbitkit-suite/opentelemetry,rabbitkit-suite/metrics
+    ///    --lib --test tracing --test metrics ARGS` (the main run keeps
+    ///    the default build)
     ///
     /// 3. if a `failover` test binary exists, its tests alone, one at a
     ///    time (they kill nodes): `cargo nextest run --workspace
@@ -401,17 +402,24 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         .filter(|binary| metadata.has_test_target(binary))
         .collect();
     if !binaries.is_empty() {
-        let features: Vec<&str> = FEATURE_TESTS.iter().map(|(_, feature)| *feature).collect();
+        let features: Vec<String> = FEATURE_TESTS
+            .iter()
+            .map(|(_, feature)| format!("rabbitkit-suite/{feature}"))
+            .collect();
         let mut featured = cargo(&metadata.root);
+        // rabbitkit-core's unit tests too: those of its feature code.
         featured.args([
             "nextest",
             "run",
             "-p",
             "rabbitkit-suite",
+            "-p",
+            "rabbitkit-core",
             "--features",
             &features.join(","),
             "--no-fail-fast",
             "--no-tests=warn",
+            "--lib",
         ]);
         for binary in &binaries {
             featured.args(["--test", binary]);
