@@ -11,6 +11,9 @@
 //! them into OpenTelemetry spans when the application's subscriber has its
 //! layer (`tracing_opentelemetry::layer().with_tracer(..)`); without such a
 //! layer no header is written and the spans are plain `tracing` spans.
+//! They are INFO spans of the target `rabbitkit`: a filter that drops them
+//! (e.g. `RUST_LOG=rabbitkit=warn` on the OpenTelemetry layer) drops the
+//! trace context with them.
 //!
 //! | span | kind | opened by | ends |
 //! |---|---|---|---|
