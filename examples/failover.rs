@@ -18,6 +18,16 @@
 //! if a confirmed message never arrived). It publishes about 200 messages a
 //! second to the quorum queue `failover_queue`, which it deletes when it
 //! starts and when it ends. Chapter "Clusters and failover" of the book.
+//!
+//! With `--features opentelemetry` it also prints the trace id of every
+//! 1000th message where it was published and where it was received (the
+//! same id, also for a message sent again after a failover): each publish
+//! runs in a span of its own, recorded by an OpenTelemetry SDK in the
+//! process (no exporter), and carries it in its `traceparent` header.
+//!
+//! ```text
+//! terminal 1$ cargo run --features opentelemetry --example failover 5000
+//! ```
 
 // ANCHOR: code
 use std::collections::HashMap;
@@ -40,6 +50,8 @@ async fn main() -> Result<(), Report> {
         Some(arg) => Some(arg.parse()?),
         None => None,
     };
+    #[cfg(feature = "opentelemetry")]
+    let _tracer = traces::install();
 
     // ANCHOR: events
     let client = Options::new()
@@ -81,6 +93,8 @@ async fn main() -> Result<(), Report> {
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(message) => {
+                        #[cfg(feature = "opentelemetry")]
+                        traces::received(message.body, message.delivery());
                         *received.lock().unwrap().entry(message.body).or_default() += 1;
                         // After a failover this ack can fail (its channel is
                         // gone); the broker then delivers the message again.
@@ -162,7 +176,10 @@ async fn publish(queue: &Queue, count: Option<u64>, received: &Received) -> (u64
                 sent += 1;
                 // Resolves once the broker confirms it; a publish cut off
                 // by a failover is sent again, after the recovery.
-                in_flight.push(async move { (n, queue.send(&n).await) });
+                let send = async move { (n, queue.send(&n).await) };
+                #[cfg(feature = "opentelemetry")]
+                let send = traces::sent(n, send);
+                in_flight.push(send);
             }
             Some((n, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                 Ok(_) => confirmed.push(n),
@@ -181,3 +198,43 @@ async fn publish(queue: &Queue, count: Option<u64>, received: &Received) -> (u64
 }
 // ANCHOR_END: publish
 // ANCHOR_END: code
+
+// ANCHOR: traces
+/// The trace ids of every 1000th message (the `opentelemetry` feature).
+#[cfg(feature = "opentelemetry")]
+mod traces {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Makes every `tracing` span an OpenTelemetry span (ids only: the
+    /// provider has no exporter). Keep the provider while the program runs.
+    pub fn install() -> SdkTracerProvider {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("failover"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other subscriber");
+        provider
+    }
+
+    /// Runs the publish of message `n` in a trace of its own.
+    pub fn sent<F: Future>(n: u64, publish: F) -> impl Future<Output = F::Output> {
+        let span = tracing::info_span!("failover message", n);
+        if n.is_multiple_of(1000) {
+            let trace = span.context().span().span_context().trace_id();
+            println!(" [t] message {n} published in trace {trace}");
+        }
+        publish.instrument(span)
+    }
+
+    /// Prints the trace that message `n` carries.
+    pub fn received(n: u64, delivery: &rabbitkit::Delivery) {
+        if n.is_multiple_of(1000) {
+            let trace = delivery.trace_context().span().span_context().trace_id();
+            println!(" [t] message {n} received in trace {trace}");
+        }
+    }
+}
+// ANCHOR_END: traces

@@ -33,6 +33,8 @@ chapters! {
     publisher_confirms => "publisher_confirms.md",
     failover => "failover.md",
     dead_letters => "dead_letters.md",
+    beyond_one_queue => "beyond_one_queue.md",
+    observability => "observability.md",
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ pub(crate) struct Acks {
     /// grows (when the application settles, not when the ack is sent: a
     /// stream keeps its messages whatever the broker hears).
     cursor: Option<Arc<StreamCursor>>,
+    metrics: crate::metrics::Consume,
 }
 
 impl Acks {
@@ -72,6 +73,7 @@ impl Acks {
         delay: Duration,
         bound: Duration,
         cursor: Option<Arc<StreamCursor>>,
+        metrics: crate::metrics::Consume,
     ) -> Arc<Self> {
         let acks = Arc::new(Self {
             channel,
@@ -88,6 +90,7 @@ impl Acks {
             batch: batch.max(1),
             bound,
             cursor,
+            metrics,
         });
         let flusher = acks.clone();
         tokio::spawn(async move {
@@ -150,6 +153,7 @@ impl Acks {
         let flush_now = {
             let mut st = self.state.lock().unwrap();
             self.settle_and_advance(&mut st, tag)?;
+            self.metrics.acked(1);
             st.unsent.insert(tag);
             st.unsent.len() as u64 >= self.batch
         };
@@ -170,6 +174,7 @@ impl Acks {
         self.usable()?;
         let _one_sender = self.send.lock().await;
         self.settle_and_advance(&mut self.state.lock().unwrap(), tag)?;
+        self.metrics.nacked(reject);
         let sent = self.send_nack(tag, requeue, reject).await;
         self.wake.notify_one();
         sent
@@ -185,6 +190,7 @@ impl Acks {
         }
         st.released.push((tag, requeue));
         drop(st);
+        self.metrics.nacked(!requeue);
         if warn {
             // A forgotten ack is a bug that repeats: the message comes
             // straight back (and RabbitMQ 4.3 does not count nacks toward a

@@ -109,11 +109,14 @@ pub(crate) struct Shared {
     pub(crate) blocked: Mutex<Option<String>>,
     /// The delay topology this client declared (see `delay.rs`).
     pub(crate) delay: crate::delay::Declared,
+    /// Connection-level metrics (the `metrics` feature).
+    pub(crate) metrics: crate::metrics::Connection,
 }
 
 impl Shared {
     pub(crate) fn emit(&self, event: Event) {
         tracing::info!(target: "rabbitkit", "{event}");
+        self.metrics.event(&event);
         match &event {
             Event::Blocked { reason } => *self.blocked.lock().unwrap() = Some(reason.clone()),
             // A block belongs to one connection.
@@ -233,6 +236,7 @@ impl Client {
             draining: AtomicUsize::new(0),
             blocked: Mutex::new(None),
             delay: Default::default(),
+            metrics: Default::default(),
         });
         let (first_tx, first_rx) = oneshot::channel();
         tokio::spawn(crate::supervisor::supervise(shared.clone(), first_tx));

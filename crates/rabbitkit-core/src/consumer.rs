@@ -580,6 +580,7 @@ async fn subscribe_inner(
         )
         .await
         .map_err(|e| consume_error(&e, &record.queue()))?;
+    let metrics = crate::metrics::Consume::new(&record.queue());
     // Flush acks when half the prefetch window is acknowledged.
     let acks = (!record.options.no_ack).then(|| {
         Acks::start(
@@ -588,6 +589,7 @@ async fn subscribe_inner(
             shared.options.timings.ack_flush_delay,
             shared.options.operation_timeout,
             record.stream.clone(),
+            metrics,
         )
     });
     *subscribed = Some(Subscribed {
@@ -634,6 +636,7 @@ async fn pump(
     close_timeout: Duration,
 ) {
     let tag = consumer_tag(record.id, session.generation);
+    let metrics = crate::metrics::Consume::new(&record.queue());
     loop {
         let item = tokio::select! {
             item = consumer.next() => item,
@@ -645,6 +648,7 @@ async fn pump(
         };
         match item {
             Some(Ok(inner)) => {
+                metrics.delivered();
                 if let Some(acks) = &acks
                     && let Some(offset) = crate::stream::offset_of(&inner.properties)
                 {

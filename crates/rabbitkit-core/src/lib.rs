@@ -82,6 +82,10 @@
 //!   entry before anything is registered or sent; [`validate::ValidationError`], what the
 //!   typed checks of names, keys and patterns return.
 //! - `events.rs` — [`Event`].
+//! - `metrics.rs` — [`metrics`]: the metric names and labels (every one listed
+//!   there); recorded through the `metrics` facade with the `metrics` feature.
+//! - `trace.rs` — `trace` (the `opentelemetry` feature): W3C trace context
+//!   in message headers, a span per publish and per handled delivery.
 //! - `error.rs` — one error type per operation, each with `is_timeout`/`is_closed`/
 //!   `is_retryable`/`reply_code` classifiers; [`Cause`] keeps lapin's error as the `source()`.
 //! - `reply.rs` — the one place where the broker's reply codes and texts are read
@@ -96,6 +100,7 @@ pub mod delay;
 mod endpoint;
 mod error;
 mod events;
+pub mod metrics;
 mod options;
 mod publisher;
 mod reply;
@@ -103,6 +108,8 @@ mod stream;
 mod supervisor;
 mod tls;
 mod topology;
+#[cfg(feature = "opentelemetry")]
+pub mod trace;
 pub mod validate;
 
 pub use connection::{Client, Health, QueueInfo, Stats};

@@ -146,7 +146,12 @@ impl Publisher {
         message: OutgoingMessage,
     ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static + use<> {
         let shared = self.client.shared().clone();
-        async move { publish_unconfirmed(shared, message).await }
+        #[cfg(feature = "opentelemetry")]
+        let span = crate::trace::publish_span(&message.exchange, &message.routing_key);
+        let publish = async move { publish_unconfirmed(shared, message).await };
+        #[cfg(feature = "opentelemetry")]
+        let publish = tracing::Instrument::instrument(publish, span);
+        publish
     }
 
     /// Publishes `message` and resolves when the broker confirms it.
@@ -167,13 +172,18 @@ impl Publisher {
         let slot = self.slot;
         // Only a delayed publish needs the client (to declare its queues).
         let client = message.delay.is_some().then(|| self.client.clone());
-        async move {
+        #[cfg(feature = "opentelemetry")]
+        let span = crate::trace::publish_span(&message.exchange, &message.routing_key);
+        let publish = async move {
             let message = match client {
                 Some(client) => crate::delay::prepare(&client, message).await?,
                 None => message,
             };
             publish(shared, slot, message).await
-        }
+        };
+        #[cfg(feature = "opentelemetry")]
+        let publish = tracing::Instrument::instrument(publish, span);
+        publish
     }
 }
 
@@ -182,6 +192,13 @@ async fn publish_unconfirmed(
     shared: Arc<Shared>,
     msg: OutgoingMessage,
 ) -> Result<(), PublishError> {
+    let metrics = crate::metrics::Publish::start(&msg.exchange);
+    let result = send_unconfirmed(shared, msg).await;
+    metrics.finished(&result);
+    result
+}
+
+async fn send_unconfirmed(shared: Arc<Shared>, msg: OutgoingMessage) -> Result<(), PublishError> {
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
     if msg.delay.is_some_and(|d| !d.is_zero()) {
         return Err(PublishError::Invalid {
@@ -190,6 +207,11 @@ async fn publish_unconfirmed(
             reason: "a delayed publish is always confirmed: use `publish`".into(),
         });
     }
+    #[cfg(feature = "opentelemetry")]
+    let msg = OutgoingMessage {
+        properties: crate::trace::with_current_context(msg.properties),
+        ..msg
+    };
     let session = match &*shared.link.borrow() {
         Link::Up(s) if s.alive() => s.clone(),
         Link::Closed(reason) => {
@@ -235,7 +257,19 @@ async fn publish_unconfirmed(
 async fn publish(
     shared: Arc<Shared>,
     slot: usize,
+    msg: OutgoingMessage,
+) -> Result<Confirmed, PublishError> {
+    let metrics = crate::metrics::Publish::start(&msg.exchange);
+    let result = publish_confirmed(shared, slot, msg, &metrics).await;
+    metrics.finished(&result);
+    result
+}
+
+async fn publish_confirmed(
+    shared: Arc<Shared>,
+    slot: usize,
     mut msg: OutgoingMessage,
+    metrics: &crate::metrics::Publish,
 ) -> Result<Confirmed, PublishError> {
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
     let timeout = shared.options.publish_timeout;
@@ -248,6 +282,8 @@ async fn publish(
         })?;
 
     let (message_id, properties) = with_message_id(std::mem::take(&mut msg.properties));
+    #[cfg(feature = "opentelemetry")]
+    let properties = crate::trace::sending(&message_id, properties);
     msg.properties = properties;
     let body: Arc<[u8]> = std::mem::take(&mut msg.body).into();
 
@@ -266,9 +302,11 @@ async fn publish(
         attempts += 1;
         if attempts > 1 {
             shared.counters.republished.fetch_add(1, Ordering::Relaxed);
+            metrics.resent();
         }
         let sent = async {
             let channel = session.pool.get(&session.connection, slot).await?;
+            let _outstanding = metrics.sending();
             *channel_id.lock().unwrap() = Some(channel.channel().id());
             channel
                 .publish(
@@ -310,6 +348,7 @@ async fn publish(
                     session.pool.retire(slot, id);
                 }
                 nacks = nacks.saturating_add(1);
+                metrics.nacked();
                 let backoff = &shared.options.timings.nack_backoff;
                 let nack_delay = backoff.delay_for(nacks);
                 if Instant::now() + nack_delay >= deadline

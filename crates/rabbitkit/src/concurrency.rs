@@ -17,6 +17,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rabbitkit_core::{AMQPValue, Client, Consumer, Declaration, Delivery, OutgoingMessage};
 
+use crate::instrument::{timed, traced};
 use crate::message::{
     ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
     RETRIES_HEADER, RetryPolicy, retries,
@@ -81,6 +82,17 @@ impl HandleOptions {
     pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
         self.shutdown = Some(shutdown.clone());
         self
+    }
+}
+
+impl Outcome {
+    /// Why a handling failed (a label of the handler metrics).
+    pub(crate) fn error(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Acked | Outcome::Unsettled => None,
+            Outcome::Undecodable => Some("undecodable"),
+            Outcome::Requeued | Outcome::Rejected | Outcome::Parked => Some("handler"),
+        }
     }
 }
 
@@ -342,6 +354,8 @@ where
 {
     let concurrency = concurrency.max(1);
     let mut report = HandleReport::default();
+    let queue = consumer.queue().to_owned();
+    let metrics = rabbitkit_core::metrics::Handling::new(&queue);
     let mut running = FuturesUnordered::new();
     let stopping = async {
         match shutdown {
@@ -356,7 +370,9 @@ where
             deadline = &mut stopping => break Some(deadline),
             Some(outcome) = running.next(), if !running.is_empty() => report.add(outcome),
             item = consumer.next(), if running.len() < concurrency => match item {
-                Some(Ok(delivery)) => running.push(start(delivery)),
+                Some(Ok(delivery)) => {
+                    running.push(timed(&metrics, traced(delivery, &queue, &mut start), Outcome::error));
+                }
                 Some(Err(e)) => {
                     tracing::warn!(target: "rabbitkit", queue = consumer.queue(), error = %e, "consumer ended");
                 }

@@ -109,6 +109,16 @@
 //! decimal digits, so rabbitkit programs work with programs written with
 //! other AMQP clients; see [`codec`].
 //!
+//! ## Traces and metrics
+//! Two cargo features, off by default. `opentelemetry`: W3C trace context
+//! (`traceparent`, `tracestate`) written on every publish and RPC request
+//! and read on every delivery (`Delivery::trace_context`), a span per
+//! publish (ended at the confirm), per handled delivery (the handler loops
+//! above, [`RpcServer`] included) and per [`RpcClient::call`]; see
+//! `rabbitkit::core::trace`. `metrics`: counters and histograms through
+//! the `metrics` facade, labelled by exchange or queue; every name is
+//! listed in [`core::metrics`].
+//!
 //! ## Layout
 //! - `exchange.rs` — [`Exchange<K>`] and the kinds ([`Direct`], [`Fanout`], [`Topic`], [`HeadersKind`]).
 //! - `binding.rs` — [`TopicPattern`], [`HeadersMatch`], [`Headers`].
@@ -122,6 +132,8 @@
 //! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
 //! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
 //! - `router.rs` — [`Router`]: several typed handlers on one subscription.
+//! - `instrument.rs` — each handler in its delivery's span, timed (the
+//!   `opentelemetry` and `metrics` features).
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
@@ -136,6 +148,7 @@ pub mod codec;
 mod concurrency;
 mod error;
 mod exchange;
+mod instrument;
 pub mod message;
 pub mod names;
 mod partitioned;

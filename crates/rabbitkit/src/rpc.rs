@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use rabbitkit_core::{
     AMQPValue, BasicProperties, ChannelError, Client, ConfirmChannel, ConsumeOptions, DeclareError,
@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::error::SubscribeError;
+use crate::instrument::{timed, traced};
 use crate::queue::{Queue, QueueBuilder};
 use crate::shutdown::Shutdown;
 
@@ -423,6 +424,8 @@ impl<Req, Resp, E> RpcClient<Req, Resp, E> {
             .with_message_id(id.as_str().into())
             // A request nobody served in time is worthless: let it expire.
             .with_expiration(rabbitkit_core::validate::expiration(self.timeout));
+        #[cfg(feature = "opentelemetry")]
+        let props = rabbitkit_core::trace::rpc_request(&id, props);
         let (tx, mut rx) = oneshot::channel();
         self.inner
             .pending
@@ -478,6 +481,15 @@ impl<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned> RpcClient<Req,
     /// covers everything, (re)opening the reply channel included. Dropping
     /// the future abandons the call and leaves nothing behind.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError<E>> {
+        #[cfg(feature = "opentelemetry")]
+        let span = rabbitkit_core::trace::rpc_call_span(&self.exchange, &self.routing_key);
+        let call = self.call_inner(request);
+        #[cfg(feature = "opentelemetry")]
+        let call = tracing::Instrument::instrument(call, span);
+        call.await
+    }
+
+    async fn call_inner(&self, request: &Req) -> Result<Resp, RpcError<E>> {
         // Before anything is opened or recorded: lapin panics on a name over 255 bytes.
         for (what, value) in [
             ("exchange", &self.exchange),
@@ -704,14 +716,19 @@ where
                 None => std::future::pending().await,
             }
         };
+        let queue = self.queue.name();
+        let metrics = rabbitkit_core::metrics::Handling::new(queue);
+        let metrics = &metrics;
         let serving = consumer
             .take_until(stop)
             .for_each_concurrent(self.concurrency, |item| {
                 let client = &client;
                 let handler = &handler;
                 let counters = &counters;
-                async move {
-                    let Ok(delivery) = item else { return };
+                let Ok(delivery) = item else {
+                    return futures::future::Either::Left(std::future::ready(()));
+                };
+                let serve = traced(delivery, queue, move |delivery| async move {
                     let props = delivery.properties().clone();
                     let correlation = props.correlation_id().as_ref().map(|c| c.to_string());
                     // A redelivered request whose reply already cost a
@@ -725,16 +742,18 @@ where
                         counters.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(target: "rabbitkit", correlation_id = %id, "RPC request dropped: its reply already failed once");
                         let _ = delivery.reject(false).await;
-                        return;
+                        return None;
                     }
                     let Some(reply_to) = props.reply_to().as_ref().map(|s| s.to_string()) else {
                         counters.no_reply_to.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(target: "rabbitkit", "RPC request without reply_to rejected");
                         let _ = delivery.reject(false).await;
-                        return;
+                        return None;
                     };
+                    let mut failure = None;
                     let encoded = match codec::decode::<Req>(delivery.body(), &props) {
                         Err(e) => {
+                            failure = Some("undecodable");
                             counters.bad.fetch_add(1, Ordering::Relaxed);
                             Ok((e.to_string().into_bytes(), error_props("bad-request", TEXT_PROPS())))
                         }
@@ -744,6 +763,7 @@ where
                                 codec::encode(&resp, false)
                             }
                             Err(err) => {
+                                failure = Some("handler");
                                 counters.failed.fetch_add(1, Ordering::Relaxed);
                                 codec::encode(&err, false).map(|(b, p)| (b, error_props("handler", p)))
                             }
@@ -778,7 +798,9 @@ where
                             let _ = delivery.nack(true).await;
                         }
                     }
-                }
+                    failure
+                });
+                futures::future::Either::Right(timed(metrics, serve, |failure| *failure).map(|_| ()))
             });
         tokio::select! {
             () = serving => {}

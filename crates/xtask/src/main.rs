@@ -67,13 +67,20 @@ enum Task {
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
     ///    -E 'not binary(failover)' ARGS`
     ///
-    /// 2. if a `failover` test binary exists, its tests alone, one at a
+    /// 2. the tests of the optional features, in a build with them:
+    ///    `cargo nextest run -p rabbitkit-suite -p rabbitkit-core
+    ///    --features rabbitkit-suite/opentelemetry,rabbitkit-suite/metrics
+    ///    --lib --test tracing --test metrics ARGS` (the main run keeps
+    ///    the default build)
+    ///
+    /// 3. if a `failover` test binary exists, its tests alone, one at a
     ///    time (they kill nodes): `cargo nextest run --workspace
     ///    -E 'binary(failover)' -j 1 --no-fail-fast ARGS`
     ///
-    /// 3. `cargo test --workspace --doc`
+    /// 4. `cargo test --workspace --doc`, then the doc tests of
+    ///    rabbitkit-core and rabbitkit with those features
     ///
-    /// ARGS go to both nextest runs (name filters narrow them; a
+    /// ARGS go to every nextest run (name filters narrow them; a
     /// NEXTEST_PROFILE such as `ci` is honoured). With AMQP_ADDR set, the
     /// tests that control the local cluster (binaries `failover` and
     /// `local_cluster`) are filtered out: nextest reports them as skipped.
@@ -343,6 +350,11 @@ fn ensure_broker() -> Result<()> {
 
 // ----- test, demo, bench --------------------------------------------------
 
+/// Test binaries that need a cargo feature of the root package (they are
+/// empty without it), and that feature: `cargo xtask test` runs them in a
+/// build with these features on, after the main run.
+const FEATURE_TESTS: &[(&str, &str)] = &[("tracing", "opentelemetry"), ("metrics", "metrics")];
+
 fn test(extra: &[String]) -> Result<ExitCode> {
     let metadata = Metadata::load()?;
     ensure_broker()?;
@@ -379,6 +391,45 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     failures.record("tests", code);
     if code != 0 && code != NEXTEST_TESTS_FAILED {
         return Ok(failures.finish());
+    }
+
+    // The tests of the optional features, in a build with those features
+    // (the main run keeps the default build: its allocation guard measures
+    // the hot path as users get it).
+    let binaries: Vec<&str> = FEATURE_TESTS
+        .iter()
+        .map(|(binary, _)| *binary)
+        .filter(|binary| metadata.has_test_target(binary))
+        .collect();
+    if !binaries.is_empty() {
+        let features: Vec<String> = FEATURE_TESTS
+            .iter()
+            .map(|(_, feature)| format!("rabbitkit-suite/{feature}"))
+            .collect();
+        let mut featured = cargo(&metadata.root);
+        // rabbitkit-core's unit tests too: those of its feature code.
+        featured.args([
+            "nextest",
+            "run",
+            "-p",
+            "rabbitkit-suite",
+            "-p",
+            "rabbitkit-core",
+            "--features",
+            &features.join(","),
+            "--no-fail-fast",
+            "--no-tests=warn",
+            "--lib",
+        ]);
+        for binary in &binaries {
+            featured.args(["--test", binary]);
+        }
+        featured.args(extra);
+        let code = run_step("feature tests (opentelemetry, metrics)", featured)?;
+        failures.record("feature tests", code);
+        if code != 0 && code != NEXTEST_TESTS_FAILED {
+            return Ok(failures.finish());
+        }
     }
 
     if external {
@@ -423,6 +474,21 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     doc.args(["test", "--workspace", "--doc"]);
     let code = run_step("doc tests", doc)?;
     failures.record("doc tests", code);
+
+    // The docs of the optional features (`trace`, `metrics`).
+    let mut doc = cargo(&metadata.root);
+    doc.args([
+        "test",
+        "-p",
+        "rabbitkit-core",
+        "-p",
+        "rabbitkit",
+        "--doc",
+        "--features",
+        "rabbitkit-core/opentelemetry,rabbitkit-core/metrics",
+    ]);
+    let code = run_step("doc tests (opentelemetry, metrics)", doc)?;
+    failures.record("doc tests (features)", code);
 
     Ok(failures.finish())
 }
