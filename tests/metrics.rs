@@ -6,7 +6,8 @@
 //! exchanges and queues of their own and check the counts exactly: what
 //! was published, confirmed, delivered, acknowledged, rejected, handled
 //! and failed, and the publishes sent again after a failover, caused by
-//! cutting the client's connection with rabbitkit-test's proxy.
+//! cutting the client's connection with rabbitkit-test's proxy and by
+//! killing the client's node.
 #![cfg(feature = "metrics")]
 
 mod common;
@@ -337,6 +338,82 @@ async fn publishes_sent_again_after_a_failover_are_counted() {
         N,
         "a re-send is no new publish"
     );
+    assert_eq!(
+        histogram_count(names::OPERATION_DURATION, &sent),
+        N as usize
+    );
+    assert_eq!(gauge(names::CONFIRMS_OUTSTANDING, &on_exchange), Some(0.0));
+    assert_eq!(counter(names::DISCONNECTS, &[]), 1);
+    assert_eq!(counter(names::RECONNECTS, &[]), 1);
+    assert_eq!(client.stats().recoveries, 1);
+
+    client.delete_queue(&name).await.unwrap();
+    client.delete_exchange(exchange.name()).await.unwrap();
+    client.close().await;
+}
+
+/// The same counts when the failover is real: the node the client is
+/// connected to is killed (SIGKILL) while publishes to a quorum queue wait
+/// for their confirms. Whatever was confirmed before the kill and whatever
+/// was sent again after it, every publish is counted once as sent, once
+/// as a confirm duration, and each re-send once as a re-send.
+/// It kills a node: `cargo xtask test` runs this binary one test at a
+/// time, and skips this test (reports it as skipped) against AMQP_ADDR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_sent_again_after_a_node_kill_are_counted() {
+    memory();
+    let cluster = rabbitkit_test::require_local_cluster();
+    cluster.up().unwrap();
+    let client = common::options()
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let name = common::unique_name("metrics.node_kill");
+    let exchange = Exchange::fanout(format!("{name}.in"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    exchange.bind(&queue).await.unwrap();
+    let on_exchange = [(names::DESTINATION, exchange.name())];
+    let sent = [
+        (names::SYSTEM, "rabbitmq"),
+        (names::OPERATION, "publish"),
+        (names::DESTINATION, exchange.name()),
+    ];
+
+    const N: u64 = 2_000;
+    let publishes = tokio::spawn({
+        let exchange = exchange.clone();
+        async move {
+            let all = (0..N).map(|n| {
+                let exchange = exchange.clone();
+                async move { exchange.publish(&n).await }
+            });
+            futures::future::join_all(all).await
+        }
+    });
+    // Kill the node once the first confirms are in: the rest are in flight.
+    eventually("the first confirms", || {
+        histogram_count(names::OPERATION_DURATION, &sent) > 0
+    })
+    .await;
+    let port = client.current_endpoint().expect("connected").port();
+    let node = cluster.node_for_port(port).expect("a local node");
+    cluster.kill(node).unwrap();
+    let confirmed: Vec<_> = publishes
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("confirmed after the failover"))
+        .collect();
+    cluster.start(node).unwrap();
+
+    let resent: u64 = confirmed.iter().map(|c| u64::from(c.attempts - 1)).sum();
+    eprintln!("{resent} of {N} publishes sent again after killing rabbit{node}");
+    assert_eq!(counter(names::RESENT, &on_exchange), resent);
+    assert_eq!(client.stats().republished, resent);
+    assert_eq!(counter(names::SENT_MESSAGES, &sent), N);
     assert_eq!(
         histogram_count(names::OPERATION_DURATION, &sent),
         N as usize
