@@ -274,12 +274,24 @@ async fn publish_confirmed(
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
     let timeout = shared.options.publish_timeout;
     let deadline = Instant::now() + timeout;
-    let _permit = tokio::time::timeout(timeout, shared.window.clone().acquire_owned())
-        .await
-        .map_err(|_| timed_out(&shared))?
-        .map_err(|_| PublishError::Closed {
-            reason: "client closed".into(),
-        })?;
+    // A place in the in-flight window: at once when there is one (no timer
+    // to register), else waited for until the publish timeout.
+    let _permit = match shared.window.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(tokio::sync::TryAcquireError::Closed) => {
+            return Err(PublishError::Closed {
+                reason: "client closed".into(),
+            });
+        }
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            tokio::time::timeout(timeout, shared.window.clone().acquire_owned())
+                .await
+                .map_err(|_| timed_out(&shared))?
+                .map_err(|_| PublishError::Closed {
+                    reason: "client closed".into(),
+                })?
+        }
+    };
 
     let (message_id, properties) = with_message_id(std::mem::take(&mut msg.properties));
     #[cfg(feature = "opentelemetry")]
@@ -291,7 +303,10 @@ async fn publish_confirmed(
     let mut attempts = 0u32;
     let mut channel_retries = 0;
     let mut nacks = 0u32;
-    let channel_id = std::sync::Mutex::new(None::<u16>);
+    // The id of the channel the last attempt went out on (NO_CHANNEL: none
+    // yet), to retire that channel after a nack.
+    const NO_CHANNEL: u32 = u32::MAX;
+    let channel_id = std::sync::atomic::AtomicU32::new(NO_CHANNEL);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let session = match shared.wait_up_for(newer_than, left).await {
@@ -307,7 +322,7 @@ async fn publish_confirmed(
         let sent = async {
             let channel = session.pool.get(&session.connection, slot).await?;
             let _outstanding = metrics.sending();
-            *channel_id.lock().unwrap() = Some(channel.channel().id());
+            channel_id.store(u32::from(channel.channel().id()), Ordering::Relaxed);
             channel
                 .publish(
                     &msg.exchange,
@@ -343,7 +358,7 @@ async fn publish_confirmed(
                 // leaders after a node died. RabbitMQ 3.10 goes on nacking a
                 // channel that published during the election, so send it
                 // again on a fresh channel, with backoff, until the deadline.
-                let id = *channel_id.lock().unwrap();
+                let id = u16::try_from(channel_id.load(Ordering::Relaxed)).ok();
                 if let Some(id) = id {
                     session.pool.retire(slot, id);
                 }
