@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
-use rabbitkit_test::{Cluster, LoadBalancer, RabbitMq, VERSION_ENV, using_external_broker};
+use rabbitkit_test::{
+    Cluster, LoadBalancer, Netsplit, PartitionHandling, RabbitMq, VERSION_ENV,
+    using_external_broker,
+};
 
 mod book;
 
@@ -62,6 +65,12 @@ enum Task {
     /// nginx (stream module) in front of the local cluster: up, down, status.
     #[command(subcommand)]
     Lb(LbTask),
+    /// A second, partitionable cluster (network namespaces rk-n1..3 on
+    /// bridge rk-br0, nodes rabbit@rkn1..3 on 10.77.0.11-13:5672): up,
+    /// down, status, cut N, heal. Never touches the shared cluster. Needs
+    /// root, iproute2 and iptables.
+    #[command(subcommand)]
+    Netsplit(NetsplitTask),
     /// Bring the cluster up, then run the whole test suite.
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
@@ -133,6 +142,36 @@ enum LbTask {
     Status,
 }
 
+/// `cargo xtask netsplit ...`: the partitionable cluster.
+#[derive(Debug, Subcommand)]
+enum NetsplitTask {
+    /// Tear down what is left of a previous one, build the network, start
+    /// three fresh nodes and join them (about 30 s); it keeps running
+    /// until `down`.
+    Up {
+        /// `cluster_partition_handling` of RabbitMQ 3.10 (ignore,
+        /// pause_minority, autoheal); RabbitMQ 4 ignores it.
+        #[arg(long, default_value = "ignore", value_name = "MODE")]
+        partition_handling: PartitionHandling,
+    },
+    /// Kill its nodes and epmds, delete the namespaces, the bridge and
+    /// the /etc/hosts lines.
+    Down,
+    /// Show the nodes, the membership as the nodes see it, and the cuts.
+    Status,
+    /// Cut node N off from the other nodes (or, with --clients, from the
+    /// clients on the host).
+    Cut {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Cut it from the clients instead of from the other nodes.
+        #[arg(long)]
+        clients: bool,
+    },
+    /// Remove every cut.
+    Heal,
+}
+
 #[derive(Debug, Subcommand)]
 enum BrokerTask {
     /// Install RabbitMQ if missing, start the nodes that are not running,
@@ -202,6 +241,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Task::Broker(task) => broker(task).map(|()| ExitCode::SUCCESS),
         Task::Lb(task) => lb(task).map(|()| ExitCode::SUCCESS),
+        Task::Netsplit(task) => netsplit(task).map(|()| ExitCode::SUCCESS),
         Task::Test(extra) => test(extra.args()),
         Task::Demo(extra) => demo(extra.args()),
         Task::Bench(extra) => bench(extra.args()),
@@ -266,6 +306,81 @@ fn lb(task: LbTask) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `cargo xtask netsplit up|down|status|cut N|heal`.
+fn netsplit(task: NetsplitTask) -> Result<()> {
+    let err = |e: rabbitkit_test::ClusterError| e.to_string();
+    match task {
+        NetsplitTask::Up { partition_handling } => {
+            let version = RabbitMq::from_env().map_err(err)?.unwrap_or_default();
+            version.install().map_err(err)?;
+            let netsplit = Netsplit::up(version, partition_handling).map_err(err)?;
+            println!("{}", netsplit.cluster().status().map_err(err)?);
+            for n in Cluster::nodes() {
+                println!("node {n}: {}", netsplit.amqp_url(n));
+            }
+            netsplit.keep();
+            Ok(())
+        }
+        NetsplitTask::Down => {
+            Netsplit::teardown().map_err(err)?;
+            eprintln!("xtask: partitionable cluster torn down");
+            Ok(())
+        }
+        NetsplitTask::Status => {
+            if !Netsplit::is_set_up() {
+                println!("no partitionable cluster is set up");
+                return Ok(());
+            }
+            let versions = match RabbitMq::from_env().map_err(err)? {
+                Some(v) => vec![v],
+                None => RabbitMq::ALL.to_vec(),
+            };
+            for version in versions {
+                let cluster = Netsplit::cluster_for(version, PartitionHandling::default());
+                if Cluster::nodes().all(|n| cluster.pid(n).is_none()) {
+                    continue;
+                }
+                // Each node's own view: the sides of a partition disagree.
+                for n in Cluster::nodes() {
+                    match cluster.rabbitmqctl(n, &["cluster_status", "--formatter", "json"]) {
+                        Ok(out) => {
+                            let json = out.find('{').map_or("", |i| &out[i..]);
+                            let v: serde_json::Value =
+                                serde_json::from_str(json.trim()).unwrap_or_default();
+                            println!(
+                                "{} (RabbitMQ {version}): running {} partitions {}",
+                                cluster.node_name(n),
+                                v["running_nodes"],
+                                v["partitions"]
+                            );
+                        }
+                        Err(e) => println!(
+                            "{}: {}",
+                            cluster.node_name(n),
+                            e.to_string().lines().next().unwrap_or("")
+                        ),
+                    }
+                }
+            }
+            for (n, dropped) in Netsplit::cuts() {
+                if !dropped.is_empty() {
+                    let list: Vec<String> = dropped.iter().map(|a| a.to_string()).collect();
+                    println!("node {n} drops packets from {}", list.join(", "));
+                }
+            }
+            Ok(())
+        }
+        NetsplitTask::Cut { node, clients } => {
+            if clients {
+                Netsplit::cut_from_clients(node.n()).map_err(err)
+            } else {
+                Netsplit::cut(node.n()).map_err(err)
+            }
+        }
+        NetsplitTask::Heal => Netsplit::heal().map_err(err),
     }
 }
 
@@ -648,6 +763,23 @@ mod tests {
             parse("lb status").unwrap().command,
             Task::Lb(LbTask::Status)
         ));
+        match parse("netsplit up --rabbitmq 3.10 --partition-handling pause_minority")
+            .unwrap()
+            .command
+        {
+            Task::Netsplit(NetsplitTask::Up { partition_handling }) => {
+                assert_eq!(partition_handling, PartitionHandling::PauseMinority)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("netsplit cut 2 --clients").unwrap().command,
+            Task::Netsplit(NetsplitTask::Cut { clients: true, .. })
+        ));
+        assert!(matches!(
+            parse("netsplit heal").unwrap().command,
+            Task::Netsplit(NetsplitTask::Heal)
+        ));
         let cli = parse("broker up --rabbitmq 3.10").unwrap();
         assert!(matches!(cli.command, Task::Broker(BrokerTask::Up)));
         assert_eq!(cli.rabbitmq, Some(RabbitMq::V3_10));
@@ -696,6 +828,8 @@ mod tests {
             "lb",
             "lb sideways",
             "book extra",
+            "netsplit cut 4",
+            "netsplit up --partition-handling sometimes",
             "test --rabbitmq 5.0",
             "frobnicate",
         ] {
