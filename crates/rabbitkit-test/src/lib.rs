@@ -107,7 +107,9 @@ pub use cluster::{
 };
 pub use error::ClusterError;
 pub use names::unique_name;
-pub use netsplit::{BRIDGE, NET_TICKTIME_SECS, NETSPLIT_DIR, Netsplit, PartitionHandling};
+pub use netsplit::{
+    BRIDGE, Healed, NET_TICKTIME_SECS, NETSPLIT_DIR, Netsplit, PartitionHandling, STUCK_AFTER,
+};
 pub use nginx::{LB_PORT, LoadBalancer};
 pub use proxy::FaultProxy;
 pub use rabbitmq::{RabbitMq, VERSION_ENV};

@@ -65,6 +65,19 @@ const HOSTS_MARK: &str = "# rabbitkit-netsplit";
 /// Time limit of `ip` and `iptables` commands.
 const NET_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long after a heal [`Netsplit::wait_healed`] waits for a RabbitMQ
+/// 3.10 node before it kills and restarts it.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+/// What [`Netsplit::wait_healed`] saw and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healed {
+    /// From the call to a whole cluster.
+    pub took: Duration,
+    /// What it did as an operator (empty when the broker healed by itself).
+    pub actions: Vec<String>,
+}
+
 /// What a RabbitMQ 3.10 node does when it finds itself partitioned
 /// (`cluster_partition_handling`); RabbitMQ 4 ignores it.
 ///
@@ -313,6 +326,81 @@ impl Netsplit {
         Ok(())
     }
 
+    /// After [`heal`](Self::heal): waits (up to `within`) until every node
+    /// sees the three nodes running and no partition, acting as an
+    /// operator would where RabbitMQ 3.10 does not recover by itself:
+    ///
+    /// * with [`PartitionHandling::Ignore`] a partition never heals by
+    ///   itself: as RabbitMQ's docs tell operators, the losing side's
+    ///   application is restarted (`stop_app`, `start_app`), here node
+    ///   `minority` (the node that was cut off), once the nodes see each
+    ///   other again and report the partition;
+    /// * a node that is still not back [`STUCK_AFTER`] after the heal (seen
+    ///   with `pause_minority`: the paused node hangs in its boot, Erlang
+    ///   25's `global` stuck after the partition) is killed and started
+    ///   again.
+    ///
+    /// # Errors
+    ///
+    /// When the cluster is not whole after `within`, with what each node
+    /// reports.
+    pub fn wait_healed(&self, minority: Option<usize>, within: Duration) -> Result<Healed> {
+        let started = Instant::now();
+        let c = &self.cluster;
+        let all: Vec<String> = Cluster::nodes().map(|n| c.node_name(n)).collect();
+        let mut actions = Vec::new();
+        let mut last = String::new();
+        let old = c.version() == RabbitMq::V3_10;
+        while started.elapsed() < within {
+            let views: Vec<_> = Cluster::nodes().map(|n| c.membership(n)).collect();
+            let whole = views.iter().all(|v| {
+                v.as_ref().is_ok_and(|m| {
+                    all.iter().all(|a| m.running_nodes.contains(a)) && m.partitioned.is_empty()
+                })
+            });
+            if whole {
+                return Ok(Healed {
+                    took: started.elapsed(),
+                    actions,
+                });
+            }
+            let reported = views
+                .iter()
+                .any(|v| v.as_ref().is_ok_and(|m| !m.partitioned.is_empty()));
+            if let Some(n) = minority.filter(|_| old) {
+                if reported
+                    && actions.is_empty()
+                    && c.partition_handling() == Some(PartitionHandling::Ignore)
+                {
+                    eprintln!(
+                        "rabbitkit-test: restarting {} to end the partition (ignore mode)",
+                        c.node_name(n)
+                    );
+                    c.rabbitmqctl(n, &["stop_app"])?;
+                    c.rabbitmqctl(n, &["start_app"])?;
+                    actions.push(format!("restarted the app of {}", c.node_name(n)));
+                } else if started.elapsed() > STUCK_AFTER
+                    && !actions.iter().any(|a| a.starts_with("killed"))
+                {
+                    eprintln!(
+                        "rabbitkit-test: {} is not back {} s after the heal; killing and starting it",
+                        c.node_name(n),
+                        STUCK_AFTER.as_secs()
+                    );
+                    c.kill(n)?;
+                    c.start(n)?;
+                    actions.push(format!("killed and started {}", c.node_name(n)));
+                }
+            }
+            last = format!("{views:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(ClusterError::new(format!(
+            "the partitionable cluster is not whole {} s after the heal: {last}",
+            within.as_secs()
+        )))
+    }
+
     /// The cuts in place, by node: the addresses each node drops.
     pub fn cuts() -> Vec<(usize, Vec<Ipv4Addr>)> {
         Cluster::nodes()
@@ -364,6 +452,16 @@ impl Netsplit {
                 errors.push(e.to_string());
             }
         }
+        // A namespace's veth goes with it, but not at once: delete the
+        // host ends now so that the next `up` can make them again.
+        for n in Cluster::nodes() {
+            let veth = veth(n);
+            if link_exists(&veth)
+                && let Err(e) = cmd("ip", &["link", "del", &veth])
+            {
+                errors.push(e.to_string());
+            }
+        }
         if link_exists(BRIDGE)
             && let Err(e) = cmd("ip", &["link", "del", BRIDGE])
         {
@@ -411,6 +509,11 @@ fn drop_peer(n: usize, peer: Ipv4Addr) -> Result<()> {
     iptables(n, &["-A", "OUTPUT", "-d", &peer, "-j", "DROP"]).map(drop)
 }
 
+/// The host end of node `n`'s veth: `rk-v1`..`rk-v3`.
+fn veth(n: usize) -> String {
+    format!("rk-v{n}")
+}
+
 fn namespace_exists(n: usize) -> bool {
     std::path::Path::new("/run/netns")
         .join(namespace(n))
@@ -433,7 +536,7 @@ fn build_network() -> Result<()> {
     cmd("ip", &["link", "set", BRIDGE, "up"])?;
     for n in Cluster::nodes() {
         let ns = namespace(n);
-        let veth = format!("rk-v{n}");
+        let veth = veth(n);
         let ip = format!("{}/24", node_ip(n));
         cmd("ip", &["netns", "add", &ns])?;
         cmd(

@@ -74,13 +74,20 @@ enum Task {
     /// Bring the cluster up, then run the whole test suite.
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
-    ///    -E 'not binary(failover)' ARGS`
+    ///    -E 'not binary(failover) and not binary(netsplit)' ARGS`
     ///
     /// 2. if a `failover` test binary exists, its tests alone, one at a
     ///    time (they kill nodes): `cargo nextest run --workspace
     ///    -E 'binary(failover)' -j 1 --no-fail-fast ARGS`
     ///
-    /// 3. `cargo test --workspace --doc`
+    /// 3. if a `netsplit` test binary exists and can run here (root,
+    ///    iproute2, iptables, the version installed, no AMQP_ADDR), its
+    ///    tests alone, one at a time, on a partitionable cluster of their
+    ///    own: `cargo nextest run --workspace -E 'binary(netsplit)' -j 1
+    ///    --no-fail-fast ARGS`; step 1 lists and filters them out, so
+    ///    nextest counts them as skipped there
+    ///
+    /// 4. `cargo test --workspace --doc`
     ///
     /// ARGS go to both nextest runs (name filters narrow them; a
     /// NEXTEST_PROFILE such as `ci` is honoured). With AMQP_ADDR set, the
@@ -105,6 +112,16 @@ enum Task {
     /// proxy instead of killing a node;
     /// `cargo xtask soak -- --help` shows its options.
     Soak(PassOn),
+    /// The Jepsen-style run on a partitionable cluster of its own.
+    ///
+    /// `cargo run -p rabbitkit-jepsen -- [ARGS]` (a debug build: the run
+    /// measures correctness, not speed). Confirmed publishing and consuming
+    /// while a nemesis partitions a random node; reports confirmed, lost,
+    /// duplicated and stuck time. E.g. `cargo xtask jepsen --rabbitmq 3.10
+    /// -- --partition-handling autoheal --partitions 20`;
+    /// `cargo xtask jepsen -- --help` shows its options. Needs root,
+    /// iproute2, iptables; never touches the shared cluster.
+    Jepsen(PassOn),
     /// Check the book's includes, then build it.
     ///
     /// Checks that every `{{#include file:anchor}}` of the book (docs/src)
@@ -246,6 +263,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Task::Demo(extra) => demo(extra.args()),
         Task::Bench(extra) => bench(extra.args()),
         Task::Soak(extra) => soak(extra.args()),
+        Task::Jepsen(extra) => jepsen(extra.args()),
         Task::Book => book::book(),
     }
 }
@@ -473,9 +491,12 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         );
         // The `test(...)` term keeps nextest from dropping those binaries
         // before listing them: listed then filtered, they count as skipped.
-        "(not binary(failover) and not binary(local_cluster)) or test(=rabbitkit::never)"
+        "(not binary(failover) and not binary(local_cluster) and not binary(netsplit)) \
+         or test(=rabbitkit::never)"
     } else {
-        "not binary(failover)"
+        // The netsplit tests run alone, below; listed then filtered here,
+        // nextest counts them as skipped in this run.
+        "not binary(failover) and (not binary(netsplit) or test(=rabbitkit::never))"
     };
 
     let mut main = cargo(&metadata.root);
@@ -534,6 +555,46 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: no `failover` test binary in the workspace; skipping the serial run");
     }
 
+    // The netsplit tests build a partitionable cluster of their own (network
+    // namespaces, iptables): alone, one at a time, where they can run.
+    let version = RabbitMq::from_env()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let cannot = if external {
+        Some("AMQP_ADDR is set".to_owned())
+    } else {
+        Netsplit::unavailable(version)
+    };
+    match cannot {
+        _ if !metadata.has_test_target("netsplit") => {
+            eprintln!("xtask: no `netsplit` test binary in the workspace; skipping its run")
+        }
+        Some(why) => {
+            eprintln!("xtask: {why}: the `netsplit` tests are skipped (counted as skipped above)")
+        }
+        None => {
+            let mut netsplit = cargo(&metadata.root);
+            netsplit
+                .args([
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--no-fail-fast",
+                    "--no-tests=pass",
+                    "-j",
+                    "1",
+                    "-E",
+                    "binary(netsplit)",
+                ])
+                .args(extra);
+            let code = run_step("netsplit tests (serial, own cluster)", netsplit)?;
+            failures.record("netsplit tests", code);
+            if code != 0 && code != NEXTEST_TESTS_FAILED {
+                return Ok(failures.finish());
+            }
+        }
+    }
+
     let mut doc = cargo(&metadata.root);
     doc.args(["test", "--workspace", "--doc"]);
     let code = run_step("doc tests", doc)?;
@@ -590,6 +651,19 @@ fn soak(extra: &[String]) -> Result<ExitCode> {
     cmd.args(["run", "--release", "-p", "rabbitkit-soak", "--"])
         .args(extra);
     run_step("soak", cmd).map(exit_code)
+}
+
+/// `cargo xtask jepsen [ARGS]`: the partition run (builds its own cluster).
+fn jepsen(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    let version = RabbitMq::from_env()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    version.install().map_err(|e| e.to_string())?;
+    let mut cmd = cargo(&metadata.root);
+    cmd.args(["run", "-p", "rabbitkit-jepsen", "--"])
+        .args(extra);
+    run_step("jepsen", cmd).map(exit_code)
 }
 
 fn bench(extra: &[String]) -> Result<ExitCode> {
@@ -712,7 +786,9 @@ mod tests {
     fn passed_on(line: &str) -> (Option<RabbitMq>, Vec<String>) {
         let cli = parse(line).unwrap();
         let args = match &cli.command {
-            Task::Test(p) | Task::Demo(p) | Task::Bench(p) | Task::Soak(p) => p.args().to_vec(),
+            Task::Test(p) | Task::Demo(p) | Task::Bench(p) | Task::Soak(p) | Task::Jepsen(p) => {
+                p.args().to_vec()
+            }
             other => panic!("{other:?}"),
         };
         (cli.rabbitmq, args)

@@ -171,7 +171,7 @@ impl Cluster {
     }
 
     /// Cluster membership as seen by node `n`.
-    pub(super) fn membership(&self, n: usize) -> Result<Membership> {
+    pub(crate) fn membership(&self, n: usize) -> Result<Membership> {
         let out = self.ctl(n, &["cluster_status", "--formatter", "json"])?;
         parse_cluster_status(&out).ok_or_else(|| {
             ClusterError::new(format!(
@@ -184,11 +184,11 @@ impl Cluster {
 
 /// Cluster membership from `rabbitmqctl cluster_status --formatter json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Membership {
-    pub(super) disk_nodes: Vec<String>,
-    pub(super) running_nodes: Vec<String>,
+pub(crate) struct Membership {
+    pub(crate) disk_nodes: Vec<String>,
+    pub(crate) running_nodes: Vec<String>,
     /// Nodes involved in a network partition (sorted, deduplicated).
-    pub(super) partitioned: Vec<String>,
+    pub(crate) partitioned: Vec<String>,
 }
 
 /// Parses the JSON printed by `rabbitmqctl cluster_status --formatter
