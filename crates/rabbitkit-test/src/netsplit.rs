@@ -338,7 +338,12 @@ impl Netsplit {
     /// * a node that is still not back [`STUCK_AFTER`] after the heal (seen
     ///   with `pause_minority`: the paused node hangs in its boot, Erlang
     ///   25's `global` stuck after the partition) is killed and started
-    ///   again.
+    ///   again;
+    /// * a partition still reported twice [`STUCK_AFTER`] after the heal
+    ///   (the nodes recorded it again when the restarted node came back)
+    ///   ends as RabbitMQ's docs say: one side is trusted (the lowest
+    ///   node other than `minority`), every other node's application is
+    ///   restarted.
     ///
     /// # Errors
     ///
@@ -379,6 +384,27 @@ impl Netsplit {
                     c.rabbitmqctl(n, &["stop_app"])?;
                     c.rabbitmqctl(n, &["start_app"])?;
                     actions.push(format!("restarted the app of {}", c.node_name(n)));
+                } else if reported
+                    && started.elapsed() > STUCK_AFTER * 2
+                    && !actions.iter().any(|a| a.starts_with("restarted the apps"))
+                {
+                    // Still partitioned: every node recorded the
+                    // partition again when the restarted node came back.
+                    // As RabbitMQ's docs say: trust one side, restart
+                    // every other node.
+                    let trusted = Cluster::nodes().find(|&t| t != n).unwrap_or(1);
+                    eprintln!(
+                        "rabbitkit-test: still partitioned; restarting every node but {}",
+                        c.node_name(trusted)
+                    );
+                    for other in Cluster::nodes().filter(|&o| o != trusted) {
+                        c.rabbitmqctl(other, &["stop_app"])?;
+                        c.rabbitmqctl(other, &["start_app"])?;
+                    }
+                    actions.push(format!(
+                        "restarted the apps of every node but {}",
+                        c.node_name(trusted)
+                    ));
                 } else if started.elapsed() > STUCK_AFTER
                     && !actions.iter().any(|a| a.starts_with("killed"))
                 {
