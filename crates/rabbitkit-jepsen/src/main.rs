@@ -375,11 +375,33 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // A consumer may have ended (a classic queue's node restarted cancels
+    // it): read what is left in the queue with a fresh one.
     let left = clients[0]
         .queue_info(&queue_name)
         .await
         .map(|i| i.messages)
         .ok();
+    if left.is_some_and(|n| n > 0) {
+        println!(
+            "{:7.1} s  draining {left:?} messages left in the queue",
+            t()
+        );
+        let mut drain = clients[0]
+            .consume(&queue_name, ConsumeOptions::new().prefetch(500))
+            .await
+            .expect("consume to drain");
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(5), drain.next()).await
+        {
+            if let Some(n) = std::str::from_utf8(d.body())
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                *received.lock().unwrap().entry(n).or_default() += 1;
+            }
+            let _ = d.ack().await;
+        }
+    }
     for client in &clients {
         client.close().await;
     }
@@ -425,7 +447,7 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
         ));
     }
     println!(
-        "  confirmed {}, lost {lost}, duplicated {duplicated}, failed publishes {failed}, left in the queue {left:?}",
+        "  confirmed {}, lost {lost}, duplicated {duplicated}, failed publishes {failed}, left in the queue for a fresh consumer {left:?}",
         confirmed.len()
     );
     let slowest = heal_times.iter().copied().fold(0.0, f64::max);
