@@ -411,6 +411,30 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
         .iter()
         .filter(|n| !received.contains_key(n))
         .count();
+    if lost > 0 {
+        // Which messages: ranges of each client's sequence numbers, with
+        // the second of the run they were published in (seq / rate).
+        let mut missing: Vec<u64> = confirmed
+            .iter()
+            .filter(|n| !received.contains_key(n))
+            .copied()
+            .collect();
+        missing.sort_unstable();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for n in missing {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == n => *end = n,
+                _ => ranges.push((n, n)),
+            }
+        }
+        for (a, b) in ranges.iter().take(20) {
+            let (c, first, last) = (a >> 40, a & ((1 << 40) - 1), b & ((1 << 40) - 1));
+            println!(
+                "  LOST: client {c}, messages {first}..={last} (published about {:.0} s into the run)",
+                first as f64 / f64::from(args.rate.max(1))
+            );
+        }
+    }
     let duplicated: u64 = received
         .values()
         .map(|&k| u64::from(k.saturating_sub(1)))
