@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub(crate) pool: ChannelPool,
     pub(crate) admin: Slot,
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Publishes waiting for their confirm (see `stall.rs`).
+    pub(crate) confirms: crate::stall::ConfirmWaits,
 }
 
 impl Session {

@@ -117,6 +117,24 @@ pub enum Event {
     /// were waiting are confirmed now, and new ones go through. Resume
     /// producing.
     Unblocked,
+    /// The node stopped confirming publishes while the connection looked
+    /// healthy: the oldest publish waited `waited`, past
+    /// [`Timings::confirm_deadline`](crate::Timings::confirm_deadline),
+    /// and the broker did not block the connection (an alarm, see
+    /// [`Blocked`](Self::Blocked), does not count). The usual cause is a
+    /// network partition that left this node on the minority side: its
+    /// TCP connection and heartbeats are fine, but a quorum queue cannot
+    /// confirm without a majority, and its consumers get nothing. The
+    /// client closes the connection and fails over to the next endpoint
+    /// ([`Disconnected`](Self::Disconnected), then
+    /// [`Recovered`](Self::Recovered) follow); the publishes still waiting
+    /// are sent again there (they may arrive twice).
+    Unresponsive {
+        /// The node left.
+        endpoint: Endpoint,
+        /// How long the oldest publish had waited for its confirm.
+        waited: Duration,
+    },
     /// The client stopped for good: closed by the application, a fatal error
     /// (bad credentials, missing vhost) or the backoff's attempt limit.
     Closed {
@@ -163,6 +181,10 @@ impl fmt::Display for Event {
             }
             Self::Blocked { reason } => write!(f, "blocked by the broker: {reason}"),
             Self::Unblocked => write!(f, "unblocked by the broker"),
+            Self::Unresponsive { endpoint, waited } => write!(
+                f,
+                "{endpoint} confirmed nothing for {waited:?} (minority side of a partition?); leaving it"
+            ),
             Self::Closed { reason } => write!(f, "closed: {reason}"),
         }
     }

@@ -26,7 +26,8 @@
 //!
 //! ## What recovery does
 //! When the connection is lost (IO error, missed heartbeats, the broker
-//! closing it, the node killed), the supervisor:
+//! closing it, the node killed, or the node confirming nothing for
+//! [`Timings::confirm_deadline`], see below), the supervisor:
 //! 1. reports [`Event::Disconnected`] and connects to the *next* endpoint at
 //!    once, then backs off ([`Backoff`]) while endpoints keep failing;
 //! 2. re-opens the channel pool (confirm mode, prefetch applied);
@@ -53,6 +54,22 @@
 //! (unless [`Options::retry_initial_connect`] is on), retried with backoff
 //! during recovery.
 //!
+//! ## Network partitions
+//! A partition that leaves the connected node on the minority side breaks
+//! nothing a socket can see: on RabbitMQ 4 (and 3.10 with the default
+//! `cluster_partition_handling = ignore`) the node keeps the connection
+//! and answers heartbeats, while publishes to quorum queues are neither
+//! confirmed nor nacked and consumers receive nothing, for as long as the
+//! partition lasts. The publishes show it: when the oldest one has waited
+//! [`Timings::confirm_deadline`] (10 s) for its confirm and the broker does
+//! not block the connection (an alarm), the client emits
+//! [`Event::Unresponsive`], closes the connection and recovers on the next
+//! endpoint, where the waiting publishes are sent again (possible
+//! duplicates, at most the publish window) and consumers resume. A client
+//! that only consumes cannot tell a partition from an idle queue and stays.
+//! RabbitMQ 3.10's `pause_minority` closes the minority node's connections
+//! itself (an ordinary failover). Measured figures: `RELIABILITY.md`.
+//!
 //! Names, routing keys and exchange types are AMQP short strings: over 255
 //! bytes they are refused with a typed error before anything is sent (see
 //! [`validate`]); option values beyond their documented maxima are clamped.
@@ -64,6 +81,9 @@
 //! - `endpoint.rs` — [`Endpoint`]: URL parsing; `Debug`/`Display` hide the password.
 //! - `connection.rs` — [`Client`], the handle applications hold.
 //! - `supervisor.rs` — the task that connects, fails over and recovers.
+//! - `stall.rs` — the publishes waiting for a confirm on a connection: a
+//!   node that stops confirming (the minority side of a network
+//!   partition) is left for the next one ([`Event::Unresponsive`]).
 //! - `tls.rs` — client certificates: checking the PEM, reading the broker's TLS alert
 //!   when it refuses one ([`ClientCertError`]).
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
@@ -104,6 +124,7 @@ pub mod metrics;
 mod options;
 mod publisher;
 mod reply;
+mod stall;
 mod stream;
 mod supervisor;
 mod tls;

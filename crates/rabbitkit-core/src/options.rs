@@ -156,6 +156,20 @@ pub struct Timings {
     /// How long an RPC call waits for its reply unless its client sets its
     /// own timeout (default 10 s; rabbitkit's `RpcClientBuilder::timeout`).
     pub rpc_timeout: Duration,
+    /// How long the oldest publish may wait for its confirm, while the
+    /// broker does not block the connection, before the node is taken for
+    /// failed (default 10 s; zero never does): the client emits
+    /// [`Event::Unresponsive`](crate::Event::Unresponsive), closes the
+    /// connection and fails over to the next endpoint, where the
+    /// publishes still waiting are sent again. This is how a client
+    /// leaves a node on the minority side of a network partition, whose
+    /// connection stays healthy while nothing is confirmed. Checked at
+    /// every [`liveness_check`](Self::liveness_check). Keep it above the
+    /// longest confirm latency you expect (a quorum queue electing a new
+    /// leader takes a few seconds) and below
+    /// [`publish_timeout`](Options::publish_timeout), so the publishes
+    /// move instead of failing.
+    pub confirm_deadline: Duration,
 }
 
 impl Timings {
@@ -176,6 +190,7 @@ impl Timings {
     /// | [`close_poll`](Self::close_poll) | 1 ms |
     /// | [`close_slack`](Self::close_slack) | 1 s |
     /// | [`rpc_timeout`](Self::rpc_timeout) | 10 s |
+    /// | [`confirm_deadline`](Self::confirm_deadline) | 10 s |
     pub const DEFAULT: Self = Self {
         ack_flush_delay: Duration::from_millis(1),
         liveness_check: Duration::from_millis(250),
@@ -198,6 +213,7 @@ impl Timings {
         close_poll: Duration::from_millis(1),
         close_slack: Duration::from_secs(1),
         rpc_timeout: Duration::from_secs(10),
+        confirm_deadline: Duration::from_secs(10),
     };
 
     /// The same timings with every value within its documented bounds.
@@ -218,6 +234,7 @@ impl Timings {
             close_poll: self.close_poll.clamp(Self::MIN_INTERVAL, max),
             close_slack: self.close_slack.min(max),
             rpc_timeout: self.rpc_timeout.min(max),
+            confirm_deadline: self.confirm_deadline.min(max),
         }
     }
 }
@@ -696,6 +713,7 @@ mod tests {
         assert_eq!(t.close_poll, Duration::from_millis(1));
         assert_eq!(t.close_slack, Duration::from_secs(1));
         assert_eq!(t.rpc_timeout, Duration::from_secs(10));
+        assert_eq!(t.confirm_deadline, Duration::from_secs(10));
         // Re-subscribing: 500 ms doubling to 10 s, without jitter.
         let waits: Vec<u64> = (1..=7)
             .map(|n| t.resubscribe_backoff.delay_for(n).as_millis() as u64)
@@ -732,6 +750,7 @@ mod tests {
                 close_poll: Duration::MAX,
                 close_slack: Duration::MAX,
                 rpc_timeout: Duration::MAX,
+                confirm_deadline: Duration::MAX,
             })
             .timings;
         let now = std::time::Instant::now();
@@ -741,6 +760,7 @@ mod tests {
             t.consumer_restart_delay,
             t.close_poll,
             t.close_slack,
+            t.confirm_deadline,
             t.rpc_timeout,
             t.resubscribe_backoff.initial,
             t.resubscribe_backoff.max,

@@ -334,10 +334,12 @@ async fn publish_confirmed(
                 .await
         };
         let left = deadline.saturating_duration_since(Instant::now());
+        let waiting = session.confirms.start();
         let outcome = match tokio::time::timeout(left, sent).await {
             Ok(outcome) => outcome,
             Err(_) => return Err(timed_out(&shared)),
         };
+        drop(waiting);
         match outcome {
             Ok(PublishOutcome::Confirmed) => {
                 shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);

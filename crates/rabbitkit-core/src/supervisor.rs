@@ -317,6 +317,7 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
             pool,
             admin: Slot::new(false, 0),
             admin_lock: tokio::sync::Mutex::new(()),
+            confirms: Default::default(),
         });
 
         let mut replay = shared.topology.lock().unwrap().replay_order();
@@ -472,6 +473,9 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
 
         // 4. Watch until the connection is lost or the client closes.
         let mut poll = tokio::time::interval(shared.options.timings.liveness_check);
+        // Confirms wait while the broker blocks the connection: count from
+        // the end of the last block.
+        let mut unblocked_at = Instant::now();
         let reason = loop {
             tokio::select! {
                 ev = lapin_events.next() => match ev {
@@ -482,13 +486,32 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                         tracing::debug!(target: "rabbitkit", error = %describe(&err), "channel error");
                     }
                     Some(lapin::Event::ConnectionBlocked(reason)) => shared.emit(Event::Blocked { reason }),
-                    Some(lapin::Event::ConnectionUnblocked) => shared.emit(Event::Unblocked),
+                    Some(lapin::Event::ConnectionUnblocked) => {
+                        unblocked_at = Instant::now();
+                        shared.emit(Event::Unblocked);
+                    }
                     Some(_) => {}
                     None => break "connection dropped".to_owned(),
                 },
                 _ = poll.tick() => {
                     if !session.alive() {
                         break "connection closed".to_owned();
+                    }
+                    if let Some(waited) = unconfirmed_too_long(&shared, &session, unblocked_at) {
+                        // A node on the minority side of a partition: the
+                        // connection is healthy, nothing gets confirmed.
+                        // Close it; the waiting publishes are re-sent on
+                        // the next node once recovered.
+                        shared.emit(Event::Unresponsive {
+                            endpoint: endpoint.clone(),
+                            waited,
+                        });
+                        let _ = tokio::time::timeout(
+                            shared.options.connect_timeout,
+                            session.connection.close(200, "no confirm in time".into()),
+                        )
+                        .await;
+                        break format!("no publish confirmed for {waited:?}");
                     }
                 }
                 _ = shared.shutdown.notified() => {
@@ -517,6 +540,24 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
         tracing::warn!(target: "rabbitkit", %endpoint, %reason, "connection lost");
         shared.emit(Event::Disconnected { endpoint, reason });
     }
+}
+
+/// How long the oldest publish of `session` has waited for its confirm,
+/// when that is past [`Timings::confirm_deadline`](crate::Timings::confirm_deadline)
+/// (not zero) and the broker does not block the connection.
+fn unconfirmed_too_long(
+    shared: &Shared,
+    session: &Session,
+    unblocked_at: Instant,
+) -> Option<Duration> {
+    let deadline = shared.options.timings.confirm_deadline;
+    if deadline.is_zero() || shared.blocked.lock().unwrap().is_some() {
+        return None;
+    }
+    session
+        .confirms
+        .oldest(unblocked_at)
+        .filter(|&waited| waited >= deadline)
 }
 
 async fn passive_consumer_count(session: &Session, queue: &str) -> Option<u32> {

@@ -9,10 +9,12 @@ mod status;
 mod tls;
 
 use std::fs::{self, File, OpenOptions};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ClusterError, Result};
+use crate::netsplit::{self, PartitionHandling};
 use crate::process::{is_live_beam, kill_pid, port_open, read_pid_file};
 use crate::rabbitmq::RabbitMq;
 
@@ -51,6 +53,10 @@ const FIRST_DIST_PORT: u16 = 25672;
 pub struct Cluster {
     base: PathBuf,
     version: RabbitMq,
+    /// `Some` for the partitionable cluster of [`crate::Netsplit`]: each
+    /// node in its own network namespace, with the 3.10 partition-handling
+    /// mode to configure.
+    netns: Option<PartitionHandling>,
 }
 
 impl Cluster {
@@ -95,6 +101,19 @@ impl Cluster {
         self
     }
 
+    /// The same cluster directory, each node in its own network namespace
+    /// (see [`crate::Netsplit`], which sets the namespaces up).
+    pub(crate) fn in_namespaces(mut self, handling: PartitionHandling) -> Self {
+        self.netns = Some(handling);
+        self
+    }
+
+    /// The partition-handling mode of the cluster of [`crate::Netsplit`];
+    /// `None` for the shared cluster.
+    pub fn partition_handling(&self) -> Option<PartitionHandling> {
+        self.netns
+    }
+
     /// The RabbitMQ version its nodes run.
     pub fn version(&self) -> RabbitMq {
         self.version
@@ -115,6 +134,7 @@ impl Cluster {
         Self {
             base,
             version: RabbitMq::default(),
+            netns: None,
         }
     }
 
@@ -144,7 +164,24 @@ impl Cluster {
     /// When `n` is not in 1..=3.
     pub fn node_name(&self, n: usize) -> String {
         assert_node(n);
-        format!("rabbit{n}@localhost")
+        match self.netns {
+            None => format!("rabbit{n}@localhost"),
+            Some(_) => format!("rabbit@{}", netsplit::host_name(n)),
+        }
+    }
+
+    /// The address node `n` listens on: `127.0.0.1`, or its own address
+    /// on the bridge for the cluster of [`crate::Netsplit`].
+    ///
+    /// # Panics
+    ///
+    /// When `n` is not in 1..=3.
+    pub fn host(&self, n: usize) -> IpAddr {
+        assert_node(n);
+        match self.netns {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(_) => IpAddr::V4(netsplit::node_ip(n)),
+        }
     }
 
     /// The AMQP port of node `n`: 5672, 5673 or 5674.
@@ -154,6 +191,9 @@ impl Cluster {
     /// When `n` is not in 1..=3.
     pub fn amqp_port(&self, n: usize) -> u16 {
         assert_node(n);
+        if self.netns.is_some() {
+            return FIRST_AMQP_PORT;
+        }
         FIRST_AMQP_PORT + (n as u16 - 1)
     }
 
@@ -164,6 +204,9 @@ impl Cluster {
     /// When `n` is not in 1..=3.
     pub fn dist_port(&self, n: usize) -> u16 {
         assert_node(n);
+        if self.netns.is_some() {
+            return FIRST_DIST_PORT;
+        }
         FIRST_DIST_PORT + (n as u16 - 1)
     }
 
@@ -174,7 +217,11 @@ impl Cluster {
     ///
     /// When `n` is not in 1..=3.
     pub fn amqp_url(&self, n: usize) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port(n))
+        format!(
+            "amqp://guest:guest@{}:{}/%2f",
+            self.host(n),
+            self.amqp_port(n)
+        )
     }
 
     /// The AMQP URLs of the three nodes, node 1 first.
@@ -198,7 +245,7 @@ impl Cluster {
     /// (without checking that it is node `n`). `false` for a node number
     /// outside 1..=3.
     pub fn accepts_connections(&self, n: usize) -> bool {
-        Self::nodes().contains(&n) && port_open(self.amqp_port(n))
+        Self::nodes().contains(&n) && port_open(SocketAddr::new(self.host(n), self.amqp_port(n)))
     }
 
     /// Process id of node `n`'s Erlang VM when it is alive: read from the

@@ -68,6 +68,11 @@
 //!   [`ensure_cluster`], [`require_local_cluster`]: which broker the tests
 //!   talk to.
 //! * `names.rs`: [`unique_name`]: collision-free resource names.
+//! * `netsplit.rs`: [`Netsplit`]: a second, partitionable 3-node cluster,
+//!   each node in its own network namespace on a bridge ([`BRIDGE`]),
+//!   with `iptables` cuts between nodes or between a node and the
+//!   clients, and the 3.10 [`PartitionHandling`] mode; built and torn down
+//!   by the test or `cargo xtask netsplit`, never the shared cluster.
 //! * `proxy.rs`: [`FaultProxy`]: a TCP proxy that cuts, stalls or delays
 //!   connections on demand, for fault-injection tests.
 //! * `nginx.rs`: [`LoadBalancer`]: nginx's `stream` module in front of the
@@ -89,6 +94,7 @@ mod addr;
 mod cluster;
 mod error;
 mod names;
+mod netsplit;
 mod nginx;
 mod process;
 mod proxy;
@@ -101,6 +107,9 @@ pub use cluster::{
 };
 pub use error::ClusterError;
 pub use names::unique_name;
+pub use netsplit::{
+    BRIDGE, Healed, NET_TICKTIME_SECS, NETSPLIT_DIR, Netsplit, PartitionHandling, STUCK_AFTER,
+};
 pub use nginx::{LB_PORT, LoadBalancer};
 pub use proxy::FaultProxy;
 pub use rabbitmq::{RabbitMq, VERSION_ENV};

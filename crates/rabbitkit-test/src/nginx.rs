@@ -88,7 +88,7 @@ impl LoadBalancer {
         fs::create_dir_all(&prefix)
             .map_err(|e| ClusterError::io(format!("creating {}", prefix.display()), e))?;
         stop_in(&nginx, &prefix)?;
-        if port_open(LB_PORT) {
+        if port_open(([127, 0, 0, 1], LB_PORT)) {
             return Err(ClusterError::new(format!(
                 "port {LB_PORT} is taken by another program: nginx cannot listen on it"
             )));
@@ -100,7 +100,7 @@ impl LoadBalancer {
         };
         // nginx daemonizes: the command returns once the master runs.
         run(lb.command(), START_STOP)?;
-        if !wait_until(START_STOP, || port_open(LB_PORT)) {
+        if !wait_until(START_STOP, || port_open(([127, 0, 0, 1], LB_PORT))) {
             return Err(ClusterError::new(format!(
                 "nginx started but does not listen on {LB_PORT}; see {}",
                 lb.prefix.join("error.log").display()
@@ -172,7 +172,7 @@ fn stop_in(nginx: &Path, prefix: &Path) -> Result<()> {
         kill_pid(pid);
     }
     let _ = fs::remove_file(&pid_file);
-    if wait_until(START_STOP, || !port_open(LB_PORT)) {
+    if wait_until(START_STOP, || !port_open(([127, 0, 0, 1], LB_PORT))) {
         Ok(())
     } else {
         Err(ClusterError::new(format!(

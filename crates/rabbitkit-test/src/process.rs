@@ -73,8 +73,9 @@ pub(crate) fn kill_pid(target: impl fmt::Display) {
         .status();
 }
 
-pub(crate) fn port_open(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+/// Whether something accepts TCP connections on `addr`.
+pub(crate) fn port_open(addr: impl Into<SocketAddr>) -> bool {
+    let addr = addr.into();
     TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok()
 }
 

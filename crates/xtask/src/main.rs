@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
-use rabbitkit_test::{Cluster, LoadBalancer, RabbitMq, VERSION_ENV, using_external_broker};
+use rabbitkit_test::{
+    Cluster, LoadBalancer, Netsplit, PartitionHandling, RabbitMq, VERSION_ENV,
+    using_external_broker,
+};
 
 mod book;
 
@@ -62,10 +65,16 @@ enum Task {
     /// nginx (stream module) in front of the local cluster: up, down, status.
     #[command(subcommand)]
     Lb(LbTask),
+    /// A second, partitionable cluster (network namespaces rk-n1..3 on
+    /// bridge rk-br0, nodes rabbit@rkn1..3 on 10.77.0.11-13:5672): up,
+    /// down, status, cut N, heal. Never touches the shared cluster. Needs
+    /// root, iproute2 and iptables.
+    #[command(subcommand)]
+    Netsplit(NetsplitTask),
     /// Bring the cluster up, then run the whole test suite.
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
-    ///    -E 'not binary(failover)' ARGS`
+    ///    -E 'not binary(failover) and not binary(netsplit)' ARGS`
     ///
     /// 2. the tests of the optional features, in a build with them:
     ///    `cargo nextest run -p rabbitkit-suite -p rabbitkit-core
@@ -78,7 +87,14 @@ enum Task {
     ///    time (they kill nodes): `cargo nextest run --workspace
     ///    -E 'binary(failover)' -j 1 --no-fail-fast ARGS`
     ///
-    /// 4. `cargo test --workspace --doc`, then the doc tests of
+    /// 4. if a `netsplit` test binary exists and can run here (root,
+    ///    iproute2, iptables, the version installed, no AMQP_ADDR), its
+    ///    tests alone, one at a time, on a partitionable cluster of their
+    ///    own: `cargo nextest run --workspace -E 'binary(netsplit)' -j 1
+    ///    --no-fail-fast ARGS`; step 1 lists and filters them out, so
+    ///    nextest counts them as skipped there
+    ///
+    /// 5. `cargo test --workspace --doc`, then the doc tests of
     ///    rabbitkit-core and rabbitkit with those features
     ///
     /// ARGS go to every nextest run (name filters narrow them; a
@@ -104,6 +120,16 @@ enum Task {
     /// proxy instead of killing a node;
     /// `cargo xtask soak -- --help` shows its options.
     Soak(PassOn),
+    /// The Jepsen-style run on a partitionable cluster of its own.
+    ///
+    /// `cargo run -p rabbitkit-jepsen -- [ARGS]` (a debug build: the run
+    /// measures correctness, not speed). Confirmed publishing and consuming
+    /// while a nemesis partitions a random node; reports confirmed, lost,
+    /// duplicated and stuck time. E.g. `cargo xtask jepsen --rabbitmq 3.10
+    /// -- --partition-handling autoheal --partitions 20`;
+    /// `cargo xtask jepsen -- --help` shows its options. Needs root,
+    /// iproute2, iptables; never touches the shared cluster.
+    Jepsen(PassOn),
     /// Check the book's includes, then build it.
     ///
     /// Checks that every `{{#include file:anchor}}` of the book (docs/src)
@@ -139,6 +165,36 @@ enum LbTask {
     Down,
     /// Say whether it runs.
     Status,
+}
+
+/// `cargo xtask netsplit ...`: the partitionable cluster.
+#[derive(Debug, Subcommand)]
+enum NetsplitTask {
+    /// Tear down what is left of a previous one, build the network, start
+    /// three fresh nodes and join them (about 30 s); it keeps running
+    /// until `down`.
+    Up {
+        /// `cluster_partition_handling` of RabbitMQ 3.10 (ignore,
+        /// pause_minority, autoheal); RabbitMQ 4 ignores it.
+        #[arg(long, default_value = "ignore", value_name = "MODE")]
+        partition_handling: PartitionHandling,
+    },
+    /// Kill its nodes and epmds, delete the namespaces, the bridge and
+    /// the /etc/hosts lines.
+    Down,
+    /// Show the nodes, the membership as the nodes see it, and the cuts.
+    Status,
+    /// Cut node N off from the other nodes (or, with --clients, from the
+    /// clients on the host).
+    Cut {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Cut it from the clients instead of from the other nodes.
+        #[arg(long)]
+        clients: bool,
+    },
+    /// Remove every cut.
+    Heal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,10 +266,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Task::Broker(task) => broker(task).map(|()| ExitCode::SUCCESS),
         Task::Lb(task) => lb(task).map(|()| ExitCode::SUCCESS),
+        Task::Netsplit(task) => netsplit(task).map(|()| ExitCode::SUCCESS),
         Task::Test(extra) => test(extra.args()),
         Task::Demo(extra) => demo(extra.args()),
         Task::Bench(extra) => bench(extra.args()),
         Task::Soak(extra) => soak(extra.args()),
+        Task::Jepsen(extra) => jepsen(extra.args()),
         Task::Book => book::book(),
     }
 }
@@ -274,6 +332,81 @@ fn lb(task: LbTask) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `cargo xtask netsplit up|down|status|cut N|heal`.
+fn netsplit(task: NetsplitTask) -> Result<()> {
+    let err = |e: rabbitkit_test::ClusterError| e.to_string();
+    match task {
+        NetsplitTask::Up { partition_handling } => {
+            let version = RabbitMq::from_env().map_err(err)?.unwrap_or_default();
+            version.install().map_err(err)?;
+            let netsplit = Netsplit::up(version, partition_handling).map_err(err)?;
+            println!("{}", netsplit.cluster().status().map_err(err)?);
+            for n in Cluster::nodes() {
+                println!("node {n}: {}", netsplit.amqp_url(n));
+            }
+            netsplit.keep();
+            Ok(())
+        }
+        NetsplitTask::Down => {
+            Netsplit::teardown().map_err(err)?;
+            eprintln!("xtask: partitionable cluster torn down");
+            Ok(())
+        }
+        NetsplitTask::Status => {
+            if !Netsplit::is_set_up() {
+                println!("no partitionable cluster is set up");
+                return Ok(());
+            }
+            let versions = match RabbitMq::from_env().map_err(err)? {
+                Some(v) => vec![v],
+                None => RabbitMq::ALL.to_vec(),
+            };
+            for version in versions {
+                let cluster = Netsplit::cluster_for(version, PartitionHandling::default());
+                if Cluster::nodes().all(|n| cluster.pid(n).is_none()) {
+                    continue;
+                }
+                // Each node's own view: the sides of a partition disagree.
+                for n in Cluster::nodes() {
+                    match cluster.rabbitmqctl(n, &["cluster_status", "--formatter", "json"]) {
+                        Ok(out) => {
+                            let json = out.find('{').map_or("", |i| &out[i..]);
+                            let v: serde_json::Value =
+                                serde_json::from_str(json.trim()).unwrap_or_default();
+                            println!(
+                                "{} (RabbitMQ {version}): running {} partitions {}",
+                                cluster.node_name(n),
+                                v["running_nodes"],
+                                v["partitions"]
+                            );
+                        }
+                        Err(e) => println!(
+                            "{}: {}",
+                            cluster.node_name(n),
+                            e.to_string().lines().next().unwrap_or("")
+                        ),
+                    }
+                }
+            }
+            for (n, dropped) in Netsplit::cuts() {
+                if !dropped.is_empty() {
+                    let list: Vec<String> = dropped.iter().map(|a| a.to_string()).collect();
+                    println!("node {n} drops packets from {}", list.join(", "));
+                }
+            }
+            Ok(())
+        }
+        NetsplitTask::Cut { node, clients } => {
+            if clients {
+                Netsplit::cut_from_clients(node.n()).map_err(err)
+            } else {
+                Netsplit::cut(node.n()).map_err(err)
+            }
+        }
+        NetsplitTask::Heal => Netsplit::heal().map_err(err),
     }
 }
 
@@ -371,9 +504,12 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         );
         // The `test(...)` term keeps nextest from dropping those binaries
         // before listing them: listed then filtered, they count as skipped.
-        "(not binary(failover) and not binary(local_cluster)) or test(=rabbitkit::never)"
+        "(not binary(failover) and not binary(local_cluster) and not binary(netsplit)) \
+         or test(=rabbitkit::never)"
     } else {
-        "not binary(failover)"
+        // The netsplit tests run alone, below; listed then filtered here,
+        // nextest counts them as skipped in this run.
+        "not binary(failover) and (not binary(netsplit) or test(=rabbitkit::never))"
     };
 
     let mut main = cargo(&metadata.root);
@@ -479,6 +615,46 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: no `failover` test binary in the workspace; skipping the serial run");
     }
 
+    // The netsplit tests build a partitionable cluster of their own (network
+    // namespaces, iptables): alone, one at a time, where they can run.
+    let version = RabbitMq::from_env()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let cannot = if external {
+        Some("AMQP_ADDR is set".to_owned())
+    } else {
+        Netsplit::unavailable(version)
+    };
+    match cannot {
+        _ if !metadata.has_test_target("netsplit") => {
+            eprintln!("xtask: no `netsplit` test binary in the workspace; skipping its run")
+        }
+        Some(why) => {
+            eprintln!("xtask: {why}: the `netsplit` tests are skipped (counted as skipped above)")
+        }
+        None => {
+            let mut netsplit = cargo(&metadata.root);
+            netsplit
+                .args([
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--no-fail-fast",
+                    "--no-tests=pass",
+                    "-j",
+                    "1",
+                    "-E",
+                    "binary(netsplit)",
+                ])
+                .args(extra);
+            let code = run_step("netsplit tests (serial, own cluster)", netsplit)?;
+            failures.record("netsplit tests", code);
+            if code != 0 && code != NEXTEST_TESTS_FAILED {
+                return Ok(failures.finish());
+            }
+        }
+    }
+
     let mut doc = cargo(&metadata.root);
     doc.args(["test", "--workspace", "--doc"]);
     let code = run_step("doc tests", doc)?;
@@ -550,6 +726,19 @@ fn soak(extra: &[String]) -> Result<ExitCode> {
     cmd.args(["run", "--release", "-p", "rabbitkit-soak", "--"])
         .args(extra);
     run_step("soak", cmd).map(exit_code)
+}
+
+/// `cargo xtask jepsen [ARGS]`: the partition run (builds its own cluster).
+fn jepsen(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    let version = RabbitMq::from_env()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    version.install().map_err(|e| e.to_string())?;
+    let mut cmd = cargo(&metadata.root);
+    cmd.args(["run", "-p", "rabbitkit-jepsen", "--"])
+        .args(extra);
+    run_step("jepsen", cmd).map(exit_code)
 }
 
 fn bench(extra: &[String]) -> Result<ExitCode> {
@@ -672,7 +861,9 @@ mod tests {
     fn passed_on(line: &str) -> (Option<RabbitMq>, Vec<String>) {
         let cli = parse(line).unwrap();
         let args = match &cli.command {
-            Task::Test(p) | Task::Demo(p) | Task::Bench(p) | Task::Soak(p) => p.args().to_vec(),
+            Task::Test(p) | Task::Demo(p) | Task::Bench(p) | Task::Soak(p) | Task::Jepsen(p) => {
+                p.args().to_vec()
+            }
             other => panic!("{other:?}"),
         };
         (cli.rabbitmq, args)
@@ -723,6 +914,23 @@ mod tests {
             parse("lb status").unwrap().command,
             Task::Lb(LbTask::Status)
         ));
+        match parse("netsplit up --rabbitmq 3.10 --partition-handling pause_minority")
+            .unwrap()
+            .command
+        {
+            Task::Netsplit(NetsplitTask::Up { partition_handling }) => {
+                assert_eq!(partition_handling, PartitionHandling::PauseMinority)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("netsplit cut 2 --clients").unwrap().command,
+            Task::Netsplit(NetsplitTask::Cut { clients: true, .. })
+        ));
+        assert!(matches!(
+            parse("netsplit heal").unwrap().command,
+            Task::Netsplit(NetsplitTask::Heal)
+        ));
         let cli = parse("broker up --rabbitmq 3.10").unwrap();
         assert!(matches!(cli.command, Task::Broker(BrokerTask::Up)));
         assert_eq!(cli.rabbitmq, Some(RabbitMq::V3_10));
@@ -771,6 +979,8 @@ mod tests {
             "lb",
             "lb sideways",
             "book extra",
+            "netsplit cut 4",
+            "netsplit up --partition-handling sometimes",
             "test --rabbitmq 5.0",
             "frobnicate",
         ] {

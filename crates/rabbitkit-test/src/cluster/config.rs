@@ -32,14 +32,16 @@ impl Cluster {
             };
             let tls_dir = self.tls_dir();
             let tls = match n {
+                _ if self.netns.is_some() => None,
                 1 => Some(Tls::ServerOnly(&tls_dir)),
                 MTLS_NODE => Some(Tls::Mutual(&tls_dir)),
                 _ => None,
             };
-            write(
-                "rabbitmq.conf",
-                node_config(self.version, self.amqp_port(n), tls),
-            )?;
+            let config = match self.netns {
+                None => node_config(self.version, self.amqp_port(n), tls),
+                Some(handling) => crate::netsplit::node_config(self.version, handling),
+            };
+            write("rabbitmq.conf", config)?;
             write("enabled_plugins", enabled_plugins(tls))?;
         }
         self.chown_node_dirs()

@@ -68,7 +68,7 @@ impl Cluster {
             .try_clone()
             .map_err(|e| ClusterError::io("duplicating the log file handle", e))?;
         let path = |sub: &str| dir.join(sub).into_os_string();
-        let mut cmd = self.version.command("rabbitmq-server")?;
+        let mut cmd = self.command(n, "rabbitmq-server")?;
         cmd.env("RABBITMQ_NODENAME", self.node_name(n))
             .env("RABBITMQ_NODE_PORT", self.amqp_port(n).to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port(n).to_string())
@@ -219,9 +219,20 @@ impl Cluster {
         args: &[&str],
         timeout: Duration,
     ) -> Result<String> {
-        let mut cmd = self.version.command("rabbitmqctl")?;
+        let mut cmd = self.command(n, "rabbitmqctl")?;
         cmd.arg("-n").arg(self.node_name(n)).args(args);
         run(cmd, timeout)
+    }
+
+    /// A command running `program` of this cluster's version for node
+    /// `n`: inside node `n`'s network namespace for the cluster of
+    /// [`crate::Netsplit`].
+    fn command(&self, n: usize, program: &str) -> Result<std::process::Command> {
+        let cmd = self.version.command(program)?;
+        Ok(match self.netns {
+            None => cmd,
+            Some(_) => crate::netsplit::in_namespace(cmd, n),
+        })
     }
 
     /// The last lines of node `n`'s `stdout.log` and main log file.

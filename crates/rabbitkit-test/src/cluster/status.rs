@@ -14,7 +14,10 @@ pub struct NodeStatus {
     pub index: usize,
     /// Erlang node name, e.g. `rabbit2@localhost`.
     pub name: String,
-    /// AMQP port on 127.0.0.1.
+    /// The address it serves AMQP on: `127.0.0.1`, or its own address in
+    /// the partitionable cluster ([`crate::Netsplit`]).
+    pub host: std::net::IpAddr,
+    /// AMQP port on [`host`](Self::host).
     pub amqp_port: u16,
     /// Whether the node serves AMQP: its Erlang VM is alive and its port
     /// accepts TCP connections.
@@ -98,7 +101,7 @@ impl fmt::Display for ClusterStatus {
                 f,
                 "{:<19} {:<16} {:<9} {:<8} {}",
                 node.name,
-                format!("127.0.0.1:{}", node.amqp_port),
+                format!("{}:{}", node.host, node.amqp_port),
                 state,
                 pid,
                 member
@@ -127,6 +130,7 @@ impl Cluster {
             .map(|n| NodeStatus {
                 index: n,
                 name: self.node_name(n),
+                host: self.host(n),
                 amqp_port: self.amqp_port(n),
                 running: self.is_running(n),
                 pid: self.pid(n),
@@ -167,7 +171,7 @@ impl Cluster {
     }
 
     /// Cluster membership as seen by node `n`.
-    pub(super) fn membership(&self, n: usize) -> Result<Membership> {
+    pub(crate) fn membership(&self, n: usize) -> Result<Membership> {
         let out = self.ctl(n, &["cluster_status", "--formatter", "json"])?;
         parse_cluster_status(&out).ok_or_else(|| {
             ClusterError::new(format!(
@@ -180,11 +184,11 @@ impl Cluster {
 
 /// Cluster membership from `rabbitmqctl cluster_status --formatter json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Membership {
-    pub(super) disk_nodes: Vec<String>,
-    pub(super) running_nodes: Vec<String>,
+pub(crate) struct Membership {
+    pub(crate) disk_nodes: Vec<String>,
+    pub(crate) running_nodes: Vec<String>,
     /// Nodes involved in a network partition (sorted, deduplicated).
-    pub(super) partitioned: Vec<String>,
+    pub(crate) partitioned: Vec<String>,
 }
 
 /// Parses the JSON printed by `rabbitmqctl cluster_status --formatter
@@ -266,6 +270,7 @@ mod tests {
                 .map(|n| NodeStatus {
                     index: n,
                     name: format!("rabbit{n}@localhost"),
+                    host: [127, 0, 0, 1].into(),
                     amqp_port: 5671 + n as u16,
                     running: n != 2,
                     pid: (n != 2).then_some(100 + n as u32),
