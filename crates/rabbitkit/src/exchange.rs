@@ -602,7 +602,32 @@ impl Exchange<HeadersKind> {
 
 #[cfg(test)]
 mod tests {
+    use super::sealed::Sealed;
     use super::*;
+
+    #[test]
+    fn each_kind_checks_what_it_binds_with_and_routes_by() {
+        assert_eq!(Fanout::route(&()).unwrap(), ("", None));
+        assert_eq!(Direct::binding("a.*").unwrap().0, "a.*");
+        assert_eq!(Direct::route("a.*").unwrap(), ("a.*", None));
+        // Wildcards mean something in a topic pattern, nothing in a key.
+        assert!(Topic::route("a.*").is_err());
+        assert_eq!(Topic::route("a.b").unwrap(), ("a.b", None));
+        let pattern = TopicPattern::new("a.#").unwrap();
+        assert_eq!(Topic::binding(&pattern).unwrap().0, "a.#");
+        // Headers route with an empty key; the match goes in the arguments.
+        let pdf_match = HeadersMatch::all().header("f", "pdf");
+        let (key, args) = HeadersKind::binding(&pdf_match).unwrap();
+        assert_eq!(key, "");
+        assert_eq!(args.inner().len(), 2); // f, x-match
+        assert!(HeadersKind::binding(&HeadersMatch::all()).is_err());
+        let pdf = Headers::new().with("f", "pdf");
+        let (key, headers) = HeadersKind::route(&pdf).unwrap();
+        assert_eq!((key, headers.unwrap().inner().len()), ("", 1));
+        let long = "k".repeat(256);
+        assert!(Direct::binding(&long).is_err());
+        assert!(HeadersKind::route(&Headers::new().with(long, 1)).is_err());
+    }
 
     #[test]
     fn exchanges_are_durable_unless_asked_otherwise() {
