@@ -2,9 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use rabbitkit::{Exchange, HeaderValue, Headers, HeadersMatch, PublishOptions, Queue};
 
 #[tokio::test]
@@ -192,11 +189,7 @@ async fn publish_headers_win_over_the_options_headers() {
         .await
         .unwrap();
 
-    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
-        .await
-        .expect("the pdf within 20 s")
-        .expect("subscription open")
-        .expect("a decodable message");
+    let msg = common::next_received(&mut sub).await;
     assert_eq!(msg.body, "pdf");
     let headers = msg.headers();
     assert_eq!(headers.get("format"), Some(&HeaderValue::from("pdf")));
