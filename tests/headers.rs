@@ -2,7 +2,7 @@
 
 mod common;
 
-use rabbitkit::{Exchange, Headers, HeadersMatch, Queue};
+use rabbitkit::{Exchange, HeaderValue, Headers, HeadersMatch, PublishOptions, Queue};
 
 #[tokio::test]
 async fn routes_on_all_or_any_headers() {
@@ -155,5 +155,51 @@ async fn with_x_modes_compare_x_headers_that_all_and_any_ignore() {
         ["acme pdf", "eu"]
     );
     drop((all, any));
+    client.delete_exchange(x.name()).await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_headers_win_over_the_options_headers() {
+    // `publish_with(&headers, ..)` routes by `headers`; the options' own
+    // headers travel too, and a header set in both takes the route's value.
+    let client = common::client().await;
+    let x = Exchange::headers(common::unique_name("headers.options"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let pdf_or_end = HeadersMatch::any()
+        .header("format", "pdf")
+        .header("end", true);
+    let mut sub = x.subscribe::<String>(&pdf_or_end).await.unwrap();
+    let options = || {
+        PublishOptions::new()
+            .header("format", "txt")
+            .header("origin", "app")
+    };
+    let pdf = Headers::new().with("format", "pdf");
+    x.publish_with(&pdf, &"pdf".to_string(), options())
+        .await
+        .unwrap();
+    let txt = Headers::new().with("format", "txt");
+    let routed_as_pdf = PublishOptions::new().header("format", "pdf");
+    x.publish_with(&txt, &"txt".to_string(), routed_as_pdf)
+        .await
+        .unwrap();
+    x.publish(&Headers::new().with("end", true), &"end".to_string())
+        .await
+        .unwrap();
+
+    let msg = common::next_received(&mut sub).await;
+    assert_eq!(msg.body, "pdf");
+    let headers = msg.headers();
+    assert_eq!(headers.get("format"), Some(&HeaderValue::from("pdf")));
+    assert_eq!(headers.get("origin"), Some(&HeaderValue::from("app")));
+    msg.ack().await.unwrap();
+    assert_eq!(
+        common::bodies_until(&mut sub, "end").await,
+        Vec::<String>::new(),
+        "routed by the publish's headers, not the options'"
+    );
+    drop(sub);
     client.delete_exchange(x.name()).await.unwrap();
 }

@@ -63,13 +63,20 @@ pub async fn wait_for_event(
     }
 }
 
-/// The next typed message of a subscription (acked), within 20 s.
-pub async fn next_body<T: serde::de::DeserializeOwned>(sub: &mut rabbitkit::Subscription<T>) -> T {
-    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+/// The next typed message of a subscription (not acked), within 20 s.
+pub async fn next_received<T: serde::de::DeserializeOwned>(
+    sub: &mut rabbitkit::Subscription<T>,
+) -> rabbitkit::Received<T> {
+    tokio::time::timeout(Duration::from_secs(20), sub.next())
         .await
         .unwrap_or_else(|_| panic!("no message on {} within 20 s", sub.queue()))
         .expect("subscription ended")
-        .expect("a decodable message");
+        .expect("a decodable message")
+}
+
+/// The next typed message of a subscription (acked), within 20 s.
+pub async fn next_body<T: serde::de::DeserializeOwned>(sub: &mut rabbitkit::Subscription<T>) -> T {
+    let msg = next_received(sub).await;
     msg.ack().await.expect("ack");
     msg.body
 }

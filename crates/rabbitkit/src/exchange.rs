@@ -1,5 +1,5 @@
 //! Exchanges, with their kind in the type: [`Exchange<Fanout>`],
-//! [`Exchange<Direct>`], [`Exchange<Topic>`], [`Exchange<Headers>`].
+//! [`Exchange<Direct>`], [`Exchange<Topic>`], [`Exchange<HeadersKind>`].
 //!
 //! Each kind binds with what it routes on and nothing else, so a wrong
 //! binding does not compile:
@@ -14,15 +14,33 @@
 //! ```compile_fail
 //! # async fn run(client: rabbitkit::Client, q: rabbitkit::Queue) {
 //! let x = rabbitkit::Exchange::topic("topic_logs").declare(&client).await.unwrap();
-//! x.bind(&q, rabbitkit::HeadersMatch::all()).await; // a topic binding takes a pattern
+//! x.bind(&q, &rabbitkit::HeadersMatch::all()).await; // a topic binding takes a pattern
+//! # }
+//! ```
+//!
+//! and a publish carries what the kind routes by:
+//!
+//! ```compile_fail
+//! # async fn run(client: rabbitkit::Client) {
+//! let x = rabbitkit::Exchange::headers("headers_logs").declare(&client).await.unwrap();
+//! x.publish("error", &"m").await; // a headers exchange routes by Headers, not a key
 //! # }
 //! ```
 //!
 //! These are the four exchange patterns: publish/subscribe (fanout),
 //! routing (direct), topics, and headers.
+//!
+//! [`Exchange<K>`] is written once for all four: each [`Kind`] names what
+//! it binds with and routes by ([`Kind::Binding`], [`Kind::Route`]) and, in
+//! a sealed half of the trait, how they are checked and put on the wire.
+//! Per kind remain only the constructors and what has another shape:
+//! fanout's `bind`, `bind_exchange`, `publish` and `subscribe` take nothing
+//! to route by, and `subscribe` takes several keys (direct), a slice of
+//! patterns (topic) or one match (headers).
 
 use std::marker::PhantomData;
 
+use rabbitkit_core::validate::ValidationError;
 use rabbitkit_core::{
     AMQPValue, BindingSpec, Client, Confirmed, ConsumeOptions, Declaration, DeclareError,
     ExchangeBindingSpec, ExchangeSpec, ExchangeType, FieldTable, Publisher,
@@ -36,15 +54,67 @@ use crate::message::{PublishOptions, Subscription, outgoing};
 use crate::names::{check_name, check_routing_key};
 use crate::queue::Queue;
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// An exchange kind, as a type. Implemented by [`Direct`], [`Fanout`],
-/// [`Topic`] and [`Headers`]; not by user types.
+/// An exchange kind, as a type: the broker's type, what a binding of this
+/// kind matches on ([`Binding`](Kind::Binding)) and what a publish routes
+/// by ([`Route`](Kind::Route)).
+///
+/// | kind | `Binding` | `Route` |
+/// |---|---|---|
+/// | [`Fanout`] | `()`: nothing, every bound queue gets everything | `()` |
+/// | [`Direct`] | `str`: an exact routing key | `str`: the routing key |
+/// | [`Topic`] | [`TopicPattern`] | `str`: a routing key of plain words |
+/// | [`HeadersKind`] | [`HeadersMatch`] | [`Headers`] |
+///
+/// [`Exchange<K>`] is written once for every kind; the kind only decides
+/// how its binding and route are checked and what they become on the
+/// wire. Implemented by the four kinds above and not by user types:
+///
+/// ```compile_fail
+/// struct Mine;
+/// impl rabbitkit::Kind for Mine { // sealed
+///     type Binding = ();
+///     type Route = ();
+///     fn exchange_type() -> rabbitkit::core::ExchangeType { todo!() }
+/// }
+/// ```
 pub trait Kind: sealed::Sealed + Send + Sync + 'static {
+    /// What a binding of this kind matches on: given to `bind`,
+    /// `bind_exchange` and `subscribe`.
+    type Binding: ?Sized + Sync;
+    /// What a publish to this kind routes by: given to `publish`.
+    type Route: ?Sized + Sync;
     /// The broker's name for the kind.
     fn exchange_type() -> ExchangeType;
+}
+
+/// The kinds whose bindings choose messages: [`Direct`], [`Topic`] and
+/// [`HeadersKind`], which bind and publish with their
+/// [`Binding`](Kind::Binding) and [`Route`](Kind::Route). A [`Fanout`]
+/// exchange binds and publishes with nothing at all (its own `bind(&queue)`
+/// and `publish(&value)`).
+pub trait Selective: Kind {}
+
+mod sealed {
+    use super::{FieldTable, Kind, ValidationError};
+
+    /// What differs between the kinds, out of the public API: how a
+    /// binding and a route are checked, and what they become on the wire.
+    pub trait Sealed {
+        /// A binding's routing key and arguments, checked.
+        fn binding(
+            binding: &<Self as Kind>::Binding,
+        ) -> Result<(&str, FieldTable), ValidationError>
+        where
+            Self: Kind;
+
+        /// A publish's routing key, and the headers the route sets, if
+        /// it sets any, checked.
+        fn route(
+            route: &<Self as Kind>::Route,
+        ) -> Result<(&str, Option<FieldTable>), ValidationError>
+        where
+            Self: Kind;
+    }
 }
 
 /// Routing on an exact routing key; a queue may bind several keys.
@@ -61,19 +131,64 @@ pub struct Topic;
 pub struct HeadersKind;
 
 macro_rules! kind {
-    ($t:ty, $v:expr) => {
-        impl sealed::Sealed for $t {}
-        impl Kind for $t {
+    ($kind:ty: $type:ident, binds $binding:ty, routes $route:ty) => {
+        impl Kind for $kind {
+            type Binding = $binding;
+            type Route = $route;
             fn exchange_type() -> ExchangeType {
-                $v
+                ExchangeType::$type
             }
         }
     };
 }
-kind!(Direct, ExchangeType::Direct);
-kind!(Fanout, ExchangeType::Fanout);
-kind!(Topic, ExchangeType::Topic);
-kind!(HeadersKind, ExchangeType::Headers);
+kind!(Fanout: Fanout, binds (), routes ());
+kind!(Direct: Direct, binds str, routes str);
+kind!(Topic: Topic, binds TopicPattern, routes str);
+kind!(HeadersKind: Headers, binds HeadersMatch, routes Headers);
+impl Selective for Direct {}
+impl Selective for Topic {}
+impl Selective for HeadersKind {}
+
+impl sealed::Sealed for Fanout {
+    fn binding((): &()) -> Result<(&str, FieldTable), ValidationError> {
+        Ok(("", FieldTable::default()))
+    }
+    fn route((): &()) -> Result<(&str, Option<FieldTable>), ValidationError> {
+        Ok(("", None))
+    }
+}
+
+impl sealed::Sealed for Direct {
+    fn binding(key: &str) -> Result<(&str, FieldTable), ValidationError> {
+        check_routing_key(key, false)?;
+        Ok((key, FieldTable::default()))
+    }
+    fn route(key: &str) -> Result<(&str, Option<FieldTable>), ValidationError> {
+        check_routing_key(key, false)?;
+        Ok((key, None))
+    }
+}
+
+impl sealed::Sealed for Topic {
+    fn binding(pattern: &TopicPattern) -> Result<(&str, FieldTable), ValidationError> {
+        Ok((pattern.as_str(), FieldTable::default()))
+    }
+    /// Plain words: `*` and `#` are wildcards only in patterns.
+    fn route(key: &str) -> Result<(&str, Option<FieldTable>), ValidationError> {
+        check_routing_key(key, true)?;
+        Ok((key, None))
+    }
+}
+
+impl sealed::Sealed for HeadersKind {
+    fn binding(matching: &HeadersMatch) -> Result<(&str, FieldTable), ValidationError> {
+        Ok(("", matching.to_arguments()?))
+    }
+    fn route(headers: &Headers) -> Result<(&str, Option<FieldTable>), ValidationError> {
+        headers.check_keys()?;
+        Ok(("", Some(headers.to_table())))
+    }
+}
 
 /// Builds and declares an exchange of kind `K`: durable unless
 /// [`durable(false)`](Self::durable), not auto-delete, not internal.
@@ -236,46 +351,6 @@ impl<K: Kind> Exchange<K> {
         &self.client
     }
 
-    async fn bind_raw(&self, queue: &str, key: &str, args: FieldTable) -> Result<(), DeclareError> {
-        self.client
-            .declare(Declaration::Binding(BindingSpec {
-                queue: queue.into(),
-                exchange: self.name.clone(),
-                routing_key: key.into(),
-                arguments: args,
-            }))
-            .await
-    }
-
-    async fn bind_exchange_raw<D: Kind>(
-        &self,
-        destination: &Exchange<D>,
-        key: &str,
-        args: FieldTable,
-    ) -> Result<(), DeclareError> {
-        self.client
-            .declare(Declaration::ExchangeBinding(self.exchange_binding(
-                destination,
-                key,
-                args,
-            )))
-            .await
-    }
-
-    fn exchange_binding<D: Kind>(
-        &self,
-        destination: &Exchange<D>,
-        key: &str,
-        args: FieldTable,
-    ) -> ExchangeBindingSpec {
-        ExchangeBindingSpec {
-            destination: destination.name.clone(),
-            source: self.name.clone(),
-            routing_key: key.into(),
-            arguments: args,
-        }
-    }
-
     /// Removes every exchange-to-exchange binding from this exchange to
     /// `destination` that this client declared, and forgets them.
     pub async fn unbind_exchange<D: Kind>(
@@ -288,28 +363,86 @@ impl<K: Kind> Exchange<K> {
         Ok(())
     }
 
-    async fn send_raw<T: Serialize + ?Sized>(
+    // The bodies of bind, bind_exchange, publish and subscribe, for every
+    // kind: the kind's `Sealed` half checks the binding or route and says
+    // what goes on the wire.
+
+    async fn bind_to(&self, queue: &str, binding: &K::Binding) -> Result<(), DeclareError> {
+        let (key, arguments) = K::binding(binding)?;
+        self.bind_checked(queue, key, arguments).await
+    }
+
+    async fn bind_checked(
         &self,
+        queue: &str,
         key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), DeclareError> {
+        self.client
+            .declare(Declaration::Binding(BindingSpec {
+                queue: queue.into(),
+                exchange: self.name.clone(),
+                routing_key: key.into(),
+                arguments,
+            }))
+            .await
+    }
+
+    async fn bind_exchange_to<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+        binding: &K::Binding,
+    ) -> Result<(), DeclareError> {
+        let (key, arguments) = K::binding(binding)?;
+        self.client
+            .declare(Declaration::ExchangeBinding(ExchangeBindingSpec {
+                destination: destination.name.clone(),
+                source: self.name.clone(),
+                routing_key: key.into(),
+                arguments,
+            }))
+            .await
+    }
+
+    async fn publish_to<T: Serialize + ?Sized>(
+        &self,
+        route: &K::Route,
         value: &T,
         options: &PublishOptions,
-        headers: Option<FieldTable>,
     ) -> Result<Confirmed, SendError> {
-        let msg = outgoing(&self.name, key, value, options, |p| match headers {
-            Some(h) => p.with_headers(h),
+        let (key, route_headers) = K::route(route).map_err(SendError::Invalid)?;
+        let msg = outgoing(&self.name, key, value, options, |p| match route_headers {
+            // Over the options' headers: a header in both takes the route's value.
+            Some(route_headers) => {
+                let mut headers = options.headers.clone().unwrap_or_default();
+                for (k, v) in route_headers.inner() {
+                    headers.insert(k.clone(), v.clone());
+                }
+                p.with_headers(headers)
+            }
             None => p,
         })?;
         Ok(self.publisher.publish(msg).await?)
     }
 
-    async fn subscribe_raw<T: DeserializeOwned>(
+    /// A temporary queue bound with each of `bindings`, all checked before
+    /// anything reaches the network. A subscribe that fails (e.g. the
+    /// exchange is gone) deletes the temporary queue it declared.
+    async fn subscribe_to<'b, T: DeserializeOwned>(
         &self,
-        bindings: Vec<(String, FieldTable)>,
-    ) -> Result<Subscription<T>, SubscribeError> {
+        bindings: impl IntoIterator<Item = &'b K::Binding>,
+    ) -> Result<Subscription<T>, SubscribeError>
+    where
+        K::Binding: 'b,
+    {
+        let bindings = bindings
+            .into_iter()
+            .map(K::binding)
+            .collect::<Result<Vec<_>, _>>()?;
         let queue = Queue::temporary().declare(&self.client).await?;
         let subscribed = async {
-            for (key, args) in bindings {
-                self.bind_raw(queue.name(), &key, args).await?;
+            for (key, arguments) in bindings {
+                self.bind_checked(queue.name(), key, arguments).await?;
             }
             queue.subscribe_with(ConsumeOptions::new()).await
         }
@@ -326,121 +459,32 @@ impl<K: Kind> Exchange<K> {
     }
 }
 
-impl Exchange<Fanout> {
-    /// Binds a queue: it gets a copy of every message.
-    pub async fn bind(&self, queue: &Queue) -> Result<(), DeclareError> {
-        self.bind_raw(queue.name(), "", FieldTable::default()).await
+/// Direct, topic and headers exchanges: bound and published to with what
+/// the kind routes on ([`Kind::Binding`], [`Kind::Route`]).
+impl<K: Selective> Exchange<K> {
+    /// Binds a queue with what this kind matches on: a routing key
+    /// ([`Direct`]; call again for more keys), a [`TopicPattern`], or a
+    /// [`HeadersMatch`] (all or any).
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use rabbitkit::{Exchange, HeadersMatch, Queue};
+    /// let q = Queue::temporary().declare(&client).await?;
+    /// Exchange::direct("direct_logs").declare(&client).await?.bind(&q, "error").await?;
+    /// Exchange::topic("topic_logs").declare(&client).await?.bind(&q, &"kern.*".parse()?).await?;
+    /// let pdf = HeadersMatch::all().header("format", "pdf");
+    /// Exchange::headers("docs").declare(&client).await?.bind(&q, &pdf).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind(&self, queue: &Queue, binding: &K::Binding) -> Result<(), DeclareError> {
+        self.bind_to(queue.name(), binding).await
     }
 
-    /// Binds another exchange: every message published here is also routed
-    /// by `destination`, as if published to it with the same routing key
-    /// (an exchange-to-exchange binding, recovered after failover like
-    /// queue bindings). `destination` may be [`internal`](ExchangeBuilder::internal).
-    pub async fn bind_exchange<D: Kind>(
-        &self,
-        destination: &Exchange<D>,
-    ) -> Result<(), DeclareError> {
-        self.bind_exchange_raw(destination, "", FieldTable::default())
-            .await
-    }
-
-    /// Publishes to every bound queue (persistent, confirmed).
-    pub async fn publish<T: Serialize + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
-        self.send_raw("", value, &PublishOptions::default(), None)
-            .await
-    }
-
-    /// [`publish`](Self::publish) with options.
-    pub async fn publish_with<T: Serialize + ?Sized>(
-        &self,
-        value: &T,
-        options: PublishOptions,
-    ) -> Result<Confirmed, SendError> {
-        self.send_raw("", value, &options, None).await
-    }
-
-    /// A subscriber of its own: a temporary queue bound to this exchange.
-    /// A subscribe that fails (e.g. the exchange is gone) deletes the
-    /// temporary queue it declared, here and for the other exchange kinds.
-    pub async fn subscribe<T: DeserializeOwned>(&self) -> Result<Subscription<T>, SubscribeError> {
-        self.subscribe_raw(vec![(String::new(), FieldTable::default())])
-            .await
-    }
-}
-
-impl Exchange<Direct> {
-    /// Binds a queue to one routing key (call again for more keys).
-    pub async fn bind(&self, queue: &Queue, key: &str) -> Result<(), DeclareError> {
-        check_routing_key(key, false)?;
-        self.bind_raw(queue.name(), key, FieldTable::default())
-            .await
-    }
-
-    /// Binds another exchange to one routing key: the messages published
-    /// here with that key are also routed by `destination`, with their
-    /// routing key unchanged (an exchange-to-exchange binding, recovered
-    /// after failover).
-    pub async fn bind_exchange<D: Kind>(
-        &self,
-        destination: &Exchange<D>,
-        key: &str,
-    ) -> Result<(), DeclareError> {
-        check_routing_key(key, false)?;
-        self.bind_exchange_raw(destination, key, FieldTable::default())
-            .await
-    }
-
-    /// Publishes with a routing key (persistent, confirmed).
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-    ) -> Result<Confirmed, SendError> {
-        self.publish_with(key, value, PublishOptions::default())
-            .await
-    }
-
-    /// [`publish`](Self::publish) with options.
-    pub async fn publish_with<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        options: PublishOptions,
-    ) -> Result<Confirmed, SendError> {
-        check_routing_key(key, false).map_err(SendError::Invalid)?;
-        self.send_raw(key, value, &options, None).await
-    }
-
-    /// A temporary queue bound to each of `keys` (any strings: `&["a", "b"]`,
-    /// a `Vec<String>` from the command line, ...).
-    pub async fn subscribe<T: DeserializeOwned>(
-        &self,
-        keys: impl IntoIterator<Item = impl AsRef<str>>,
-    ) -> Result<Subscription<T>, SubscribeError> {
-        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
-        for k in &keys {
-            check_routing_key(k, false)?;
-        }
-        self.subscribe_raw(
-            keys.into_iter()
-                .map(|k| (k, FieldTable::default()))
-                .collect(),
-        )
-        .await
-    }
-}
-
-impl Exchange<Topic> {
-    /// Binds a queue with a pattern.
-    pub async fn bind(&self, queue: &Queue, pattern: &TopicPattern) -> Result<(), DeclareError> {
-        self.bind_raw(queue.name(), pattern.as_str(), FieldTable::default())
-            .await
-    }
-
-    /// Binds another exchange with a pattern: the messages published here
-    /// whose routing key matches are also routed by `destination`, with
-    /// their routing key unchanged (an exchange-to-exchange binding,
-    /// recovered after failover).
+    /// Binds another exchange: the messages published here that `binding`
+    /// matches (a routing key, a pattern, a header match) are also routed
+    /// by `destination`, with their routing key unchanged (an
+    /// exchange-to-exchange binding, recovered after failover like queue
+    /// bindings). `destination` may be [`internal`](ExchangeBuilder::internal).
     ///
     /// ```no_run
     /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -455,105 +499,135 @@ impl Exchange<Topic> {
     pub async fn bind_exchange<D: Kind>(
         &self,
         destination: &Exchange<D>,
-        pattern: &TopicPattern,
+        binding: &K::Binding,
     ) -> Result<(), DeclareError> {
-        self.bind_exchange_raw(destination, pattern.as_str(), FieldTable::default())
-            .await
+        self.bind_exchange_to(destination, binding).await
     }
 
-    /// Publishes with a plain routing key (words; no wildcards); persistent, confirmed.
+    /// Publishes with what this kind routes by (persistent, confirmed): a
+    /// routing key ([`Direct`]), a routing key of plain words, no wildcards
+    /// ([`Topic`]), or [`Headers`] (a header also set in
+    /// [`PublishOptions::headers`] takes this value).
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
-        key: &str,
+        route: &K::Route,
         value: &T,
     ) -> Result<Confirmed, SendError> {
-        self.publish_with(key, value, PublishOptions::default())
+        self.publish_to(route, value, &PublishOptions::default())
             .await
     }
 
     /// [`publish`](Self::publish) with options.
     pub async fn publish_with<T: Serialize + ?Sized>(
         &self,
-        key: &str,
+        route: &K::Route,
         value: &T,
         options: PublishOptions,
     ) -> Result<Confirmed, SendError> {
-        check_routing_key(key, true).map_err(SendError::Invalid)?;
-        self.send_raw(key, value, &options, None).await
+        self.publish_to(route, value, &options).await
+    }
+}
+
+impl Exchange<Fanout> {
+    /// Binds a queue: it gets a copy of every message.
+    pub async fn bind(&self, queue: &Queue) -> Result<(), DeclareError> {
+        self.bind_to(queue.name(), &()).await
     }
 
+    /// Binds another exchange: every message published here is also routed
+    /// by `destination`, as if published to it with the same routing key
+    /// (an exchange-to-exchange binding, recovered after failover like
+    /// queue bindings). `destination` may be [`internal`](ExchangeBuilder::internal).
+    pub async fn bind_exchange<D: Kind>(
+        &self,
+        destination: &Exchange<D>,
+    ) -> Result<(), DeclareError> {
+        self.bind_exchange_to(destination, &()).await
+    }
+
+    /// Publishes to every bound queue (persistent, confirmed).
+    pub async fn publish<T: Serialize + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
+        self.publish_to(&(), value, &PublishOptions::default())
+            .await
+    }
+
+    /// [`publish`](Self::publish) with options.
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        options: PublishOptions,
+    ) -> Result<Confirmed, SendError> {
+        self.publish_to(&(), value, &options).await
+    }
+
+    /// A subscriber of its own: a temporary queue bound to this exchange.
+    /// A subscribe that fails (e.g. the exchange is gone) deletes the
+    /// temporary queue it declared, here and for the other exchange kinds.
+    pub async fn subscribe<T: DeserializeOwned>(&self) -> Result<Subscription<T>, SubscribeError> {
+        self.subscribe_to([&()]).await
+    }
+}
+
+impl Exchange<Direct> {
+    /// A temporary queue bound to each of `keys` (any strings: `&["a", "b"]`,
+    /// a `Vec<String>` from the command line, ...).
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        keys: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Subscription<T>, SubscribeError> {
+        let keys: Vec<_> = keys.into_iter().collect();
+        self.subscribe_to(keys.iter().map(AsRef::as_ref)).await
+    }
+}
+
+impl Exchange<Topic> {
     /// A temporary queue bound with each pattern.
     pub async fn subscribe<T: DeserializeOwned>(
         &self,
         patterns: &[TopicPattern],
     ) -> Result<Subscription<T>, SubscribeError> {
-        self.subscribe_raw(
-            patterns
-                .iter()
-                .map(|p| (p.to_string(), FieldTable::default()))
-                .collect(),
-        )
-        .await
+        self.subscribe_to(patterns).await
     }
 }
 
 impl Exchange<HeadersKind> {
-    /// Binds a queue with a header match (all or any).
-    pub async fn bind(&self, queue: &Queue, matching: &HeadersMatch) -> Result<(), DeclareError> {
-        let args = matching.to_arguments()?;
-        self.bind_raw(queue.name(), "", args).await
-    }
-
-    /// Binds another exchange with a header match: the messages published
-    /// here whose headers match are also routed by `destination` (an
-    /// exchange-to-exchange binding, recovered after failover).
-    pub async fn bind_exchange<D: Kind>(
-        &self,
-        destination: &Exchange<D>,
-        matching: &HeadersMatch,
-    ) -> Result<(), DeclareError> {
-        let args = matching.to_arguments()?;
-        self.bind_exchange_raw(destination, "", args).await
-    }
-
-    /// Publishes with headers (persistent, confirmed).
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        headers: &Headers,
-        value: &T,
-    ) -> Result<Confirmed, SendError> {
-        self.publish_with(headers, value, PublishOptions::default())
-            .await
-    }
-
-    /// [`publish`](Self::publish) with options.
-    pub async fn publish_with<T: Serialize + ?Sized>(
-        &self,
-        headers: &Headers,
-        value: &T,
-        options: PublishOptions,
-    ) -> Result<Confirmed, SendError> {
-        headers.check_keys().map_err(SendError::Invalid)?;
-        let mut table = options.headers.clone().unwrap_or_default();
-        for (k, v) in headers.to_table().inner() {
-            table.insert(k.clone(), v.clone());
-        }
-        self.send_raw("", value, &options, Some(table)).await
-    }
-
     /// A temporary queue bound with `matching`.
     pub async fn subscribe<T: DeserializeOwned>(
         &self,
         matching: &HeadersMatch,
     ) -> Result<Subscription<T>, SubscribeError> {
-        let args = matching.to_arguments()?;
-        self.subscribe_raw(vec![(String::new(), args)]).await
+        self.subscribe_to([matching]).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::sealed::Sealed;
     use super::*;
+
+    #[test]
+    fn each_kind_checks_what_it_binds_with_and_routes_by() {
+        assert_eq!(Fanout::route(&()).unwrap(), ("", None));
+        assert_eq!(Direct::binding("a.*").unwrap().0, "a.*");
+        assert_eq!(Direct::route("a.*").unwrap(), ("a.*", None));
+        // Wildcards mean something in a topic pattern, nothing in a key.
+        assert!(Topic::route("a.*").is_err());
+        assert_eq!(Topic::route("a.b").unwrap(), ("a.b", None));
+        let pattern = TopicPattern::new("a.#").unwrap();
+        assert_eq!(Topic::binding(&pattern).unwrap().0, "a.#");
+        // Headers route with an empty key; the match goes in the arguments.
+        let pdf_match = HeadersMatch::all().header("f", "pdf");
+        let (key, args) = HeadersKind::binding(&pdf_match).unwrap();
+        assert_eq!(key, "");
+        assert_eq!(args.inner().len(), 2); // f, x-match
+        assert!(HeadersKind::binding(&HeadersMatch::all()).is_err());
+        let pdf = Headers::new().with("f", "pdf");
+        let (key, headers) = HeadersKind::route(&pdf).unwrap();
+        assert_eq!((key, headers.unwrap().inner().len()), ("", 1));
+        let long = "k".repeat(256);
+        assert!(Direct::binding(&long).is_err());
+        assert!(HeadersKind::route(&Headers::new().with(long, 1)).is_err());
+    }
 
     #[test]
     fn exchanges_are_durable_unless_asked_otherwise() {

@@ -120,7 +120,9 @@
 //! listed in [`core::metrics`].
 //!
 //! ## Layout
-//! - `exchange.rs` — [`Exchange<K>`] and the kinds ([`Direct`], [`Fanout`], [`Topic`], [`HeadersKind`]).
+//! - `exchange.rs` — [`Exchange<K>`] and the kinds ([`Direct`], [`Fanout`], [`Topic`], [`HeadersKind`]):
+//!   one generic implementation; each [`Kind`] names what it binds with and
+//!   routes by, and checks them.
 //! - `binding.rs` — [`TopicPattern`], [`HeadersMatch`], [`Headers`].
 //! - `queue.rs` — [`Queue`], [`QueueBuilder`]; point-to-point; streams
 //!   ([`Queue::stream`], [`Queue::subscribe_stream`], [`StreamOffset`]).
@@ -162,7 +164,9 @@ mod work_queue;
 pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
 pub use concurrency::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
-pub use exchange::{Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Topic};
+pub use exchange::{
+    Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Selective, Topic,
+};
 pub use message::{
     ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER, PARKED_SUFFIX,
     PublishOptions, RETRIES_HEADER, Received, RetryPolicy, Subscription,
