@@ -75,12 +75,35 @@
 //! [`validate`]); option values beyond their documented maxima are clamped.
 //!
 //! ## Layout
+//! One task, the supervisor, owns the connection, the channel pool, the
+//! topology record and the consumer registry; [`Client`] handles send it
+//! commands (`Consume`, `CancelConsumer`, `Declared`, `Forget`, `Close`)
+//! and read its state through a watch (`session.rs`: the current
+//! connection, or recovering, or closed). Publishes, acks and declarations
+//! do not go through it: they read the current connection and go straight
+//! to lapin, the hot path. Each consumer's pump reports to the supervisor
+//! when its subscription ends; whether and when it is subscribed again is
+//! decided in `resubscribe.rs` alone; `close` waits for the supervisor's
+//! tasks. The modules import each other without a cycle (a unit test in
+//! `lib.rs` checks it), from the leaves (`options`, `topology`, `acks`,
+//! `confirm`, ...) through `channels`, `session`, `subscription` and
+//! `supervisor` to the handles (`connection`, `consumer`, `publisher`).
+//!
 //! A file per concept:
 //! - `options.rs` — [`Options`], every default in one place; [`Backoff`], [`EndpointOrder`],
-//!   [`Timings`] (the inner delays, intervals and retry policies).
+//!   [`Timings`] (the inner delays, intervals and retry policies); [`ConsumeOptions`].
 //! - `endpoint.rs` — [`Endpoint`]: URL parsing; `Debug`/`Display` hide the password.
-//! - `connection.rs` — [`Client`], the handle applications hold.
-//! - `supervisor.rs` — the task that connects, fails over and recovers.
+//! - `connection.rs` — [`Client`], the handle applications hold: declarations and
+//!   admin calls, `close`, and [`Options::connect`].
+//! - `session.rs` — one live connection and its channels, and what the hot path
+//!   reads without asking the supervisor (the link watch, the publish window,
+//!   counters, events).
+//! - `supervisor.rs` — the task that connects, fails over and recovers, and owns
+//!   the topology record, the consumer registry and the connection's tasks;
+//!   its run is split into named steps (connect, recover, report up, serve,
+//!   report lost, close).
+//! - `resubscribe.rs` — the one policy for subscribing a consumer again, built
+//!   from [`Timings`].
 //! - `stall.rs` — the publishes waiting for a confirm on a connection: a
 //!   node that stops confirming (the minority side of a network
 //!   partition) is left for the next one ([`Event::Unresponsive`]).
@@ -89,12 +112,15 @@
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
-//! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing;
-//!   [`ConfirmChannel`]: one collector per channel gives each publish its own
-//!   outcome (returns matched by `message_id`).
+//! - `message.rs` — [`OutgoingMessage`], what a publish sends.
+//! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing.
+//! - `confirm.rs` — [`ConfirmChannel`]: one collector per channel gives each
+//!   publish its own outcome (returns matched by `message_id`); message ids.
 //! - `delay.rs` — [`delay`]: delayed delivery through quorum queues of
 //!   power-of-two TTLs, no plugin ([`OutgoingMessage::delay`]).
-//! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
+//! - `consumer.rs` — [`Consumer`] streams that survive failover, and [`Client::consume`].
+//! - `subscription.rs` — a consumer's registration, subscribing it, and its pump.
+//! - `delivery.rs` — [`Delivery`]: one message received, and settling it.
 //! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
 //! - `stream.rs` — [`StreamOffset`]: where a stream consumer starts, and the
 //!   cursor that makes it resume after its last settled offset on failover.
