@@ -162,3 +162,84 @@ async fn a_consumer_whose_queue_was_deleted_during_a_failover_gets_an_error_and_
         other => panic!("expected Cancelled then the end, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_that_timed_out_while_disconnected_is_not_subscribed_after_the_recovery() {
+    let p = proxy().await;
+    let observer = common::client().await;
+    let queue = Queue::named(common::unique_name("lifecycle.timed.out"))
+        .declare(&observer)
+        .await
+        .unwrap();
+    let operation_timeout = Duration::from_secs(1);
+    let client = common::options()
+        .operation_timeout(operation_timeout)
+        .backoff(rabbitkit::Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .connect(p.amqp_url())
+        .await
+        .unwrap();
+    let mut events = client.events();
+
+    // The connection goes, and cannot come back while the consume waits.
+    p.refuse(true);
+    p.cut();
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    let consumed = client.consume(queue.name(), ConsumeOptions::new()).await;
+    assert!(
+        matches!(consumed, Err(ConsumeError::Timeout(t)) if t == operation_timeout),
+        "{consumed:?}"
+    );
+    drop(consumed);
+
+    // The connection comes back: the consume that timed out is not
+    // subscribed by the recovery, now or at any later one.
+    p.refuse(false);
+    let recovered = common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    assert!(
+        matches!(recovered, Event::Recovered { consumers: 0, .. }),
+        "{recovered}"
+    );
+    assert_eq!(
+        observer.queue_info(queue.name()).await.unwrap().consumers,
+        0
+    );
+    p.cut();
+    let recovered = common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    assert!(
+        matches!(recovered, Event::Recovered { consumers: 0, .. }),
+        "{recovered}"
+    );
+
+    // A consume made now is the queue's one consumer, and gets its messages.
+    let mut live = client
+        .consume(queue.name(), ConsumeOptions::new())
+        .await
+        .unwrap();
+    wait_for_consumers(&observer, queue.name(), 1).await;
+    observer
+        .publish(OutgoingMessage::new("", queue.name(), b"one".to_vec()))
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(20), live.next())
+        .await
+        .expect("the live consumer gets the message")
+        .expect("stream open")
+        .expect("a delivery");
+    assert_eq!(d.body(), b"one");
+    d.ack().await.unwrap();
+    drop(live);
+    queue.delete().await.unwrap();
+}

@@ -65,17 +65,17 @@ pub(crate) struct Acks {
 }
 
 impl Acks {
-    /// Starts coalescing acks on `channel`, flushing every `batch` acks or
-    /// `delay` after an ack; each send is bounded by `bound`.
-    pub(crate) fn start(
+    /// Coalesces acks on `channel`, flushing every `batch` acks or, run by
+    /// [`flusher`](Self::flusher), a moment after an ack; each send is
+    /// bounded by `bound`.
+    pub(crate) fn new(
         channel: Channel,
         batch: u64,
-        delay: Duration,
         bound: Duration,
         cursor: Option<Arc<StreamCursor>>,
         metrics: crate::metrics::Consume,
     ) -> Arc<Self> {
-        let acks = Arc::new(Self {
+        Arc::new(Self {
             channel,
             state: Mutex::new(State {
                 next: 1,
@@ -91,19 +91,21 @@ impl Acks {
             bound,
             cursor,
             metrics,
-        });
-        let flusher = acks.clone();
-        tokio::spawn(async move {
-            loop {
-                flusher.wake.notified().await;
-                if flusher.state.lock().unwrap().closed {
-                    return;
-                }
-                tokio::time::sleep(delay).await;
-                let _ = flusher.flush().await;
+        })
+    }
+
+    /// Sends the acks `delay` after they were recorded (those that did not
+    /// fill a batch). Runs in the consumer's pump task, for as long as the
+    /// pump does; never returns (pending once the acks are closed).
+    pub(crate) async fn flusher(&self, delay: Duration) {
+        loop {
+            self.wake.notified().await;
+            if self.state.lock().unwrap().closed {
+                return std::future::pending().await;
             }
-        });
-        acks
+            tokio::time::sleep(delay).await;
+            let _ = self.flush().await;
+        }
     }
 
     fn settle(state: &mut State, tag: u64) -> Result<(), AckError> {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 
-use crate::publisher::ConfirmChannel;
+use crate::confirm::ConfirmChannel;
 
 /// One channel that re-opens itself when found closed. A confirm-mode slot
 /// publishes through a [`ConfirmChannel`].

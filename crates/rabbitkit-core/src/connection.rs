@@ -5,8 +5,7 @@
 //! and one channel per consumer. A supervisor task (see `supervisor.rs`)
 //! replaces all of them when the connection is lost.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,59 +14,17 @@ use lapin::options::{
     ExchangeDeleteOptions, ExchangeUnbindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::channels::{ChannelPool, Slot};
-use crate::consumer::{ConsumeOptions, Consumer, ConsumerRecord};
-use crate::endpoint::Endpoint;
-use crate::error::{ConnectError, ConsumeError, DeclareError};
+use crate::endpoint::{Endpoint, ToEndpoints};
+use crate::error::{ConnectError, DeclareError, EndpointError};
 use crate::events::{self, Event};
-use crate::options::Options;
-use crate::publisher::{Confirmed, OutgoingMessage, Publisher};
+use crate::options::{Options, endpoints_from_env};
 use crate::reply::declare_error;
+use crate::session::{Link, Shared};
+use crate::supervisor::{Command, Forget};
 use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology};
 use crate::validate;
-
-/// The state of the client's link to the cluster.
-#[derive(Clone)]
-pub(crate) enum Link {
-    /// Connecting or recovering.
-    Connecting,
-    /// Connected and recovered.
-    Up(Arc<Session>),
-    /// Stopped for good.
-    Closed(String),
-}
-
-/// One live AMQP connection and its channels.
-pub(crate) struct Session {
-    pub(crate) generation: u64,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) connection: lapin::Connection,
-    pub(crate) pool: ChannelPool,
-    pub(crate) admin: Slot,
-    pub(crate) admin_lock: tokio::sync::Mutex<()>,
-    /// Publishes waiting for their confirm (see `stall.rs`).
-    pub(crate) confirms: crate::stall::ConfirmWaits,
-}
-
-impl Session {
-    pub(crate) fn alive(&self) -> bool {
-        self.connection.status().connected()
-    }
-
-    /// Runs a declaration on the admin channel (never on a channel that
-    /// carries user traffic: a refusal closes the channel it ran on).
-    pub(crate) async fn declare(&self, decl: &Declaration) -> Result<(), DeclareError> {
-        let _serial = self.admin_lock.lock().await;
-        let channel = self
-            .admin
-            .get(&self.connection)
-            .await
-            .map_err(|e| declare_error(&e))?;
-        decl.run(&channel).await
-    }
-}
 
 /// Counters of what the client did, for monitoring and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,109 +40,20 @@ pub struct Stats {
     pub recoveries: u64,
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) confirmed: AtomicU64,
-    pub(crate) republished: AtomicU64,
-    pub(crate) disconnects: AtomicU64,
-    pub(crate) recoveries: AtomicU64,
-}
-
-/// State shared by the client handles, the supervisor and the tasks.
-pub(crate) struct Shared {
-    pub(crate) options: Options,
-    pub(crate) endpoints: Vec<Endpoint>,
-    pub(crate) link: watch::Sender<Link>,
-    pub(crate) topology: Mutex<Topology>,
-    pub(crate) consumers: Mutex<HashMap<u64, Arc<ConsumerRecord>>>,
-    pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) window: Arc<Semaphore>,
-    pub(crate) next_id: AtomicU64,
-    pub(crate) next_slot: AtomicUsize,
-    pub(crate) counters: Counters,
-    pub(crate) shutdown: Notify,
-    pub(crate) closing: AtomicBool,
-    /// Consumers dropped whose last acks are still being sent.
-    pub(crate) draining: AtomicUsize,
-    /// The broker's reason while it blocks this connection (an alarm).
-    pub(crate) blocked: Mutex<Option<String>>,
-    /// The delay topology this client declared (see `delay.rs`).
-    pub(crate) delay: crate::delay::Declared,
-    /// Connection-level metrics (the `metrics` feature).
-    pub(crate) metrics: crate::metrics::Connection,
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, event: Event) {
-        tracing::info!(target: "rabbitkit", "{event}");
-        self.metrics.event(&event);
-        match &event {
-            Event::Blocked { reason } => *self.blocked.lock().unwrap() = Some(reason.clone()),
-            // A block belongs to one connection.
-            Event::Unblocked
-            | Event::Connected { .. }
-            | Event::Disconnected { .. }
-            | Event::Recovered { .. } => *self.blocked.lock().unwrap() = None,
-            _ => {}
-        }
-        let _ = self.events.send(event);
-    }
-
-    /// The current session, if the link is up.
-    pub(crate) fn current(&self) -> Option<Arc<Session>> {
-        match &*self.link.borrow() {
-            Link::Up(s) => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    /// Waits for a session newer than `generation` (0: any), or the close reason.
-    pub(crate) async fn wait_up(&self, newer_than: u64) -> Result<Arc<Session>, String> {
-        let mut rx = self.link.subscribe();
-        loop {
-            match &*rx.borrow_and_update() {
-                Link::Up(s) if s.generation > newer_than && s.alive() => return Ok(s.clone()),
-                Link::Closed(r) => return Err(r.clone()),
-                _ => {}
-            }
-            if rx.changed().await.is_err() {
-                return Err("client dropped".into());
-            }
-        }
-    }
-
-    /// Like [`wait_up`](Self::wait_up), bounded by `timeout`.
-    pub(crate) async fn wait_up_for(
-        &self,
-        newer_than: u64,
-        timeout: Duration,
-    ) -> Result<Result<Arc<Session>, String>, tokio::time::error::Elapsed> {
-        if let Some(s) = self.current()
-            && s.generation > newer_than
-            && s.alive()
-        {
-            return Ok(Ok(s));
-        }
-        tokio::time::timeout(timeout, self.wait_up(newer_than)).await
-    }
-}
-
-/// Closes the connection when the last [`Client`] clone is dropped.
+/// What every clone of one [`Client`] shares. Dropping it (the last
+/// client, publisher and consumer gone) drops the command sender: the
+/// supervisor sees its command channel end and closes the connection.
 pub(crate) struct Owner {
     pub(crate) shared: Arc<Shared>,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.shared.closing.store(true, Ordering::SeqCst);
-        self.shared.shutdown.notify_one();
-    }
+    commands: mpsc::UnboundedSender<Command>,
+    /// The supervisor task, awaited by [`Client::close`].
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A connection to a RabbitMQ cluster that survives the loss of a node.
 ///
 /// Cheap to clone; all clones share one AMQP connection. Dropping the last
-/// clone (and every [`Publisher`] and [`Consumer`] made from it) closes it.
+/// clone (and every [`Publisher`](crate::Publisher) and [`Consumer`](crate::Consumer) made from it) closes it.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -218,32 +86,22 @@ impl Client {
         options: Options,
         endpoints: Vec<Endpoint>,
     ) -> Result<Self, ConnectError> {
-        let (link, _) = watch::channel(Link::Connecting);
-        let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            window: Arc::new(Semaphore::new(
-                options.publish_window.min(Semaphore::MAX_PERMITS),
-            )),
-            options,
-            endpoints,
-            link,
-            topology: Mutex::new(Topology::default()),
-            consumers: Mutex::new(HashMap::new()),
-            events,
-            next_id: AtomicU64::new(1),
-            next_slot: AtomicUsize::new(0),
-            counters: Counters::default(),
-            shutdown: Notify::new(),
-            closing: AtomicBool::new(false),
-            draining: AtomicUsize::new(0),
-            blocked: Mutex::new(None),
-            delay: Default::default(),
-            metrics: Default::default(),
-        });
+        let (topology, topology_view) = watch::channel(Topology::default());
+        let shared = Arc::new(Shared::new(options, endpoints, topology_view));
+        let (commands, inbox) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = oneshot::channel();
-        tokio::spawn(crate::supervisor::supervise(shared.clone(), first_tx));
+        let supervisor = tokio::spawn(crate::supervisor::supervise(
+            shared.clone(),
+            inbox,
+            topology,
+            first_tx,
+        ));
         let client = Client {
-            owner: Arc::new(Owner { shared }),
+            owner: Arc::new(Owner {
+                shared,
+                commands,
+                supervisor: Mutex::new(Some(supervisor)),
+            }),
         };
         match first_rx.await {
             Ok(Ok(())) => Ok(client),
@@ -252,6 +110,11 @@ impl Client {
                 reason: "supervisor stopped".into(),
             }),
         }
+    }
+
+    /// Sends `command` to the supervisor; `false` once it has stopped.
+    pub(crate) fn command(&self, command: Command) -> bool {
+        self.owner.commands.send(command).is_ok()
     }
 
     /// A stream of connection [`Event`]s from now on. When the client is
@@ -303,7 +166,7 @@ impl Client {
             Link::Closed(reason) => Health::Closed { reason },
             Link::Connecting => Health::Recovering,
             Link::Up(s) if !s.alive() => Health::Recovering,
-            Link::Up(s) => match shared.blocked.lock().unwrap().clone() {
+            Link::Up(s) => match s.blocked() {
                 Some(reason) => Health::Blocked {
                     endpoint: s.endpoint.clone(),
                     reason,
@@ -331,32 +194,6 @@ impl Client {
         }
     }
 
-    /// A publisher bound to one pooled channel, so its messages keep their
-    /// order. Publishers made one after another use the pool's channels in turn.
-    pub fn publisher(&self) -> Publisher {
-        let slot = self.shared().next_slot.fetch_add(1, Ordering::Relaxed);
-        Publisher::new(self.clone(), slot % self.shared().options.channels)
-    }
-
-    /// Publishes one message with confirms on the pool's first channel.
-    /// See [`Publisher::publish`].
-    pub fn publish(
-        &self,
-        message: OutgoingMessage,
-    ) -> impl Future<Output = Result<Confirmed, crate::PublishError>> + Send + 'static + use<> {
-        Publisher::new(self.clone(), 0).publish(message)
-    }
-
-    /// Publishes one message without a confirm, on the connection's
-    /// unconfirmed channel. See [`Publisher::publish_unconfirmed`]: for
-    /// traffic that may be lost.
-    pub fn publish_unconfirmed(
-        &self,
-        message: OutgoingMessage,
-    ) -> impl Future<Output = Result<(), crate::PublishError>> + Send + 'static + use<> {
-        Publisher::new(self.clone(), 0).publish_unconfirmed(message)
-    }
-
     /// Declares an exchange, queue or binding, and records it so it is
     /// declared again after every reconnect.
     ///
@@ -382,7 +219,20 @@ impl Client {
             };
             match tokio::time::timeout_at(deadline, session.declare(&declaration)).await {
                 Ok(Ok(())) => {
-                    shared.topology.lock().unwrap().record(declaration);
+                    // Recorded by the supervisor, which replays it after
+                    // every reconnect (and declares it again at once if the
+                    // connection it ran on was replaced meanwhile). Waited
+                    // for within the deadline, so what the client reports
+                    // (`exchange_bindings`) includes it.
+                    let (done, recorded) = oneshot::channel();
+                    let generation = session.generation;
+                    if self.command(Command::Declared {
+                        declaration,
+                        generation,
+                        done,
+                    }) {
+                        let _ = tokio::time::timeout_at(deadline, recorded).await;
+                    }
                     return Ok(());
                 }
                 Ok(Err(e)) if !session.alive() && !closed_by_this_command(&e) => {
@@ -472,15 +322,29 @@ impl Client {
     pub fn exchange_bindings(&self, source: &str, destination: &str) -> Vec<ExchangeBindingSpec> {
         self.shared()
             .topology
-            .lock()
-            .unwrap()
+            .borrow()
             .exchange_bindings(source, destination)
+    }
+
+    /// Tells the supervisor to stop replaying what `forget` names; waits
+    /// (within the operation timeout) until it has.
+    async fn forget(&self, forget: Forget) {
+        let (done, forgotten) = oneshot::channel();
+        if self.command(Command::Forget {
+            forget,
+            done: Some(done),
+        }) {
+            let _ = tokio::time::timeout(self.shared().options.operation_timeout, forgotten).await;
+        }
     }
 
     /// Stops re-declaring a queue (and its bindings) after reconnects,
     /// without deleting it. For queues the broker deletes by itself.
     pub fn forget_queue(&self, queue: &str) {
-        self.shared().topology.lock().unwrap().forget_queue(queue);
+        let _ = self.command(Command::Forget {
+            forget: Forget::Queue(queue.to_owned()),
+            done: None,
+        });
     }
 
     /// Deletes a queue (and forgets its declaration and bindings). Returns
@@ -488,7 +352,7 @@ impl Client {
     /// A name over 255 bytes is [`DeclareError::InvalidName`].
     pub async fn delete_queue(&self, queue: &str) -> Result<u32, DeclareError> {
         validate::name(queue)?;
-        self.shared().topology.lock().unwrap().forget_queue(queue);
+        self.forget(Forget::Queue(queue.to_owned())).await;
         let name = queue.to_owned();
         self.admin(move |ch| {
             let name = name.clone();
@@ -504,11 +368,7 @@ impl Client {
     /// A name over 255 bytes is [`DeclareError::InvalidName`].
     pub async fn delete_exchange(&self, exchange: &str) -> Result<(), DeclareError> {
         validate::name(exchange)?;
-        self.shared()
-            .topology
-            .lock()
-            .unwrap()
-            .forget_exchange(exchange);
+        self.forget(Forget::Exchange(exchange.to_owned())).await;
         let name = exchange.to_owned();
         self.admin(move |ch| {
             let name = name.clone();
@@ -524,11 +384,7 @@ impl Client {
     /// bytes are refused as by [`declare`](Self::declare).
     pub async fn unbind(&self, binding: BindingSpec) -> Result<(), DeclareError> {
         validate::binding(&binding)?;
-        self.shared()
-            .topology
-            .lock()
-            .unwrap()
-            .forget_binding(&binding);
+        self.forget(Forget::Binding(binding.clone())).await;
         self.admin(move |ch| {
             let b = binding.clone();
             async move {
@@ -548,11 +404,7 @@ impl Client {
     /// routing key over 255 bytes are refused as by [`declare`](Self::declare).
     pub async fn unbind_exchange(&self, binding: ExchangeBindingSpec) -> Result<(), DeclareError> {
         validate::exchange_binding(&binding)?;
-        self.shared()
-            .topology
-            .lock()
-            .unwrap()
-            .forget_exchange_binding(&binding);
+        self.forget(Forget::ExchangeBinding(binding.clone())).await;
         self.admin(move |ch| {
             let b = binding.clone();
             async move {
@@ -567,23 +419,6 @@ impl Client {
             }
         })
         .await
-    }
-
-    /// Starts consuming from `queue`. The returned [`Consumer`] is a stream
-    /// that survives failover: after a reconnect it is subscribed again
-    /// (and checked) before the client reports [`Event::Recovered`].
-    ///
-    /// A queue name over 255 bytes is [`ConsumeError::InvalidName`], and
-    /// nothing is registered.
-    pub async fn consume(
-        &self,
-        queue: &str,
-        options: ConsumeOptions,
-    ) -> Result<Consumer, ConsumeError> {
-        // Before anything is registered: a recorded consumer is replayed by
-        // the supervisor after every reconnect.
-        validate::consume_queue(queue)?;
-        crate::consumer::start(self.clone(), queue, options).await
     }
 
     /// Opens a channel of your own on the current connection, for what the
@@ -626,44 +461,47 @@ impl Client {
     pub async fn close(&self) {
         let shared = self.shared();
         let bound = shared.options.close_timeout;
-        let poll = shared.options.timings.close_poll;
         // Publishes in flight hold a permit of the window until their
         // confirm (or failure): wait until every permit is back.
-        let window = shared.options.publish_window;
-        let _ = tokio::time::timeout(bound, async {
-            while shared.window.available_permits() < window {
-                tokio::time::sleep(poll).await;
-            }
-        })
+        let _ = tokio::time::timeout(
+            bound,
+            all_permits(&shared.window, shared.options.publish_window),
+        )
         .await;
-        // Acks recorded but not yet sent go out before the connection does,
-        // and those of consumers dropped a moment ago.
-        let records: Vec<_> = shared.consumers.lock().unwrap().values().cloned().collect();
-        let _ = tokio::time::timeout(bound, async {
-            for record in records {
-                record.flush_acks().await;
-            }
-            while shared.draining.load(Ordering::SeqCst) > 0 {
-                tokio::time::sleep(poll).await;
-            }
-        })
-        .await;
-        shared.closing.store(true, Ordering::SeqCst);
-        shared.shutdown.notify_one();
-        let mut rx = shared.link.subscribe();
-        // The supervisor gives the broker `bound` to answer its close.
-        let slack = shared.options.timings.close_slack;
-        let _ = tokio::time::timeout(bound.saturating_add(slack), async {
-            loop {
-                if matches!(&*rx.borrow_and_update(), Link::Closed(_)) {
-                    break;
-                }
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await;
+        // The supervisor sends the acks consumers recorded, closes the
+        // connection, and waits for its tasks (the consumers' pumps) to end.
+        let (done, closed) = oneshot::channel();
+        if self.command(Command::Close { done }) {
+            // It gives the broker `bound` for the acks, `bound` to answer
+            // its close, and `close_slack` for its tasks to end.
+            let slack = shared.options.timings.close_slack;
+            let _ = tokio::time::timeout(
+                bound
+                    .saturating_mul(2)
+                    .saturating_add(slack.saturating_mul(2)),
+                closed,
+            )
+            .await;
+        }
+        let supervisor = self.owner.supervisor.lock().unwrap().take();
+        if let Some(supervisor) = supervisor {
+            let _ = tokio::time::timeout(shared.options.timings.close_slack, supervisor).await;
+        }
+    }
+}
+
+/// Waits until all `window` permits of `semaphore` are free (the publishes
+/// in flight ended); they are given back at once.
+async fn all_permits(semaphore: &tokio::sync::Semaphore, window: usize) {
+    let mut left = window.min(tokio::sync::Semaphore::MAX_PERMITS);
+    let mut held = Vec::new();
+    while left > 0 {
+        let n = u32::try_from(left).unwrap_or(u32::MAX);
+        match semaphore.acquire_many(n).await {
+            Ok(permits) => held.push(permits),
+            Err(_) => return, // closed: the client is closed
+        }
+        left -= n as usize;
     }
 }
 
@@ -754,5 +592,60 @@ fn closed_by_this_command(err: &DeclareError) -> bool {
         DeclareError::Deprecated { .. } => true,
         DeclareError::Broker { code, .. } => *code != 0 && *code != 320,
         _ => false,
+    }
+}
+
+/// Connecting.
+impl Options {
+    /// Connects to the first reachable endpoint and starts the supervisor
+    /// that keeps the connection alive.
+    ///
+    /// `endpoints` is one URL, a comma-separated list, or a slice/`Vec` of them.
+    pub async fn connect(self, endpoints: impl ToEndpoints) -> Result<Client, ConnectError> {
+        let endpoints = endpoints.to_endpoints()?;
+        Client::start(self, endpoints).await
+    }
+
+    /// Connects to the endpoints listed in the `AMQP_ADDR` environment
+    /// variable (one URL or a comma-separated list).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Endpoint`] with [`EndpointError::Unset`] when
+    /// `AMQP_ADDR` is not set (or blank): nothing is connected to by
+    /// default. [`connect_env_or`](Self::connect_env_or) names a fallback.
+    pub async fn connect_env(self) -> Result<Client, ConnectError> {
+        let endpoints = endpoints_from_env()?;
+        Client::start(self, endpoints).await
+    }
+
+    /// Connects to the endpoints listed in `AMQP_ADDR`, or, when it is not
+    /// set (or blank), to `default` (one URL, a comma-separated list, or a
+    /// slice/`Vec` of them), saying so in an `info` log line (passwords
+    /// hidden). The examples use it to reach a broker on this machine:
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rabbitkit_core::ConnectError> {
+    /// // AMQP_ADDR, or RabbitMQ's default port on this machine (user guest).
+    /// let client = rabbitkit_core::Options::new()
+    ///     .connect_env_or("amqp://127.0.0.1:5672/%2f")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_env_or(self, default: impl ToEndpoints) -> Result<Client, ConnectError> {
+        let endpoints = match endpoints_from_env() {
+            Err(EndpointError::Unset { variable }) => {
+                let endpoints = default.to_endpoints()?;
+                let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+                tracing::info!(
+                    target: "rabbitkit",
+                    endpoints = %list.join(","),
+                    "{variable} is not set: connecting to the default endpoints"
+                );
+                endpoints
+            }
+            other => other?,
+        };
+        Client::start(self, endpoints).await
     }
 }

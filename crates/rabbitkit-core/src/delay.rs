@@ -59,9 +59,8 @@ use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
-use crate::connection::Client;
 use crate::error::{DeclareError, PublishError};
-use crate::publisher::OutgoingMessage;
+use crate::message::OutgoingMessage;
 use crate::topology::{
     BindingSpec, Declaration, ExchangeBindingSpec, ExchangeSpec, ExchangeType, QueueSpec,
 };
@@ -262,10 +261,18 @@ pub fn delay_declarations(top: u32, exchange: &str, routing_key: &str) -> Vec<De
 
 /// Declares what `message`'s delay needs and turns it into the publish
 /// that starts the delay. `None`: no delay, publish as it is.
-pub(crate) async fn prepare(
-    client: &Client,
+///
+/// `declared` is what this client declared already; `declare` declares
+/// (and records) one declaration, as [`Client::declare`](crate::Client::declare) does.
+pub(crate) async fn prepare<F, Fut>(
+    declared: &Declared,
+    declare: F,
     mut message: OutgoingMessage,
-) -> Result<OutgoingMessage, PublishError> {
+) -> Result<OutgoingMessage, PublishError>
+where
+    F: Fn(Declaration) -> Fut,
+    Fut: Future<Output = Result<(), DeclareError>>,
+{
     let Some(delay) = message.delay.take() else {
         return Ok(message);
     };
@@ -273,7 +280,8 @@ pub(crate) async fn prepare(
         return Ok(message);
     };
     crate::validate::publish(&message.exchange, &message.routing_key)?;
-    ensure(client, top, &message.exchange, &message.routing_key).await?;
+    let target = (message.exchange.as_str(), message.routing_key.as_str());
+    ensure(declared, declare, top, target).await?;
 
     // A copy of a message that was delayed (or dead-lettered) before must
     // not carry its history: the broker would see the same queues again as
@@ -314,13 +322,16 @@ pub(crate) async fn prepare(
 
 /// Declares the levels up to `top` and the target's binding, unless this
 /// client did already.
-async fn ensure(
-    client: &Client,
+async fn ensure<F, Fut>(
+    declared: &Declared,
+    declare: F,
     top: u32,
-    exchange: &str,
-    routing_key: &str,
-) -> Result<(), PublishError> {
-    let declared = &client.shared().delay;
+    (exchange, routing_key): (&str, &str),
+) -> Result<(), PublishError>
+where
+    F: Fn(Declaration) -> Fut,
+    Fut: Future<Output = Result<(), DeclareError>>,
+{
     let target = (exchange.to_string(), target_key(exchange, routing_key));
     let levels_ok = |d: &Declared| d.levels.lock().unwrap().is_some_and(|l| l >= top);
     let target_ok = |d: &Declared| d.targets.lock().unwrap().contains(&target);
@@ -338,16 +349,12 @@ async fn ensure(
             todo.extend(level_declarations(level));
         }
         for d in todo {
-            client
-                .declare(d)
-                .await
-                .map_err(|e| declare_failed(e, None))?;
+            declare(d).await.map_err(|e| declare_failed(e, None))?;
         }
         *declared.levels.lock().unwrap() = Some(top);
     }
     if !target_ok(declared) {
-        client
-            .declare(target_declaration(exchange, routing_key))
+        declare(target_declaration(exchange, routing_key))
             .await
             .map_err(|e| declare_failed(e, Some((exchange, routing_key))))?;
         declared.targets.lock().unwrap().insert(target);

@@ -75,12 +75,35 @@
 //! [`validate`]); option values beyond their documented maxima are clamped.
 //!
 //! ## Layout
+//! One task, the supervisor, owns the connection, the channel pool, the
+//! topology record and the consumer registry; [`Client`] handles send it
+//! commands (`Consume`, `CancelConsumer`, `Declared`, `Forget`, `Close`)
+//! and read its state through a watch (`session.rs`: the current
+//! connection, or recovering, or closed). Publishes, acks and declarations
+//! do not go through it: they read the current connection and go straight
+//! to lapin, the hot path. Each consumer's pump reports to the supervisor
+//! when its subscription ends; whether and when it is subscribed again is
+//! decided in `resubscribe.rs` alone; `close` waits for the supervisor's
+//! tasks. The modules import each other without a cycle (a unit test in
+//! `lib.rs` checks it), from the leaves (`options`, `topology`, `acks`,
+//! `confirm`, ...) through `channels`, `session`, `subscription` and
+//! `supervisor` to the handles (`connection`, `consumer`, `publisher`).
+//!
 //! A file per concept:
 //! - `options.rs` — [`Options`], every default in one place; [`Backoff`], [`EndpointOrder`],
-//!   [`Timings`] (the inner delays, intervals and retry policies).
+//!   [`Timings`] (the inner delays, intervals and retry policies); [`ConsumeOptions`].
 //! - `endpoint.rs` — [`Endpoint`]: URL parsing; `Debug`/`Display` hide the password.
-//! - `connection.rs` — [`Client`], the handle applications hold.
-//! - `supervisor.rs` — the task that connects, fails over and recovers.
+//! - `connection.rs` — [`Client`], the handle applications hold: declarations and
+//!   admin calls, `close`, and [`Options::connect`].
+//! - `session.rs` — one live connection and its channels, and what the hot path
+//!   reads without asking the supervisor (the link watch, the publish window,
+//!   counters, events).
+//! - `supervisor.rs` — the task that connects, fails over and recovers, and owns
+//!   the topology record, the consumer registry and the connection's tasks;
+//!   its run is split into named steps (connect, recover, report up, serve,
+//!   report lost, close).
+//! - `resubscribe.rs` — the one policy for subscribing a consumer again, built
+//!   from [`Timings`].
 //! - `stall.rs` — the publishes waiting for a confirm on a connection: a
 //!   node that stops confirming (the minority side of a network
 //!   partition) is left for the next one ([`Event::Unresponsive`]).
@@ -89,12 +112,15 @@
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
-//! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing;
-//!   [`ConfirmChannel`]: one collector per channel gives each publish its own
-//!   outcome (returns matched by `message_id`).
+//! - `message.rs` — [`OutgoingMessage`], what a publish sends.
+//! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing.
+//! - `confirm.rs` — [`ConfirmChannel`]: one collector per channel gives each
+//!   publish its own outcome (returns matched by `message_id`); message ids.
 //! - `delay.rs` — [`delay`]: delayed delivery through quorum queues of
 //!   power-of-two TTLs, no plugin ([`OutgoingMessage::delay`]).
-//! - `consumer.rs` — [`Consumer`] streams that survive failover; [`Delivery`].
+//! - `consumer.rs` — [`Consumer`] streams that survive failover, and [`Client::consume`].
+//! - `subscription.rs` — a consumer's registration, subscribing it, and its pump.
+//! - `delivery.rs` — [`Delivery`]: one message received, and settling it.
 //! - `acks.rs` — acknowledgements, coalesced into `multiple` acks.
 //! - `stream.rs` — [`StreamOffset`]: where a stream consumer starts, and the
 //!   cursor that makes it resume after its last settled offset on failover.
@@ -114,18 +140,24 @@
 
 mod acks;
 mod channels;
+mod confirm;
 mod connection;
 mod consumer;
 pub mod delay;
+mod delivery;
 mod endpoint;
 mod error;
 mod events;
+mod message;
 pub mod metrics;
 mod options;
 mod publisher;
 mod reply;
+mod resubscribe;
+mod session;
 mod stall;
 mod stream;
+mod subscription;
 mod supervisor;
 mod tls;
 mod topology;
@@ -133,18 +165,22 @@ mod topology;
 pub mod trace;
 pub mod validate;
 
+pub use confirm::{ConfirmChannel, PublishOutcome, abandoned_confirms};
 pub use connection::{Client, Health, QueueInfo, Stats};
-pub use consumer::{ConsumeOptions, Consumer, Delivery, STREAM_DEFAULT_PREFETCH};
+pub use consumer::Consumer;
+pub use delivery::Delivery;
 pub use endpoint::{Endpoint, ToEndpoints};
 pub use error::{
     AckError, Cause, ChannelError, ClientCertError, ConnectError, ConsumeError, DeclareError,
     EndpointError, PublishError,
 };
 pub use events::Event;
-pub use options::{Backoff, EndpointOrder, Options, Timings, endpoints_from_env};
-pub use publisher::{
-    ConfirmChannel, Confirmed, OutgoingMessage, PublishOutcome, Publisher, abandoned_confirms,
+pub use message::OutgoingMessage;
+pub use options::{
+    Backoff, ConsumeOptions, EndpointOrder, Options, STREAM_DEFAULT_PREFETCH, Timings,
+    endpoints_from_env,
 };
+pub use publisher::{Confirmed, Publisher};
 pub use reply::parse_inequivalent;
 pub use stream::{STREAM_OFFSET, StreamOffset};
 pub use topology::{
@@ -157,3 +193,154 @@ pub use lapin;
 /// The lapin types that appear in rabbitkit's API.
 pub use lapin::BasicProperties;
 pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// The core's modules import each other without a cycle: each file's
+/// `use crate::…` lines name the modules it depends on, and that graph
+/// must be a DAG (a reader can then start from the leaves).
+#[cfg(test)]
+mod module_graph {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The modules named by the `use crate::…` lines of `source` (its
+    /// `#[cfg(test)]` module excluded).
+    fn imports(source: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+        let code = source
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or(source);
+        let mut found = BTreeSet::new();
+        let mut rest = code;
+        while let Some(at) = rest.find("use crate::") {
+            let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+            let before = rest[line_start..at].trim();
+            let statement = &rest[at + "use crate::".len()..];
+            let end = statement.find(';').unwrap_or(statement.len());
+            let is_use = before.is_empty() || before.starts_with("pub");
+            if is_use {
+                let list = &statement[..end];
+                // `a::B`, or `{a::B, b::{C, D}}`: every path's first segment.
+                let mut depth = 0;
+                let mut segment_start = true;
+                let mut word = String::new();
+                for c in list.chars().chain([',']) {
+                    match c {
+                        'a'..='z' | 'A'..='Z' | '0'..='9' | '_' => {
+                            if segment_start {
+                                word.push(c);
+                            }
+                        }
+                        _ => {
+                            if segment_start && !word.is_empty() {
+                                if modules.contains(&word) {
+                                    found.insert(word.clone());
+                                }
+                                segment_start = false;
+                            }
+                            word.clear();
+                            match c {
+                                '{' => {
+                                    depth += 1;
+                                    segment_start = depth == 1;
+                                }
+                                '}' => depth -= 1,
+                                ',' if depth <= 1 => segment_start = true,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            rest = &statement[end.min(statement.len())..];
+        }
+        found
+    }
+
+    /// A cycle in `graph`, if there is one.
+    fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+        fn visit(
+            node: &str,
+            graph: &BTreeMap<String, BTreeSet<String>>,
+            done: &mut BTreeSet<String>,
+            path: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(at) = path.iter().position(|n| n == node) {
+                let mut cycle = path[at..].to_vec();
+                cycle.push(node.to_owned());
+                return Some(cycle);
+            }
+            if done.contains(node) {
+                return None;
+            }
+            path.push(node.to_owned());
+            for next in graph.get(node).into_iter().flatten() {
+                if let Some(cycle) = visit(next, graph, done, path) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.insert(node.to_owned());
+            None
+        }
+        let mut done = BTreeSet::new();
+        graph
+            .keys()
+            .find_map(|node| visit(node, graph, &mut done, &mut Vec::new()))
+    }
+
+    fn graph_of(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+        let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
+        files
+            .iter()
+            .map(|(module, source)| {
+                let mut uses = imports(source, &modules);
+                uses.remove(module);
+                (module.clone(), uses)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_core_modules_import_each_other_without_a_cycle() {
+        // `MODULE_GRAPH_SRC` checks another tree (e.g. an older checkout).
+        let dir = match std::env::var_os("MODULE_GRAPH_SRC") {
+            Some(dir) => std::path::PathBuf::from(dir),
+            None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Some(module) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "rs") && module != "lib" {
+                files.push((module.to_owned(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+        assert!(files.len() > 10, "read {} files from {dir:?}", files.len());
+        let graph = graph_of(&files);
+        assert_eq!(cycle(&graph), None, "the imports: {graph:#?}");
+    }
+
+    #[test]
+    fn a_cycle_through_grouped_imports_is_found() {
+        let files = [
+            ("a".to_owned(), "use crate::b::X;\n".to_owned()),
+            (
+                "b".to_owned(),
+                "use crate::{c::Y, d::{self, Z}};\n".to_owned(),
+            ),
+            ("c".to_owned(), "pub(crate) use crate::a::W;\n".to_owned()),
+            (
+                "d".to_owned(),
+                "// use crate::a::V; (a comment)\n#[cfg(test)]\nmod tests {\n    use crate::a::V;\n}\n"
+                    .to_owned(),
+            ),
+        ];
+        let graph = graph_of(&files);
+        assert_eq!(graph["b"], ["c", "d"].map(String::from).into());
+        assert!(graph["d"].is_empty(), "{graph:?}");
+        let found = cycle(&graph).unwrap();
+        assert_eq!(found.first(), found.last());
+        assert!(found.contains(&"c".to_owned()), "{found:?}");
+    }
+}

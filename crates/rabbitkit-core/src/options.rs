@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use crate::connection::Client;
-use crate::endpoint::{Endpoint, ToEndpoints};
-use crate::error::{ConnectError, EndpointError};
+use lapin::types::FieldTable;
+
+use crate::endpoint::Endpoint;
+use crate::error::EndpointError;
+use crate::stream::StreamOffset;
 
 /// In which order endpoints are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,13 +147,14 @@ pub struct Timings {
     /// nacks, after which it fails with
     /// [`PublishError::Nacked`](crate::PublishError::Nacked).
     pub nack_backoff: Backoff,
-    /// How often [`Client::close`] checks whether the publishes in flight
-    /// are confirmed and the acks of dropped consumers sent (default 1 ms;
-    /// at least [`MIN_INTERVAL`](Self::MIN_INTERVAL)).
+    /// Has no effect: [`Client::close`](crate::Client::close) no longer polls (it waits for the
+    /// publish window to fill and for the supervisor's tasks to end). Kept,
+    /// and still clamped to at least [`MIN_INTERVAL`](Self::MIN_INTERVAL),
+    /// so code that sets it keeps compiling.
     pub close_poll: Duration,
-    /// How much longer than [`close_timeout`](Options::close_timeout)
-    /// [`Client::close`] waits for the supervisor to report the connection
-    /// closed (default 1 s).
+    /// How long [`Client::close`](crate::Client::close) waits, once the connection is closed, for
+    /// the connection's tasks (the consumers' pumps) to end before they are
+    /// aborted, and for the supervisor to stop (default 1 s).
     pub close_slack: Duration,
     /// How long an RPC call waits for its reply unless its client sets its
     /// own timeout (default 10 s; rabbitkit's `RpcClientBuilder::timeout`).
@@ -187,7 +190,7 @@ impl Timings {
     /// | [`consumer_restart_delay`](Self::consumer_restart_delay) | 200 ms, growing linearly |
     /// | [`resubscribe_backoff`](Self::resubscribe_backoff) | 500 ms doubling to 10 s, no jitter, no limit |
     /// | [`nack_backoff`](Self::nack_backoff) | 50 ms doubling to 1 s, no jitter, no limit |
-    /// | [`close_poll`](Self::close_poll) | 1 ms |
+    /// | [`close_poll`](Self::close_poll) | 1 ms (no effect) |
     /// | [`close_slack`](Self::close_slack) | 1 s |
     /// | [`rpc_timeout`](Self::rpc_timeout) | 10 s |
     /// | [`confirm_deadline`](Self::confirm_deadline) | 10 s |
@@ -262,7 +265,7 @@ impl std::fmt::Debug for ClientIdentity {
     }
 }
 
-/// Everything a [`Client`] can be configured with, each default documented here.
+/// Everything a [`Client`](crate::Client) can be configured with, each default documented here.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), rabbitkit_core::ConnectError> {
@@ -357,7 +360,7 @@ impl Options {
     /// | [`publish_window`](Self::publish_window) | 1024 unconfirmed publishes in flight |
     /// | [`publish_timeout`](Self::publish_timeout) | 30 s, waiting for a connection included |
     /// | [`operation_timeout`](Self::operation_timeout) | 30 s for a declaration, admin call, consumer start or channel open, waiting for a connection included |
-    /// | [`close_timeout`](Self::close_timeout) | 5 s for each step of [`Client::close`] |
+    /// | [`close_timeout`](Self::close_timeout) | 5 s for each step of [`Client::close`](crate::Client::close) |
     /// | [`tls_ca_pem`](Self::tls_ca_pem) | none: `amqps://` servers are checked against the system's roots |
     /// | [`tls_client_identity`](Self::tls_client_identity) | none: no client certificate is presented |
     /// | [`auth_external`](Self::auth_external) | off: log in with the URL's user name and password (`PLAIN`) |
@@ -410,7 +413,7 @@ impl Options {
     /// 1, at most [`MAX_CHANNELS`](Self::MAX_CHANNELS)). The broker's
     /// `channel_max` must leave room for them (and for one channel per
     /// consumer): if not, `connect` fails with
-    /// [`ConnectError::ChannelLimit`].
+    /// [`ConnectError::ChannelLimit`](crate::ConnectError::ChannelLimit).
     pub fn channels(mut self, count: usize) -> Self {
         self.channels = count.clamp(1, Self::MAX_CHANNELS);
         self
@@ -437,9 +440,9 @@ impl Options {
         self
     }
 
-    /// Longest a declaration, an admin call ([`Client::queue_info`],
-    /// [`Client::delete_queue`], ...), a consumer start or
-    /// [`Client::open_channel`] may take, waiting for a connection and for
+    /// Longest a declaration, an admin call ([`Client::queue_info`](crate::Client::queue_info),
+    /// [`Client::delete_queue`](crate::Client::delete_queue), ...), a consumer start or
+    /// [`Client::open_channel`](crate::Client::open_channel) may take, waiting for a connection and for
     /// the broker's answer included. Past it the call fails with its
     /// `Timeout` error (e.g. [`DeclareError::Timeout`](crate::DeclareError::Timeout))
     /// instead of waiting on a connection that stopped answering (a stalled
@@ -483,7 +486,7 @@ impl Options {
     ///
     /// The key is never printed: `Options`' `Debug` shows `***`, and
     /// errors never repeat either PEM. An unreadable certificate or key is
-    /// [`ConnectError::ClientCertificate`] with
+    /// [`ConnectError::ClientCertificate`](crate::ConnectError::ClientCertificate) with
     /// [`ClientCertError::Unreadable`](crate::ClientCertError::Unreadable),
     /// fatal.
     ///
@@ -527,68 +530,16 @@ impl Options {
     /// `?auth_mechanism=external` has the same effect for that endpoint.
     ///
     /// A user the broker does not know is
-    /// [`ConnectError::AuthenticationFailed`], fatal.
+    /// [`ConnectError::AuthenticationFailed`](crate::ConnectError::AuthenticationFailed), fatal.
     pub fn auth_external(mut self) -> Self {
         self.auth_external = true;
         self
-    }
-
-    /// Connects to the first reachable endpoint and starts the supervisor
-    /// that keeps the connection alive.
-    ///
-    /// `endpoints` is one URL, a comma-separated list, or a slice/`Vec` of them.
-    pub async fn connect(self, endpoints: impl ToEndpoints) -> Result<Client, ConnectError> {
-        let endpoints = endpoints.to_endpoints()?;
-        Client::start(self, endpoints).await
-    }
-
-    /// Connects to the endpoints listed in the `AMQP_ADDR` environment
-    /// variable (one URL or a comma-separated list).
-    ///
-    /// # Errors
-    ///
-    /// [`ConnectError::Endpoint`] with [`EndpointError::Unset`] when
-    /// `AMQP_ADDR` is not set (or blank): nothing is connected to by
-    /// default. [`connect_env_or`](Self::connect_env_or) names a fallback.
-    pub async fn connect_env(self) -> Result<Client, ConnectError> {
-        let endpoints = endpoints_from_env()?;
-        Client::start(self, endpoints).await
-    }
-
-    /// Connects to the endpoints listed in `AMQP_ADDR`, or, when it is not
-    /// set (or blank), to `default` (one URL, a comma-separated list, or a
-    /// slice/`Vec` of them), saying so in an `info` log line (passwords
-    /// hidden). The examples use it to reach a broker on this machine:
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), rabbitkit_core::ConnectError> {
-    /// // AMQP_ADDR, or RabbitMQ's default port on this machine (user guest).
-    /// let client = rabbitkit_core::Options::new()
-    ///     .connect_env_or("amqp://127.0.0.1:5672/%2f")
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn connect_env_or(self, default: impl ToEndpoints) -> Result<Client, ConnectError> {
-        let endpoints = match endpoints_from_env() {
-            Err(EndpointError::Unset { variable }) => {
-                let endpoints = default.to_endpoints()?;
-                let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-                tracing::info!(
-                    target: "rabbitkit",
-                    endpoints = %list.join(","),
-                    "{variable} is not set: connecting to the default endpoints"
-                );
-                endpoints
-            }
-            other => other?,
-        };
-        Client::start(self, endpoints).await
     }
 }
 
 /// Bounds of waits on the broker.
 impl Options {
-    /// Longest each of the two steps of [`Client::close`] may take: sending
+    /// Longest each of the two steps of [`Client::close`](crate::Client::close) may take: sending
     /// the acks consumers recorded, then closing the connection. A broker
     /// that does not answer within it is left (the socket is dropped); acks
     /// not sent then mean redeliveries, never losses.
@@ -640,9 +591,86 @@ fn endpoints_from(
     }
 }
 
+/// The prefetch of a stream consumer when neither its options nor the
+/// client give one (a stream consumer needs a prefetch: the broker sends
+/// it credit for that many deliveries at a time).
+pub const STREAM_DEFAULT_PREFETCH: u16 = 100;
+
+/// How to consume.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct ConsumeOptions {
+    /// Unacknowledged deliveries allowed at once (default: the client's prefetch).
+    pub prefetch: Option<u16>,
+    /// Be the queue's only consumer.
+    pub exclusive: bool,
+    /// Deliveries need no acknowledgement (they are lost if the consumer dies).
+    pub no_ack: bool,
+    /// Consumer arguments (e.g. `x-priority`).
+    pub arguments: FieldTable,
+    /// Consume a stream from this position (`x-stream-offset`). The
+    /// consumer then resumes after a failover from the offset after the
+    /// last one the application settled (see [`stream_offset`](Self::stream_offset)).
+    pub stream_offset: Option<StreamOffset>,
+}
+
+impl ConsumeOptions {
+    /// Defaults: client prefetch, manual acks, not exclusive.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the prefetch.
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// Sets exclusive consumption.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Sets automatic acknowledgement.
+    pub fn no_ack(mut self, no_ack: bool) -> Self {
+        self.no_ack = no_ack;
+        self
+    }
+
+    /// Consumes a stream (`x-queue-type: stream`) from `offset`
+    /// (the `x-stream-offset` consume argument).
+    ///
+    /// The consumer remembers the highest offset up to which every delivery
+    /// it received was settled ([`Delivery::ack`](crate::Delivery::ack), `nack`, `reject`, or
+    /// dropped unsettled: a stream requeues nothing) and, when the
+    /// connection fails over, subscribes again from the offset after it,
+    /// never from `offset` again. Deliveries received but not settled when
+    /// the connection died come again: at most the prefetch. With
+    /// [`no_ack`](Self::no_ack) a delivery counts as settled once the
+    /// application has taken it from the stream. A consumer given a raw
+    /// `x-stream-offset` in [`arguments`](Self::arguments) is tracked the
+    /// same way.
+    ///
+    /// A stream consumer needs a prefetch: the one given, else the
+    /// client's, else [`STREAM_DEFAULT_PREFETCH`] when those are 0.
+    ///
+    /// ```
+    /// use rabbitkit_core::{ConsumeOptions, StreamOffset};
+    /// let options = ConsumeOptions::new()
+    ///     .prefetch(500)
+    ///     .stream_offset(StreamOffset::First);
+    /// ```
+    pub fn stream_offset(mut self, offset: StreamOffset) -> Self {
+        self.stream_offset = Some(offset);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ConnectError;
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

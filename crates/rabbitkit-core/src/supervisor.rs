@@ -1,29 +1,89 @@
-//! The supervisor: the task that owns the connection.
+//! The supervisor: the one task that owns the connection and what must
+//! survive it.
 //!
-//! It connects (trying endpoints in turn, with backoff), opens the channel
-//! pool, replays the recorded topology (exchanges, queues, bindings, in that
-//! order), re-subscribes every consumer and checks with the broker that each
-//! is registered, and only then marks the client up. Then it watches the
-//! connection; on loss it starts over at the next endpoint. Publishes
-//! interrupted by the loss are re-sent by their own futures once the client
-//! is up again (see `publisher.rs`).
+//! It owns the connection (connecting, failing over, recovering), the
+//! channel pool (in the [`Session`] it publishes through the `Link`
+//! watch), the topology record, the consumer registry, and the tasks of the
+//! connection (the consumers' pumps and the subscriptions in progress, in
+//! one `JoinSet`). Client handles send it [`Command`]s; it reports state
+//! through the `Link` watch and [`Event`]s. Publishes, acks and
+//! declarations do not go through it: they read the current session and go
+//! straight to lapin.
+//!
+//! One run: [`connect`](Supervisor::connect) (endpoint after endpoint,
+//! with backoff), [`recover`](Supervisor::recover) (channel pool, topology
+//! replayed in order, every consumer subscribed again and checked with the
+//! broker), [`report_up`](Supervisor::report_up), then
+//! [`serve`](Supervisor::serve) (commands, lapin's events, the liveness
+//! check, pumps that end, re-subscriptions due) until the connection is
+//! lost ([`report_lost`](Supervisor::report_lost), and again from the next
+//! endpoint) or the client closes ([`close`](Supervisor::close)).
+//! Whether and when a consumer is subscribed again is decided by
+//! `resubscribe.rs`'s policy, here and nowhere else. Publishes interrupted
+//! by a loss are re-sent by their own futures once the client is up again
+//! (see `publisher.rs`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::{FutureExt as _, StreamExt};
 use lapin::{Connection, ConnectionProperties};
 use rand::seq::SliceRandom;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::channels::{ChannelPool, Slot};
-use crate::connection::{Link, Session, Shared};
 use crate::endpoint::Endpoint;
-use crate::error::ConnectError;
+use crate::error::{ConnectError, ConsumeError, DeclareError};
 use crate::events::Event;
 use crate::options::EndpointOrder;
 use crate::reply::{connect_refusal, describe};
+use crate::resubscribe::{Next, Policy, Why};
+use crate::session::{Link, Session, Shared};
+use crate::subscription::{ConsumerRecord, PumpEnd, Subscription, pump, subscribe};
+use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology};
+
+/// What the client's handles ask the supervisor.
+pub(crate) enum Command {
+    /// Register a consumer and subscribe it; `done` gets the outcome of its
+    /// first subscription (kept while the connection is down).
+    Consume {
+        record: Arc<ConsumerRecord>,
+        done: oneshot::Sender<Result<(), ConsumeError>>,
+    },
+    /// Never subscribe consumer `id` again; `done` gets its live channel
+    /// and consumer tag, for the `basic.cancel`.
+    CancelConsumer {
+        id: u64,
+        done: oneshot::Sender<Option<(lapin::Channel, String)>>,
+    },
+    /// A declaration succeeded on connection `generation`: record it, to
+    /// replay it after every reconnect.
+    Declared {
+        declaration: Declaration,
+        generation: u64,
+        done: oneshot::Sender<()>,
+    },
+    /// Stop replaying what a deletion or an unbind removes.
+    Forget {
+        forget: Forget,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// Send the consumers' acks, close the connection, end the tasks;
+    /// `done` once they have.
+    Close { done: oneshot::Sender<()> },
+}
+
+/// What [`Command::Forget`] removes from the topology record.
+pub(crate) enum Forget {
+    Queue(String),
+    Exchange(String),
+    Binding(BindingSpec),
+    ExchangeBinding(ExchangeBindingSpec),
+}
 
 /// Why one connection attempt (connect + channel pool) failed.
 enum AttemptError {
@@ -179,16 +239,12 @@ fn give_up(
     }
 }
 
+/// Marks the client closed for good: the link says why, publishes waiting
+/// for a place in the window fail, an [`Event::Closed`].
 fn close_for_good(shared: &Shared, reason: String) {
     shared.link.send_replace(Link::Closed(reason.clone()));
     shared.window.close();
     shared.emit(Event::Closed { reason });
-    // End every consumer stream. (Also after a panic that poisoned the lock.)
-    shared
-        .consumers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clear();
 }
 
 /// The text of a caught panic.
@@ -220,107 +276,265 @@ async fn guarded<T>(step: impl Future<Output = T>) -> Result<T, String> {
 /// fail with `Closed`) instead of waiting for a connection forever.
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    topology: watch::Sender<Topology>,
     first: oneshot::Sender<Result<(), ConnectError>>,
 ) {
-    let mut first = Some(first);
-    if let Err(text) = guarded(run(shared.clone(), &mut first)).await {
+    let mut supervisor = Supervisor::new(shared.clone(), inbox, topology, first);
+    if let Err(text) = guarded(supervisor.run()).await {
         let reason = format!("the supervisor stopped: {text}");
         tracing::error!(target: "rabbitkit", %reason);
         close_for_good(&shared, reason.clone());
-        if let Some(tx) = first.take() {
+        if let Some(tx) = supervisor.first.take() {
             let _ = tx.send(Err(ConnectError::Closed { reason }));
         }
     }
+    // Dropping it aborts what is left of its tasks and ends every
+    // consumer's stream.
 }
 
-/// Runs until the client is closed or stops on a fatal error.
-async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>) {
-    let mut order: Vec<usize> = (0..shared.endpoints.len()).collect();
-    if shared.options.order == EndpointOrder::Shuffled {
-        order.shuffle(&mut rand::rng());
-    }
-    let mut next = 0usize;
-    let mut generation = 0u64;
-    let mut lost_at: Option<Instant> = None;
-    // Attempts since the last connection that came up: a failure after the
-    // TCP connect (channel pool, a connection lost during replay) counts
-    // too, so it backs off like any other instead of reconnecting at once.
-    let mut attempt = 0u32;
+/// What the supervisor's tasks return when they end.
+enum TaskEnd {
+    /// A consumer's pump ended.
+    Pump(PumpEnd),
+    /// A subscription attempt on connection `generation` ended; `retry`
+    /// when it was a re-subscription (why, attempt).
+    Subscribed {
+        id: u64,
+        generation: u64,
+        retry: Option<(Why, u32)>,
+        result: Box<Result<Subscription, ConsumeError>>,
+    },
+    /// Anything else (a stream ended, a declaration replayed).
+    Other,
+}
 
-    'outer: loop {
-        // 1. Connect, endpoint after endpoint, with backoff.
-        let (connection, endpoint) = loop {
-            if shared.closing.load(Ordering::SeqCst) {
-                close_for_good(&shared, "client closed".into());
-                return;
+/// A re-subscription waiting for its time.
+struct Retry {
+    why: Why,
+    attempt: u32,
+    at: tokio::time::Instant,
+}
+
+/// Why the supervisor stops.
+enum Stop {
+    /// The client closed (or every handle is gone).
+    Close,
+    /// It gave up (fatal error, attempts exhausted); already reported.
+    GaveUp,
+}
+
+/// How serving a connection ended.
+enum Served {
+    Lost(String),
+    Close,
+}
+
+/// The supervisor's state: see the module docs.
+struct Supervisor {
+    shared: Arc<Shared>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    close_requested: bool,
+    /// Close commands to answer once closed.
+    closing: Vec<oneshot::Sender<()>>,
+    /// The topology record (readers borrow it through `Shared::topology`).
+    topology: watch::Sender<Topology>,
+    /// The consumer registry.
+    consumers: HashMap<u64, Arc<ConsumerRecord>>,
+    /// Consumes waiting for their first subscription.
+    first_subscribe: HashMap<u64, oneshot::Sender<Result<(), ConsumeError>>>,
+    /// Re-subscriptions waiting for their time.
+    retries: HashMap<u64, Retry>,
+    policy: Policy,
+    /// Pumps, subscriptions in progress, and the small jobs around them.
+    tasks: JoinSet<TaskEnd>,
+    /// Endpoint order, and the next to try.
+    order: Vec<usize>,
+    next: usize,
+    generation: u64,
+    /// Attempts since the last connection that came up: a failure after
+    /// the TCP connect (channel pool, a connection lost during replay)
+    /// counts too, so it backs off like any other.
+    attempt: u32,
+    lost_at: Option<Instant>,
+    /// Consumers the last recovery subscribed again.
+    resubscribed: usize,
+    /// The first `connect()`, while it waits.
+    first: Option<oneshot::Sender<Result<(), ConnectError>>>,
+}
+
+impl Supervisor {
+    fn new(
+        shared: Arc<Shared>,
+        inbox: mpsc::UnboundedReceiver<Command>,
+        topology: watch::Sender<Topology>,
+        first: oneshot::Sender<Result<(), ConnectError>>,
+    ) -> Self {
+        let mut order: Vec<usize> = (0..shared.endpoints.len()).collect();
+        if shared.options.order == EndpointOrder::Shuffled {
+            order.shuffle(&mut rand::rng());
+        }
+        Self {
+            policy: Policy::new(&shared.options.timings),
+            shared,
+            inbox,
+            close_requested: false,
+            closing: Vec::new(),
+            topology,
+            consumers: HashMap::new(),
+            first_subscribe: HashMap::new(),
+            retries: HashMap::new(),
+            tasks: JoinSet::new(),
+            order,
+            next: 0,
+            generation: 0,
+            attempt: 0,
+            lost_at: None,
+            resubscribed: 0,
+            first: Some(first),
+        }
+    }
+
+    /// Runs until the client is closed or stops on a fatal error.
+    async fn run(&mut self) {
+        let stop = loop {
+            let (connection, endpoint) = match self.connect().await {
+                Ok(connected) => connected,
+                Err(stop) => break stop,
+            };
+            let mut lapin_events = connection.events_listener().boxed();
+            let session = match self.recover(connection, &endpoint).await {
+                Ok(session) => session,
+                Err(None) => continue,
+                Err(Some(stop)) => break stop,
+            };
+            self.report_up(&session);
+            match self.serve(&session, &mut lapin_events).await {
+                Served::Lost(reason) => self.report_lost(endpoint, reason),
+                Served::Close => {
+                    self.close(Some(&session)).await;
+                    break Stop::Close;
+                }
             }
-            let endpoint = shared.endpoints[order[next]].clone();
-            next = (next + 1) % order.len();
-            let delay = shared.options.backoff.delay_for(attempt);
-            attempt += 1;
-            if lost_at.is_some() || attempt > 1 {
-                shared.emit(Event::Reconnecting {
-                    attempt,
+        };
+        if let Stop::Close = stop {
+            self.close(None).await;
+        }
+        self.finish().await;
+    }
+
+    /// The step bound of recovery: a node that accepts connections while
+    /// still booting must not stall it.
+    fn step(&self) -> Duration {
+        self.shared.options.connect_timeout.saturating_mul(2)
+    }
+
+    /// Reports a failed attempt; `Err` when the supervisor gives up.
+    fn failed(&mut self, endpoint: &Endpoint, err: AttemptError) -> Result<(), Stop> {
+        let first_connect = self.first.is_some();
+        match failed_attempt(
+            &self.shared,
+            first_connect,
+            endpoint,
+            self.attempt,
+            self.order.len(),
+            err,
+        ) {
+            Some(err) => {
+                give_up(&self.shared, &mut self.first, err);
+                Err(Stop::GaveUp)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Step 1: connects, endpoint after endpoint, with backoff. Commands
+    /// that come meanwhile are taken (a close ends the wait).
+    async fn connect(&mut self) -> Result<(Connection, Endpoint), Stop> {
+        loop {
+            if self.close_requested {
+                return Err(Stop::Close);
+            }
+            let endpoint = self.shared.endpoints[self.order[self.next]].clone();
+            self.next = (self.next + 1) % self.order.len();
+            let delay = self.shared.options.backoff.delay_for(self.attempt);
+            self.attempt += 1;
+            if self.lost_at.is_some() || self.attempt > 1 {
+                self.shared.emit(Event::Reconnecting {
+                    attempt: self.attempt,
                     delay,
                     endpoint: endpoint.clone(),
                 });
             }
             if !delay.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shared.shutdown.notified() => continue,
-                }
-            }
-            let attempt_result = guarded(connect_one(&shared, &endpoint))
-                .await
-                .unwrap_or_else(|panicked| Err(AttemptError::Transient(panicked)));
-            match attempt_result {
-                Ok(conn) => break (conn, endpoint),
-                Err(err) => {
-                    let first_connect = first.is_some();
-                    if let Some(err) =
-                        failed_attempt(&shared, first_connect, &endpoint, attempt, order.len(), err)
-                    {
-                        give_up(&shared, first, err);
-                        return;
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                while !self.close_requested {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        command = self.inbox.recv() => self.command(command, None),
                     }
                 }
+                if self.close_requested {
+                    return Err(Stop::Close);
+                }
             }
-        };
+            let attempt = guarded(connect_one(&self.shared, &endpoint))
+                .await
+                .unwrap_or_else(|panicked| Err(AttemptError::Transient(panicked)));
+            match attempt {
+                Ok(connection) => return Ok((connection, endpoint)),
+                Err(err) => self.failed(&endpoint, err)?,
+            }
+        }
+    }
 
-        // 2. Channels, topology, consumers.
-        let mut lapin_events = connection.events_listener();
-        generation += 1;
-        // Every recovery step is bounded: a node that accepts connections
-        // while still booting must not stall recovery.
-        let step = shared.options.connect_timeout.saturating_mul(2);
-        let pool = guarded(open_pool(&shared, &connection, &endpoint, step))
+    /// Step 2: the channel pool, the topology, the consumers. `Err(None)`:
+    /// this attempt failed, try the next endpoint; `Err(Some(_))`: stop.
+    async fn recover(
+        &mut self,
+        connection: Connection,
+        endpoint: &Endpoint,
+    ) -> Result<Arc<Session>, Option<Stop>> {
+        self.generation += 1;
+        let step = self.step();
+        let pool = guarded(open_pool(&self.shared, &connection, endpoint, step))
             .await
             .unwrap_or_else(|panicked| Err(AttemptError::Transient(panicked)));
         let pool = match pool {
             Ok(pool) => pool,
-            Err(err) => {
-                let first_connect = first.is_some();
-                if let Some(err) =
-                    failed_attempt(&shared, first_connect, &endpoint, attempt, order.len(), err)
-                {
-                    give_up(&shared, first, err);
-                    return;
-                }
-                continue 'outer;
-            }
+            Err(err) => return Err(self.failed(endpoint, err).err()),
         };
         let session = Arc::new(Session {
-            generation,
+            generation: self.generation,
             endpoint: endpoint.clone(),
             connection,
             pool,
             admin: Slot::new(false, 0),
             admin_lock: tokio::sync::Mutex::new(()),
             confirms: Default::default(),
+            blocked: Default::default(),
         });
+        self.replay_topology(&session).await?;
+        let resubscribed = self.resubscribe_all(&session).await?;
+        self.check_consumers(&session).await;
+        self.resubscribed = resubscribed;
+        Ok(session)
+    }
 
-        let mut replay = shared.topology.lock().unwrap().replay_order();
+    /// A connection lost during recovery: a failed attempt.
+    fn lost_during(&mut self, endpoint: &Endpoint, what: &str) -> Option<Stop> {
+        let lost = AttemptError::Transient(format!("connection lost while {what}"));
+        let stop = self.failed(endpoint, lost).err();
+        self.lost_at.get_or_insert_with(Instant::now);
+        stop
+    }
+
+    /// Step 2b: declares every recorded exchange, queue and binding again,
+    /// in that order.
+    async fn replay_topology(&mut self, session: &Arc<Session>) -> Result<(), Option<Stop>> {
+        let step = self.step();
+        let mut replay = self.topology.borrow().replay_order();
         let mut replaced = 0;
         let mut next = 0;
         while next < replay.len() {
@@ -328,42 +542,28 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
             next += 1;
             let outcome = tokio::time::timeout(step, guarded(session.declare(&decl))).await;
             if !session.alive() {
-                let lost =
-                    AttemptError::Transient("connection lost while replaying the topology".into());
-                if let Some(err) = failed_attempt(
-                    &shared,
-                    first.is_some(),
-                    &endpoint,
-                    attempt,
-                    order.len(),
-                    lost,
-                ) {
-                    give_up(&shared, first, err);
-                    return;
-                }
-                lost_at.get_or_insert_with(Instant::now);
-                continue 'outer;
+                return Err(self.lost_during(&session.endpoint, "replaying the topology"));
             }
             // The lost connection's temporary queue is still there, locked
             // (RabbitMQ 4 keeps a killed node's exclusive queues while the
             // node is down): declare a fresh one, bound the same way, and
             // move its consumers there.
-            if let Ok(Ok(Err(crate::DeclareError::ResourceLocked { .. }))) = &outcome
+            if let Ok(Ok(Err(DeclareError::ResourceLocked { .. }))) = &outcome
                 && let Some(old) = decl.replaceable_when_locked()
                 && replaced < replay.len()
             {
                 replaced += 1;
                 let (old, new) = (old.to_owned(), crate::topology::temporary_queue_name());
-                shared.topology.lock().unwrap().rename_queue(&old, &new);
+                self.topology.send_modify(|t| t.rename_queue(&old, &new));
                 for d in &mut replay {
                     d.rename_queue(&old, &new);
                 }
-                for record in shared.consumers.lock().unwrap().values() {
+                for record in self.consumers.values() {
                     if record.queue() == old {
                         record.set_queue(&new);
                     }
                 }
-                shared.emit(Event::TemporaryQueueReplaced { old, new });
+                self.shared.emit(Event::TemporaryQueueReplaced { old, new });
                 next -= 1; // declare it again, under its new name
                 continue;
             }
@@ -373,172 +573,518 @@ async fn run(shared: Arc<Shared>, first: &mut Option<oneshot::Sender<Result<(), 
                 Ok(Err(panicked)) => panicked,
                 Err(_) => format!("no answer within {step:?}"),
             };
-            shared.emit(Event::TopologyRecoveryFailed {
+            self.shared.emit(Event::TopologyRecoveryFailed {
                 declaration: decl.to_string(),
                 error,
             });
         }
+        Ok(())
+    }
 
-        let records: Vec<_> = shared.consumers.lock().unwrap().values().cloned().collect();
+    /// Step 2c: subscribes every registered consumer on the new connection
+    /// (those that fail are retried by the policy); the number subscribed.
+    async fn resubscribe_all(&mut self, session: &Arc<Session>) -> Result<usize, Option<Stop>> {
+        let step = self.step();
+        // This recovery takes over every pending re-subscription.
+        self.retries.clear();
+        self.forget_dropped();
+        let mut records: Vec<_> = self.consumers.values().cloned().collect();
+        records.sort_by_key(|r| r.id);
         let mut resubscribed = 0;
-        let mut retry_later = Vec::new();
-        for record in &records {
+        for record in records {
+            if record.is_cancelled() {
+                continue;
+            }
             let outcome = tokio::time::timeout(
                 step,
-                guarded(crate::consumer::subscribe(&shared, &session, record)),
+                guarded(subscribe(&self.shared.options, session, &record)),
             )
             .await;
             if !session.alive() {
-                let lost = AttemptError::Transient(
-                    "connection lost while re-subscribing consumers".into(),
-                );
-                if let Some(err) = failed_attempt(
-                    &shared,
-                    first.is_some(),
-                    &endpoint,
-                    attempt,
-                    order.len(),
-                    lost,
-                ) {
-                    give_up(&shared, first, err);
-                    return;
-                }
-                lost_at.get_or_insert_with(Instant::now);
-                continue 'outer;
+                return Err(self.lost_during(&session.endpoint, "re-subscribing consumers"));
             }
-            let error = match outcome {
-                Ok(Ok(Ok(()))) => {
+            let err = match outcome {
+                Ok(Ok(Ok(subscription))) => {
+                    self.start_pump(&record, subscription);
                     resubscribed += 1;
                     continue;
                 }
-                Ok(Ok(Err(err))) => err.to_string(),
-                Ok(Err(panicked)) => panicked,
-                Err(_) => format!("no answer within {step:?}"),
+                Ok(Ok(Err(err))) => err,
+                Ok(Err(panicked)) => ConsumeError::Closed { reason: panicked },
+                Err(_) => ConsumeError::Timeout(step),
             };
-            shared.emit(Event::ConsumerRecoveryFailed {
-                queue: record.queue(),
-                error,
-            });
-            retry_later.push(record.clone());
-        }
-        // Consumers that could not be re-subscribed keep being retried in the
-        // background while this connection lives: never left silently stopped.
-        for record in retry_later {
-            tokio::spawn(crate::consumer::keep_trying(
-                Arc::downgrade(&shared),
-                session.clone(),
-                record,
-            ));
-        }
-        // Check with the broker that each re-subscribed queue has consumers again.
-        if lost_at.is_some() {
-            // (A stream reports no consumers in its declare-ok.)
-            for record in records.iter().filter(|r| !r.is_stream()) {
-                let count = tokio::time::timeout(
-                    step,
-                    guarded(passive_consumer_count(&session, &record.queue())),
-                )
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten();
-                if count == Some(0) {
-                    shared.emit(Event::ConsumerRecoveryFailed {
-                        queue: record.queue(),
-                        error: "broker reports no consumer after re-subscribing".into(),
-                    });
-                }
+            if let Some(done) = self.first_subscribe.remove(&record.id) {
+                // A consume still waiting gets the error; the consumer is forgotten.
+                let _ = done.send(Err(err));
+                self.consumers.remove(&record.id);
+                continue;
             }
+            self.shared.emit(Event::ConsumerRecoveryFailed {
+                queue: record.queue(),
+                error: err.to_string(),
+            });
+            let next = self.policy.next(Why::RecoveryFailed, 1, Some(&err));
+            self.follow(&record, Why::RecoveryFailed, 1, next);
         }
+        Ok(resubscribed)
+    }
 
-        // 3. Up.
-        attempt = 0;
-        shared.link.send_replace(Link::Up(session.clone()));
-        match lost_at.take() {
-            None => shared.emit(Event::Connected {
-                endpoint: endpoint.clone(),
-            }),
-            Some(since) => {
-                shared.counters.recoveries.fetch_add(1, Ordering::Relaxed);
-                shared.emit(Event::Recovered {
-                    endpoint: endpoint.clone(),
-                    took: since.elapsed(),
-                    consumers: resubscribed,
+    /// Step 2d: after a loss, checks with the broker that each queue
+    /// consumed from has consumers again.
+    async fn check_consumers(&self, session: &Arc<Session>) {
+        if self.lost_at.is_none() {
+            return;
+        }
+        let step = self.step();
+        // (A stream reports no consumers in its declare-ok.)
+        for record in self.consumers.values().filter(|r| !r.is_stream()) {
+            if record.subscribed_on() != Some(session.generation) {
+                continue; // reported already
+            }
+            let count = tokio::time::timeout(
+                step,
+                guarded(passive_consumer_count(session, &record.queue())),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+            if count == Some(0) {
+                self.shared.emit(Event::ConsumerRecoveryFailed {
+                    queue: record.queue(),
+                    error: "broker reports no consumer after re-subscribing".into(),
                 });
             }
         }
-        if let Some(tx) = first.take() {
+    }
+
+    /// Step 3: up. Publishes the session, reports it.
+    fn report_up(&mut self, session: &Arc<Session>) {
+        self.attempt = 0;
+        self.shared.link.send_replace(Link::Up(session.clone()));
+        let endpoint = session.endpoint.clone();
+        match self.lost_at.take() {
+            None => self.shared.emit(Event::Connected { endpoint }),
+            Some(since) => {
+                self.shared
+                    .counters
+                    .recoveries
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.emit(Event::Recovered {
+                    endpoint,
+                    took: since.elapsed(),
+                    consumers: self.resubscribed,
+                });
+            }
+        }
+        if let Some(tx) = self.first.take() {
             let _ = tx.send(Ok(()));
         }
+    }
 
-        // 4. Watch until the connection is lost or the client closes.
-        let mut poll = tokio::time::interval(shared.options.timings.liveness_check);
+    /// Step 4: serves the connection until it is lost or the client closes.
+    async fn serve(
+        &mut self,
+        session: &Arc<Session>,
+        lapin_events: &mut BoxStream<'static, lapin::Event>,
+    ) -> Served {
+        let mut poll = tokio::time::interval(self.shared.options.timings.liveness_check);
         // Confirms wait while the broker blocks the connection: count from
         // the end of the last block.
         let mut unblocked_at = Instant::now();
-        let reason = loop {
+        loop {
+            let next_retry = self.retries.values().map(|r| r.at).min();
             tokio::select! {
-                ev = lapin_events.next() => match ev {
+                event = lapin_events.next() => match event {
                     // Channel-level errors are reported here too: only a dead
                     // connection counts as a loss.
-                    Some(lapin::Event::Error(err)) if !session.alive() => break describe(&err),
+                    Some(lapin::Event::Error(err)) if !session.alive() => {
+                        return Served::Lost(describe(&err));
+                    }
                     Some(lapin::Event::Error(err)) => {
                         tracing::debug!(target: "rabbitkit", error = %describe(&err), "channel error");
                     }
-                    Some(lapin::Event::ConnectionBlocked(reason)) => shared.emit(Event::Blocked { reason }),
+                    Some(lapin::Event::ConnectionBlocked(reason)) => {
+                        *session.blocked.lock().unwrap() = Some(reason.clone());
+                        self.shared.emit(Event::Blocked { reason });
+                    }
                     Some(lapin::Event::ConnectionUnblocked) => {
                         unblocked_at = Instant::now();
-                        shared.emit(Event::Unblocked);
+                        *session.blocked.lock().unwrap() = None;
+                        self.shared.emit(Event::Unblocked);
                     }
                     Some(_) => {}
-                    None => break "connection dropped".to_owned(),
+                    None => return Served::Lost("connection dropped".to_owned()),
                 },
                 _ = poll.tick() => {
                     if !session.alive() {
-                        break "connection closed".to_owned();
+                        return Served::Lost("connection closed".to_owned());
                     }
-                    if let Some(waited) = unconfirmed_too_long(&shared, &session, unblocked_at) {
+                    if let Some(waited) = unconfirmed_too_long(&self.shared, session, unblocked_at) {
                         // A node on the minority side of a partition: the
                         // connection is healthy, nothing gets confirmed.
                         // Close it; the waiting publishes are re-sent on
                         // the next node once recovered.
-                        shared.emit(Event::Unresponsive {
-                            endpoint: endpoint.clone(),
+                        self.shared.emit(Event::Unresponsive {
+                            endpoint: session.endpoint.clone(),
                             waited,
                         });
                         let _ = tokio::time::timeout(
-                            shared.options.connect_timeout,
+                            self.shared.options.connect_timeout,
                             session.connection.close(200, "no confirm in time".into()),
                         )
                         .await;
-                        break format!("no publish confirmed for {waited:?}");
+                        return Served::Lost(format!("no publish confirmed for {waited:?}"));
+                    }
+                    self.forget_dropped();
+                }
+                command = self.inbox.recv() => {
+                    self.command(command, Some(session));
+                    if self.close_requested {
+                        return Served::Close;
                     }
                 }
-                _ = shared.shutdown.notified() => {
-                    let _ = tokio::time::timeout(
-                        shared.options.close_timeout,
-                        session.connection.close(200, "client closed".into()),
-                    )
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match ended {
+                        Ok(ended) => self.task_ended(ended, session),
+                        Err(e) if e.is_panic() => {
+                            tracing::error!(target: "rabbitkit", "a connection task panicked: {}", panic_text(&*e.into_panic()));
+                        }
+                        Err(_) => {}
+                    }
+                }
+                () = sleep_until(next_retry), if next_retry.is_some() => self.retries_due(session),
+            }
+        }
+    }
+
+    /// Reports a lost connection; the next run starts from the next endpoint.
+    fn report_lost(&mut self, endpoint: Endpoint, reason: String) {
+        self.lost_at = Some(Instant::now());
+        self.shared
+            .counters
+            .disconnects
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.link.send_replace(Link::Connecting);
+        tracing::warn!(target: "rabbitkit", %endpoint, %reason, "connection lost");
+        self.shared.emit(Event::Disconnected { endpoint, reason });
+    }
+
+    /// Closing: the consumers' acks recorded but not sent go out, then the
+    /// connection is closed (each bounded by the close timeout), then the
+    /// client is marked closed. `None`: no connection is up.
+    async fn close(&mut self, session: Option<&Arc<Session>>) {
+        let bound = self.shared.options.close_timeout;
+        if let Some(session) = session {
+            let records: Vec<_> = self.consumers.values().cloned().collect();
+            let _ = tokio::time::timeout(bound, async {
+                for record in records {
+                    record.flush_acks().await;
+                }
+            })
+            .await;
+            let _ =
+                tokio::time::timeout(bound, session.connection.close(200, "client closed".into()))
                     .await;
-                    close_for_good(&shared, "client closed".into());
-                    return;
+        }
+        close_for_good(&self.shared, "client closed".into());
+    }
+
+    /// Stopping: every consumer is forgotten (their streams end once their
+    /// pumps do), the tasks are awaited (bounded by
+    /// [`Timings::close_slack`](crate::Timings::close_slack); the rest are
+    /// aborted), and the close commands are answered.
+    async fn finish(&mut self) {
+        self.consumers.clear();
+        self.first_subscribe.clear();
+        self.retries.clear();
+        // Nothing more is taken: a command sent from now on fails.
+        self.inbox.close();
+        while let Ok(command) = self.inbox.try_recv() {
+            if let Command::Close { done } = command {
+                self.closing.push(done);
+            }
+        }
+        // The connection is closed: the pumps end at once, and a
+        // subscription still waiting fails.
+        let bound = self.shared.options.timings.close_slack;
+        let tasks = &mut self.tasks;
+        let _ =
+            tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        for done in self.closing.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// Takes one command; `session` is the connection up, if one is.
+    fn command(&mut self, command: Option<Command>, session: Option<&Arc<Session>>) {
+        let Some(command) = command else {
+            // Every client handle is gone.
+            self.close_requested = true;
+            return;
+        };
+        match command {
+            Command::Consume { record, done } => {
+                if record.is_dropped() {
+                    return; // the caller gave up already
+                }
+                let id = record.id;
+                self.consumers.insert(id, record.clone());
+                self.first_subscribe.insert(id, done);
+                if let Some(session) = session.filter(|s| s.alive()) {
+                    self.start_subscribe(record, session, None);
+                }
+                // Otherwise the next recovery subscribes it.
+            }
+            Command::CancelConsumer { id, done } => {
+                self.retries.remove(&id);
+                let live = self.consumers.get(&id).and_then(|r| r.cancel());
+                let _ = done.send(live);
+            }
+            Command::Declared {
+                declaration,
+                generation,
+                done,
+            } => {
+                self.topology.send_modify(|t| t.record(declaration.clone()));
+                let _ = done.send(());
+                // It ran on a connection that was replaced since, perhaps
+                // after the replay: declare it on this one too.
+                if let Some(session) = session.filter(|s| s.generation > generation) {
+                    self.redeclare(session, declaration);
                 }
             }
-            if shared.closing.load(Ordering::SeqCst) {
-                let _ = tokio::time::timeout(
-                    shared.options.close_timeout,
-                    session.connection.close(200, "client closed".into()),
-                )
-                .await;
-                close_for_good(&shared, "client closed".into());
-                return;
+            Command::Forget { forget, done } => {
+                self.topology.send_modify(|t| match &forget {
+                    Forget::Queue(name) => t.forget_queue(name),
+                    Forget::Exchange(name) => t.forget_exchange(name),
+                    Forget::Binding(spec) => t.forget_binding(spec),
+                    Forget::ExchangeBinding(spec) => t.forget_exchange_binding(spec),
+                });
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
+            Command::Close { done } => {
+                self.closing.push(done);
+                self.close_requested = true;
+            }
+        }
+    }
+
+    /// Declares `declaration` on `session` in a task (a failure is an
+    /// [`Event::TopologyRecoveryFailed`]).
+    fn redeclare(&mut self, session: &Arc<Session>, declaration: Declaration) {
+        let (shared, session, step) = (self.shared.clone(), session.clone(), self.step());
+        self.tasks.spawn(async move {
+            let error = match tokio::time::timeout(step, session.declare(&declaration)).await {
+                Ok(Ok(())) => return TaskEnd::Other,
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {step:?}"),
+            };
+            shared.emit(Event::TopologyRecoveryFailed {
+                declaration: declaration.to_string(),
+                error,
+            });
+            TaskEnd::Other
+        });
+    }
+
+    /// Subscribes `record` on `session` in a task; its end comes back as a
+    /// [`TaskEnd::Subscribed`].
+    fn start_subscribe(
+        &mut self,
+        record: Arc<ConsumerRecord>,
+        session: &Arc<Session>,
+        retry: Option<(Why, u32)>,
+    ) {
+        let (shared, session) = (self.shared.clone(), session.clone());
+        let step = shared.options.operation_timeout;
+        self.tasks.spawn(async move {
+            let result = tokio::time::timeout(step, subscribe(&shared.options, &session, &record))
+                .await
+                .unwrap_or(Err(ConsumeError::Timeout(step)));
+            TaskEnd::Subscribed {
+                id: record.id,
+                generation: session.generation,
+                retry,
+                result: Box::new(result),
+            }
+        });
+    }
+
+    /// A subscription made: recorded on its consumer, its pump started, a
+    /// consume waiting for it answered.
+    fn start_pump(&mut self, record: &Arc<ConsumerRecord>, subscription: Subscription) {
+        record.set_subscribed(&subscription);
+        let options = &self.shared.options;
+        self.tasks.spawn(
+            pump(
+                record.clone(),
+                subscription,
+                options.operation_timeout,
+                options.timings.ack_flush_delay,
+            )
+            .map(TaskEnd::Pump),
+        );
+        if let Some(done) = self.first_subscribe.remove(&record.id) {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// One of the tasks ended.
+    fn task_ended(&mut self, ended: TaskEnd, session: &Arc<Session>) {
+        match ended {
+            TaskEnd::Pump(end) => self.pump_ended(end, session),
+            TaskEnd::Subscribed {
+                id,
+                generation,
+                retry,
+                result,
+            } => self.subscribed(id, generation, retry, *result, session),
+            TaskEnd::Other => {}
+        }
+    }
+
+    /// A pump ended: forget its consumer (stream dropped), or subscribe it
+    /// again as the policy says (subscription ended while the connection is up).
+    fn pump_ended(&mut self, end: PumpEnd, session: &Arc<Session>) {
+        if end.dropped {
+            self.forget_consumer(end.id);
+            return;
+        }
+        let Some(record) = self.consumers.get(&end.id).cloned() else {
+            return;
         };
-        lost_at = Some(Instant::now());
-        shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-        shared.link.send_replace(Link::Connecting);
-        tracing::warn!(target: "rabbitkit", %endpoint, %reason, "connection lost");
-        shared.emit(Event::Disconnected { endpoint, reason });
+        if record.is_dropped() {
+            self.forget_consumer(end.id);
+            return;
+        }
+        if record.is_cancelled()
+            || end.generation != session.generation
+            || !session.alive()
+            || record.subscribed_on() == Some(session.generation)
+        {
+            return; // a connection lost is the next recovery's
+        }
+        let next = self.policy.next(Why::Ended, 1, None);
+        self.follow(&record, Why::Ended, 1, next);
+    }
+
+    /// A subscription attempt ended.
+    fn subscribed(
+        &mut self,
+        id: u64,
+        generation: u64,
+        retry: Option<(Why, u32)>,
+        result: Result<Subscription, ConsumeError>,
+        session: &Arc<Session>,
+    ) {
+        let Some(record) = self.consumers.get(&id).cloned() else {
+            return; // forgotten meanwhile: a subscription made closes as it drops
+        };
+        if generation != session.generation || record.subscribed_on() == Some(session.generation) {
+            return; // the recovery since took care of it
+        }
+        match result {
+            Ok(_) if record.is_cancelled() => {}
+            Ok(subscription) => {
+                if retry.is_some() {
+                    tracing::info!(target: "rabbitkit", queue = %record.queue(), "consumer subscribed again");
+                }
+                self.start_pump(&record, subscription);
+            }
+            // The connection is going: the next recovery subscribes it (and
+            // answers a consume still waiting).
+            Err(_) if !session.alive() => {}
+            Err(err) => match retry {
+                None => {
+                    if let Some(done) = self.first_subscribe.remove(&id) {
+                        let _ = done.send(Err(err));
+                    }
+                    self.consumers.remove(&id);
+                }
+                Some((why, attempt)) => {
+                    tracing::warn!(target: "rabbitkit", queue = %record.queue(), error = %err, attempt, "consumer not subscribed again");
+                    let next = self.policy.next(why, attempt + 1, Some(&err));
+                    self.follow(&record, why, attempt + 1, next);
+                }
+            },
+        }
+    }
+
+    /// Does what the policy said for `record`'s attempt `attempt`.
+    fn follow(&mut self, record: &Arc<ConsumerRecord>, why: Why, attempt: u32, next: Next) {
+        match next {
+            Next::RetryIn(delay) => {
+                let at = tokio::time::Instant::now() + delay;
+                self.retries.insert(record.id, Retry { why, attempt, at });
+            }
+            Next::WaitForRecovery => {}
+            Next::EndStream => {
+                tracing::warn!(target: "rabbitkit", queue = %record.queue(), "consumer cannot be subscribed again: its stream ends");
+                self.forget_consumer(record.id);
+                let record = record.clone();
+                self.tasks.spawn(async move {
+                    record.end_stream().await;
+                    TaskEnd::Other
+                });
+            }
+        }
+    }
+
+    /// Starts the re-subscriptions whose time has come.
+    fn retries_due(&mut self, session: &Arc<Session>) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<u64> = (self.retries.iter())
+            .filter(|(_, r)| r.at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(retry) = self.retries.remove(&id) else {
+                continue;
+            };
+            let Some(record) = self.consumers.get(&id).cloned() else {
+                continue;
+            };
+            if record.is_dropped() {
+                self.forget_consumer(id);
+            } else if !record.is_cancelled()
+                && session.alive()
+                && record.subscribed_on() != Some(session.generation)
+            {
+                self.start_subscribe(record, session, Some((retry.why, retry.attempt)));
+            }
+        }
+    }
+
+    /// Forgets consumer `id`: never subscribed again.
+    fn forget_consumer(&mut self, id: u64) {
+        self.consumers.remove(&id);
+        self.retries.remove(&id);
+        self.first_subscribe.remove(&id);
+    }
+
+    /// Forgets the consumers whose stream was dropped and that have no
+    /// subscription left (a pump reports the others when it has cleaned up).
+    fn forget_dropped(&mut self) {
+        let dropped: Vec<u64> = (self.consumers.values())
+            .filter(|r| r.is_dropped() && r.subscribed_on().is_none())
+            .map(|r| r.id)
+            .collect();
+        for id in dropped {
+            self.forget_consumer(id);
+        }
+    }
+}
+
+/// Sleeps until `at` (forever when `None`).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -551,7 +1097,7 @@ fn unconfirmed_too_long(
     unblocked_at: Instant,
 ) -> Option<Duration> {
     let deadline = shared.options.timings.confirm_deadline;
-    if deadline.is_zero() || shared.blocked.lock().unwrap().is_some() {
+    if deadline.is_zero() || session.blocked().is_some() {
         return None;
     }
     session

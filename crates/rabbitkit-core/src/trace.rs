@@ -53,7 +53,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::consumer::Delivery;
+use crate::delivery::Delivery;
 
 pub use opentelemetry::Context;
 

@@ -1,0 +1,326 @@
+//! [`ConfirmChannel`]: a channel in confirm mode on which every publish
+//! learns its own outcome (returns matched by `message_id`), and the message
+//! ids rabbitkit gives every publish.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Confirmation};
+use tokio::sync::{mpsc, oneshot};
+
+static ABANDONED_CONFIRMS: AtomicU64 = AtomicU64::new(0);
+
+/// Publisher confirms this process dropped before the broker answered them
+/// (lapin then keeps each one for the life of its channel).
+#[doc(hidden)]
+pub fn abandoned_confirms() -> u64 {
+    ABANDONED_CONFIRMS.load(Ordering::Relaxed)
+}
+
+/// What the broker answered about one publish on a [`ConfirmChannel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishOutcome {
+    /// Confirmed: the broker took responsibility for it.
+    Confirmed,
+    /// Returned as unroutable (a mandatory publish that no queue took), then confirmed.
+    Returned {
+        /// The broker's reply code (312 NO_ROUTE).
+        reply_code: u16,
+        /// The broker's reply text.
+        reply_text: String,
+    },
+    /// Nacked: the broker could not store it.
+    Nacked,
+}
+
+type Work = std::pin::Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
+
+/// One publish handed to a channel's confirm collector.
+struct Tracked {
+    message_id: String,
+    work: Work,
+    reply: oneshot::Sender<lapin::Result<PublishOutcome>>,
+}
+
+/// A channel in confirm mode on which every publish learns its own outcome.
+///
+/// lapin hands the oldest returned message to whichever confirm it resolves
+/// next (and resolves a `multiple` ack in no particular order), so with
+/// several mandatory publishes in flight its `Ack(Some(returned))` may name
+/// another publish. Here one collector task per channel owns every confirm:
+/// it gathers all the returns of a batch of confirms and gives each publish
+/// the outcome that matches its `message_id`. Because the collector owns the
+/// confirms, a publish whose caller gives up (timeout, dropped future) leaves
+/// no confirm behind on the channel either.
+///
+/// Dropping the last clone closes the channel once its confirms are in.
+#[derive(Clone)]
+pub struct ConfirmChannel {
+    channel: lapin::Channel,
+    tracker: mpsc::UnboundedSender<Tracked>,
+}
+
+impl std::fmt::Debug for ConfirmChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfirmChannel")
+            .field("channel", &self.channel.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfirmChannel {
+    /// Wraps `channel`, which must already be in confirm mode
+    /// (`confirm_select`). Must be called within a tokio runtime.
+    pub fn new(channel: lapin::Channel) -> Self {
+        let (tracker, rx) = mpsc::unbounded_channel();
+        tokio::spawn(collect(channel.clone(), rx));
+        Self { channel, tracker }
+    }
+
+    /// The underlying channel.
+    pub fn channel(&self) -> &lapin::Channel {
+        &self.channel
+    }
+
+    /// Publishes and resolves with this publish's own outcome. A
+    /// `message_id` is added to `properties` when missing: returns are
+    /// matched by it, so ids must be unique among the publishes in flight.
+    ///
+    /// The message is handed to the channel before this returns its future
+    /// (publishes keep their call order); dropping the future does not
+    /// abandon the confirm.
+    pub fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        body: Arc<[u8]>,
+        properties: BasicProperties,
+    ) -> impl Future<Output = lapin::Result<PublishOutcome>> + Send + 'static + use<> {
+        let (message_id, properties) = with_message_id(properties);
+        let channel = self.channel.clone();
+        let exchange = ShortString::from(exchange);
+        let routing_key = ShortString::from(routing_key);
+        let mut work: Work = Box::pin(async move {
+            let options = BasicPublishOptions {
+                mandatory,
+                immediate: false,
+            };
+            channel
+                .basic_publish(exchange, routing_key, options, &body, properties)
+                .await
+                .map(Watched::new)?
+                .await
+        });
+        // The first poll puts the message on the channel (and takes its
+        // delivery tag) at once, in call order.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(done) = work.as_mut().poll(&mut cx) {
+            work = Box::pin(std::future::ready(done));
+        }
+        let (reply, outcome) = oneshot::channel();
+        let handed = self.tracker.send(Tracked {
+            message_id,
+            work,
+            reply,
+        });
+        async move {
+            if handed.is_err() {
+                return Err(gone());
+            }
+            outcome.await.unwrap_or_else(|_| Err(gone()))
+        }
+    }
+}
+
+fn gone() -> lapin::Error {
+    std::io::Error::other("the channel's confirm collector stopped").into()
+}
+
+/// The message id in `properties`, generated (and set) when missing.
+pub(crate) fn with_message_id(properties: BasicProperties) -> (String, BasicProperties) {
+    match properties.message_id() {
+        Some(id) => (id.to_string(), properties),
+        None => {
+            let id = next_message_id();
+            let properties = properties.with_message_id(id.as_str().into());
+            (id, properties)
+        }
+    }
+}
+
+/// A new message id: 32 lowercase hex digits, the shape of a simple UUID.
+/// The first 16 are random, drawn once per process; the last 16 count this
+/// process's messages. Unique among this process's publishes by
+/// construction, and across processes but for a 2⁻⁶⁴ chance per pair of
+/// processes; it costs an atomic increment instead of a system call to the
+/// OS random number generator per message (a UUID v4 did that). It is
+/// generated once per publish, so a message sent again after a failover
+/// keeps its id.
+fn next_message_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    let mut hex = [0u8; 32];
+    for (i, byte) in hex.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { count };
+        let nibble = (word >> (4 * (15 - i % 16))) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    // Only ASCII hex digits were written.
+    String::from_utf8(hex.to_vec()).unwrap_or_default()
+}
+
+/// The message id a returned message carries.
+fn returned_id(message: &lapin::message::BasicReturnMessage) -> Option<String> {
+    message
+        .delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
+}
+
+/// Owns the confirms of one channel and answers each publish.
+async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracked>) {
+    type Done = (
+        String,
+        oneshot::Sender<lapin::Result<PublishOutcome>>,
+        lapin::Result<Confirmation>,
+    );
+    let mut waiting: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Done> + Send>>> =
+        FuturesUnordered::new();
+    // Returns seen, by message id, not yet claimed by their publish.
+    let mut returned: HashMap<String, (u16, String)> = HashMap::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            tracked = rx.recv(), if open => match tracked {
+                Some(t) => waiting.push(Box::pin(async move {
+                    let confirmation = t.work.await;
+                    (t.message_id, t.reply, confirmation)
+                })),
+                None => open = false,
+            },
+            Some(first) = waiting.next(), if !waiting.is_empty() => {
+                // lapin resolves a batch of confirms (one `multiple` ack)
+                // under its lock; taking that lock (wait_for_confirms does)
+                // makes sure the whole batch is resolved before it is read.
+                if let Some(Ok(orphans)) = channel.wait_for_confirms().now_or_never() {
+                    for m in orphans {
+                        if let Some(id) = returned_id(&m) {
+                            returned.insert(id, (m.reply_code, m.reply_text.to_string()));
+                        }
+                    }
+                }
+                let mut batch = vec![first];
+                while let Some(Some(more)) = waiting.next().now_or_never() {
+                    batch.push(more);
+                }
+                for (_, _, confirmation) in &batch {
+                    if let Ok(Confirmation::Ack(Some(m)) | Confirmation::Nack(Some(m))) = confirmation
+                        && let Some(id) = returned_id(m)
+                    {
+                        returned.insert(id, (m.reply_code, m.reply_text.to_string()));
+                    }
+                }
+                for (id, reply, confirmation) in batch {
+                    let outcome = confirmation.map(|c| match (c, returned.remove(&id)) {
+                        (Confirmation::Nack(_), _) => PublishOutcome::Nacked,
+                        (_, Some((reply_code, reply_text))) => PublishOutcome::Returned {
+                            reply_code,
+                            reply_text,
+                        },
+                        (_, None) => PublishOutcome::Confirmed,
+                    });
+                    let _ = reply.send(outcome);
+                }
+            },
+            else => break,
+        }
+    }
+    if channel.status().connected() {
+        let _ = channel.close(200, "no longer used".into()).await;
+    }
+}
+
+/// A lapin confirm that counts itself when dropped unanswered.
+struct Watched(Option<lapin::PublisherConfirm>);
+
+impl Watched {
+    fn new(confirm: lapin::PublisherConfirm) -> Self {
+        Self(Some(confirm))
+    }
+}
+
+impl Future for Watched {
+    type Output = lapin::Result<Confirmation>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(inner) = self.0.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let out = std::pin::Pin::new(inner).poll(cx);
+        if out.is_ready() {
+            self.0 = None;
+        }
+        out
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            ABANDONED_CONFIRMS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_unique_hex_of_a_uuids_length() {
+        let ids: Vec<String> = (0..10_000).map(|_| next_message_id()).collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+        // One process, one prefix; the counter part grows.
+        assert_eq!(ids[0][..16], ids[9_999][..16]);
+        let n = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+        assert!(n(&ids[9_999]) > n(&ids[0]));
+    }
+
+    #[test]
+    fn a_given_message_id_is_kept() {
+        let props = BasicProperties::default().with_message_id("mine".into());
+        let (id, props) = with_message_id(props);
+        assert_eq!(id, "mine");
+        assert_eq!(
+            props.message_id().as_ref().map(|s| s.as_str()),
+            Some("mine")
+        );
+        let (generated, props) = with_message_id(BasicProperties::default());
+        assert_eq!(
+            props.message_id().as_ref().map(|s| s.to_string()),
+            Some(generated)
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! [`Delivery`]: one message a consumer received, and how it is settled
+//! (ack, nack, reject, or given back when dropped; see `acks.rs`).
+
+use std::sync::Arc;
+
+use lapin::BasicProperties;
+
+use crate::acks::Acks;
+use crate::error::AckError;
+
+/// One message received by a [`Consumer`](crate::Consumer).
+///
+/// Acknowledge it with [`ack`](Self::ack) once processed, or give it back
+/// with [`nack`](Self::nack) / [`reject`](Self::reject). A delivery whose
+/// connection died cannot be acknowledged: you get
+/// [`AckError::ChannelGone`], and the broker delivers the message again.
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+    /// `None` for deliveries consumed with `no_ack`.
+    acks: Option<Arc<Acks>>,
+    /// What dropping it unsettled does: requeue (`true`) or reject.
+    requeue_on_drop: bool,
+}
+
+impl Drop for Delivery {
+    /// A delivery dropped without [`ack`](Self::ack), [`nack`](Self::nack)
+    /// or [`reject`](Self::reject) (a handler that panicked, an error value
+    /// thrown away) is given back: nacked with requeue (or rejected, see
+    /// [`reject_on_drop`](Self::reject_on_drop)), so the acks after it keep
+    /// reaching the broker. Nothing happens if it was settled.
+    ///
+    /// A dropped unsettled delivery is usually a forgotten acknowledgement,
+    /// a bug that repeats (the message comes straight back), so it is
+    /// logged as a warning; [`give_back`](Self::give_back) does the same
+    /// on purpose, without the warning.
+    fn drop(&mut self) {
+        if let Some(acks) = &self.acks {
+            acks.release(self.inner.delivery_tag, self.requeue_on_drop, true);
+        }
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("exchange", &self.exchange())
+            .field("routing_key", &self.routing_key())
+            .field("redelivered", &self.redelivered())
+            .field("bytes", &self.inner.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// A delivery settled through `acks` (`None`: consumed with `no_ack`).
+    pub(crate) fn new(inner: lapin::message::Delivery, acks: Option<Arc<Acks>>) -> Self {
+        Self {
+            inner,
+            acks,
+            requeue_on_drop: true,
+        }
+    }
+
+    /// Whether it was consumed with `no_ack` (nothing to settle).
+    pub(crate) fn is_no_ack(&self) -> bool {
+        self.acks.is_none()
+    }
+
+    /// The body as received.
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    /// The AMQP properties (content type, headers, correlation id, ...).
+    pub fn properties(&self) -> &BasicProperties {
+        &self.inner.properties
+    }
+
+    /// The exchange it was published to.
+    pub fn exchange(&self) -> &str {
+        self.inner.exchange.as_str()
+    }
+
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        self.inner.routing_key.as_str()
+    }
+
+    /// Whether the broker delivered it before (to this or another consumer).
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// The `message_id` property, if any.
+    pub fn message_id(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+    }
+
+    /// The broker's delivery tag (per channel).
+    pub fn delivery_tag(&self) -> u64 {
+        self.inner.delivery_tag
+    }
+
+    /// Its offset in the stream it was read from (the `x-stream-offset`
+    /// header the broker adds to every stream delivery); `None` for a
+    /// delivery from a classic or quorum queue.
+    pub fn stream_offset(&self) -> Option<u64> {
+        crate::stream::offset_of(&self.inner.properties)
+    }
+
+    /// Makes dropping it unsettled reject it (dead-lettered when the queue
+    /// has a dead-letter exchange, else dropped) instead of requeueing it:
+    /// for a message that can never be processed, such as a body that does
+    /// not decode, which would otherwise come back forever.
+    pub fn reject_on_drop(&mut self) {
+        self.requeue_on_drop = false;
+    }
+
+    /// Gives it back to the queue unprocessed (requeued, or rejected after
+    /// [`reject_on_drop`](Self::reject_on_drop)), as dropping it does but
+    /// on purpose: no warning is logged. It goes out with the next batch of
+    /// acknowledgements, with no wait here. For deliveries a consumer
+    /// received but will not handle, e.g. when it stops.
+    pub fn give_back(mut self) {
+        if let Some(acks) = self.acks.take() {
+            acks.release(self.inner.delivery_tag, self.requeue_on_drop, false);
+        }
+    }
+
+    fn acks(&self) -> Result<&Acks, AckError> {
+        self.acks.as_deref().ok_or(AckError::NoAck)
+    }
+
+    /// Acknowledges: the broker forgets the message.
+    ///
+    /// Acks are coalesced: this returns once the ack is recorded, and the
+    /// broker gets one `basic.ack` (`multiple`) for a run of consecutive
+    /// acknowledged deliveries, at most a millisecond later. If the channel
+    /// dies first, the broker redelivers (at-least-once, never lost).
+    ///
+    /// A send that cannot leave within [`Options::operation_timeout`](crate::Options::operation_timeout)
+    /// (a connection that stopped taking bytes) gives the channel up: it is
+    /// closed, the broker redelivers what was not settled, and this and later
+    /// acks on it fail with [`AckError::ChannelGone`].
+    pub async fn ack(&self) -> Result<(), AckError> {
+        self.acks()?.ack(self.inner.delivery_tag).await
+    }
+
+    /// Negative acknowledgement: requeue it, or (with `requeue: false`)
+    /// dead-letter it when the queue has a dead-letter exchange, else drop it.
+    pub async fn nack(&self, requeue: bool) -> Result<(), AckError> {
+        self.acks()?
+            .nack(self.inner.delivery_tag, requeue, false)
+            .await
+    }
+
+    /// Rejects it; like [`nack`](Self::nack).
+    pub async fn reject(&self, requeue: bool) -> Result<(), AckError> {
+        self.acks()?
+            .nack(self.inner.delivery_tag, requeue, true)
+            .await
+    }
+}
