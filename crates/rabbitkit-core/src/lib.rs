@@ -87,6 +87,11 @@
 //! - `tls.rs` — client certificates: checking the PEM, reading the broker's TLS alert
 //!   when it refuses one ([`ClientCertError`]).
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
+//! - `channel.rs` — [`RecoveredChannel`]: a channel of one's own that consumes
+//!   one queue and publishes (through the core's confirmed publish path) on
+//!   the same channel, what direct reply-to needs; each opening, a
+//!   [`ChannelLease`], is on one connection, and the next use after that
+//!   connection is gone opens it again, consumption included, on the current one.
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
 //! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing;
@@ -113,6 +118,7 @@
 #![deny(missing_docs)]
 
 mod acks;
+mod channel;
 mod channels;
 mod connection;
 mod consumer;
@@ -133,6 +139,7 @@ mod topology;
 pub mod trace;
 pub mod validate;
 
+pub use channel::{ChannelLease, RecoveredChannel};
 pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::{ConsumeOptions, Consumer, Delivery, STREAM_DEFAULT_PREFETCH};
 pub use endpoint::{Endpoint, ToEndpoints};
