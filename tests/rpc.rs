@@ -67,14 +67,21 @@ async fn sixty_four_concurrent_calls_are_all_answered_correctly() {
 #[tokio::test]
 async fn unroutable_request_fails_at_once() {
     let client = common::client().await;
-    let rpc = RpcClient::<u64, u64>::builder(common::unique_name("rpc.nobody"))
-        .timeout(Duration::from_secs(30))
-        .build(&client)
-        .await
-        .unwrap();
-    match rpc.call(&1).await {
-        Err(RpcError::Unroutable { .. }) => {}
-        other => panic!("expected Unroutable, got {other:?}"),
+    for direct in [true, false] {
+        let mut b = RpcClient::<u64, u64>::builder(common::unique_name("rpc.nobody"))
+            .timeout(Duration::from_secs(30));
+        if !direct {
+            b = b.exclusive_reply_queue();
+        }
+        let rpc = b.build(&client).await.unwrap();
+        match rpc.call(&1).await {
+            Err(e @ RpcError::Unroutable { .. }) => {
+                assert_eq!(e.reply_code(), Some(312));
+                assert!(!e.is_retryable(), "nobody serves it: {e:?}");
+            }
+            other => panic!("expected Unroutable (direct={direct}), got {other:?}"),
+        }
+        assert_eq!(rpc.pending(), 0);
     }
 }
 
@@ -282,7 +289,13 @@ async fn a_cancelled_call_leaves_nothing_pending() {
 
 #[tokio::test]
 async fn a_nacked_request_does_not_fail_the_other_calls() {
-    let client = common::client().await;
+    // A nacked request is sent again on a fresh channel, as every publish
+    // is; three nacks in a row fail its call.
+    let client = common::options()
+        .timings(nacked_at_most(3))
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
     let queue = common::unique_name("rpc.full");
     // A request queue that holds one request and nacks the next ones.
     let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
@@ -310,7 +323,11 @@ async fn a_nacked_request_does_not_fail_the_other_calls() {
     })
     .await;
     match rpc.call(&20).await {
-        Err(RpcError::Broker(text)) => assert!(text.contains("nack"), "{text}"),
+        Err(e @ RpcError::Broker { .. }) => {
+            assert!(e.to_string().contains("nack"), "{e}");
+            assert!(e.is_retryable(), "a nack may go away: {e:?}");
+            assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+        }
         other => panic!("expected the second request to be nacked, got {other:?}"),
     }
     let serving = tokio::spawn(async move {
@@ -327,6 +344,13 @@ async fn a_nacked_request_does_not_fail_the_other_calls() {
     assert_eq!(rpc.call(&12).await, Ok(144), "and later calls work");
     serving.abort();
     client.delete_queue(&queue).await.unwrap();
+}
+
+/// Timings under which a publish fails after `n` nacks in a row.
+fn nacked_at_most(n: u32) -> rabbitkit::Timings {
+    let mut timings = rabbitkit::Timings::default();
+    timings.nack_backoff.max_attempts = Some(n);
+    timings
 }
 
 #[tokio::test]
@@ -380,7 +404,11 @@ async fn the_call_timeout_covers_reopening_the_reply_channel() {
     )
     .await
     .unwrap();
-    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    let client = common::options()
+        .timings(nacked_at_most(1))
+        .connect(proxy.amqp_url())
+        .await
+        .unwrap();
     // A full request queue: the first request is nacked, which takes the
     // reply channel out of service; the next call must open a new one.
     let queue = Queue::named(common::unique_name("rpc.reopen"))
@@ -400,7 +428,7 @@ async fn the_call_timeout_covers_reopening_the_reply_channel() {
         .build(&client)
         .await
         .unwrap();
-    assert!(matches!(rpc.call(&2).await, Err(RpcError::Broker(_))));
+    assert!(matches!(rpc.call(&2).await, Err(RpcError::Broker { .. })));
     // The broker stops answering (the socket stays open): opening the new
     // reply channel waits, but not past the call's timeout.
     proxy.stall();
@@ -411,4 +439,248 @@ async fn the_call_timeout_covers_reopening_the_reply_channel() {
         Err(RpcError::Timeout(timeout))
     );
     queue.delete().await.unwrap();
+}
+
+/// A client whose connection goes through a proxy that can cut it.
+async fn client_behind_proxy() -> (rabbitkit::Client, rabbitkit_test::FaultProxy) {
+    common::ensure_cluster();
+    let addr: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let proxy = rabbitkit_test::FaultProxy::start(
+        format!("{}:{}", addr.host(), addr.port()).parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    (client, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_are_matched_after_the_reply_channel_is_replaced() {
+    let server_client = common::client().await;
+    let queue = common::unique_name("rpc.replaced");
+    let server = start_server(&server_client, &queue).await;
+    let (client, proxy) = client_behind_proxy().await;
+    for direct in [true, false] {
+        let mut b = RpcClient::<u64, u64>::builder(queue.as_str()).timeout(Duration::from_secs(20));
+        if !direct {
+            b = b.exclusive_reply_queue();
+        }
+        let rpc = b.build(&client).await.unwrap();
+        assert_eq!(rpc.call(&10).await, Ok(55));
+        let before = rpc.reply_to().expect("a reply queue");
+        let mut events = client.events();
+        proxy.cut();
+        common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+            matches!(e, rabbitkit::Event::Recovered { .. })
+        })
+        .await;
+        // The reply channel is opened again, on the new connection, and
+        // every reply finds its call.
+        let calls = (0..16u64).map(|n| {
+            let rpc = rpc.clone();
+            async move { (n, rpc.call(&n).await) }
+        });
+        for (n, answer) in futures::future::join_all(calls).await {
+            assert_eq!(
+                answer,
+                Ok(fib(n)),
+                "fib({n}) after the cut, direct={direct}"
+            );
+        }
+        let after = rpc.reply_to().expect("a reply queue");
+        if !direct {
+            assert_ne!(
+                before, after,
+                "a new exclusive reply queue on the new connection"
+            );
+        }
+        assert_eq!(rpc.pending(), 0);
+        assert_eq!(rpc.unknown_replies(), 0, "no reply went astray");
+        // A request nobody serves still fails at once on the new channel.
+        let nobody = RpcClient::<u64, u64>::builder(common::unique_name("rpc.nobody"))
+            .timeout(Duration::from_secs(30));
+        let nobody = if direct {
+            nobody
+        } else {
+            nobody.exclusive_reply_queue()
+        };
+        let nobody = nobody.build(&client).await.unwrap();
+        assert!(matches!(
+            nobody.call(&1).await,
+            Err(RpcError::Unroutable { .. })
+        ));
+    }
+    client.close().await;
+    server.abort();
+    server_client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_when_the_connection_is_cut_fail_as_retryable() {
+    const CALLS: usize = 4;
+    let server_client = common::client().await;
+    let queue = common::unique_name("rpc.cut");
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .concurrency(CALLS)
+        .declare(&server_client)
+        .await
+        .unwrap();
+    // The server takes every request and answers none until released.
+    let started = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let serving = tokio::spawn({
+        let (started, release) = (started.clone(), release.clone());
+        async move {
+            server
+                .serve(move |n: u64| {
+                    let (started, release) = (started.clone(), release.clone());
+                    async move {
+                        started.add_permits(1);
+                        release.notified().await;
+                        Ok(n)
+                    }
+                })
+                .await
+        }
+    });
+    let (client, proxy) = client_behind_proxy().await;
+    for direct in [true, false] {
+        let mut b = RpcClient::<u64, u64>::builder(queue.as_str())
+            // Far longer than the hang guard below: the calls must fail
+            // because the connection went, not because they timed out.
+            .timeout(Duration::from_secs(120));
+        if !direct {
+            b = b.exclusive_reply_queue();
+        }
+        let rpc = b.build(&client).await.unwrap();
+        let calls: Vec<_> = (0..CALLS as u64)
+            .map(|n| {
+                let rpc = rpc.clone();
+                tokio::spawn(async move { rpc.call(&n).await })
+            })
+            .collect();
+        // Every request reached the server: the calls wait for replies.
+        let all = tokio::time::timeout(Duration::from_secs(20), started.acquire_many(CALLS as u32))
+            .await
+            .expect("the requests reached the server")
+            .unwrap();
+        all.forget();
+        assert_eq!(rpc.pending(), CALLS);
+        proxy.cut();
+        for call in calls {
+            let outcome = tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .expect("a call hung after the cut")
+                .unwrap();
+            match outcome {
+                Err(e @ RpcError::ConnectionLost) => {
+                    assert!(
+                        e.is_retryable() && !e.is_closed() && !e.is_timeout(),
+                        "{e:?}"
+                    );
+                }
+                other => panic!("expected ConnectionLost (direct={direct}), got {other:?}"),
+            }
+        }
+        assert_eq!(rpc.pending(), 0, "nothing left pending");
+        // The server's answers go to a reply channel that is gone.
+        release.notify_waiters();
+    }
+    client.close().await;
+    serving.abort();
+    server_client.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_gets_the_typed_request_with_its_properties() {
+    use rabbitkit::{BasicProperties, FieldTable, OutgoingMessage, Request};
+    type Seen = (u64, Option<String>, Option<String>, bool, String);
+    let client = common::client().await;
+    let queue = common::unique_name("rpc.request");
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>> = Default::default();
+    let serving = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            server
+                .serve_requests(move |request: Request<u64>| {
+                    let tenant = request.headers().get("x-tenant").map(|v| v.to_string());
+                    seen.lock().unwrap().push((
+                        request.body,
+                        request.correlation_id().map(str::to_owned),
+                        tenant,
+                        request.redelivered(),
+                        request.reply_to().to_owned(),
+                    ));
+                    async move { Ok(request.into_body() + 1) }
+                })
+                .await
+                .unwrap()
+        }
+    });
+    // A request written by hand, as another client would send it.
+    let replies = Queue::temporary().declare(&client).await.unwrap();
+    let mut reply_sub = replies.subscribe::<u64>().await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-tenant".into(),
+        rabbitkit::AMQPValue::LongString("acme".into()),
+    );
+    let request = OutgoingMessage::new("", queue.as_str(), b"41".to_vec()).properties(
+        BasicProperties::default()
+            .with_reply_to(replies.name().into())
+            .with_correlation_id("corr-41".into())
+            .with_headers(headers),
+    );
+    client.publish(request).await.unwrap();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut reply_sub),
+    )
+    .await
+    .expect("a reply")
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.body, 42);
+    assert_eq!(
+        reply
+            .properties()
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some("corr-41")
+    );
+    reply.ack().await.unwrap();
+    // And through an RpcClient: its correlation id and direct reply-to address.
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    assert_eq!(rpc.call(&7).await, Ok(8));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (body, correlation_id, tenant, redelivered, reply_to) = &seen[0];
+    assert_eq!(*body, 41);
+    assert_eq!(correlation_id.as_deref(), Some("corr-41"));
+    assert_eq!(tenant.as_deref(), Some("acme"));
+    assert!(!redelivered);
+    assert_eq!(reply_to, replies.name());
+    let (body, correlation_id, _, redelivered, reply_to) = &seen[1];
+    assert_eq!(*body, 7);
+    assert_eq!(
+        correlation_id.as_ref().map(String::len),
+        Some(32),
+        "a UUID: {correlation_id:?}"
+    );
+    assert!(!redelivered);
+    assert!(
+        reply_to.starts_with(rabbitkit::DIRECT_REPLY_TO),
+        "the broker's direct reply-to address: {reply_to}"
+    );
+    serving.abort();
+    drop(reply_sub);
+    client.delete_queue(&queue).await.unwrap();
 }

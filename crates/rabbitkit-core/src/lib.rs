@@ -110,6 +110,11 @@
 //! - `tls.rs` — client certificates: checking the PEM, reading the broker's TLS alert
 //!   when it refuses one ([`ClientCertError`]).
 //! - `channels.rs` — the channel pool; replaces channels closed by channel errors.
+//! - `channel.rs` — [`RecoveredChannel`]: a channel of one's own that consumes
+//!   one queue and publishes (through the core's confirmed publish path) on
+//!   the same channel, what direct reply-to needs; each opening, a
+//!   [`ChannelLease`], is on one connection, and the next use after that
+//!   connection is gone opens it again, consumption included, on the current one.
 //! - `topology.rs` — [`Declaration`]s recorded for replay; the broker's
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
 //! - `message.rs` — [`OutgoingMessage`], what a publish sends.
@@ -139,6 +144,7 @@
 #![deny(missing_docs)]
 
 mod acks;
+mod channel;
 mod channels;
 mod confirm;
 mod connection;
@@ -165,6 +171,7 @@ mod topology;
 pub mod trace;
 pub mod validate;
 
+pub use channel::{ChannelLease, RecoveredChannel};
 pub use confirm::{ConfirmChannel, PublishOutcome, abandoned_confirms};
 pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::Consumer;

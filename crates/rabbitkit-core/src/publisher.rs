@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::confirm::{PublishOutcome, with_message_id};
+use crate::confirm::{ConfirmChannel, PublishOutcome, with_message_id};
 use crate::connection::Client;
 use crate::error::PublishError;
 use crate::message::OutgoingMessage;
-use crate::session::{Link, Shared};
+use crate::session::{Link, Session, Shared};
 
 /// Publishing, on the client itself.
 impl Client {
@@ -129,7 +129,8 @@ impl Publisher {
                 }
                 None => message,
             };
-            publish(shared, slot, message).await
+            let timeout = shared.options.publish_timeout;
+            publish(shared, &mut Route::Pool(slot), message, timeout).await
         };
         #[cfg(feature = "opentelemetry")]
         let publish = tracing::Instrument::instrument(publish, span);
@@ -204,25 +205,63 @@ async fn send_unconfirmed(shared: Arc<Shared>, msg: OutgoingMessage) -> Result<(
     }
 }
 
-async fn publish(
+/// Where a confirmed publish goes out, attempt after attempt.
+pub(crate) enum Route<'a> {
+    /// The pool's channel of this slot (modulo the pool's size).
+    Pool(usize),
+    /// A channel of one's own ([`RecoveredChannel`](crate::RecoveredChannel)).
+    Own(&'a mut dyn OwnRoute),
+}
+
+/// A channel other than the pool's to publish on: asked for a channel on
+/// each attempt's connection, told to retire one after a nack.
+pub(crate) trait OwnRoute: Send {
+    /// The confirm-mode channel to publish on, on `session`'s connection.
+    fn channel<'a>(
+        &'a mut self,
+        session: &'a Session,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<ConfirmChannel, lapin::Error>> + Send + 'a>>;
+    /// Channel `channel_id` was nacked: the next attempt takes a fresh one.
+    fn retire(&self, channel_id: u16);
+}
+
+impl Route<'_> {
+    async fn channel(&mut self, session: &Session) -> Result<ConfirmChannel, lapin::Error> {
+        match self {
+            Route::Pool(slot) => session.pool.get(&session.connection, *slot).await,
+            Route::Own(own) => own.channel(session).await,
+        }
+    }
+
+    fn retire(&self, session: &Session, channel_id: u16) {
+        match self {
+            Route::Pool(slot) => session.pool.retire(*slot, channel_id),
+            Route::Own(own) => own.retire(channel_id),
+        }
+    }
+}
+
+/// A confirmed publish of `msg` through `route`, bounded by `timeout`.
+pub(crate) async fn publish(
     shared: Arc<Shared>,
-    slot: usize,
+    route: &mut Route<'_>,
     msg: OutgoingMessage,
+    timeout: std::time::Duration,
 ) -> Result<Confirmed, PublishError> {
     let metrics = crate::metrics::Publish::start(&msg.exchange);
-    let result = publish_confirmed(shared, slot, msg, &metrics).await;
+    let result = publish_confirmed(shared, route, msg, timeout, &metrics).await;
     metrics.finished(&result);
     result
 }
 
 async fn publish_confirmed(
     shared: Arc<Shared>,
-    slot: usize,
+    route: &mut Route<'_>,
     mut msg: OutgoingMessage,
+    timeout: std::time::Duration,
     metrics: &crate::metrics::Publish,
 ) -> Result<Confirmed, PublishError> {
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
-    let timeout = shared.options.publish_timeout;
     let deadline = Instant::now() + timeout;
     // A place in the in-flight window: at once when there is one (no timer
     // to register), else waited for until the publish timeout.
@@ -236,7 +275,7 @@ async fn publish_confirmed(
         Err(tokio::sync::TryAcquireError::NoPermits) => {
             tokio::time::timeout(timeout, shared.window.clone().acquire_owned())
                 .await
-                .map_err(|_| timed_out(&shared))?
+                .map_err(|_| timed_out(&shared, timeout))?
                 .map_err(|_| PublishError::Closed {
                     reason: "client closed".into(),
                 })?
@@ -262,7 +301,7 @@ async fn publish_confirmed(
         let session = match shared.wait_up_for(newer_than, left).await {
             Ok(Ok(s)) => s,
             Ok(Err(reason)) => return Err(PublishError::Closed { reason }),
-            Err(_) => return Err(timed_out(&shared)),
+            Err(_) => return Err(timed_out(&shared, timeout)),
         };
         attempts += 1;
         if attempts > 1 {
@@ -270,7 +309,7 @@ async fn publish_confirmed(
             metrics.resent();
         }
         let sent = async {
-            let channel = session.pool.get(&session.connection, slot).await?;
+            let channel = route.channel(&session).await?;
             let _outstanding = metrics.sending();
             channel_id.store(u32::from(channel.channel().id()), Ordering::Relaxed);
             channel
@@ -287,7 +326,7 @@ async fn publish_confirmed(
         let waiting = session.confirms.start();
         let outcome = match tokio::time::timeout(left, sent).await {
             Ok(outcome) => outcome,
-            Err(_) => return Err(timed_out(&shared)),
+            Err(_) => return Err(timed_out(&shared, timeout)),
         };
         drop(waiting);
         match outcome {
@@ -312,7 +351,7 @@ async fn publish_confirmed(
                 // again on a fresh channel, with backoff, until the deadline.
                 let id = u16::try_from(channel_id.load(Ordering::Relaxed)).ok();
                 if let Some(id) = id {
-                    session.pool.retire(slot, id);
+                    route.retire(&session, id);
                 }
                 nacks = nacks.saturating_add(1);
                 metrics.nacked();
@@ -361,8 +400,7 @@ async fn publish_confirmed(
 
 /// The error of a publish whose timeout passed: [`PublishError::Blocked`]
 /// while the broker blocks the connection, else [`PublishError::Timeout`].
-fn timed_out(shared: &Shared) -> PublishError {
-    let timeout = shared.options.publish_timeout;
+fn timed_out(shared: &Shared, timeout: std::time::Duration) -> PublishError {
     match shared.current().and_then(|s| s.blocked()) {
         Some(reason) => PublishError::Blocked { reason, timeout },
         None => PublishError::Timeout(timeout),

@@ -137,12 +137,6 @@ pub(crate) fn sending(message_id: &str, properties: BasicProperties) -> BasicPro
     with_current_context(properties)
 }
 
-/// [`sending`] for an RPC request made outside the core's publish path.
-#[doc(hidden)]
-pub fn rpc_request(message_id: &str, properties: BasicProperties) -> BasicProperties {
-    sending(message_id, properties)
-}
-
 impl Delivery {
     /// The trace context the message carries (`traceparent`,
     /// `tracestate`), e.g. to parent a span of your own:

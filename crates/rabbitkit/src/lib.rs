@@ -129,7 +129,10 @@
 //! - `work_queue.rs` — [`WorkQueue`].
 //! - `partitioned.rs` — [`PartitionedQueue`]: `N` quorum queues behind a
 //!   consistent-hash exchange, a single active consumer each; order per key.
-//! - `rpc.rs` — [`RpcServer`], [`RpcClient`].
+//! - `rpc.rs` and `rpc/` — request/reply: `rpc/client.rs` ([`RpcClient`],
+//!   on the core's `RecoveredChannel`: requests and replies on one channel,
+//!   reopened after a failover), `rpc/server.rs` ([`RpcServer`], handlers on
+//!   typed [`Request`]s), `rpc/error.rs` ([`RpcError`]).
 //! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
 //! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
 //! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
@@ -179,7 +182,7 @@ pub use queue::{Queue, QueueBuilder, QueueType};
 pub use report::Report;
 pub use router::{Handler, Router};
 pub use rpc::{
-    DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, RpcClient, RpcClientBuilder, RpcError,
+    DEFAULT_TIMEOUT, DIRECT_REPLY_TO, ERROR_HEADER, Request, RpcClient, RpcClientBuilder, RpcError,
     RpcServer, RpcServerBuilder, ServeReport,
 };
 pub use shutdown::Shutdown;
