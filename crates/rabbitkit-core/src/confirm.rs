@@ -42,11 +42,43 @@ pub enum PublishOutcome {
 
 type Work = std::pin::Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> + Send>>;
 
-/// One publish handed to a channel's confirm collector.
+type Reply = oneshot::Sender<lapin::Result<PublishOutcome>>;
+
+/// One publish handed to a channel's confirm collector: the publish and its
+/// confirm (`work`), the way back to its caller, and, for a mandatory
+/// publish, the message id its return would carry. A publish that is not
+/// mandatory is never returned, so it needs no id.
 struct Tracked {
-    message_id: String,
+    returnable: Option<String>,
     work: Work,
-    reply: oneshot::Sender<lapin::Result<PublishOutcome>>,
+    reply: Option<Reply>,
+}
+
+/// A [`Tracked`] publish whose confirm came in.
+struct Done {
+    returnable: Option<String>,
+    reply: Reply,
+    confirmation: lapin::Result<Confirmation>,
+}
+
+impl Future for Tracked {
+    type Output = Done;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Done> {
+        let confirmation = std::task::ready!(self.work.as_mut().poll(cx));
+        let returnable = self.returnable.take();
+        match self.reply.take() {
+            Some(reply) => std::task::Poll::Ready(Done {
+                returnable,
+                reply,
+                confirmation,
+            }),
+            // Polled again after it resolved: FuturesUnordered never does.
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// A channel in confirm mode on which every publish learns its own outcome.
@@ -63,6 +95,12 @@ struct Tracked {
 /// Dropping the last clone closes the channel once its confirms are in.
 #[derive(Clone)]
 pub struct ConfirmChannel {
+    inner: Arc<Inner>,
+}
+
+/// What the clones of a [`ConfirmChannel`] (and the publishes in flight on
+/// it) share: cloning one is a reference count, not a lapin `Channel`.
+struct Inner {
     channel: lapin::Channel,
     tracker: mpsc::UnboundedSender<Tracked>,
 }
@@ -70,7 +108,7 @@ pub struct ConfirmChannel {
 impl std::fmt::Debug for ConfirmChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfirmChannel")
-            .field("channel", &self.channel.id())
+            .field("channel", &self.inner.channel.id())
             .finish_non_exhaustive()
     }
 }
@@ -81,12 +119,14 @@ impl ConfirmChannel {
     pub fn new(channel: lapin::Channel) -> Self {
         let (tracker, rx) = mpsc::unbounded_channel();
         tokio::spawn(collect(channel.clone(), rx));
-        Self { channel, tracker }
+        Self {
+            inner: Arc::new(Inner { channel, tracker }),
+        }
     }
 
     /// The underlying channel.
     pub fn channel(&self) -> &lapin::Channel {
-        &self.channel
+        &self.inner.channel
     }
 
     /// Publishes and resolves with this publish's own outcome. A
@@ -104,21 +144,32 @@ impl ConfirmChannel {
         body: Arc<[u8]>,
         properties: BasicProperties,
     ) -> impl Future<Output = lapin::Result<PublishOutcome>> + Send + 'static + use<> {
-        let (message_id, properties) = with_message_id(properties);
-        let channel = self.channel.clone();
+        // Only a mandatory publish can be returned, so only its id is kept
+        // (to match its return).
+        let (returnable, properties) = if mandatory {
+            let (id, properties) = with_message_id(properties);
+            (Some(id), properties)
+        } else if properties.message_id().is_some() {
+            (None, properties)
+        } else {
+            (None, properties.with_message_id(next_message_id().into()))
+        };
+        let inner = self.inner.clone();
         let exchange = ShortString::from(exchange);
         let routing_key = ShortString::from(routing_key);
-        let mut work: Work = Box::pin(async move {
+        let work_fut = async move {
             let options = BasicPublishOptions {
                 mandatory,
                 immediate: false,
             };
-            channel
+            inner
+                .channel
                 .basic_publish(exchange, routing_key, options, &body, properties)
                 .await
                 .map(Watched::new)?
                 .await
-        });
+        };
+        let mut work: Work = Box::pin(work_fut);
         // The first poll puts the message on the channel (and takes its
         // delivery tag) at once, in call order.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -126,10 +177,10 @@ impl ConfirmChannel {
             work = Box::pin(std::future::ready(done));
         }
         let (reply, outcome) = oneshot::channel();
-        let handed = self.tracker.send(Tracked {
-            message_id,
+        let handed = self.inner.tracker.send(Tracked {
+            returnable,
             work,
-            reply,
+            reply: Some(reply),
         });
         async move {
             if handed.is_err() {
@@ -191,55 +242,63 @@ fn returned_id(message: &lapin::message::BasicReturnMessage) -> Option<String> {
 
 /// Owns the confirms of one channel and answers each publish.
 async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracked>) {
-    type Done = (
-        String,
-        oneshot::Sender<lapin::Result<PublishOutcome>>,
-        lapin::Result<Confirmation>,
-    );
-    let mut waiting: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Done> + Send>>> =
-        FuturesUnordered::new();
+    let mut waiting: FuturesUnordered<Tracked> = FuturesUnordered::new();
     // Returns seen, by message id, not yet claimed by their publish.
     let mut returned: HashMap<String, (u16, String)> = HashMap::new();
+    let mut batch: Vec<Done> = Vec::new();
     let mut open = true;
     loop {
         tokio::select! {
             tracked = rx.recv(), if open => match tracked {
-                Some(t) => waiting.push(Box::pin(async move {
-                    let confirmation = t.work.await;
-                    (t.message_id, t.reply, confirmation)
-                })),
+                Some(t) => {
+                    waiting.push(t);
+                    take_handed(&mut rx, &mut waiting);
+                }
                 None => open = false,
             },
             Some(first) = waiting.next(), if !waiting.is_empty() => {
-                // lapin resolves a batch of confirms (one `multiple` ack)
-                // under its lock; taking that lock (wait_for_confirms does)
-                // makes sure the whole batch is resolved before it is read.
-                if let Some(Ok(orphans)) = channel.wait_for_confirms().now_or_never() {
-                    for m in orphans {
-                        if let Some(id) = returned_id(&m) {
-                            returned.insert(id, (m.reply_code, m.reply_text.to_string()));
+                batch.push(first);
+                take_ready(&mut waiting, &mut batch);
+                // A mandatory publish's return may ride on any confirm that
+                // lapin resolves with the same `multiple` ack, so before a
+                // mandatory publish is answered the whole batch must be in.
+                // lapin resolves a batch under its lock; taking that lock
+                // (wait_for_confirms does) makes sure the whole batch is
+                // resolved before it is read. Without a mandatory publish in
+                // the batch, nobody's outcome here depends on another's
+                // confirm: a return carried by one of these is kept for its
+                // owner, whose own batch will take the lock.
+                if batch.iter().any(|done| done.returnable.is_some()) {
+                    if let Some(Ok(orphans)) = channel.wait_for_confirms().now_or_never() {
+                        for m in orphans {
+                            keep_return(&mut returned, &m);
                         }
                     }
+                    take_handed(&mut rx, &mut waiting);
+                    take_ready(&mut waiting, &mut batch);
                 }
-                let mut batch = vec![first];
-                while let Some(Some(more)) = waiting.next().now_or_never() {
-                    batch.push(more);
-                }
-                for (_, _, confirmation) in &batch {
-                    if let Ok(Confirmation::Ack(Some(m)) | Confirmation::Nack(Some(m))) = confirmation
-                        && let Some(id) = returned_id(m)
+                for done in &batch {
+                    if let Ok(Confirmation::Ack(Some(m)) | Confirmation::Nack(Some(m))) =
+                        &done.confirmation
                     {
-                        returned.insert(id, (m.reply_code, m.reply_text.to_string()));
+                        keep_return(&mut returned, m);
                     }
                 }
-                for (id, reply, confirmation) in batch {
-                    let outcome = confirmation.map(|c| match (c, returned.remove(&id)) {
-                        (Confirmation::Nack(_), _) => PublishOutcome::Nacked,
-                        (_, Some((reply_code, reply_text))) => PublishOutcome::Returned {
-                            reply_code,
-                            reply_text,
-                        },
-                        (_, None) => PublishOutcome::Confirmed,
+                for done in batch.drain(..) {
+                    let Done { returnable, reply, confirmation } = done;
+                    let outcome = confirmation.map(|c| {
+                        let own_return = match returnable {
+                            Some(id) if !returned.is_empty() => returned.remove(&id),
+                            _ => None,
+                        };
+                        match (c, own_return) {
+                            (Confirmation::Nack(_), _) => PublishOutcome::Nacked,
+                            (_, Some((reply_code, reply_text))) => PublishOutcome::Returned {
+                                reply_code,
+                                reply_text,
+                            },
+                            (_, None) => PublishOutcome::Confirmed,
+                        }
                     });
                     let _ = reply.send(outcome);
                 }
@@ -249,6 +308,30 @@ async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracke
     }
     if channel.status().connected() {
         let _ = channel.close(200, "no longer used".into()).await;
+    }
+}
+
+/// Moves the publishes already handed to the collector into `waiting`.
+fn take_handed(rx: &mut mpsc::UnboundedReceiver<Tracked>, waiting: &mut FuturesUnordered<Tracked>) {
+    while let Ok(tracked) = rx.try_recv() {
+        waiting.push(tracked);
+    }
+}
+
+/// Moves the publishes whose confirm is in from `waiting` to `batch`.
+fn take_ready(waiting: &mut FuturesUnordered<Tracked>, batch: &mut Vec<Done>) {
+    while let Some(Some(done)) = waiting.next().now_or_never() {
+        batch.push(done);
+    }
+}
+
+/// Keeps a returned message for the publish whose message id it carries.
+fn keep_return(
+    returned: &mut HashMap<String, (u16, String)>,
+    message: &lapin::message::BasicReturnMessage,
+) {
+    if let Some(id) = returned_id(message) {
+        returned.insert(id, (message.reply_code, message.reply_text.to_string()));
     }
 }
 
