@@ -558,13 +558,20 @@ async fn subscribe_inner(
         Some(cursor) => cursor.arguments(&record.options.arguments),
         None => record.options.arguments.clone(),
     };
-    // If this future is dropped before the end (a timeout, a cancelled
-    // `consume`), the last handle of `channel` goes with it and lapin closes
-    // the channel, which cancels a broker consumer that `basic.consume`
-    // may already have made: nothing is left on the broker.
     let channel = open_channel(&session.connection, false, prefetch)
         .await
         .map_err(|e| consume_error(&e, &record.queue()))?;
+    // If this future is dropped before the end (a timeout, a cancelled
+    // `consume`, a re-subscription given up by recovery), the channel is
+    // closed, which cancels a broker consumer that `basic.consume` may
+    // already have made. Dropping the last handle is not enough: lapin keeps
+    // the channel open while a `basic.consume` waits for its `consume-ok`,
+    // then registers that consumer, and the broker would deliver up to the
+    // prefetch to it, held unacknowledged until the connection closes.
+    let mut unfinished = Unfinished {
+        channel: Some(channel.clone()),
+        bound: shared.options.operation_timeout,
+    };
     let tag = consumer_tag(record.id, session.generation);
     let consumer = channel
         .basic_consume(
@@ -597,6 +604,7 @@ async fn subscribe_inner(
         channel: channel.clone(),
         acks: acks.clone(),
     });
+    unfinished.channel = None; // subscribed: the pump owns the channel now
     drop(subscribed);
     tokio::spawn(pump(
         acks,
@@ -608,6 +616,28 @@ async fn subscribe_inner(
         shared.options.close_timeout,
     ));
     Ok(())
+}
+
+/// Closes the channel of a subscription that did not finish (see
+/// `subscribe_inner`), bounded by `bound`, when dropped still holding it.
+struct Unfinished {
+    channel: Option<Channel>,
+    bound: Duration,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take()
+            && channel.status().connected()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let bound = self.bound;
+            runtime.spawn(async move {
+                let close = channel.close(200, "subscription abandoned".into());
+                let _ = tokio::time::timeout(bound, close).await;
+            });
+        }
+    }
 }
 
 /// The prefetch a consumer subscribes with: its own, else the client's;

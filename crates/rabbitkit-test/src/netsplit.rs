@@ -439,8 +439,8 @@ impl Netsplit {
     }
 
     /// What each node's metadata store says of queue `queue` (one line per
-    /// node: `rkn1: NAME TYPE LEADER [MEMBERS] [ONLINE] MESSAGES`, from
-    /// `rabbitmqctl list_queues`), then, for a quorum queue, the Raft
+    /// node: `rkn1: {leader, LEADER, members, [MEMBERS]}`, or `not_found`,
+    /// read with `rabbitmqctl eval` from the node's own copy), then, for a quorum queue, the Raft
     /// state of each member as the first node that answers sees it
     /// (`rabbitmq-queues quorum_status`: state, log index, commit index,
     /// term). The nodes are asked at once, each within `timeout`; a node
@@ -453,23 +453,18 @@ impl Netsplit {
             let handles: Vec<_> = Cluster::nodes()
                 .map(|n| {
                     s.spawn(move || {
-                        let args = [
-                            "list_queues",
-                            "-q",
-                            "--no-table-headers",
-                            "name",
-                            "type",
-                            "leader",
-                            "members",
-                            "online",
-                            "messages",
-                        ];
-                        let view = match c.cli(n, "rabbitmqctl", &args, timeout) {
-                            Ok(out) => out
-                                .lines()
-                                .find(|l| l.split_whitespace().next() == Some(queue))
-                                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                                .unwrap_or_else(|| "(no such queue)".into()),
+                        // The queue's record in this node's metadata
+                        // store (Mnesia): the leader it names and the
+                        // members. Read locally: it answers during a
+                        // partition too, with this side's view.
+                        let expr = format!(
+                            "case rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{queue}\">>)) of \
+                             {{ok, Q}} -> {{leader, amqqueue:get_pid(Q), members, \
+                             (catch maps:get(nodes, amqqueue:get_type_state(Q)))}}; \
+                             Other -> Other end."
+                        );
+                        let view = match c.cli(n, "rabbitmqctl", &["eval", &expr], timeout) {
+                            Ok(out) => out.split_whitespace().collect::<Vec<_>>().join(" "),
                             Err(e) => format!("no answer: {}", first_line(&e.to_string())),
                         };
                         format!("{}: {view}", host_name(n))
@@ -484,7 +479,7 @@ impl Netsplit {
         let mut out = views.join("\n");
         let answering = Cluster::nodes()
             .zip(&views)
-            .find(|(_, v)| !v.contains("no answer") && !v.contains("no such queue"));
+            .find(|(_, v)| v.contains("{leader"));
         if let Some((n, _)) = answering {
             let args = ["quorum_status", "-q", "--formatter", "json", queue];
             match c.cli(n, "rabbitmq-queues", &args, timeout) {
