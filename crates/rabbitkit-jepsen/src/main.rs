@@ -193,6 +193,8 @@ struct Received {
 
 /// The final drain's "client" number in [`Received::first_by`].
 const DRAIN: usize = usize::MAX;
+/// [`Received::first_by`] of a message read only after the clients closed.
+const AFTER_CLOSE: usize = usize::MAX - 1;
 
 /// What one client saw.
 #[derive(Debug, Default)]
@@ -589,11 +591,17 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
     }
     // A consumer may have ended (a classic queue's node restarted cancels
     // it): read what is left in the queue with a fresh one.
-    let left = clients[0]
-        .queue_info(&queue_name)
-        .await
-        .map(|i| i.messages)
-        .ok();
+    let info = clients[0].queue_info(&queue_name).await.ok();
+    let left = info.map(|i| i.messages);
+    say(
+        started,
+        format!(
+            "the queue at the end: {:?} ready, {:?} consumer(s) (the clients have {})",
+            left,
+            info.map(|i| i.consumers),
+            clients.len()
+        ),
+    );
     if left.is_some_and(|n| n > 0) {
         say(
             started,
@@ -621,8 +629,41 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
     for client in &clients {
         client.close().await;
     }
+    // A consumer that holds deliveries it never hands over (a subscription
+    // nobody reads) keeps them unacknowledged, out of the count above, until
+    // its connection closes: read what came back with a fresh client.
+    // Received only now = held, not lost by the broker.
+    let checker = connect(args, urls.clone(), "jepsen-check".into()).await;
+    let back = checker
+        .queue_info(&queue_name)
+        .await
+        .map(|i| i.messages)
+        .ok();
+    say(started, format!("after the clients closed: {back:?} ready"));
+    if back.is_some_and(|n| n > 0) {
+        let mut drain = checker
+            .consume(&queue_name, ConsumeOptions::new().prefetch(500))
+            .await
+            .expect("consume after close");
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(5), drain.next()).await
+        {
+            if let Some(n) = std::str::from_utf8(d.body())
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                record(&received, n, t(), AFTER_CLOSE, d.redelivered());
+            }
+            let _ = d.ack().await;
+        }
+    }
+    checker.close().await;
 
     let received = received.lock().unwrap();
+    // Confirmed messages first read after the clients closed.
+    let held = confirmed
+        .iter()
+        .filter(|n| received.get(n).is_some_and(|r| r.first_by == AFTER_CLOSE))
+        .count();
     let lost = confirmed
         .iter()
         .filter(|n| !received.contains_key(n))
@@ -671,7 +712,7 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
         ));
     }
     println!(
-        "  confirmed {}, lost {lost}, duplicated {duplicated}, failed publishes {failed} (unroutable {unroutable}{}), left in the queue for a fresh consumer {left:?}",
+        "  confirmed {}, lost {lost}, duplicated {duplicated}, failed publishes {failed} (unroutable {unroutable}{}), left in the queue for a fresh consumer {left:?}, held by a consumer until the clients closed {held}",
         confirmed.len(),
         if args.mandatory {
             ""
@@ -686,14 +727,36 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
     );
     println!();
     println!(
-        "| {version} | {mode} | {} | {} ({node_cuts}+{client_cuts}) | {} | **{lost}** | {duplicated} | {failed} | {} | {interventions} |",
+        "| {version} | {mode} | {} | {} ({node_cuts}+{client_cuts}) | {} | **{lost}**{} | {duplicated} | {failed} | {} | {interventions} |",
         args.queue,
         args.partitions,
         confirmed.len(),
+        if held > 0 {
+            format!(" (+{held} held until close)")
+        } else {
+            String::new()
+        },
         stuck.join(", ")
     );
+    if held > 0 {
+        let mut ids: Vec<u64> = confirmed
+            .iter()
+            .filter(|n| received.get(n).is_some_and(|r| r.first_by == AFTER_CLOSE))
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        let _ = writeln!(
+            report,
+            "  HELD (confirmed, read only after the clients closed): {held}, e.g. {:?}",
+            ids.iter()
+                .take(10)
+                .map(|n| format!("client {} seq {}", n >> 40, n & SEQ_MASK))
+                .collect::<Vec<_>>()
+        );
+        print!("{report}");
+    }
     if let Some(dir) = &args.logs
-        && (lost > 0 || args.keep_logs)
+        && (lost > 0 || held > 0 || args.keep_logs)
     {
         let mode = mode.trim_matches(['(', ')']).to_lowercase();
         let utc = utc_time_of_day().replace(':', "").replace('.', "-");
@@ -706,7 +769,7 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
             Err(e) => eprintln!("jepsen: keeping the record in {}: {e}", dir.display()),
         }
     }
-    lost == 0
+    lost == 0 && held == 0
 }
 
 /// The sequence number of a message id (see [`id`]).
@@ -762,6 +825,8 @@ fn fate(r: Option<&Received>) -> String {
             r.first_at,
             if r.first_by == DRAIN {
                 "the final drain".to_owned()
+            } else if r.first_by == AFTER_CLOSE {
+                "a fresh client after the clients closed (held unacked until then)".to_owned()
             } else {
                 format!("client {}", r.first_by)
             },
@@ -870,6 +935,8 @@ fn keep_record(
                 r.map_or(String::new(), |r| format!("{:.3}", r.first_at)),
                 r.map_or(String::new(), |r| if r.first_by == DRAIN {
                     "drain".into()
+                } else if r.first_by == AFTER_CLOSE {
+                    "after_close".into()
                 } else {
                     r.first_by.to_string()
                 }),
