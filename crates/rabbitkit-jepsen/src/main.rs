@@ -79,6 +79,11 @@ struct Args {
     /// the other nodes (0: never).
     #[arg(long, default_value_t = 4)]
     client_cut_every: u32,
+    /// Seconds of traffic before the nemesis starts (with `--partitions 0`,
+    /// the whole run: a window for faults made by hand, e.g. with
+    /// `cargo xtask netsplit` or `rabbitmqctl stop_app`).
+    #[arg(long, default_value_t = 0.0)]
+    idle_secs: f64,
     /// Clients (each publishes and consumes).
     #[arg(long, default_value_t = 3)]
     clients: usize,
@@ -466,6 +471,13 @@ async fn run(args: &Args, version: RabbitMq, netsplit: &Netsplit) -> bool {
         });
     }
 
+    if args.idle_secs > 0.0 {
+        say(
+            started,
+            format!("traffic for {} s before the nemesis", args.idle_secs),
+        );
+        tokio::time::sleep(Duration::from_secs_f64(args.idle_secs)).await;
+    }
     // The nemesis.
     let mut node_cuts = 0;
     let mut client_cuts = 0;
