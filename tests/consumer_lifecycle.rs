@@ -123,6 +123,73 @@ async fn a_consume_cancelled_midway_leaves_no_consumer_behind_even_after_a_failo
     queue.delete().await.unwrap();
 }
 
+/// A subscribe dropped after its `basic.consume` went out, before the
+/// broker's `consume-ok` came back (a timed-out consume; a re-subscription
+/// after a failover given up at its recovery step, as in the first
+/// 3.10 autoheal run of RELIABILITY.md): lapin keeps such a channel open
+/// and registers the broker's consumer when `consume-ok` arrives, so the
+/// broker would deliver up to the prefetch to a consumer nobody reads, and
+/// hold those messages unacknowledged until the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_dropped_after_its_basic_consume_went_out_holds_no_message() {
+    let p = proxy().await;
+    let observer = common::client().await;
+    let queue = Queue::named(common::unique_name("lifecycle.consume_sent"))
+        .declare(&observer)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        observer
+            .publish(OutgoingMessage::new(
+                "",
+                queue.name(),
+                i.to_string().into_bytes(),
+            ))
+            .await
+            .unwrap();
+    }
+    let client = common::options().connect(p.amqp_url()).await.unwrap();
+
+    // Every chunk of bytes waits 1 s each way: channel.open and basic.qos
+    // take a round trip each (done at about 4 s), basic.consume goes out
+    // then, reaches the broker at about 5 s, and its consume-ok would be
+    // back at about 6 s. The subscribe is dropped at 5 s, in between.
+    p.delay(Duration::from_secs(1));
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.consume(queue.name(), ConsumeOptions::new().prefetch(50)),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the consume was still in flight when dropped"
+    );
+    p.delay(Duration::ZERO);
+
+    // A new consumer gets every message: none is held by the dropped one...
+    let mut live = client
+        .consume(queue.name(), ConsumeOptions::new())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let d = tokio::time::timeout(Duration::from_secs(20), live.next())
+            .await
+            .expect("the new consumer gets every message")
+            .expect("stream open")
+            .expect("a delivery");
+        got.push(String::from_utf8(d.body().to_vec()).unwrap());
+        d.ack().await.unwrap();
+    }
+    got.sort_by_key(|s| s.parse::<u32>().unwrap());
+    got.dedup();
+    assert_eq!(got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    // ...and it is the only one subscribed on the broker.
+    wait_for_consumers(&observer, queue.name(), 1).await;
+    drop(live);
+    queue.delete().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_whose_queue_was_deleted_during_a_failover_gets_an_error_and_ends() {
     let p = proxy().await;

@@ -186,12 +186,20 @@ pub(crate) async fn subscribe(
         None => record.options.arguments.clone(),
     };
     let queue = record.queue();
-    // If this future is dropped before the end (a timeout), the last handle
-    // of `channel` goes with it and lapin closes the channel, which cancels
-    // a broker consumer that `basic.consume` may already have made.
     let channel = open_channel(&session.connection, false, record.prefetch)
         .await
         .map_err(|e| consume_error(&e, &queue))?;
+    // If this future is dropped before the end (a timeout, a cancelled
+    // `consume`, a re-subscription given up by recovery), the channel is
+    // closed, which cancels a broker consumer that `basic.consume` may
+    // already have made. Dropping the last handle is not enough: lapin keeps
+    // the channel open while a `basic.consume` waits for its `consume-ok`,
+    // then registers that consumer, and the broker would deliver up to the
+    // prefetch to it, held unacknowledged until the connection closes.
+    let mut unfinished = Unfinished {
+        channel: Some(channel.clone()),
+        bound: options.operation_timeout,
+    };
     let tag = consumer_tag(record.id, session.generation);
     let consumer = channel
         .basic_consume(
@@ -217,12 +225,35 @@ pub(crate) async fn subscribe(
             crate::metrics::Consume::new(&queue),
         )
     });
+    unfinished.channel = None; // subscribed: the subscription owns the channel now
     Ok(Subscription {
         generation: session.generation,
         channel,
         consumer,
         acks,
     })
+}
+
+/// Closes the channel of a subscription that did not finish (see
+/// [`subscribe`]), bounded by `bound`, when dropped still holding it.
+struct Unfinished {
+    channel: Option<Channel>,
+    bound: std::time::Duration,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take()
+            && channel.status().connected()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let bound = self.bound;
+            runtime.spawn(async move {
+                let close = channel.close(200, "subscription abandoned".into());
+                let _ = tokio::time::timeout(bound, close).await;
+            });
+        }
+    }
 }
 
 /// The consumer tag of consumer `id` subscribed on session `generation`.

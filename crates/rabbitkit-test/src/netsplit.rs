@@ -74,7 +74,9 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 pub struct Healed {
     /// From the call to a whole cluster.
     pub took: Duration,
-    /// What it did as an operator (empty when the broker healed by itself).
+    /// What it did as an operator (empty when the broker healed by
+    /// itself), each prefixed with when, from the call: `+31.0 s: killed
+    /// and started rabbit@rkn2`.
     pub actions: Vec<String>,
 }
 
@@ -383,10 +385,14 @@ impl Netsplit {
                     );
                     c.rabbitmqctl(n, &["stop_app"])?;
                     c.rabbitmqctl(n, &["start_app"])?;
-                    actions.push(format!("restarted the app of {}", c.node_name(n)));
+                    actions.push(format!(
+                        "+{:.1} s: restarted the app of {}",
+                        started.elapsed().as_secs_f64(),
+                        c.node_name(n)
+                    ));
                 } else if reported
                     && started.elapsed() > STUCK_AFTER * 2
-                    && !actions.iter().any(|a| a.starts_with("restarted the apps"))
+                    && !actions.iter().any(|a| a.contains("restarted the apps"))
                 {
                     // Still partitioned: every node recorded the
                     // partition again when the restarted node came back.
@@ -402,11 +408,12 @@ impl Netsplit {
                         c.rabbitmqctl(other, &["start_app"])?;
                     }
                     actions.push(format!(
-                        "restarted the apps of every node but {}",
+                        "+{:.1} s: restarted the apps of every node but {}",
+                        started.elapsed().as_secs_f64(),
                         c.node_name(trusted)
                     ));
                 } else if started.elapsed() > STUCK_AFTER
-                    && !actions.iter().any(|a| a.starts_with("killed"))
+                    && !actions.iter().any(|a| a.contains("killed"))
                 {
                     eprintln!(
                         "rabbitkit-test: {} is not back {} s after the heal; killing and starting it",
@@ -415,7 +422,11 @@ impl Netsplit {
                     );
                     c.kill(n)?;
                     c.start(n)?;
-                    actions.push(format!("killed and started {}", c.node_name(n)));
+                    actions.push(format!(
+                        "+{:.1} s: killed and started {}",
+                        started.elapsed().as_secs_f64(),
+                        c.node_name(n)
+                    ));
                 }
             }
             last = format!("{views:?}");
@@ -425,6 +436,112 @@ impl Netsplit {
             "the partitionable cluster is not whole {} s after the heal: {last}",
             within.as_secs()
         )))
+    }
+
+    /// What each node's metadata store says of queue `queue` (one line per
+    /// node: `rkn1: {leader, LEADER, members, [MEMBERS]}`, or `not_found`,
+    /// read with `rabbitmqctl eval` from the node's own copy), then, for a quorum queue, the Raft
+    /// state of each member as the first node that answers sees it
+    /// (`rabbitmq-queues quorum_status`: state, log index, commit index,
+    /// term). The nodes are asked at once, each within `timeout`; a node
+    /// that does not answer (paused, booting, cut off) says why. For the
+    /// record of a run: during a partition on RabbitMQ 3.10 each side has
+    /// its own view.
+    pub fn queue_report(&self, queue: &str, timeout: Duration) -> String {
+        let c = &self.cluster;
+        let views: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = Cluster::nodes()
+                .map(|n| {
+                    s.spawn(move || {
+                        // The queue's record in this node's metadata
+                        // store (Mnesia): the leader it names and the
+                        // members. Read locally: it answers during a
+                        // partition too, with this side's view.
+                        let expr = format!(
+                            "case rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{queue}\">>)) of \
+                             {{ok, Q}} -> {{leader, amqqueue:get_pid(Q), members, \
+                             (catch maps:get(nodes, amqqueue:get_type_state(Q)))}}; \
+                             Other -> Other end."
+                        );
+                        let view = match c.cli(n, "rabbitmqctl", &["eval", &expr], timeout) {
+                            Ok(out) => out.split_whitespace().collect::<Vec<_>>().join(" "),
+                            Err(e) => format!("no answer: {}", first_line(&e.to_string())),
+                        };
+                        format!("{}: {view}", host_name(n))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| "(panicked)".into()))
+                .collect()
+        });
+        let mut out = views.join("\n");
+        let answering = Cluster::nodes()
+            .zip(&views)
+            .find(|(_, v)| v.contains("{leader"));
+        if let Some((n, _)) = answering {
+            let args = ["quorum_status", "-q", "--formatter", "json", queue];
+            match c.cli(n, "rabbitmq-queues", &args, timeout) {
+                Ok(status) => {
+                    // One JSON object a line: {"Node Name":"rabbit@rkn1",
+                    // "Raft State":"leader","Log Index":61853,...}
+                    for line in status.lines().map(str::trim).filter(|l| l.contains('{')) {
+                        let mut member = line.to_owned();
+                        for (from, to) in [
+                            ("\"Node Name\":", ""),
+                            ("\"Raft State\":", ""),
+                            ("\"Log Index\":", "log="),
+                            ("\"Commit Index\":", "commit="),
+                            ("\"Snapshot Index\":", "snapshot="),
+                            ("\"Term\":", "term="),
+                            ("\"Machine Version\":", "machine="),
+                            ("\"", ""),
+                            ("{", ""),
+                            ("}", ""),
+                            ("[", ""),
+                            ("]", ""),
+                        ] {
+                            member = member.replace(from, to);
+                        }
+                        let member = member.trim_start_matches(',').replace(',', " ");
+                        out.push_str(&format!("\nraft (from {}): {member}", host_name(n)));
+                    }
+                }
+                Err(e) => out.push_str(&format!(
+                    "\nraft (from {}): no answer: {}",
+                    host_name(n),
+                    first_line(&e.to_string())
+                )),
+            }
+        }
+        out
+    }
+
+    /// Copies each node's log files (`log/` and `stdout.log`) into
+    /// `dest/rknN/`, to keep them past the next [`up`](Self::up), which
+    /// wipes the nodes' directories.
+    ///
+    /// # Errors
+    ///
+    /// When a directory cannot be made or a file copied.
+    pub fn copy_logs(&self, dest: &std::path::Path) -> Result<()> {
+        for n in Cluster::nodes() {
+            let from = self.cluster.node_dir(n);
+            let to = dest.join(host_name(n));
+            fs::create_dir_all(&to)
+                .map_err(|e| ClusterError::io(format!("making {}", to.display()), e))?;
+            let mut files = vec![from.join("stdout.log")];
+            if let Ok(dir) = fs::read_dir(from.join("log")) {
+                files.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+            for file in files.iter().filter(|f| f.is_file()) {
+                let target = to.join(file.file_name().unwrap_or_default());
+                fs::copy(file, &target)
+                    .map_err(|e| ClusterError::io(format!("copying {}", file.display()), e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The cuts in place, by node: the addresses each node drops.
@@ -512,6 +629,14 @@ impl Drop for Netsplit {
             eprintln!("rabbitkit-test: tearing the partitionable cluster down: {err}");
         }
     }
+}
+
+/// The first line of `text`, for one-line reports.
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
 }
 
 fn check(n: usize) -> Result<()> {

@@ -213,6 +213,22 @@ impl Cluster {
         self.ctl(n, args)
     }
 
+    /// Runs `PROGRAM -n <node n> ARGS`, a CLI tool of this cluster's
+    /// version (`rabbitmqctl`, `rabbitmq-queues`, `rabbitmq-diagnostics`;
+    /// inside node `n`'s namespace for [`crate::Netsplit`]), within
+    /// `timeout`, and returns what it printed.
+    ///
+    /// # Errors
+    ///
+    /// When the command fails or takes longer than `timeout`, with its
+    /// output.
+    pub fn cli(&self, n: usize, program: &str, args: &[&str], timeout: Duration) -> Result<String> {
+        check_node(n)?;
+        let mut cmd = self.command(n, program)?;
+        cmd.arg("-n").arg(self.node_name(n)).args(args);
+        run(cmd, timeout)
+    }
+
     pub(super) fn ctl_with_timeout(
         &self,
         n: usize,
