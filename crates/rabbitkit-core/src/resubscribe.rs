@@ -54,8 +54,14 @@ impl Policy {
     /// needs subscribing again because of `why`; `last` is the error of the
     /// attempt before, if there was one.
     pub(crate) fn next(&self, why: Why, attempt: u32, last: Option<&ConsumeError>) -> Next {
-        if matches!(last, Some(ConsumeError::QueueNotFound { .. })) {
-            // Nothing will bring the queue back.
+        if matches!(last, Some(ConsumeError::QueueNotFound { .. }))
+            && !(why == Why::RecoveryFailed && attempt <= 1)
+        {
+            // Nothing will bring the queue back. Except right after a
+            // recovery: a durable classic queue whose node is still starting
+            // is reported missing too (RabbitMQ 3.10: "home node ... of
+            // durable queue ... is down or inaccessible"), so the first retry
+            // after the backoff's first delay is still made.
             return Next::EndStream;
         }
         match why {
@@ -86,12 +92,19 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_queue_ends_the_stream_at_once() {
+    fn a_missing_queue_ends_the_stream_at_once_or_after_one_retry_after_a_recovery() {
         let policy = Policy::new(&Timings::DEFAULT);
         let gone = ConsumeError::QueueNotFound { queue: "q".into() };
-        for why in [Why::Ended, Why::RecoveryFailed] {
-            assert_eq!(policy.next(why, 1, Some(&gone)), Next::EndStream);
-        }
+        assert_eq!(policy.next(Why::Ended, 1, Some(&gone)), Next::EndStream);
+        // After a recovery, one retry first: the queue's node may be starting.
+        assert_eq!(
+            policy.next(Why::RecoveryFailed, 1, Some(&gone)),
+            Next::RetryIn(Duration::from_millis(500))
+        );
+        assert_eq!(
+            policy.next(Why::RecoveryFailed, 2, Some(&gone)),
+            Next::EndStream
+        );
     }
 
     #[test]
