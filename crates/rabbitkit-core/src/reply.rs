@@ -132,6 +132,14 @@ pub(crate) fn declare_error(err: &lapin::Error) -> DeclareError {
 /// Turns a lapin error from `basic.consume` on `queue` into a [`ConsumeError`].
 pub(crate) fn consume_error(err: &lapin::Error, queue: &str) -> ConsumeError {
     match of(err) {
+        // RabbitMQ 3.10: `NOT_FOUND - home node 'rabbit@h' of durable queue
+        // 'q' in vhost '/' is down or inaccessible`: the queue exists, its
+        // node is not up (yet). Not a missing queue: retrying can fix it.
+        Some((404, text)) if text.contains("down or inaccessible") => ConsumeError::Broker {
+            code: 404,
+            text,
+            cause: cause(err),
+        },
         Some((404, _)) => ConsumeError::QueueNotFound {
             queue: queue.to_owned(),
         },
@@ -365,6 +373,17 @@ mod tests {
             consume_error(&broker(404, NO_QUEUE), "q"),
             ConsumeError::QueueNotFound { .. }
         ));
+        let node_down = consume_error(
+            &broker(
+                404,
+                "NOT_FOUND - home node 'rabbit1@localhost' of durable queue 'q' in vhost '/' is down or inaccessible",
+            ),
+            "q",
+        );
+        assert!(
+            matches!(node_down, ConsumeError::Broker { code: 404, .. }),
+            "{node_down:?}"
+        );
         let taken = consume_error(&broker(403, EXCLUSIVE_CONSUMER), "q");
         assert!(matches!(taken, ConsumeError::Locked { .. }), "{taken:?}");
         assert_eq!(taken.reply_code(), Some(403));
