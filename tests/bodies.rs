@@ -76,6 +76,15 @@ async fn raw_lapin_publishes_and_rabbitkit_reads_typed() {
         }
     );
     drop(orders);
+    // The dropped subscription is cancelled in the background: wait until the
+    // broker has no consumer left, else it may still take the next message
+    // and hand it back (requeued behind the one after it).
+    for _ in 0..200 {
+        if client.queue_info(q.name()).await.unwrap().consumers == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Plain text and decimal numbers, as the tutorials' programs send them.
     publish(b"Hello World!", BasicProperties::default()).await;
     publish(b"30", BasicProperties::default()).await;
