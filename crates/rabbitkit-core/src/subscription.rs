@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::Channel;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::options::BasicConsumeOptions;
 use tokio::sync::mpsc;
 
 use crate::acks::Acks;
@@ -296,18 +296,16 @@ pub(crate) async fn pump(
         },
         None => forwarding.await,
     };
-    let tag = consumer_tag(record.id, generation);
     // Bounded: the connection may not answer.
     let _ = tokio::time::timeout(bound, async {
         if let Some(acks) = &acks {
             // Acks recorded but not yet sent go out first.
             acks.close().await;
         }
-        if dropped {
-            let _ = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
-        }
+        // Closing the channel cancels its consumer and requeues what it
+        // held, in one round trip. No `basic.cancel` first: it raced with a
+        // cancel from the broker (the queue deleted), and lapin took the
+        // second `cancel-ok` for a protocol error that closed the connection.
         let _ = channel.close(200, "consumer ended".into()).await;
     })
     .await;
