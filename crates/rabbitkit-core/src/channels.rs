@@ -17,6 +17,9 @@ pub(crate) struct Slot {
     replace: tokio::sync::Mutex<()>,
     confirm: bool,
     prefetch: u16,
+    /// Its confirm-mode channel carries no mandatory publish (see
+    /// [`ConfirmChannel::unreturnable`]).
+    unreturnable: bool,
 }
 
 impl Slot {
@@ -26,6 +29,23 @@ impl Slot {
             replace: tokio::sync::Mutex::new(()),
             confirm,
             prefetch,
+            unreturnable: false,
+        }
+    }
+
+    /// A confirm-mode slot for publishes that are never mandatory.
+    fn unreturnable() -> Self {
+        Self {
+            unreturnable: true,
+            ..Self::new(true, 0)
+        }
+    }
+
+    fn confirms(&self, channel: Channel) -> ConfirmChannel {
+        if self.unreturnable {
+            ConfirmChannel::unreturnable(channel)
+        } else {
+            ConfirmChannel::new(channel)
         }
     }
 
@@ -74,7 +94,7 @@ impl Slot {
         connection: &Connection,
     ) -> Result<ConfirmChannel, lapin::Error> {
         let (channel, confirms) = self.get_both(connection).await?;
-        Ok(confirms.unwrap_or_else(|| ConfirmChannel::new(channel)))
+        Ok(confirms.unwrap_or_else(|| self.confirms(channel)))
     }
 
     async fn get_both(
@@ -89,7 +109,7 @@ impl Slot {
             return Ok(ch);
         }
         let ch = open_channel(connection, self.confirm, self.prefetch).await?;
-        let confirms = self.confirm.then(|| ConfirmChannel::new(ch.clone()));
+        let confirms = self.confirm.then(|| self.confirms(ch.clone()));
         *self.current.lock().unwrap() = Some((ch.clone(), confirms.clone()));
         Ok((ch, confirms))
     }
@@ -112,35 +132,51 @@ pub(crate) async fn open_channel(
 }
 
 /// The publishing channels of one connection.
+///
+/// Each slot is two channels: one for publishes that are not mandatory,
+/// opened at once, on which each publish awaits its own confirm; and one for
+/// mandatory publishes, opened on first use, whose confirms go through the
+/// collector that matches returns to their publishes (see
+/// [`ConfirmChannel`]). So a slot keeps the order of its mandatory
+/// publishes and of its other publishes, each kind on its channel.
 pub(crate) struct ChannelPool {
     slots: Vec<Slot>,
+    mandatory: Vec<Slot>,
     /// One channel without confirm mode, opened on first use, for
     /// unconfirmed publishes.
     unconfirmed: Slot,
 }
 
 impl ChannelPool {
-    /// Opens `count` confirm-mode channels at once.
+    /// Opens `count` confirm-mode channels at once (the mandatory
+    /// publishes' channels are opened on first use).
     pub(crate) async fn open(connection: &Connection, count: usize) -> Result<Self, lapin::Error> {
-        let slots: Vec<Slot> = (0..count.max(1)).map(|_| Slot::new(true, 0)).collect();
+        let count = count.max(1);
+        let slots: Vec<Slot> = (0..count).map(|_| Slot::unreturnable()).collect();
         for slot in &slots {
             slot.get(connection).await?;
         }
         Ok(Self {
             slots,
+            mandatory: (0..count).map(|_| Slot::new(true, 0)).collect(),
             unconfirmed: Slot::new(false, 0),
         })
     }
 
-    /// The channel of slot `index` (modulo the pool size).
+    /// The channel of slot `index` (modulo the pool size) for publishes
+    /// that are `mandatory`, or for those that are not.
     pub(crate) async fn get(
         &self,
         connection: &Connection,
         index: usize,
+        mandatory: bool,
     ) -> Result<ConfirmChannel, lapin::Error> {
-        self.slots[index % self.slots.len()]
-            .get_confirming(connection)
-            .await
+        let slots = if mandatory {
+            &self.mandatory
+        } else {
+            &self.slots
+        };
+        slots[index % slots.len()].get_confirming(connection).await
     }
 
     /// The channel without confirm mode, opened (again) if needed.
@@ -151,8 +187,10 @@ impl ChannelPool {
         self.unconfirmed.get(connection).await
     }
 
-    /// See [`Slot::retire`].
+    /// See [`Slot::retire`]: channel `id` of slot `index`, whichever of
+    /// its two channels that is.
     pub(crate) fn retire(&self, index: usize, id: u16) {
         self.slots[index % self.slots.len()].retire(id);
+        self.mandatory[index % self.mandatory.len()].retire(id);
     }
 }

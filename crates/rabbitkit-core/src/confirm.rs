@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt;
 use futures::StreamExt;
+use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -45,9 +46,10 @@ type Work = std::pin::Pin<Box<dyn Future<Output = lapin::Result<Confirmation>> +
 type Reply = oneshot::Sender<lapin::Result<PublishOutcome>>;
 
 /// One publish handed to a channel's confirm collector: the publish and its
-/// confirm (`work`), the way back to its caller, and, for a mandatory
-/// publish, the message id its return would carry. A publish that is not
-/// mandatory is never returned, so it needs no id.
+/// confirm (`work`), the way back to its caller (none for a publish whose
+/// caller gave up: the collector only sees its confirm in), and, for a
+/// mandatory publish, the message id its return would carry. A publish that
+/// is not mandatory is never returned, so it needs no id.
 struct Tracked {
     returnable: Option<String>,
     work: Work,
@@ -57,7 +59,7 @@ struct Tracked {
 /// A [`Tracked`] publish whose confirm came in.
 struct Done {
     returnable: Option<String>,
-    reply: Reply,
+    reply: Option<Reply>,
     confirmation: lapin::Result<Confirmation>,
 }
 
@@ -67,17 +69,13 @@ impl Future for Tracked {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Done> {
+        // FuturesUnordered never polls it again once it resolved.
         let confirmation = std::task::ready!(self.work.as_mut().poll(cx));
-        let returnable = self.returnable.take();
-        match self.reply.take() {
-            Some(reply) => std::task::Poll::Ready(Done {
-                returnable,
-                reply,
-                confirmation,
-            }),
-            // Polled again after it resolved: FuturesUnordered never does.
-            None => std::task::Poll::Pending,
-        }
+        std::task::Poll::Ready(Done {
+            returnable: self.returnable.take(),
+            reply: self.reply.take(),
+            confirmation,
+        })
     }
 }
 
@@ -92,6 +90,11 @@ impl Future for Tracked {
 /// confirms, a publish whose caller gives up (timeout, dropped future) leaves
 /// no confirm behind on the channel either.
 ///
+/// A channel made for publishes that are never mandatory (the pool's, see
+/// `unreturnable`) skips the collector: no confirm on it can carry a
+/// return, so each publish awaits its own confirm in its caller's future,
+/// and only one whose caller gives up hands its confirm to the collector.
+///
 /// Dropping the last clone closes the channel once its confirms are in.
 #[derive(Clone)]
 pub struct ConfirmChannel {
@@ -103,6 +106,9 @@ pub struct ConfirmChannel {
 struct Inner {
     channel: lapin::Channel,
     tracker: mpsc::UnboundedSender<Tracked>,
+    /// No mandatory publish ever goes out on this channel, so no confirm on
+    /// it carries a return: a publish awaits its own confirm.
+    unreturnable: bool,
 }
 
 impl std::fmt::Debug for ConfirmChannel {
@@ -117,10 +123,27 @@ impl ConfirmChannel {
     /// Wraps `channel`, which must already be in confirm mode
     /// (`confirm_select`). Must be called within a tokio runtime.
     pub fn new(channel: lapin::Channel) -> Self {
+        Self::with_returns(channel, false)
+    }
+
+    /// Wraps `channel` for publishes that are never mandatory: each awaits
+    /// its own confirm, without the collector's hop (a task wake-up, a
+    /// queue and a `oneshot` per publish). A mandatory publish on it fails
+    /// at once without being sent: the caller must use a channel made by
+    /// [`new`](Self::new) for those.
+    pub(crate) fn unreturnable(channel: lapin::Channel) -> Self {
+        Self::with_returns(channel, true)
+    }
+
+    fn with_returns(channel: lapin::Channel, unreturnable: bool) -> Self {
         let (tracker, rx) = mpsc::unbounded_channel();
         tokio::spawn(collect(channel.clone(), rx));
         Self {
-            inner: Arc::new(Inner { channel, tracker }),
+            inner: Arc::new(Inner {
+                channel,
+                tracker,
+                unreturnable,
+            }),
         }
     }
 
@@ -144,6 +167,12 @@ impl ConfirmChannel {
         body: Arc<[u8]>,
         properties: BasicProperties,
     ) -> impl Future<Output = lapin::Result<PublishOutcome>> + Send + 'static + use<> {
+        if mandatory && self.inner.unreturnable {
+            return Either::Left(std::future::ready(Err(std::io::Error::other(
+                "a mandatory publish on a channel made for unreturnable ones",
+            )
+            .into())));
+        }
         // Only a mandatory publish can be returned, so only its id is kept
         // (to match its return).
         let (returnable, properties) = if mandatory {
@@ -154,7 +183,9 @@ impl ConfirmChannel {
         } else {
             (None, properties.with_message_id(next_message_id().into()))
         };
-        let inner = self.inner.clone();
+        // The future holds the channel through the shared `Inner` (a
+        // reference count, not a lapin `Channel` clone).
+        let held = self.inner.clone();
         let exchange = ShortString::from(exchange);
         let routing_key = ShortString::from(routing_key);
         let work_fut = async move {
@@ -162,8 +193,7 @@ impl ConfirmChannel {
                 mandatory,
                 immediate: false,
             };
-            inner
-                .channel
+            held.channel
                 .basic_publish(exchange, routing_key, options, &body, properties)
                 .await
                 .map(Watched::new)?
@@ -176,17 +206,63 @@ impl ConfirmChannel {
         if let std::task::Poll::Ready(done) = work.as_mut().poll(&mut cx) {
             work = Box::pin(std::future::ready(done));
         }
+        if self.inner.unreturnable {
+            return Either::Right(Either::Left(Direct {
+                work: Some(work),
+                inner: self.inner.clone(),
+            }));
+        }
         let (reply, outcome) = oneshot::channel();
         let handed = self.inner.tracker.send(Tracked {
             returnable,
             work,
             reply: Some(reply),
         });
-        async move {
+        Either::Right(Either::Right(async move {
             if handed.is_err() {
                 return Err(gone());
             }
             outcome.await.unwrap_or_else(|_| Err(gone()))
+        }))
+    }
+}
+
+/// A publish on an unreturnable channel, awaiting its own confirm. Dropped
+/// before the confirm came in, it hands the confirm to the channel's
+/// collector, so no confirm is left behind on the channel.
+struct Direct {
+    work: Option<Work>,
+    inner: Arc<Inner>,
+}
+
+impl Future for Direct {
+    type Output = lapin::Result<PublishOutcome>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(work) = self.work.as_mut() else {
+            return std::task::Poll::Ready(Err(gone()));
+        };
+        let confirmation = std::task::ready!(work.as_mut().poll(cx));
+        self.work = None;
+        // Nothing mandatory goes out on this channel: a confirm carries no
+        // return.
+        std::task::Poll::Ready(confirmation.map(|c| match c {
+            Confirmation::Nack(_) => PublishOutcome::Nacked,
+            Confirmation::Ack(_) | Confirmation::NotRequested => PublishOutcome::Confirmed,
+        }))
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            let _ = self.inner.tracker.send(Tracked {
+                returnable: None,
+                work,
+                reply: None,
+            });
         }
     }
 }
@@ -300,7 +376,9 @@ async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracke
                             (_, None) => PublishOutcome::Confirmed,
                         }
                     });
-                    let _ = reply.send(outcome);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(outcome);
+                    }
                 }
             },
             else => break,

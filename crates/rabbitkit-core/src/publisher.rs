@@ -23,8 +23,9 @@ use crate::session::{Link, Session, Shared};
 
 /// Publishing, on the client itself.
 impl Client {
-    /// A publisher bound to one pooled channel, so its messages keep their
-    /// order. Publishers made one after another use the pool's channels in turn.
+    /// A publisher bound to one slot of the channel pool, so its messages
+    /// keep their order (see [`Publisher`]). Publishers made one after
+    /// another use the pool's slots in turn.
     pub fn publisher(&self) -> Publisher {
         let slot = self.shared().next_slot.fetch_add(1, Ordering::Relaxed);
         Publisher::new(self.clone(), slot % self.shared().options.channels)
@@ -60,7 +61,10 @@ pub struct Confirmed {
     pub attempts: u32,
 }
 
-/// Publishes on one pooled channel, so its messages keep their order.
+/// Publishes on one slot of the channel pool, so its messages keep their
+/// order: its mandatory publishes go out on the slot's channel for them,
+/// the others on the slot's other channel, each kind in call order (the
+/// order between a mandatory publish and one that is not is not kept).
 /// Cheap to clone. Made by [`Client::publisher`].
 #[derive(Clone, Debug)]
 pub struct Publisher {
@@ -226,9 +230,18 @@ pub(crate) trait OwnRoute: Send {
 }
 
 impl Route<'_> {
-    async fn channel(&mut self, session: &Session) -> Result<ConfirmChannel, lapin::Error> {
+    async fn channel(
+        &mut self,
+        session: &Session,
+        mandatory: bool,
+    ) -> Result<ConfirmChannel, lapin::Error> {
         match self {
-            Route::Pool(slot) => session.pool.get(&session.connection, *slot).await,
+            Route::Pool(slot) => {
+                session
+                    .pool
+                    .get(&session.connection, *slot, mandatory)
+                    .await
+            }
             Route::Own(own) => own.channel(session).await,
         }
     }
@@ -309,7 +322,7 @@ async fn publish_confirmed(
             metrics.resent();
         }
         let sent = async {
-            let channel = route.channel(&session).await?;
+            let channel = route.channel(&session, msg.mandatory).await?;
             let _outstanding = metrics.sending();
             channel_id.store(u32::from(channel.channel().id()), Ordering::Relaxed);
             channel
