@@ -1,4 +1,6 @@
-//! The report: one Markdown table of both columns and their ratio, the
+//! The report: one Markdown table of the raw lapin, amqprs and rabbitkit
+//! columns, their ratios and issue 14's targets (each judged against its
+//! baseline, met or not, with the measured ratio), the targets missed, the
 //! notes that say what each number is, the failover rounds, the per-round
 //! details, the command, the date and the machine.
 
@@ -21,14 +23,13 @@ pub fn anomaly(text: String) {
 /// What a comparison measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Messages per second and CPU per message; `must_beat`: rabbitkit
-    /// must be faster than raw lapin (not just ≥ 0.95×).
-    Throughput {
-        /// The target is "faster than raw lapin".
-        must_beat: bool,
-    },
+    /// Messages per second and client CPU per message.
+    Throughput,
     /// Calls per second, p50 / p99 latency, CPU per call.
-    Rpc,
+    Rpc {
+        /// One call at a time: its p50 has a target against amqprs.
+        one_at_a_time: bool,
+    },
 }
 
 /// One rabbitkit variant against the raw lapin column of a scenario.
@@ -50,6 +51,23 @@ pub struct Comparison {
     pub rk: Vec<Sample>,
     /// The amqprs column of the scenario (the same for all its rows).
     pub amqprs: Amqprs,
+    /// The raw lapin variant issue 14's targets compare with (the same for
+    /// all rows of a scenario; `None` when it did not run).
+    pub lapin: Option<Baseline>,
+}
+
+/// The raw lapin variant of a scenario that issue 14's targets use: raw
+/// lapin driven concurrently (the raw side of the ↳ reference rows), or,
+/// in a scenario without such a variant, its only raw lapin variant.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// Its short name in the target column (`lapin conc.`, or what the
+    /// only raw variant is).
+    pub name: String,
+    /// How raw lapin is driven (the variant's label).
+    pub label: String,
+    /// Its samples (one per round).
+    pub samples: Vec<Sample>,
 }
 
 /// The amqprs column of a scenario.
@@ -322,81 +340,313 @@ fn med(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
     (!values.is_empty()).then(|| median(values))
 }
 
-/// Whether `ratio` meets `target` (e.g. `≥ 0.95`, `≤ 1.10`, `> 1.00`).
-fn verdict(ratio: f64, target: &str) -> &'static str {
-    let Some((op, value)) = target.split_once(' ') else {
-        return "";
-    };
-    let Ok(value) = value.parse::<f64>() else {
-        return "";
-    };
-    let ok = match op {
-        "≥" => ratio >= value,
-        "≤" => ratio <= value,
-        ">" => ratio > value,
-        "<" => ratio < value,
-        _ => return "",
-    };
-    if ok { "yes" } else { "**no**" }
+/// A row of a comparison: what it measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    /// Messages or calls per second.
+    Rate,
+    /// Client CPU per message or call.
+    Cpu,
+    /// Median latency of a call.
+    P50,
+    /// 99th percentile latency of a call.
+    P99,
 }
 
-struct Row<'a> {
-    metric: &'a str,
+impl Metric {
+    /// The rows of a comparison of `kind`, in table order.
+    fn rows(kind: Kind) -> &'static [Metric] {
+        match kind {
+            Kind::Throughput => &[Metric::Rate, Metric::Cpu],
+            Kind::Rpc { .. } => &[Metric::Rate, Metric::P50, Metric::P99, Metric::Cpu],
+        }
+    }
+
+    fn name(self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Metric::Rate, Kind::Throughput) => "msgs/s",
+            (Metric::Rate, Kind::Rpc { .. }) => "calls/s",
+            (Metric::Cpu, Kind::Throughput) => "client CPU / msg",
+            (Metric::Cpu, Kind::Rpc { .. }) => "client CPU / call (client + server)",
+            (Metric::P50, _) => "p50 latency",
+            (Metric::P99, _) => "p99 latency",
+        }
+    }
+
+    /// One round's value.
+    fn value(self, s: &Sample) -> Option<f64> {
+        match self {
+            Metric::Rate => Some(s.rate()),
+            Metric::Cpu => Some(s.cpu_us()),
+            Metric::P50 => s.percentile_us(50.0),
+            Metric::P99 => s.percentile_us(99.0),
+        }
+    }
+
+    /// The median over rounds.
+    fn median(self, samples: &[Sample]) -> Option<f64> {
+        med(samples, |s| self.value(s))
+    }
+
+    fn show(self, v: f64) -> String {
+        match self {
+            Metric::Rate => format!("{} /s", thousands(v)),
+            Metric::Cpu => us(v),
+            Metric::P50 | Metric::P99 => format!("{v:.0} µs"),
+        }
+    }
+
+    /// Rates: higher is better; CPU and latency: lower is better.
+    fn higher_is_better(self) -> bool {
+        self == Metric::Rate
+    }
+}
+
+/// The column a target compares rabbitkit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// The scenario's amqprs variant.
+    Amqprs,
+    /// The scenario's raw lapin [`Baseline`].
+    Lapin,
+}
+
+/// What a target asks of rabbitkit ÷ its baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Goal {
+    /// At least this ratio (rates).
+    AtLeast(f64),
+    /// At most this ratio (CPU, latency).
+    AtMost(f64),
+    /// No target: the ratio is reported.
+    Report,
+}
+
+/// One of issue 14's targets for a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Target {
+    against: Against,
+    goal: Goal,
+}
+
+/// Issue 14's targets for the `metric` row of a comparison of `kind`:
+/// every rate ≥ 1.0× amqprs and ≥ 1.0× raw lapin (driven concurrently);
+/// client CPU ≤ 1.1× raw lapin, reported against amqprs; one-at-a-time
+/// RPC p50 ≤ 1.0× amqprs. The direction follows the metric.
+fn targets(kind: Kind, metric: Metric) -> Vec<Target> {
+    let limit = |l: f64| {
+        if metric.higher_is_better() {
+            Goal::AtLeast(l)
+        } else {
+            Goal::AtMost(l)
+        }
+    };
+    let t = |against, goal| Target { against, goal };
+    match (kind, metric) {
+        (_, Metric::Rate) => vec![
+            t(Against::Amqprs, limit(1.0)),
+            t(Against::Lapin, limit(1.0)),
+        ],
+        (_, Metric::Cpu) => vec![
+            t(Against::Lapin, limit(1.1)),
+            t(Against::Amqprs, Goal::Report),
+        ],
+        (
+            Kind::Rpc {
+                one_at_a_time: true,
+            },
+            Metric::P50,
+        ) => vec![t(Against::Amqprs, limit(1.0))],
+        _ => Vec::new(),
+    }
+}
+
+/// A target judged on the medians.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// Met, with rabbitkit ÷ baseline.
+    Met(f64),
+    /// Not met, with rabbitkit ÷ baseline.
+    Missed(f64),
+    /// No target; rabbitkit ÷ baseline.
+    Reported(f64),
+    /// The baseline (or rabbitkit) was not measured: not judged.
+    NotAvailable,
+}
+
+/// Judges rabbitkit's median `rk` against the baseline's `base`.
+fn judge(goal: Goal, rk: Option<f64>, base: Option<f64>) -> Verdict {
+    let (Some(rk), Some(base)) = (rk, base) else {
+        return Verdict::NotAvailable;
+    };
+    if !(base > 0.0 && base.is_finite() && rk.is_finite()) {
+        return Verdict::NotAvailable;
+    }
+    let r = rk / base;
+    match goal {
+        Goal::AtLeast(limit) if r >= limit => Verdict::Met(r),
+        Goal::AtMost(limit) if r <= limit => Verdict::Met(r),
+        Goal::AtLeast(_) | Goal::AtMost(_) => Verdict::Missed(r),
+        Goal::Report => Verdict::Reported(r),
+    }
+}
+
+/// `r` with two decimals, or three when two would round it onto `goal`'s
+/// limit (so that a missed 0.996× does not read as 1.00×).
+fn ratio_text(r: f64, goal: Goal) -> String {
+    match goal {
+        Goal::AtLeast(l) | Goal::AtMost(l) if format!("{r:.2}") == format!("{l:.2}") => {
+            format!("{r:.3}×")
+        }
+        _ => format!("{r:.2}×"),
+    }
+}
+
+impl Goal {
+    /// `≥ 1.00×`, `≤ 1.10×`, or `reported`.
+    fn text(self) -> String {
+        match self {
+            Goal::AtLeast(l) => format!("≥ {l:.2}×"),
+            Goal::AtMost(l) => format!("≤ {l:.2}×"),
+            Goal::Report => "reported".into(),
+        }
+    }
+}
+
+impl Target {
+    /// The target column's text, e.g. `≥ 1.00× amqprs`.
+    fn text(&self, lapin: &str) -> String {
+        let name = self.against.name(lapin);
+        match self.goal {
+            Goal::Report => format!("{name}: reported"),
+            goal => format!("{} {name}", goal.text()),
+        }
+    }
+}
+
+impl Against {
+    fn name(self, lapin: &str) -> &str {
+        match self {
+            Against::Amqprs => "amqprs",
+            Against::Lapin => lapin,
+        }
+    }
+}
+
+impl Verdict {
+    /// The met column's text, e.g. `**no** (0.89× amqprs)`; never `yes`
+    /// without both figures.
+    fn text(&self, target: &Target, lapin: &str) -> String {
+        let name = target.against.name(lapin);
+        match *self {
+            Verdict::Met(r) => format!("yes ({} {name})", ratio_text(r, target.goal)),
+            Verdict::Missed(r) => format!("**no** ({} {name})", ratio_text(r, target.goal)),
+            Verdict::Reported(r) => format!("{} {name}", ratio_text(r, target.goal)),
+            Verdict::NotAvailable => format!("n/a (no {name} figure)"),
+        }
+    }
+}
+
+/// One row of a comparison: the medians of its columns and its targets.
+struct Line {
+    metric: Metric,
     raw: Option<f64>,
     amq: Option<f64>,
     rk: Option<f64>,
-    fmt: fn(f64) -> String,
-    target: &'a str,
+    /// The raw lapin baseline's median.
+    base: Option<f64>,
+    /// Issue 14's targets, judged (none for a reference comparison).
+    judged: Vec<(Target, Verdict)>,
+}
+
+impl Line {
+    /// The baseline figure `target` compares with.
+    fn baseline(&self, target: &Target) -> Option<f64> {
+        match target.against {
+            Against::Amqprs => self.amq,
+            Against::Lapin => self.base,
+        }
+    }
+}
+
+/// The short name of `c`'s raw lapin baseline.
+fn lapin_name(c: &Comparison) -> &str {
+    c.lapin.as_ref().map_or("lapin", |b| b.name.as_str())
+}
+
+/// The rows of `c`, each judged against issue 14's targets.
+fn lines(c: &Comparison) -> Vec<Line> {
+    let base: &[Sample] = c.lapin.as_ref().map_or(&[], |b| &b.samples);
+    Metric::rows(c.kind)
+        .iter()
+        .map(|&metric| {
+            let mut line = Line {
+                metric,
+                raw: metric.median(&c.raw),
+                amq: metric.median(c.amqprs.samples()),
+                rk: metric.median(&c.rk),
+                base: metric.median(base),
+                judged: Vec::new(),
+            };
+            if !c.reference {
+                line.judged = targets(c.kind, metric)
+                    .into_iter()
+                    .map(|t| (t, judge(t.goal, line.rk, line.baseline(&t))))
+                    .collect();
+            }
+            line
+        })
+        .collect()
 }
 
 fn us(v: f64) -> String {
     format!("{v:.1} µs")
 }
 
-fn push_rows(
-    out: &mut String,
-    scenario: &str,
-    reference: bool,
-    absent: Option<&str>,
-    rows: &[Row<'_>],
-) {
-    for (i, row) in rows.iter().enumerate() {
+fn push_rows(out: &mut String, scenario: &str, c: &Comparison) {
+    let absent = match &c.amqprs {
+        Amqprs::Absent(why) if !c.reference => Some(why.as_str()),
+        Amqprs::Absent(_) => Some("–"),
+        Amqprs::Measured { .. } => None,
+    };
+    let lapin = lapin_name(c);
+    for (i, line) in lines(c).iter().enumerate() {
         let name = if i == 0 { scenario } else { "" };
-        let show = |v: Option<f64>| v.map(row.fmt).unwrap_or_else(|| "–".into());
-        let amq = match (absent, row.amq) {
-            (Some(why), _) if i == 0 => format!("n/a: {why}"),
-            (Some(_), _) => "n/a".into(),
-            (None, v) => show(v),
+        let fmt = |v: f64| match line.metric {
+            Metric::Rate => thousands(v),
+            other => other.show(v),
         };
-        let amq_ratio = match (row.amq, row.rk) {
-            (Some(a), Some(rk)) if a > 0.0 => format!("{:.2}", rk / a),
+        let show = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
+        let amq = match absent {
+            Some(why) if i == 0 => format!("n/a: {why}"),
+            Some(_) => "n/a".into(),
+            None => show(line.amq),
+        };
+        let over = |base: Option<f64>| match (base, line.rk) {
+            (Some(b), Some(rk)) if b > 0.0 => format!("{:.2}", rk / b),
             _ => "–".into(),
         };
-        let (ratio, met) = match (row.raw, row.rk) {
-            (Some(raw), Some(rk)) if raw > 0.0 => {
-                let r = rk / raw;
-                let met = if reference {
-                    ""
-                } else {
-                    verdict(r, row.target)
-                };
-                (format!("{r:.2}"), met)
-            }
-            _ => ("–".into(), ""),
-        };
-        let target = if reference {
-            "(reference)"
-        } else if row.target.is_empty() {
-            "–"
+        let (target, met) = if c.reference {
+            ("(reference)".to_owned(), String::new())
+        } else if line.judged.is_empty() {
+            ("–".to_owned(), String::new())
         } else {
-            row.target
+            let texts = |f: &dyn Fn(&(Target, Verdict)) -> String| {
+                line.judged.iter().map(f).collect::<Vec<_>>().join("; ")
+            };
+            (
+                texts(&|(t, _)| t.text(lapin)),
+                texts(&|(t, v)| v.text(t, lapin)),
+            )
         };
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {amq} | {} | {ratio} | {amq_ratio} | {target} | {met} |",
-            row.metric,
-            show(row.raw),
-            show(row.rk),
+            "| {name} | {} | {} | {amq} | {} | {} | {} | {target} | {met} |",
+            line.metric.name(c.kind),
+            show(line.raw),
+            show(line.rk),
+            over(line.raw),
+            over(line.amq),
         );
     }
 }
@@ -428,42 +678,44 @@ fn ratio((raw, rk): (f64, f64)) -> f64 {
     if raw > 0.0 { rk / raw } else { f64::NAN }
 }
 
-/// The targets missed, each with what the reference rows of its scenario say.
+/// Issue 14's targets missed, each with its ratio and figures and what the
+/// reference rows of its scenario say; then issue 6's failover target.
 fn misses(bench: &Bench) -> String {
     let mut out = String::new();
-    let mut lines = Vec::new();
+    let mut lines_out = Vec::new();
+    let mut not_judged = 0;
     for c in bench.comparisons.iter().filter(|c| !c.reference) {
-        let m = medians(c);
+        let lapin = lapin_name(c);
         let mut missed = Vec::new();
-        let (rate_ok, rate_target) = match c.kind {
-            Kind::Throughput { must_beat: true } => (ratio(m.rate) > 1.0, "> 1.00"),
-            _ => (ratio(m.rate) >= 0.95, "≥ 0.95"),
-        };
-        if !rate_ok {
-            missed.push(format!(
-                "rate {:.2}× raw lapin (target {rate_target}): {} vs {} /s",
-                ratio(m.rate),
-                thousands(m.rate.1),
-                thousands(m.rate.0)
-            ));
-        }
-        if ratio(m.cpu) > 1.10 {
-            missed.push(format!(
-                "client CPU {:.2}× (target ≤ 1.10): {:.1} vs {:.1} µs per message",
-                ratio(m.cpu),
-                m.cpu.1,
-                m.cpu.0
-            ));
-        }
-        if let Some(p50) = m.p50
-            && ratio(p50) > 1.10
-        {
-            missed.push(format!(
-                "p50 {:.2}× (target ≤ 1.10): {:.0} vs {:.0} µs",
-                ratio(p50),
-                p50.1,
-                p50.0
-            ));
+        for line in lines(c) {
+            for (t, v) in &line.judged {
+                match v {
+                    Verdict::Missed(r) => {
+                        let base = match t.against {
+                            Against::Amqprs => match &c.amqprs {
+                                Amqprs::Measured { label, .. } => format!("`{label}`"),
+                                Amqprs::Absent(_) => "amqprs".into(),
+                            },
+                            Against::Lapin => c.lapin.as_ref().map_or_else(
+                                || "raw lapin".into(),
+                                |b| format!("raw lapin `{}`", b.label),
+                            ),
+                        };
+                        missed.push(format!(
+                            "{} {} {} (target {}): {} vs {} ({base})",
+                            line.metric.name(c.kind),
+                            ratio_text(*r, t.goal),
+                            t.against.name(lapin),
+                            t.goal.text(),
+                            line.rk.map_or_else(|| "–".into(), |v| line.metric.show(v)),
+                            line.baseline(t)
+                                .map_or_else(|| "–".into(), |v| line.metric.show(v)),
+                        ));
+                    }
+                    Verdict::NotAvailable if t.goal != Goal::Report => not_judged += 1,
+                    _ => {}
+                }
+            }
         }
         if missed.is_empty() {
             continue;
@@ -503,7 +755,12 @@ fn misses(bench: &Bench) -> String {
             }
             line.push('.');
         }
-        lines.push(line);
+        lines_out.push(line);
+    }
+    if not_judged > 0 {
+        lines_out.push(format!(
+            "- {not_judged} of issue 14's targets could not be judged: their baseline was not measured in this run (`n/a` in the table)."
+        ));
     }
     if let Some(Ok(r)) = &bench.failover {
         let stuck: Vec<&failover::Round> = r
@@ -518,7 +775,7 @@ fn misses(bench: &Bench) -> String {
             .count();
         if slow > 0 {
             let mut line = format!(
-                "- **failover**: {slow} of {} rounds took 1 s or more from the kill to the first confirm through the new connection, \
+                "- **failover** (issue 6 target: < 1 s): {slow} of {} rounds took 1 s or more from the kill to the first confirm through the new connection, \
                  although the client reconnected within {} (kill → Recovered).",
                 r.rounds.len(),
                 r.rounds
@@ -540,18 +797,22 @@ fn misses(bench: &Bench) -> String {
                     stuck.iter().map(|x| x.failed).sum::<u64>()
                 );
             }
-            lines.push(line);
+            lines_out.push(line);
         }
         if r.lost > 0 {
-            lines.push(format!(
-                "- **failover**: {} confirmed messages were lost.",
+            lines_out.push(format!(
+                "- **failover** (issue 6 target: 0 lost): {} confirmed messages were lost.",
                 r.lost
             ));
         }
     }
-    if !lines.is_empty() {
+    if !lines_out.is_empty() {
         let _ = writeln!(out, "\n## Targets missed\n");
-        for l in lines {
+        let _ = writeln!(
+            out,
+            "Issue 14's targets not met in this run, each with rabbitkit's figure vs its baseline's (a failover line is issue 6's target).\n"
+        );
+        for l in lines_out {
             let _ = writeln!(out, "{l}");
         }
     }
@@ -591,16 +852,31 @@ pub fn render(bench: &Bench) -> String {
     let _ = writeln!(
         out,
         "\nEach number is the median of {} round(s); the variants of a scenario (raw lapin, amqprs, rabbitkit) alternate which goes first. \
-         rk ÷ lapin = rabbitkit / raw lapin, rk ÷ amqprs = rabbitkit / amqprs (for rates higher is better, for CPU and latency lower is better); \
-         the targets are those of issue 6, against raw lapin. \
+         rk ÷ lapin = rabbitkit / the raw lapin variant the row names, rk ÷ amqprs = rabbitkit / amqprs (for rates higher is better, \
+         for CPU and latency lower is better). \
          Client CPU = this process's user + system time over the measured run (every thread, lapin's IO threads included) per message; \
          the broker runs on the same cores.\n",
         a.rounds
     );
+    let _ = writeln!(
+        out,
+        "The targets are issue 14's, each judged on the medians of this run against the baseline it names, and marked met or **not met** \
+         with the measured ratio (`n/a`: that baseline was not measured in this run; never counted as met):\n\
+         - every rate (msgs/s, calls/s): ≥ 1.00× amqprs and ≥ 1.00× raw lapin driven concurrently (`lapin conc.`: the raw side of the \
+         scenario's ↳ reference row — concurrent `basic_publish` futures for confirmed publishing, `ack(multiple)` every prefetch/2 for \
+         consume — even in a row whose rk ÷ lapin uses the other raw variant);\n\
+         - client CPU per message or call: ≤ 1.10× that same raw lapin baseline; against amqprs it is reported, without a target;\n\
+         - RPC one call at a time: p50 ≤ 1.00× amqprs; RPC with calls in flight: calls/s ≥ 1.00× amqprs (the rate target above);\n\
+         - publishing without confirms: landed rate ≥ 1.00× raw lapin's no-confirm loop (`lapin no-confirm loop`).\n\n\
+         A scenario without a concurrently driven raw lapin variant is judged against its only raw lapin variant, named in the target: \
+         publishing without confirms (the no-confirm loop), RPC (`lapin raw client`: the raw client and server; with calls in flight its \
+         client routes replies from a task of its own) and the work queue (`lapin tasks`: spawned tasks + semaphore). \
+         The failover rows keep issue 6's targets (issue 14 sets none for failover).\n"
+    );
 
     let _ = writeln!(
         out,
-        "| scenario | metric | raw lapin 4 | amqprs 2 | rabbitkit | rk ÷ lapin | rk ÷ amqprs | target | met |"
+        "| scenario | metric | raw lapin 4 | amqprs 2 | rabbitkit | rk ÷ lapin | rk ÷ amqprs | issue 14 target | met |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---|");
     for c in &bench.comparisons {
@@ -617,85 +893,18 @@ pub fn render(bench: &Bench) -> String {
                 ),
                 Amqprs::Absent(_) => String::new(),
             };
+            let base = match &c.lapin {
+                Some(b) if b.label != c.raw_label => {
+                    format!("<br>{} (targets): `{}`", b.name, b.label)
+                }
+                _ => String::new(),
+            };
             format!(
-                "**{}**<br>rabbitkit: `{}`<br>raw lapin: `{}`{amq}",
+                "**{}**<br>rabbitkit: `{}`<br>raw lapin: `{}`{base}{amq}",
                 c.scenario, c.rk_label, c.raw_label
             )
         };
-        let rate = |s: &[Sample]| med(s, |x| Some(x.rate()));
-        let cpu = |s: &[Sample]| med(s, |x| Some(x.cpu_us()));
-        let amq = c.amqprs.samples();
-        let absent = match &c.amqprs {
-            Amqprs::Absent(why) if !c.reference => Some(why.as_str()),
-            Amqprs::Absent(_) => Some("–"),
-            Amqprs::Measured { .. } => None,
-        };
-        match c.kind {
-            Kind::Throughput { must_beat } => push_rows(
-                &mut out,
-                &scenario,
-                c.reference,
-                absent,
-                &[
-                    Row {
-                        metric: "msgs/s",
-                        raw: rate(&c.raw),
-                        amq: rate(amq),
-                        rk: rate(&c.rk),
-                        fmt: thousands,
-                        target: if must_beat { "> 1.00" } else { "≥ 0.95" },
-                    },
-                    Row {
-                        metric: "client CPU / msg",
-                        raw: cpu(&c.raw),
-                        amq: cpu(amq),
-                        rk: cpu(&c.rk),
-                        fmt: us,
-                        target: "≤ 1.10",
-                    },
-                ],
-            ),
-            Kind::Rpc => push_rows(
-                &mut out,
-                &scenario,
-                c.reference,
-                absent,
-                &[
-                    Row {
-                        metric: "calls/s",
-                        raw: rate(&c.raw),
-                        amq: rate(amq),
-                        rk: rate(&c.rk),
-                        fmt: thousands,
-                        target: "≥ 0.95",
-                    },
-                    Row {
-                        metric: "p50 latency",
-                        raw: med(&c.raw, |x| x.percentile_us(50.0)),
-                        amq: med(amq, |x| x.percentile_us(50.0)),
-                        rk: med(&c.rk, |x| x.percentile_us(50.0)),
-                        fmt: |v| format!("{v:.0} µs"),
-                        target: "≤ 1.10",
-                    },
-                    Row {
-                        metric: "p99 latency",
-                        raw: med(&c.raw, |x| x.percentile_us(99.0)),
-                        amq: med(amq, |x| x.percentile_us(99.0)),
-                        rk: med(&c.rk, |x| x.percentile_us(99.0)),
-                        fmt: |v| format!("{v:.0} µs"),
-                        target: "",
-                    },
-                    Row {
-                        metric: "client CPU / call (client + server)",
-                        raw: cpu(&c.raw),
-                        amq: cpu(amq),
-                        rk: cpu(&c.rk),
-                        fmt: us,
-                        target: "≤ 1.10",
-                    },
-                ],
-            ),
-        }
+        push_rows(&mut out, &scenario, c);
     }
     let f = &a.failover;
     match &bench.failover {
@@ -731,7 +940,7 @@ pub fn render(bench: &Bench) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {scenario} | kill → first confirm, median | n/a | n/a: amqprs does not reconnect | {med_text} | – | – | < 1 s | {ok_med} |"
+                "| {scenario} | kill → first confirm, median | n/a | n/a: amqprs does not reconnect | {med_text} | – | – | (issue 6) < 1 s | {ok_med} |"
             );
             let _ = writeln!(
                 out,
@@ -748,7 +957,7 @@ pub fn render(bench: &Bench) -> String {
             );
             let _ = writeln!(
                 out,
-                "| | confirmed but lost / duplicates | n/a | n/a | {} / {} | – | – | 0 lost | {} |",
+                "| | confirmed but lost / duplicates | n/a | n/a | {} / {} | – | – | (issue 6) 0 lost | {} |",
                 r.lost,
                 r.duplicates,
                 if r.lost == 0 { "yes" } else { "**no**" }
@@ -757,13 +966,13 @@ pub fn render(bench: &Bench) -> String {
         Some(Err(e)) => {
             let _ = writeln!(
                 out,
-                "| failover² | – | n/a | n/a | failed: {e} | – | – | < 1 s, 0 lost | **no** |"
+                "| failover² | – | n/a | n/a | failed: {e} | – | – | (issue 6) < 1 s, 0 lost | **no** |"
             );
         }
         None => {
             let _ = writeln!(
                 out,
-                "| failover² | – | n/a | n/a | not run{} | – | – | < 1 s, 0 lost | |",
+                "| failover² | – | n/a | n/a | not run{} | – | – | (issue 6) < 1 s, 0 lost | |",
                 if a.quick { " (--quick)" } else { "" }
             );
         }
@@ -962,7 +1171,317 @@ pub fn render(bench: &Bench) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{BEGIN, END, merge};
+    use std::time::{Duration, SystemTime};
+
+    use super::{
+        Against, Amqprs, BEGIN, Baseline, Bench, Comparison, END, Goal, Kind, Metric, Target,
+        Verdict, judge, lines, merge, misses, push_rows, targets,
+    };
+    use crate::measure::Sample;
+
+    /// One round of `rate` per second at `cpu` µs each, every call `p50` µs.
+    fn sample(rate: f64, cpu: f64, p50: Option<f64>) -> Sample {
+        let msgs = 1000;
+        Sample {
+            msgs,
+            elapsed: Duration::from_secs_f64(msgs as f64 / rate),
+            cpu: Duration::from_secs_f64(cpu * msgs as f64 / 1e6),
+            broker_cpu: Duration::ZERO,
+            latencies: p50
+                .map(|p| vec![Duration::from_secs_f64(p / 1e6); 10])
+                .unwrap_or_default(),
+        }
+    }
+
+    fn comparison(kind: Kind, reference: bool, amqprs: Option<Sample>) -> Comparison {
+        let p50 = |v: f64| matches!(kind, Kind::Rpc { .. }).then_some(v);
+        Comparison {
+            scenario: "s".into(),
+            kind,
+            reference,
+            raw_label: "in turn".into(),
+            rk_label: "rk".into(),
+            // The row's own raw lapin variant: slow and costly, so a verdict
+            // against it would say yes.
+            raw: vec![sample(50_000.0, 10.0, p50(900.0))],
+            rk: vec![sample(90_000.0, 5.0, p50(400.0))],
+            amqprs: match amqprs {
+                Some(s) => Amqprs::Measured {
+                    label: "amqprs x".into(),
+                    samples: vec![s],
+                },
+                None => Amqprs::Absent("cannot".into()),
+            },
+            lapin: Some(Baseline {
+                name: "lapin conc.".into(),
+                label: "concurrent".into(),
+                samples: vec![sample(100_000.0, 4.0, p50(300.0))],
+            }),
+        }
+    }
+
+    fn verdicts(c: &Comparison, metric: Metric) -> Vec<(Against, Verdict)> {
+        lines(c)
+            .into_iter()
+            .find(|l| l.metric == metric)
+            .unwrap()
+            .judged
+            .into_iter()
+            .map(|(t, v)| (t.against, v))
+            .collect()
+    }
+
+    fn close(v: Verdict, want: Verdict) -> bool {
+        match (v, want) {
+            (Verdict::Met(a), Verdict::Met(b))
+            | (Verdict::Missed(a), Verdict::Missed(b))
+            | (Verdict::Reported(a), Verdict::Reported(b)) => (a - b).abs() < 1e-6,
+            (a, b) => a == b,
+        }
+    }
+
+    #[test]
+    fn rates_must_be_higher_cpu_and_latency_lower() {
+        for kind in [
+            Kind::Throughput,
+            Kind::Rpc {
+                one_at_a_time: true,
+            },
+            Kind::Rpc {
+                one_at_a_time: false,
+            },
+        ] {
+            for &metric in Metric::rows(kind) {
+                for t in targets(kind, metric) {
+                    match t.goal {
+                        Goal::AtLeast(_) => assert_eq!(metric, Metric::Rate, "{kind:?}"),
+                        Goal::AtMost(_) => assert_ne!(metric, Metric::Rate, "{kind:?}"),
+                        Goal::Report => {
+                            assert_eq!((metric, t.against), (Metric::Cpu, Against::Amqprs))
+                        }
+                    }
+                }
+            }
+            let at_least = |against| Target {
+                against,
+                goal: Goal::AtLeast(1.0),
+            };
+            assert_eq!(
+                targets(kind, Metric::Rate),
+                [at_least(Against::Amqprs), at_least(Against::Lapin)]
+            );
+            assert_eq!(
+                targets(kind, Metric::Cpu),
+                [
+                    Target {
+                        against: Against::Lapin,
+                        goal: Goal::AtMost(1.1)
+                    },
+                    Target {
+                        against: Against::Amqprs,
+                        goal: Goal::Report
+                    }
+                ]
+            );
+            assert!(targets(kind, Metric::P99).is_empty());
+        }
+        // p50 has a target only one call at a time.
+        let one = Kind::Rpc {
+            one_at_a_time: true,
+        };
+        assert_eq!(
+            targets(one, Metric::P50),
+            [Target {
+                against: Against::Amqprs,
+                goal: Goal::AtMost(1.0)
+            }]
+        );
+        let many = Kind::Rpc {
+            one_at_a_time: false,
+        };
+        assert!(targets(many, Metric::P50).is_empty());
+    }
+
+    #[test]
+    fn judge_compares_in_the_metric_direction() {
+        let at_least = Goal::AtLeast(1.0);
+        let at_most = Goal::AtMost(1.1);
+        assert!(close(
+            judge(at_least, Some(90.0), Some(100.0)),
+            Verdict::Missed(0.9)
+        ));
+        assert!(close(
+            judge(at_least, Some(100.0), Some(100.0)),
+            Verdict::Met(1.0)
+        ));
+        assert!(close(
+            judge(at_least, Some(120.0), Some(100.0)),
+            Verdict::Met(1.2)
+        ));
+        assert!(close(
+            judge(at_most, Some(5.0), Some(4.0)),
+            Verdict::Missed(1.25)
+        ));
+        assert!(close(
+            judge(at_most, Some(2.0), Some(4.0)),
+            Verdict::Met(0.5)
+        ));
+        assert!(close(
+            judge(Goal::Report, Some(6.0), Some(3.0)),
+            Verdict::Reported(2.0)
+        ));
+        for (rk, base) in [(Some(1.0), None), (None, Some(1.0)), (Some(1.0), Some(0.0))] {
+            assert_eq!(judge(at_least, rk, base), Verdict::NotAvailable);
+            assert_eq!(judge(at_most, rk, base), Verdict::NotAvailable);
+        }
+    }
+
+    #[test]
+    fn each_target_uses_its_own_baseline() {
+        let c = comparison(Kind::Throughput, false, Some(sample(120_000.0, 3.0, None)));
+        // Against the concurrent raw lapin baseline, not the row's slower
+        // raw variant (90k vs 50k would be met, 5 vs 10 µs too).
+        let rate = verdicts(&c, Metric::Rate);
+        assert!(close(rate[0].1, Verdict::Missed(0.75)), "{rate:?}");
+        assert!(close(rate[1].1, Verdict::Missed(0.9)), "{rate:?}");
+        let cpu = verdicts(&c, Metric::Cpu);
+        assert!(close(cpu[0].1, Verdict::Missed(1.25)), "{cpu:?}");
+        assert!(close(cpu[1].1, Verdict::Reported(5.0 / 3.0)), "{cpu:?}");
+
+        let mut out = String::new();
+        push_rows(&mut out, "s", &c);
+        let rows: Vec<&str> = out.lines().collect();
+        assert_eq!(rows.len(), 2, "{out}");
+        assert!(
+            rows[0].ends_with(
+                "| 1.80 | 0.75 | ≥ 1.00× amqprs; ≥ 1.00× lapin conc. | **no** (0.75× amqprs); **no** (0.90× lapin conc.) |"
+            ),
+            "{out}"
+        );
+        assert!(
+            rows[1].ends_with(
+                "| ≤ 1.10× lapin conc.; amqprs: reported | **no** (1.25× lapin conc.); 1.67× amqprs |"
+            ),
+            "{out}"
+        );
+
+        // Faster than both: met, with the ratio.
+        let mut c = c;
+        c.rk = vec![sample(130_000.0, 4.0, None)];
+        let mut out = String::new();
+        push_rows(&mut out, "s", &c);
+        assert!(
+            out.contains("| yes (1.08× amqprs); yes (1.30× lapin conc.) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| yes (1.00× lapin conc.); 1.33× amqprs |"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn without_amqprs_its_targets_are_not_available_never_met() {
+        let one = Kind::Rpc {
+            one_at_a_time: true,
+        };
+        let c = comparison(one, false, None);
+        for metric in [Metric::Rate, Metric::P50, Metric::Cpu] {
+            for (against, v) in verdicts(&c, metric) {
+                if against == Against::Amqprs {
+                    assert_eq!(v, Verdict::NotAvailable, "{metric:?}");
+                }
+            }
+        }
+        let mut out = String::new();
+        push_rows(&mut out, "s", &c);
+        assert!(out.contains("n/a: cannot"), "{out}");
+        for row in out.lines() {
+            assert!(
+                !row.contains("yes (") || !row.contains("× amqprs)"),
+                "{row}"
+            );
+        }
+        assert!(
+            out.contains("| n/a (no amqprs figure); **no** (0.90× lapin conc.) |"),
+            "{out}"
+        );
+        // p50 one at a time: the amqprs target only.
+        assert!(
+            out.contains("| ≤ 1.00× amqprs | n/a (no amqprs figure) |"),
+            "{out}"
+        );
+
+        // No raw lapin baseline either: nothing is judged.
+        let mut c = c;
+        c.lapin = None;
+        let rate = verdicts(&c, Metric::Rate);
+        assert!(rate.iter().all(|(_, v)| *v == Verdict::NotAvailable));
+    }
+
+    #[test]
+    fn reference_rows_have_no_target() {
+        let c = comparison(Kind::Throughput, true, Some(sample(1.0, 1.0, None)));
+        assert!(lines(&c).iter().all(|l| l.judged.is_empty()));
+        let mut out = String::new();
+        push_rows(&mut out, "s", &c);
+        assert!(
+            out.lines().all(|l| l.ends_with("| (reference) |  |")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_miss_that_rounds_to_the_limit_shows_three_decimals() {
+        let mut c = comparison(Kind::Throughput, false, Some(sample(100_000.0, 5.0, None)));
+        c.rk = vec![sample(99_600.0, 5.0, None)];
+        let mut out = String::new();
+        push_rows(&mut out, "s", &c);
+        assert!(out.contains("**no** (0.996× amqprs)"), "{out}");
+    }
+
+    #[test]
+    fn targets_missed_lists_each_with_ratio_and_figures() {
+        let c = comparison(Kind::Throughput, false, Some(sample(120_000.0, 3.0, None)));
+        let mut without = comparison(Kind::Throughput, false, None);
+        without.rk = vec![sample(200_000.0, 1.0, None)];
+        let bench = Bench {
+            args: crate::Args::parse(Vec::new()),
+            started: SystemTime::now(),
+            machine: Vec::new(),
+            load: String::new(),
+            comparisons: vec![c, without],
+            failover: None,
+            busy: Vec::new(),
+            delay: None,
+            beyond: Vec::new(),
+        };
+        let text = misses(&bench);
+        assert!(
+            text.contains(
+                "msgs/s 0.75× amqprs (target ≥ 1.00×): 90,000 /s vs 120,000 /s (`amqprs x`)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "msgs/s 0.90× lapin conc. (target ≥ 1.00×): 90,000 /s vs 100,000 /s (raw lapin `concurrent`)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("client CPU / msg 1.25× lapin conc. (target ≤ 1.10×): 5.0 µs vs 4.0 µs"),
+            "{text}"
+        );
+        // Reported against amqprs: not a target, not listed.
+        assert!(!text.contains("1.67×"), "{text}");
+        // The comparison without amqprs met its lapin targets: only its
+        // amqprs rate target is counted as not judged.
+        assert!(
+            text.contains("- 1 of issue 14's targets could not be judged"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn write_keeps_what_it_did_not_generate() {
