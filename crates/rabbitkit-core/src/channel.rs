@@ -291,7 +291,7 @@ impl RecoveredChannel {
                 lease: None,
             };
             let confirmed =
-                crate::publisher::publish(shared, &mut Route::Own(&mut attempts), message, timeout)
+                crate::publisher::publish(shared, Route::Own(&mut attempts), message, timeout)
                     .await?;
             let lease = attempts.lease.ok_or(PublishError::ConnectionLost)?;
             Ok((confirmed, lease))

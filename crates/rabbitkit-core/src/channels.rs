@@ -54,6 +54,16 @@ impl Slot {
         guard.as_ref().filter(|c| c.0.status().connected()).cloned()
     }
 
+    /// The slot's confirm-mode channel when it is open now: a reference
+    /// count, not a lapin `Channel` clone.
+    fn live_confirming(&self) -> Option<ConfirmChannel> {
+        let guard = self.current.lock().unwrap();
+        guard
+            .as_ref()
+            .filter(|c| c.0.status().connected())
+            .and_then(|c| c.1.clone())
+    }
+
     /// Takes channel `id` out of service: the next `get` opens a new one.
     /// A confirm-mode channel is closed once its pending confirms are in
     /// (so the publishes still on it are not failed).
@@ -177,6 +187,17 @@ impl ChannelPool {
             &self.slots
         };
         slots[index % slots.len()].get_confirming(connection).await
+    }
+
+    /// The confirm-mode channel [`get`](Self::get) would give, when it is
+    /// open now (no wait).
+    pub(crate) fn live(&self, index: usize, mandatory: bool) -> Option<ConfirmChannel> {
+        let slots = if mandatory {
+            &self.mandatory
+        } else {
+            &self.slots
+        };
+        slots[index % slots.len()].live_confirming()
     }
 
     /// The channel without confirm mode, opened (again) if needed.

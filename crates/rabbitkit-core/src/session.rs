@@ -163,16 +163,20 @@ impl Shared {
         }
     }
 
+    /// The current session when it is up, alive and newer than
+    /// `newer_than`: the check `wait_up_for` makes first, without a wait.
+    pub(crate) fn up_now(&self, newer_than: u64) -> Option<Arc<Session>> {
+        self.current()
+            .filter(|s| s.generation > newer_than && s.alive())
+    }
+
     /// Like [`wait_up`](Self::wait_up), bounded by `timeout`.
     pub(crate) async fn wait_up_for(
         &self,
         newer_than: u64,
         timeout: Duration,
     ) -> Result<Result<Arc<Session>, String>, tokio::time::error::Elapsed> {
-        if let Some(s) = self.current()
-            && s.generation > newer_than
-            && s.alive()
-        {
+        if let Some(s) = self.up_now(newer_than) {
             return Ok(Ok(s));
         }
         tokio::time::timeout(timeout, self.wait_up(newer_than)).await
