@@ -159,6 +159,7 @@ impl ConfirmChannel {
     /// The message is handed to the channel before this returns its future
     /// (publishes keep their call order); dropping the future does not
     /// abandon the confirm.
+    #[inline]
     pub fn publish(
         &self,
         exchange: &str,

@@ -117,6 +117,7 @@ impl Publisher {
     /// [`PublishError::Closed`], and [`PublishError::Invalid`] for an
     /// exchange or routing key over 255 bytes (nothing is sent). A connection loss is not an error: the
     /// message is sent again after recovery.
+    #[inline]
     pub fn publish(
         &self,
         message: OutgoingMessage,
