@@ -106,3 +106,61 @@ async fn an_unconfirmed_publish_fails_at_once_while_recovering_and_when_closed()
         "{closed:?}"
     );
 }
+
+/// An unconfirmed publish returns once its frames are queued, and at most
+/// `publish_window` wait to be written. With a window of 2 and 5,000
+/// publishes from several tasks at once, the later ones wait for room:
+/// every message still arrives, each task's in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_publishes_past_the_write_window_wait_for_room_and_all_arrive() {
+    const TASKS: u32 = 5;
+    const EACH: u32 = 1000;
+    common::ensure_cluster();
+    let client = common::options()
+        .publish_window(2)
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let queue = Queue::durable(common::unique_name("unconfirmed.window"))
+        .classic()
+        .declare(&client)
+        .await
+        .unwrap();
+    let publishing: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let publisher = client.publisher();
+            let queue = queue.name().to_string();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let body = format!("{task}:{i}").into_bytes();
+                    publisher
+                        .publish_unconfirmed(OutgoingMessage::new("", &queue, body))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in publishing {
+        task.await.unwrap();
+    }
+    let mut consumer = client
+        .consume(queue.name(), ConsumeOptions::new().prefetch(200))
+        .await
+        .unwrap();
+    let mut next = vec![0u32; TASKS as usize];
+    for _ in 0..TASKS * EACH {
+        let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("every unconfirmed message arrives on a healthy connection")
+            .unwrap()
+            .unwrap();
+        let body = String::from_utf8(d.body().to_vec()).unwrap();
+        let (task, i) = body.split_once(':').unwrap();
+        let (task, i): (usize, u32) = (task.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[task], "task {task}'s messages in order");
+        next[task] += 1;
+        d.ack().await.unwrap();
+    }
+    assert_eq!(next, vec![EACH; TASKS as usize]);
+}

@@ -9,6 +9,7 @@ use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 
 use crate::confirm::ConfirmChannel;
+use crate::unconfirmed::UnconfirmedChannel;
 
 /// One channel that re-opens itself when found closed. A confirm-mode slot
 /// publishes through a [`ConfirmChannel`].
@@ -154,13 +155,21 @@ pub(crate) struct ChannelPool {
     mandatory: Vec<Slot>,
     /// One channel without confirm mode, opened on first use, for
     /// unconfirmed publishes.
-    unconfirmed: Slot,
+    unconfirmed: std::sync::Mutex<Option<UnconfirmedChannel>>,
+    /// Held while the unconfirmed channel is (re)opened.
+    opening: tokio::sync::Mutex<()>,
+    /// How many unconfirmed publishes may wait to be written.
+    window: usize,
 }
 
 impl ChannelPool {
     /// Opens `count` confirm-mode channels at once (the mandatory
     /// publishes' channels are opened on first use).
-    pub(crate) async fn open(connection: &Connection, count: usize) -> Result<Self, lapin::Error> {
+    pub(crate) async fn open(
+        connection: &Connection,
+        count: usize,
+        window: usize,
+    ) -> Result<Self, lapin::Error> {
         let count = count.max(1);
         let slots: Vec<Slot> = (0..count).map(|_| Slot::unreturnable()).collect();
         for slot in &slots {
@@ -169,7 +178,9 @@ impl ChannelPool {
         Ok(Self {
             slots,
             mandatory: (0..count).map(|_| Slot::new(true, 0)).collect(),
-            unconfirmed: Slot::new(false, 0),
+            unconfirmed: std::sync::Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            window,
         })
     }
 
@@ -204,8 +215,27 @@ impl ChannelPool {
     pub(crate) async fn unconfirmed(
         &self,
         connection: &Connection,
-    ) -> Result<Channel, lapin::Error> {
-        self.unconfirmed.get(connection).await
+    ) -> Result<UnconfirmedChannel, lapin::Error> {
+        if let Some(channel) = self.unconfirmed_live() {
+            return Ok(channel);
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(channel) = self.unconfirmed_live() {
+            return Ok(channel);
+        }
+        let channel =
+            UnconfirmedChannel::new(open_channel(connection, false, 0).await?, self.window);
+        *self.unconfirmed.lock().unwrap() = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// The unconfirmed publishes' channel when it is open now.
+    pub(crate) fn unconfirmed_live(&self) -> Option<UnconfirmedChannel> {
+        let guard = self.unconfirmed.lock().unwrap();
+        guard
+            .as_ref()
+            .filter(|c| c.channel().status().connected())
+            .cloned()
     }
 
     /// See [`Slot::retire`]: channel `id` of slot `index`, whichever of

@@ -119,6 +119,8 @@
 //!   `inequivalent arg` text parsed into [`DeclareError::Inequivalent`].
 //! - `message.rs` — [`OutgoingMessage`], what a publish sends.
 //! - `publisher.rs` — [`Publisher`]: confirms, the in-flight window, re-publishing.
+//! - `unconfirmed.rs` — the channel of unconfirmed publishes: each resolves
+//!   once its frames are queued, with a bounded number not yet written.
 //! - `confirm.rs` — [`ConfirmChannel`]: one collector per channel gives each
 //!   publish its own outcome (returns matched by `message_id`); message ids.
 //! - `delay.rs` — [`delay`]: delayed delivery through quorum queues of
@@ -169,6 +171,7 @@ mod tls;
 mod topology;
 #[cfg(feature = "opentelemetry")]
 pub mod trace;
+mod unconfirmed;
 pub mod validate;
 
 pub use channel::{ChannelLease, RecoveredChannel};

@@ -85,9 +85,12 @@ impl Publisher {
     }
 
     /// Publishes `message` **without a confirm**, for traffic that may be
-    /// lost (metrics, logs, telemetry): it resolves once the frames are
-    /// handed to the connection, on a channel of its own without confirm
-    /// mode. Nothing is re-sent after a connection loss, no `message_id` is
+    /// lost (metrics, logs, telemetry): it resolves once its frames are
+    /// queued on the connection, in call order, on a channel of its own
+    /// without confirm mode; lapin's IO thread writes them after. At most
+    /// [`Options::publish_window`](crate::Options::publish_window) publishes
+    /// wait to be written: past that a publish waits for room (up to the
+    /// publish timeout, then [`PublishError::Timeout`]). Nothing is re-sent after a connection loss, no `message_id` is
     /// added, and `mandatory` returns are not reported. It fails at once,
     /// with no wait, while the connection is recovering or the broker
     /// blocks publishers ([`PublishError::NotSent`]), and with
@@ -158,7 +161,10 @@ async fn publish_unconfirmed(
     result
 }
 
-async fn send_unconfirmed(shared: Arc<Shared>, msg: OutgoingMessage) -> Result<(), PublishError> {
+async fn send_unconfirmed(
+    shared: Arc<Shared>,
+    mut msg: OutgoingMessage,
+) -> Result<(), PublishError> {
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
     if msg.delay.is_some_and(|d| !d.is_zero()) {
         return Err(PublishError::Invalid {
@@ -191,26 +197,51 @@ async fn send_unconfirmed(shared: Arc<Shared>, msg: OutgoingMessage) -> Result<(
         });
     }
     let timeout = shared.options.publish_timeout;
-    let sent = async {
-        let channel = session.pool.unconfirmed(&session.connection).await?;
-        channel
-            .basic_publish(
-                msg.exchange.as_str().into(),
-                msg.routing_key.as_str().into(),
-                lapin::options::BasicPublishOptions {
-                    mandatory: msg.mandatory,
-                    immediate: false,
-                },
-                &msg.body,
-                msg.properties,
-            )
-            .await
+    let deadline = Instant::now() + timeout;
+    let channel = match session.pool.unconfirmed_live() {
+        Some(channel) => channel,
+        // Opening the channel (once per connection) is the rare wait.
+        None => match Box::pin(tokio::time::timeout(
+            timeout,
+            session.pool.unconfirmed(&session.connection),
+        ))
+        .await
+        {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return Err(unconfirmed_failed(&session, &e, &msg.exchange)),
+            Err(_) => return Err(PublishError::Timeout(timeout)),
+        },
     };
-    match tokio::time::timeout(timeout, sent).await {
-        Err(_) => Err(PublishError::Timeout(timeout)),
-        Ok(Ok(_no_confirm)) => Ok(()),
-        Ok(Err(_)) if !session.alive() => Err(PublishError::ConnectionLost),
-        Ok(Err(e)) => Err(crate::reply::publish_error(&e, &msg.exchange)),
+    let exchange = std::mem::take(&mut msg.exchange);
+    let sent = channel.publish(
+        &exchange,
+        &msg.routing_key,
+        msg.mandatory,
+        msg.body,
+        msg.properties,
+    );
+    let mut sent = std::pin::pin!(sent);
+    // Queued at the first poll unless the write window is full: only then
+    // is a timer set, for the wait for room.
+    let result = match futures::poll!(sent.as_mut()) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, sent).await {
+                Ok(result) => result,
+                Err(_) => return Err(PublishError::Timeout(timeout)),
+            }
+        }
+    };
+    result.map_err(|e| unconfirmed_failed(&session, &e, &exchange))
+}
+
+/// The error of an unconfirmed publish that lapin refused.
+fn unconfirmed_failed(session: &Session, e: &lapin::Error, exchange: &str) -> PublishError {
+    if session.alive() {
+        crate::reply::publish_error(e, exchange)
+    } else {
+        PublishError::ConnectionLost
     }
 }
 

@@ -165,7 +165,9 @@ async fn open_pool(
     step: Duration,
 ) -> Result<ChannelPool, AttemptError> {
     let channels = shared.options.channels;
-    let error = match tokio::time::timeout(step, ChannelPool::open(connection, channels)).await {
+    let window = shared.options.publish_window;
+    let opening = ChannelPool::open(connection, channels, window);
+    let error = match tokio::time::timeout(step, opening).await {
         Ok(Ok(pool)) => return Ok(pool),
         Ok(Err(err)) if matches!(err.kind(), lapin::ErrorKind::ChannelsLimitReached) => {
             AttemptError::Unfit(ConnectError::ChannelLimit {
