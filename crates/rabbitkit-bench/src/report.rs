@@ -984,7 +984,8 @@ pub fn render(bench: &Bench) -> String {
     let _ = writeln!(
         out,
         "1. No confirms: rabbitkit's `Publisher::publish_unconfirmed` (a channel of its own without confirm mode, no \
-         message id, nothing re-sent; awaited in turn) against raw lapin's `basic_publish(..).await` loop and amqprs's, \
+         message id, nothing re-sent; awaited in turn, each resolving once its frames are queued on the connection, with at most `publish_window` \
+         not yet written) against raw lapin's `basic_publish(..).await` loop and amqprs's, \
          also without confirms. All are timed from the first publish until a passive declare \
          on a separate connection (polled every 5 ms, the same observer for all) sees all messages in the queue — \
          the rate at which messages land, not the rate at which publish calls return."
@@ -1012,8 +1013,8 @@ pub fn render(bench: &Bench) -> String {
          in turn (each call waits for lapin's IO thread to take the frames) and keeps the confirm futures in a `FuturesUnordered`; \
          rabbitkit's publish futures (each publishes, then awaits its confirm) run concurrently in a `FuturesUnordered` of the same size. \
          The ↳ reference rows drive raw lapin the same concurrent way, to show the cost of rabbitkit's own code. rabbitkit adds a \
-         `message_id` (UUID v4, 32 hex chars) to every message; typed `Queue::send` also sets `content_type` and `timestamp` and encodes \
-         through serde_json. Raw lapin and amqprs send default properties.",
+         `message_id` (32 hex digits: a random per-process prefix and a counter) to every confirmed message; typed `Queue::send` also sets \
+         `content_type` and `timestamp`, publishes mandatory and encodes through serde_json. Raw lapin and amqprs send default properties.",
         a.body, a.window
     );
     let _ = writeln!(
@@ -1034,8 +1035,8 @@ pub fn render(bench: &Bench) -> String {
          prefetch 32, one request at a time, reply published without confirm, then ack. `RpcServer` defaults: prefetch 32, \
          concurrency 16, reply published with `Client::publish` (confirmed; not sent again after a reconnect), request acked after the confirm. Raw client: direct reply-to, \
          request published without confirm (one at a time: it reads the reply consumer itself; in flight: a task routes replies to callers \
-         by correlation id). `RpcClient` (direct reply-to by default) publishes each request mandatory, with a confirm, a UUID \
-         correlation id and an expiration, and waits for its confirm and its reply together (the reply routed by its reply task). The ↳ reference rows \
+         by correlation id). `RpcClient` (direct reply-to by default) publishes each request mandatory, with a confirm, a \
+         correlation id (the core's counter-based message id) and an expiration, and waits for its confirm and its reply together (the reply routed by its reply task). The ↳ reference rows \
          swap one side: rabbitkit's client against the raw server, and the raw client against rabbitkit's server, to show which side \
          costs what. {} warm-up calls before each measured run.",
         a.warmup

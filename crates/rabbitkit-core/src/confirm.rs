@@ -182,7 +182,7 @@ impl ConfirmChannel {
         } else if properties.message_id().is_some() {
             (None, properties)
         } else {
-            (None, properties.with_message_id(next_message_id().into()))
+            (None, properties.with_message_id(new_message_id().into()))
         };
         // The future holds the channel through the shared `Inner` (a
         // reference count, not a lapin `Channel` clone).
@@ -277,22 +277,29 @@ pub(crate) fn with_message_id(properties: BasicProperties) -> (String, BasicProp
     match properties.message_id() {
         Some(id) => (id.to_string(), properties),
         None => {
-            let id = next_message_id();
+            let id = new_message_id();
             let properties = properties.with_message_id(id.as_str().into());
             (id, properties)
         }
     }
 }
 
-/// A new message id: 32 lowercase hex digits, the shape of a simple UUID.
-/// The first 16 are random, drawn once per process; the last 16 count this
-/// process's messages. Unique among this process's publishes by
-/// construction, and across processes but for a 2⁻⁶⁴ chance per pair of
-/// processes; it costs an atomic increment instead of a system call to the
-/// OS random number generator per message (a UUID v4 did that). It is
-/// generated once per publish, so a message sent again after a failover
-/// keeps its id.
-fn next_message_id() -> String {
+/// A new message id, as rabbitkit gives every confirmed publish that has
+/// none (and RPC requests their correlation id): 32 lowercase hex digits,
+/// the shape of a simple UUID. The first 16 are random, drawn once per
+/// process; the last 16 count this process's ids. Unique within the
+/// process by construction, and across processes but for a 2⁻⁶⁴ chance
+/// per pair of processes; it costs an atomic increment instead of a system
+/// call to the OS random number generator per message (a UUID v4 does
+/// that). A publish's id is generated once, so a message sent again after
+/// a failover keeps its id.
+///
+/// ```
+/// let (a, b) = (rabbitkit_core::new_message_id(), rabbitkit_core::new_message_id());
+/// assert_ne!(a, b);
+/// assert_eq!(a.len(), 32);
+/// ```
+pub fn new_message_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
@@ -454,7 +461,7 @@ mod tests {
 
     #[test]
     fn message_ids_are_unique_hex_of_a_uuids_length() {
-        let ids: Vec<String> = (0..10_000).map(|_| next_message_id()).collect();
+        let ids: Vec<String> = (0..10_000).map(|_| new_message_id()).collect();
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
         for id in &ids {

@@ -175,7 +175,7 @@ mod unconfirmed;
 pub mod validate;
 
 pub use channel::{ChannelLease, RecoveredChannel};
-pub use confirm::{ConfirmChannel, PublishOutcome, abandoned_confirms};
+pub use confirm::{ConfirmChannel, PublishOutcome, abandoned_confirms, new_message_id};
 pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::Consumer;
 pub use delivery::Delivery;

@@ -214,7 +214,8 @@ impl<Req, Resp, E> RpcClient<Req, Resp, E> {
             .await
             .map_err(RpcError::Channel)?;
         let reply_to = first.queue().to_owned();
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        // Unique among this process's calls: a counter, not the OS RNG.
+        let id = rabbitkit_core::new_message_id();
         let props = props
             .with_reply_to(reply_to.as_str().into())
             .with_correlation_id(id.as_str().into())
