@@ -161,10 +161,7 @@ async fn publish_unconfirmed(
     result
 }
 
-async fn send_unconfirmed(
-    shared: Arc<Shared>,
-    mut msg: OutgoingMessage,
-) -> Result<(), PublishError> {
+async fn send_unconfirmed(shared: Arc<Shared>, msg: OutgoingMessage) -> Result<(), PublishError> {
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
     if msg.delay.is_some_and(|d| !d.is_zero()) {
         return Err(PublishError::Invalid {
@@ -212,9 +209,8 @@ async fn send_unconfirmed(
             Err(_) => return Err(PublishError::Timeout(timeout)),
         },
     };
-    let exchange = std::mem::take(&mut msg.exchange);
     let sent = channel.publish(
-        &exchange,
+        &msg.exchange,
         &msg.routing_key,
         msg.mandatory,
         msg.body,
@@ -233,7 +229,7 @@ async fn send_unconfirmed(
             }
         }
     };
-    result.map_err(|e| unconfirmed_failed(&session, &e, &exchange))
+    result.map_err(|e| unconfirmed_failed(&session, &e, &msg.exchange))
 }
 
 /// The error of an unconfirmed publish that lapin refused.
