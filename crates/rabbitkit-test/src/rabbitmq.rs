@@ -290,20 +290,34 @@ impl RabbitMq {
 
     /// `chown -R rabbitmq:rabbitmq paths`, with the `rabbitmq` user of this
     /// version's system (the chroot's user id may differ from the host's).
+    ///
+    /// The other nodes may be running: a file one of them deletes while
+    /// `chown` walks the tree (a rotated log, a compacted table) fails the
+    /// walk with "No such file or directory". That is harmless, and the
+    /// walk is made again, up to three times.
     pub(crate) fn chown_to_rabbitmq(self, paths: &[PathBuf]) -> Result<()> {
         if !is_root() {
             return Ok(());
         }
-        let mut cmd = match self.root() {
-            None => Command::new("chown"),
-            Some(root) => {
-                let mut cmd = Command::new("chroot");
-                cmd.arg(root).arg("chown");
-                cmd
+        let mut attempt = 0;
+        loop {
+            let mut cmd = match self.root() {
+                None => Command::new("chown"),
+                Some(root) => {
+                    let mut cmd = Command::new("chroot");
+                    cmd.arg(root).arg("chown");
+                    cmd
+                }
+            };
+            cmd.arg("-R").arg("rabbitmq:rabbitmq").args(paths);
+            match run(cmd, SHORT_TIMEOUT) {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 3 && e.to_string().contains("No such file or directory") => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
             }
-        };
-        cmd.arg("-R").arg("rabbitmq:rabbitmq").args(paths);
-        run(cmd, SHORT_TIMEOUT).map(drop)
+        }
     }
 }
 
