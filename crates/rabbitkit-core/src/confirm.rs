@@ -203,8 +203,7 @@ impl ConfirmChannel {
         let mut work: Work = Box::pin(work_fut);
         // The first poll puts the message on the channel (and takes its
         // delivery tag) at once, in call order.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(done) = work.as_mut().poll(&mut cx) {
+        if let std::task::Poll::Ready(done) = poll_now(work.as_mut()) {
             work = Box::pin(std::future::ready(done));
         }
         if self.inner.unreturnable {
@@ -266,6 +265,17 @@ impl Drop for Direct {
             });
         }
     }
+}
+
+/// Polls `future` once, with a waker that does nothing. A lapin publish's
+/// first poll queues its frames on the channel at once: polled when the
+/// publish is called, messages go out in call order whoever polls them
+/// later (and with the waker that matters).
+pub(crate) fn poll_now<F: Future + ?Sized>(
+    future: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut cx)
 }
 
 fn gone() -> lapin::Error {

@@ -17,6 +17,8 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, PublisherConfirm};
 use tokio::sync::mpsc;
 
+use crate::confirm::poll_now;
+
 /// A publish whose frames are queued, waiting for lapin to write them.
 type Writing = std::pin::Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
 
@@ -75,11 +77,7 @@ impl UnconfirmedChannel {
                 .await
         });
         // The first poll queues the frames (or fails without queuing).
-        let first = {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            write.as_mut().poll(&mut cx)
-        };
-        if let std::task::Poll::Ready(done) = first {
+        if let std::task::Poll::Ready(done) = poll_now(write.as_mut()) {
             return done.map(drop);
         }
         match self.inner.writing.try_send(write) {
