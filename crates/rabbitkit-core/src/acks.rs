@@ -1,11 +1,15 @@
 //! Acknowledgements, coalesced.
 //!
-//! Each ack a user makes is recorded at once; the broker is told with one
-//! `basic.ack` with `multiple = true` for a whole run of consecutive
-//! delivery tags: when half the consumer's prefetch is waiting, or a
-//! millisecond after the last ack, whichever comes first. Only tags the user
-//! acknowledged are ever covered: a gap (a delivery not yet settled) stops
-//! the run. A nack or reject goes alone, at once; the acks behind it go on.
+//! Each ack a user makes is recorded at once; the broker is told when half
+//! the consumer's prefetch is waiting, or a millisecond after the last ack,
+//! whichever comes first: one `basic.ack` with `multiple = true` for the
+//! whole run of consecutive settled delivery tags, then one single ack for
+//! each acknowledged tag past a gap (a delivery still being handled). So
+//! the common in-order case costs one frame per batch, and a slow handler
+//! never holds back the acks of the deliveries after it: the broker counts
+//! unacknowledged deliveries against the prefetch, and a held-back ack
+//! would stop the consumer. Only tags the user acknowledged are ever
+//! covered. A nack or reject goes alone, at once; the acks behind it go on.
 //! A delivery dropped unsettled is [released](Acks::release): settled at
 //! once and nacked (requeue, or reject) before the next `multiple` ack, so
 //! one lost delivery never holds back the acks after it.
@@ -46,6 +50,17 @@ struct State {
     /// the run of settled tags.
     offsets: TagOffsets,
     closed: bool,
+}
+
+/// What one flush sends (see [`Acks::take_batch`]).
+#[derive(Debug, PartialEq, Eq)]
+struct Batch {
+    /// Tags to nack (requeue) or reject, first.
+    released: Vec<(u64, bool)>,
+    /// The tag of one `multiple` ack, if any.
+    upto: Option<u64>,
+    /// Tags to ack one by one.
+    singles: Vec<u64>,
 }
 
 /// The ack state of one consumer channel.
@@ -143,10 +158,16 @@ impl Acks {
     }
 
     fn usable(&self) -> Result<(), AckError> {
-        if self.state.lock().unwrap().closed || !self.channel.status().connected() {
+        if self.is_gone() {
             return Err(AckError::ChannelGone);
         }
         Ok(())
+    }
+
+    /// Whether nothing can be settled here any more: the channel is closed
+    /// (or closing), or was given up.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.state.lock().unwrap().closed || !self.channel.status().connected()
     }
 
     /// Records an ack; sends the run of acks when it is long enough.
@@ -261,38 +282,49 @@ impl Acks {
     }
 
     async fn flush_locked(&self) -> Result<(), AckError> {
-        let (released, upto) = Self::take_batch(&mut self.state.lock().unwrap());
-        for (tag, requeue) in released {
+        let batch = Self::take_batch(&mut self.state.lock().unwrap());
+        for (tag, requeue) in batch.released {
             self.send_nack(tag, requeue, !requeue).await?;
         }
-        match upto {
-            Some(upto) => {
-                self.bounded(
-                    self.channel
-                        .basic_ack(upto, BasicAckOptions { multiple: true }),
-                )
-                .await
-            }
-            None => Ok(()),
+        if let Some(upto) = batch.upto {
+            self.bounded(
+                self.channel
+                    .basic_ack(upto, BasicAckOptions { multiple: true }),
+            )
+            .await?;
         }
+        for tag in batch.singles {
+            self.bounded(
+                self.channel
+                    .basic_ack(tag, BasicAckOptions { multiple: false }),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
-    /// What one flush sends: the released tags to nack, then the tag of one
-    /// `multiple` ack, if any. Taken in one critical section: a tag released
-    /// after the released list was taken must not end up covered by the
-    /// `multiple` ack (its nack would then name a tag the broker no longer
-    /// holds, a 406 that closes the channel).
-    fn take_batch(st: &mut State) -> (Vec<(u64, bool)>, Option<u64>) {
+    /// What one flush sends: the released tags to nack, the tag of one
+    /// `multiple` ack for the run of settled tags, and single acks for the
+    /// acknowledged tags past the run's end. Taken in one critical section:
+    /// a tag released after the released list was taken must not end up
+    /// covered by the `multiple` ack (its nack would then name a tag the
+    /// broker no longer holds, a 406 that closes the channel).
+    fn take_batch(st: &mut State) -> Batch {
         let released = std::mem::take(&mut st.released);
         // Every tag up to `next - 1` is settled: acked ones are still held by
         // the broker, nacked ones are gone or in `released`. One `multiple`
         // ack naming the highest unsent acked tag of that run covers them.
         let run_end = st.next - 1;
         let upto = st.unsent.range(..=run_end).next_back().copied();
-        if let Some(upto) = upto {
-            st.unsent = st.unsent.split_off(&(upto + 1));
+        // Past the run's end, a delivery is still being handled: a
+        // `multiple` ack would cover it, so each acked tag goes alone.
+        let singles: Vec<u64> = st.unsent.range(run_end + 1..).copied().collect();
+        st.unsent.clear();
+        Batch {
+            released,
+            upto,
+            singles,
         }
-        (released, upto)
     }
 
     /// Flushes and stops the flusher; later acks fail with `ChannelGone`.
@@ -342,15 +374,51 @@ mod tests {
         // 2 acked, 1 still out.
         Acks::settle(&mut st, 2).unwrap();
         st.unsent.insert(2);
-        let (released, upto) = Acks::take_batch(&mut st);
-        assert!(released.is_empty());
-        assert_eq!(upto, None, "tag 1 unsettled: no multiple ack");
-        // 1 released (dropped delivery): nacked first, then 2 acked.
+        let batch = Acks::take_batch(&mut st);
+        assert!(batch.released.is_empty());
+        assert_eq!(batch.upto, None, "tag 1 unsettled: no multiple ack");
+        assert_eq!(batch.singles, vec![2], "2 is acked alone, past the gap");
+        // 1 released (dropped delivery): nacked, nothing else to send.
         Acks::settle(&mut st, 1).unwrap();
         st.released.push((1, true));
-        let (released, upto) = Acks::take_batch(&mut st);
-        assert_eq!(released, vec![(1, true)]);
-        assert_eq!(upto, Some(2));
+        let batch = Acks::take_batch(&mut st);
+        assert_eq!(batch.released, vec![(1, true)]);
+        assert_eq!(batch.upto, None, "2 was acked already");
         assert!(st.released.is_empty() && st.unsent.is_empty());
+    }
+
+    #[test]
+    fn acks_past_an_unsettled_delivery_go_out_one_by_one_and_the_run_as_one() {
+        let mut st = state();
+        // 1 in progress (slow), 2..=5 acked, 7 acked, 6 in progress.
+        for tag in [2, 3, 4, 5, 7] {
+            Acks::settle(&mut st, tag).unwrap();
+            st.unsent.insert(tag);
+        }
+        let batch = Acks::take_batch(&mut st);
+        assert_eq!(batch.upto, None);
+        assert_eq!(batch.singles, vec![2, 3, 4, 5, 7]);
+        // The slow one ends, then 6, 8, 9: one multiple ack covers 1..=9,
+        // naming 9 (acked, not yet sent).
+        for tag in [1, 6, 8, 9] {
+            Acks::settle(&mut st, tag).unwrap();
+            st.unsent.insert(tag);
+        }
+        let batch = Acks::take_batch(&mut st);
+        assert_eq!(batch.upto, Some(9));
+        assert!(batch.singles.is_empty());
+        // In order, the common case: one multiple ack, no singles.
+        for tag in 10..=20 {
+            Acks::settle(&mut st, tag).unwrap();
+            st.unsent.insert(tag);
+        }
+        assert_eq!(
+            Acks::take_batch(&mut st),
+            Batch {
+                released: vec![],
+                upto: Some(20),
+                singles: vec![]
+            }
+        );
     }
 }

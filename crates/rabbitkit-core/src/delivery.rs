@@ -131,6 +131,15 @@ impl Delivery {
         }
     }
 
+    /// Whether the subscription it came with has ended (its channel or
+    /// connection is gone, or the channel was given up): it can no longer
+    /// be settled, and the broker gives it again. A handler loop skips such
+    /// a delivery instead of running it twice. Always `false` for a
+    /// delivery consumed with `no_ack`.
+    pub fn is_stale(&self) -> bool {
+        self.acks.as_deref().is_some_and(Acks::is_gone)
+    }
+
     fn acks(&self) -> Result<&Acks, AckError> {
         self.acks.as_deref().ok_or(AckError::NoAck)
     }
@@ -139,7 +148,9 @@ impl Delivery {
     ///
     /// Acks are coalesced: this returns once the ack is recorded, and the
     /// broker gets one `basic.ack` (`multiple`) for a run of consecutive
-    /// acknowledged deliveries, at most a millisecond later. If the channel
+    /// acknowledged deliveries, and a single ack for one acknowledged past
+    /// a delivery still in progress, at most a millisecond later: a slow
+    /// delivery never holds back the acks of those after it. If the channel
     /// dies first, the broker redelivers (at-least-once, never lost).
     ///
     /// A send that cannot leave within [`Options::operation_timeout`](crate::Options::operation_timeout)

@@ -13,14 +13,18 @@
 //! handler mostly does. For CPU-bound work, use several loops on several
 //! threads: [`WorkQueue::work_parallel`](crate::WorkQueue::work_parallel).
 
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rabbitkit_core::{AMQPValue, Client, Consumer, Declaration, Delivery, OutgoingMessage};
 
 use crate::instrument::{timed, traced};
 use crate::message::{
-    ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
-    RETRIES_HEADER, RetryPolicy, retries,
+    ATTEMPTS_HEADER, HandleReport, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OnError,
+    PARKED_ERROR_HEADER, PARKED_FROM_HEADER, RETRIES_HEADER, RetryPolicy, retries,
 };
 use crate::shutdown::Shutdown;
 
@@ -59,7 +63,8 @@ impl Default for HandleOptions {
 }
 
 impl HandleOptions {
-    /// One handler at a time, [`OnError::RequeueOnce`], no stop signal.
+    /// One handler at a time, the default [`OnError`] (one more try, then
+    /// parked), no stop signal.
     pub fn new() -> Self {
         Self::default()
     }
@@ -119,6 +124,7 @@ impl HandleReport {
         self.unstarted += other.unstarted;
         self.abandoned += other.abandoned;
         self.parked += other.parked;
+        self.stale += other.stale;
     }
 
     pub(crate) fn add(&mut self, outcome: Outcome) {
@@ -143,6 +149,9 @@ pub(crate) struct Settle {
     pub(crate) on_error: OnError,
     /// Whether the parking queue was declared ([`OnError::Retry`]).
     pub(crate) parking_declared: std::sync::atomic::AtomicBool,
+    /// Copies (retries, parked messages) that could not be published in a
+    /// row: the back-off before the original is requeued.
+    copy_failures: AtomicU32,
 }
 
 impl Settle {
@@ -152,6 +161,7 @@ impl Settle {
             queue,
             on_error,
             parking_declared: Default::default(),
+            copy_failures: AtomicU32::new(0),
         }
     }
 
@@ -175,7 +185,7 @@ impl Settle {
         let requeue = match self.on_error {
             OnError::Requeue => true,
             OnError::RequeueOnce => retried < 1,
-            _ => false,
+            OnError::DeadLetter | OnError::Drop | OnError::Retry(_) => false,
         };
         tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, requeue, retried, "handler failed");
         if requeue && self.on_error == OnError::RequeueOnce {
@@ -231,7 +241,7 @@ impl Settle {
         let parking = policy.parking_queue(&self.queue);
         tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, retried, parking, "handler failed; retries used up, parking the message");
         if let Err(e) = self.declare_parking(&parking).await {
-            tracing::warn!(target: "rabbitkit", queue = %self.queue, parking, error = %e, "parking queue not declared; message requeued");
+            self.copy_failed("park", &e.to_string()).await;
             return match delivery.nack(true).await {
                 Ok(()) => Outcome::Requeued,
                 Err(_) => Outcome::Unsettled,
@@ -286,6 +296,19 @@ impl Settle {
         extra: &[(&str, AMQPValue)],
     ) -> OutgoingMessage {
         let mut headers = delivery.properties().headers().clone().unwrap_or_default();
+        // The copy goes through the default exchange: where the original
+        // was published travels with it (kept from the first attempt), so
+        // a `Router` still routes it by its own key.
+        if !headers.inner().contains_key(ORIGINAL_ROUTING_KEY_HEADER) {
+            headers.insert(
+                ORIGINAL_EXCHANGE_HEADER.into(),
+                AMQPValue::LongString(delivery.exchange().into()),
+            );
+            headers.insert(
+                ORIGINAL_ROUTING_KEY_HEADER.into(),
+                AMQPValue::LongString(delivery.routing_key().into()),
+            );
+        }
         for (k, v) in extra {
             headers.insert((*k).into(), v.clone());
         }
@@ -309,6 +332,7 @@ impl Settle {
     async fn republish(&self, delivery: &Delivery, copy: OutgoingMessage, what: &str) -> bool {
         match self.client.publish(copy).await {
             Ok(_) => {
+                self.copy_failures.store(0, Ordering::Relaxed);
                 // Should the ack be lost with the connection, the original
                 // comes back too: at least once, never lost.
                 if let Err(e) = delivery.ack().await {
@@ -317,11 +341,79 @@ impl Settle {
                 true
             }
             Err(e) => {
-                tracing::warn!(target: "rabbitkit", queue = %self.queue, error = %e, what, "copy not published; message requeued");
+                self.copy_failed(what, &e.to_string()).await;
                 delivery.nack(true).await.is_ok()
             }
         }
     }
+
+    /// A copy (`what`: retry or park) could not be published or its
+    /// parking queue declared: waits before the original is requeued, so a
+    /// cause that lasts (no permission, a parking queue declared otherwise,
+    /// an unroutable copy) makes a bounded, growing pause instead of a
+    /// tight redelivery loop (RabbitMQ 4.3 does not count requeues by nack
+    /// toward a quorum queue's delivery limit). Logged on the first failure
+    /// of a row and then at each doubling.
+    async fn copy_failed(&self, what: &str, error: &str) {
+        let failures = self.copy_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let pause = copy_backoff(failures);
+        if failures.is_power_of_two() {
+            tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, what, failures, ?pause, "copy not published; the message is requeued after a pause");
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The pause after `failures` copies in a row could not be published:
+/// 100 ms, doubling, at most 30 s.
+pub(crate) fn copy_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << failures.saturating_sub(1).min(9))
+        .min(Duration::from_secs(30))
+}
+
+/// Calls a handler: its future, or the text of its panic (a handler that
+/// panics before returning its future).
+pub(crate) fn call_handler<Fut>(call: impl FnOnce() -> Fut) -> Result<Fut, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(call)).map_err(panic_text)
+}
+
+/// Runs a handler's future (from [`call_handler`]) to its end: its output,
+/// or `Err` with the text of its panic. A panicking handler is a failed
+/// task like any other: it never unwinds into the loop.
+pub(crate) async fn run_handler<Fut: Future>(
+    started: Result<Fut, String>,
+) -> Result<Fut::Output, String> {
+    match started {
+        Ok(work) => AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .map_err(panic_text),
+        Err(panicked) => Err(panicked),
+    }
+}
+
+/// Calls and runs a handler whose error is `Display`: its error or its
+/// panic, as text.
+pub(crate) async fn handled<Fut, E>(started: Result<Fut, String>) -> Result<(), String>
+where
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match run_handler(started).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panicked) => Err(panicked),
+    }
+}
+
+/// `handler panicked: <its message>`.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_owned());
+    format!("handler panicked: {message}")
 }
 
 fn count(n: u64) -> AMQPValue {
@@ -370,8 +462,23 @@ where
             deadline = &mut stopping => break Some(deadline),
             Some(outcome) = running.next(), if !running.is_empty() => report.add(outcome),
             item = consumer.next(), if running.len() < concurrency => match item {
+                Some(Ok(delivery)) if delivery.is_stale() => {
+                    // Its subscription ended (channel or connection gone)
+                    // while it waited here: the broker gives it again, to
+                    // this consumer's new subscription or another one.
+                    // Running it now would run it twice, perhaps at once
+                    // with its redelivery (two instances of one partition).
+                    report.stale += 1;
+                    delivery.give_back();
+                }
                 Some(Ok(delivery)) => {
-                    running.push(timed(&metrics, traced(delivery, &queue, &mut start), Outcome::error));
+                    let work = timed(&metrics, traced(delivery, &queue, &mut start), Outcome::error);
+                    // Handler panics are caught where they run; this only
+                    // keeps a panic in settling from ending the loop.
+                    running.push(AssertUnwindSafe(work).catch_unwind().map(|ended| ended.unwrap_or_else(|panic| {
+                        tracing::error!(target: "rabbitkit", error = %panic_text(panic), "a delivery's settlement panicked; it will be redelivered");
+                        Outcome::Unsettled
+                    })));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(target: "rabbitkit", queue = consumer.queue(), error = %e, "consumer ended");

@@ -70,8 +70,11 @@
 //!   with the header [`RETRIES_HEADER`] counting the retry, then the
 //!   original is acknowledged; the count travels in the message, so a
 //!   redelivery after a failover does not use the retry up. When the retry
-//!   fails too, the task is dead-lettered, or dropped when its queue has no
-//!   dead-letter exchange ([`OnError::RequeueOnce`]).
+//!   fails too, the task is parked in `<queue>.parked` with its last error
+//!   and attempt count (the default [`OnError`]; with a dead-letter
+//!   exchange, [`OnError::RequeueOnce`] dead-letters it instead): nothing is
+//!   dropped unless [`OnError::Drop`] says so. A handler that panics is a
+//!   failed task like any other.
 //!
 //! ```
 //! use rabbitkit::{Exchange, Queue};

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::concurrency::{HandleOptions, Outcome, Settle, drive};
+use crate::concurrency::{HandleOptions, Outcome, Settle, call_handler, drive, handled};
 use crate::error::{ReceiveError, SendError};
 
 /// Per-message publishing settings; these override the defaults.
@@ -479,11 +479,27 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
     }
 }
 
-/// What a handler-style consumer does with a message whose handler failed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What a handler-style consumer does with a message whose handler failed
+/// (returned `Err`, or panicked: the panic's message is the error).
+///
+/// The default ([`OnError::default()`]) never drops a message: a failed
+/// message gets one more try at the tail of its queue, and when that fails
+/// too it is parked in `<queue>.parked` (a durable quorum queue) with its
+/// last error and attempt count in headers, as [`RetryPolicy`] parks: it is
+/// `OnError::Retry(RetryPolicy::new([Duration::ZERO]))`. Dropping (or
+/// dead-lettering) needs saying so: [`OnError::Drop`],
+/// [`OnError::DeadLetter`], [`OnError::RequeueOnce`].
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit::{OnError, RetryPolicy};
+/// assert_eq!(OnError::default(), OnError::Retry(RetryPolicy::new([Duration::ZERO])));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnError {
-    /// Retry it once, then dead-letter it.
+    /// Retry it once, then dead-letter it (or drop it, when its queue has
+    /// no dead-letter exchange).
     ///
     /// On the first failure, the message (same body and properties, plus
     /// the header [`RETRIES_HEADER`]` = 1`) is published again to the end
@@ -491,15 +507,17 @@ pub enum OnError {
     /// and confirmed; then the original is acknowledged. When a message
     /// whose header says it was retried fails again, it is rejected without
     /// requeue: dead-lettered when the queue has a dead-letter exchange,
-    /// dropped otherwise.
+    /// dropped otherwise. [`WorkQueueBuilder::dead_letter`](crate::WorkQueueBuilder::dead_letter)
+    /// makes this the work queue's policy unless another is set.
     ///
     /// The count travels in the message, not in the broker's `redelivered`
     /// flag: the broker also sets that flag on every message that was
     /// unacknowledged when a consumer's connection died, so a task whose
     /// worker's node failed still gets its retry. If the copy cannot be
-    /// published, the message is requeued instead (nack): nothing is lost,
-    /// and a connection loss in between may at worst run it once more.
-    #[default]
+    /// published, the message is requeued instead (nack) after a pause that
+    /// grows while the cause lasts (100 ms doubling up to 30 s): nothing is
+    /// lost, nothing spins, and a connection loss in between may at worst
+    /// run it once more.
     RequeueOnce,
     /// Always requeue (only for failures that go away by themselves). The
     /// failure is a `basic.reject`, which a quorum queue counts as a failed
@@ -511,10 +529,22 @@ pub enum OnError {
     /// Dead-letter it at once (`basic.reject` without requeue), or drop it
     /// when the queue has no dead-letter exchange.
     DeadLetter,
+    /// Drop it at once: the same `basic.reject` without requeue as
+    /// [`DeadLetter`](Self::DeadLetter), named for a queue without a
+    /// dead-letter exchange, where the message is gone.
+    Drop,
     /// Retry it after each of the policy's delays in turn, then park it in
     /// a parking queue with why and how often it failed. See
     /// [`RetryPolicy`].
     Retry(RetryPolicy),
+}
+
+impl Default for OnError {
+    /// One more try at the tail of the queue, then parked:
+    /// `OnError::Retry(RetryPolicy::new([Duration::ZERO]))`.
+    fn default() -> Self {
+        OnError::Retry(RetryPolicy::new([Duration::ZERO]))
+    }
 }
 
 /// Retries with back-off, then parking: what [`OnError::Retry`] does.
@@ -577,7 +607,9 @@ impl RetryPolicy {
     }
 
     /// Parks messages whose retries are used up in `queue` (declared as a
-    /// durable quorum queue if missing) instead of `<queue>.parked`.
+    /// durable quorum queue if missing) instead of `<queue>.parked`
+    /// (`rabbitkit.parked` for a temporary queue, whose name lives no longer
+    /// than its subscriber).
     pub fn park_in(mut self, queue: impl Into<String>) -> Self {
         self.park = Some(queue.into());
         self
@@ -594,13 +626,32 @@ impl RetryPolicy {
         self.delays.len() + 1
     }
 
-    /// The parking queue for messages of `queue`.
+    /// The parking queue for messages of `queue`: the one given to
+    /// [`park_in`](Self::park_in), or `<queue>.parked`, or
+    /// [`SHARED_PARKING_QUEUE`] for a temporary queue (one durable parking
+    /// queue per temporary queue would outlive them all).
+    ///
+    /// ```
+    /// use rabbitkit::RetryPolicy;
+    /// let policy = RetryPolicy::new([]);
+    /// assert_eq!(policy.parking_queue("orders"), "orders.parked");
+    /// assert_eq!(policy.parking_queue("rabbitkit.tmp.5f0c"), "rabbitkit.parked");
+    /// assert_eq!(policy.park_in("failed").parking_queue("orders"), "failed");
+    /// ```
     pub fn parking_queue(&self, queue: &str) -> String {
-        self.park
-            .clone()
-            .unwrap_or_else(|| format!("{queue}{PARKED_SUFFIX}"))
+        match &self.park {
+            Some(park) => park.clone(),
+            None if queue.starts_with(rabbitkit_core::TEMPORARY_QUEUE_PREFIX) => {
+                SHARED_PARKING_QUEUE.to_owned()
+            }
+            None => format!("{queue}{PARKED_SUFFIX}"),
+        }
     }
 }
+
+/// Where [`RetryPolicy`] parks the failed messages of temporary queues
+/// (their [`PARKED_FROM_HEADER`] names the queue).
+pub const SHARED_PARKING_QUEUE: &str = "rabbitkit.parked";
 
 /// What [`RetryPolicy`] appends to a queue's name to name its parking queue.
 pub const PARKED_SUFFIX: &str = ".parked";
@@ -610,6 +661,23 @@ pub const ATTEMPTS_HEADER: &str = "x-rabbitkit-attempts";
 
 /// On a parked message: the handler's last error (at most 1,000 bytes).
 pub const PARKED_ERROR_HEADER: &str = "x-rabbitkit-error";
+
+/// On a retried or parked copy: the exchange the message was first
+/// published to (a copy goes through the default exchange).
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-rabbitkit-original-exchange";
+
+/// On a retried or parked copy: the routing key the message was first
+/// published with, which a [`Router`](crate::Router) routes on.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-rabbitkit-original-routing-key";
+
+/// The routing key `delivery` was first published with: its
+/// [`ORIGINAL_ROUTING_KEY_HEADER`] on a retried copy, its own otherwise.
+pub fn original_routing_key(delivery: &Delivery) -> &str {
+    match header(delivery.properties(), ORIGINAL_ROUTING_KEY_HEADER) {
+        Some(AMQPValue::LongString(key)) => std::str::from_utf8(key.as_bytes()).unwrap_or(""),
+        _ => delivery.routing_key(),
+    }
+}
 
 /// On a parked message: the queue it was parked from.
 pub const PARKED_FROM_HEADER: &str = "x-rabbitkit-parked-from";
@@ -637,11 +705,17 @@ pub struct HandleReport {
     /// deadline: the handler was abandoned (its future dropped) and the
     /// message requeued, so it runs again elsewhere.
     pub abandoned: u64,
+    /// Messages received for a subscription that ended (its channel or
+    /// connection was lost) before their handler started: not run, since
+    /// the broker gives them again (to this consumer's next subscription or
+    /// another consumer).
+    pub stale: u64,
 }
 
 impl<T: DeserializeOwned> Subscription<T> {
     /// Runs `handler` on every message until the stream ends, one at a
-    /// time: `Ok` acks, `Err` is handled per `on_error` (see [`OnError`]);
+    /// time: `Ok` acks, `Err` is handled per `on_error` (see [`OnError`]),
+    /// and so is a panic (its message is the error);
     /// an undecodable body is rejected without requeue (dead-lettered when
     /// the queue has a dead-letter exchange) and never reaches the handler.
     /// Nothing crashes the loop. [`handle_with`](Self::handle_with) adds
@@ -703,13 +777,13 @@ impl<T: DeserializeOwned> Subscription<T> {
                     max_inflated,
                 );
                 let (work, error) = match decoded {
-                    Ok(body) => (Some(handler(body)), None),
+                    Ok(body) => (Some(call_handler(|| handler(body))), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
                 async move {
                     match (work, error) {
                         (Some(work), _) => {
-                            let result = work.await.map_err(|e| e.to_string());
+                            let result = handled(work).await;
                             settle.result(delivery, result).await
                         }
                         (None, Some(error)) => settle.undecodable(delivery, error).await,

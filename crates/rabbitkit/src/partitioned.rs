@@ -234,9 +234,9 @@ impl<T> PartitionedQueueBuilder<T> {
         self
     }
 
-    /// What happens to a message whose handler fails (default
-    /// [`OnError::RequeueOnce`]). A retried message ([`OnError::RequeueOnce`],
-    /// [`OnError::Retry`]) goes back to the tail of its partition, behind
+    /// What happens to a message whose handler fails (default: one more
+    /// try, then parked; see [`OnError`]). A retried message ([`OnError::RequeueOnce`],
+    /// [`OnError::Retry`], the default) goes back to the tail of its partition, behind
     /// later messages of its key: for a key whose order matters, retry in
     /// the handler, or dead-letter ([`OnError::DeadLetter`]) and repair.
     pub fn on_error(mut self, on_error: OnError) -> Self {

@@ -43,9 +43,9 @@ use serde::de::DeserializeOwned;
 
 use crate::binding::TopicPattern;
 use crate::codec;
-use crate::concurrency::{HandleOptions, Settle, drive};
+use crate::concurrency::{HandleOptions, Settle, call_handler, drive, handled};
 use crate::error::SubscribeError;
-use crate::message::{HandleReport, OnError, Subscription};
+use crate::message::{HandleReport, OnError, Subscription, original_routing_key};
 use crate::queue::Queue;
 
 /// An async function that handles messages of type `T`: any
@@ -60,11 +60,12 @@ impl<T, F, Fut, E> Handler<T> for F
 where
     F: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Display,
+    E: Display + 'static,
 {
     fn call(&self, message: T) -> BoxFuture<'static, Result<(), String>> {
-        let fut = self(message);
-        Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        // A panic, at the call or while it runs, is the handler's error.
+        let started = call_handler(|| self(message));
+        Box::pin(handled(started))
     }
 }
 
@@ -80,7 +81,9 @@ enum Match {
 impl Match {
     fn matches(&self, delivery: &Delivery) -> bool {
         match self {
-            Self::Key(pattern) => pattern.matches(delivery.routing_key()),
+            // A retried copy came back through the default exchange: it
+            // carries the key it was published with.
+            Self::Key(pattern) => pattern.matches(original_routing_key(delivery)),
             Self::Type(kind) => delivery
                 .properties()
                 .kind()
@@ -131,8 +134,9 @@ impl Default for Router {
 }
 
 impl Router {
-    /// A router without routes; failures and unknown kinds follow
-    /// [`OnError::RequeueOnce`] unless [`on_error`](Self::on_error) says otherwise.
+    /// A router without routes; failures (errors and panics) and unknown
+    /// kinds follow the default [`OnError`] (one more try, then parked)
+    /// unless [`on_error`](Self::on_error) says otherwise.
     pub fn new() -> Self {
         Self {
             routes: Vec::new(),
@@ -244,7 +248,7 @@ impl Router {
                         None => {
                             let error = format!(
                                 "no route for routing key {:?}, type {:?}",
-                                delivery.routing_key(),
+                                original_routing_key(&delivery),
                                 delivery.properties().kind().as_ref().map(|k| k.as_str())
                             );
                             settle.failed(delivery, error).await

@@ -3,9 +3,12 @@
 //! Safe defaults: the queue is a durable quorum queue (as the official
 //! tutorials' `task_queue`), tasks are persistent and confirmed, each worker
 //! takes few tasks at a time (prefetch, for fair dispatch) and acknowledges
-//! each only once its handler succeeded. A handler error retries the task
-//! once, then dead-letters it, or drops it when the queue has no
-//! dead-letter exchange ([`OnError::RequeueOnce`]); a body that does not
+//! each only once its handler succeeded. A handler error (or panic) retries
+//! the task once at the tail of the queue, then parks it in
+//! `<queue>.parked` with its error and attempt count (the default
+//! [`OnError`]); with a [`dead_letter`](WorkQueueBuilder::dead_letter)
+//! exchange it is dead-lettered there instead ([`OnError::RequeueOnce`]).
+//! Nothing is dropped unless asked ([`OnError::Drop`]). A body that does not
 //! decode is dead-lettered (or dropped) at once.
 //!
 //! A worker runs one handler at a time unless asked for more
@@ -55,7 +58,10 @@ pub struct WorkQueueBuilder<T> {
     queue: QueueBuilder,
     prefetch: u16,
     concurrency: usize,
-    on_error: OnError,
+    /// `None`: the default, or [`OnError::RequeueOnce`] with a dead-letter
+    /// exchange.
+    on_error: Option<OnError>,
+    dead_letter: bool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -80,7 +86,8 @@ impl<T> WorkQueue<T> {
             queue: Queue::durable(name),
             prefetch: DEFAULT_PREFETCH,
             concurrency: 1,
-            on_error: OnError::default(),
+            on_error: None,
+            dead_letter: false,
             _t: PhantomData,
         }
     }
@@ -124,9 +131,13 @@ impl<T> WorkQueueBuilder<T> {
         self
     }
 
-    /// What happens to a task whose handler fails.
+    /// What happens to a task whose handler fails (returns `Err` or
+    /// panics). Default: one more try at the tail of the queue, then parked
+    /// in `<queue>.parked` ([`OnError::default`]); with a
+    /// [`dead_letter`](Self::dead_letter) exchange, one more try then
+    /// dead-lettered ([`OnError::RequeueOnce`]).
     pub fn on_error(mut self, on_error: OnError) -> Self {
-        self.on_error = on_error;
+        self.on_error = Some(on_error);
         self
     }
 
@@ -149,9 +160,12 @@ impl<T> WorkQueueBuilder<T> {
         self
     }
 
-    /// Failed tasks go to this exchange.
+    /// Failed tasks go to this exchange: unless [`on_error`](Self::on_error)
+    /// says otherwise, a failed task gets one more try and is then
+    /// dead-lettered here ([`OnError::RequeueOnce`]) instead of parked.
     pub fn dead_letter(mut self, exchange: &str) -> Self {
         self.queue = self.queue.dead_letter(exchange);
+        self.dead_letter = true;
         self
     }
 
@@ -181,7 +195,11 @@ impl<T> WorkQueueBuilder<T> {
                 .prefetch
                 .max(u16::try_from(self.concurrency).unwrap_or(u16::MAX)),
             concurrency: self.concurrency,
-            on_error: self.on_error,
+            on_error: match self.on_error {
+                Some(on_error) => on_error,
+                None if self.dead_letter => OnError::RequeueOnce,
+                None => OnError::default(),
+            },
             _t: PhantomData,
         })
     }

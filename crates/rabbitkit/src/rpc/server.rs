@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rabbitkit_core::{
     AMQPValue, BasicProperties, Client, ConsumeOptions, DeclareError, Delivery, FieldTable,
@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::ERROR_HEADER;
 use crate::codec;
-use crate::concurrency::{Outcome, drive};
+use crate::concurrency::{Outcome, call_handler, copy_backoff, drive, run_handler};
 use crate::error::SubscribeError;
 use crate::queue::{Queue, QueueBuilder};
 use crate::shutdown::Shutdown;
@@ -299,6 +299,7 @@ where
             replies: client.publisher(),
             handler,
             counters: Counters::default(),
+            reply_failures: AtomicU32::new(0),
         };
         let serving = &serving;
         let report = drive(&mut consumer, self.concurrency, shutdown, |delivery| {
@@ -366,6 +367,8 @@ struct Serving<F> {
     replies: Publisher,
     handler: F,
     counters: Counters,
+    /// Replies not sent in a row (the back-off before a requeue).
+    reply_failures: AtomicU32,
 }
 
 impl<F> Serving<F> {
@@ -401,6 +404,7 @@ impl<F> Serving<F> {
             .resend_after_reconnect(false);
         match self.replies.publish(reply).await {
             Ok(_) => {
+                self.reply_failures.store(0, Ordering::Relaxed);
                 let _ = delivery.ack().await;
             }
             Err(PublishError::ConnectionLost) => {
@@ -409,8 +413,17 @@ impl<F> Serving<F> {
                 tracing::warn!(target: "rabbitkit", "RPC reply lost with the connection; the request will come back");
             }
             Err(e) => {
-                tracing::warn!(target: "rabbitkit", error = %e, "RPC reply not sent; request requeued");
+                // A cause that lasts (a reply over the broker's size limit,
+                // no permission) must not become a tight loop: pause,
+                // growing while the failures go on, before the requeue.
+                let failures = self.reply_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let pause = copy_backoff(failures);
+                if failures.is_power_of_two() {
+                    tracing::warn!(target: "rabbitkit", error = %e, failures, ?pause, "RPC reply not sent; the request is requeued after a pause");
+                }
+                tokio::time::sleep(pause).await;
                 let _ = delivery.nack(true).await;
+                return outcome;
             }
         }
         outcome
@@ -442,16 +455,24 @@ impl<F> Serving<F> {
             properties: delivery.properties().clone(),
             redelivered: delivery.redelivered(),
         };
-        let (outcome, encoded) = match (self.handler)(request).await {
-            Ok(answer) => {
+        let (outcome, encoded) = match run_handler(call_handler(|| (self.handler)(request))).await {
+            Ok(Ok(answer)) => {
                 Counters::count(&self.counters.answered);
                 (Outcome::Acked, codec::encode(&answer, false))
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 Counters::count(&self.counters.failed);
                 let encoded =
                     codec::encode(&error, false).map(|(b, p)| (b, error_props("handler", p)));
                 (Outcome::Rejected, encoded)
+            }
+            Err(panicked) => {
+                // The caller gets an error reply with the panic's message
+                // (text), and the server goes on.
+                Counters::count(&self.counters.failed);
+                tracing::warn!(target: "rabbitkit", error = %panicked, "RPC handler panicked; an error reply is sent");
+                let props = error_props("handler", text_props());
+                return (Outcome::Rejected, panicked.into_bytes(), props);
             }
         };
         match encoded {

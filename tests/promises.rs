@@ -1,0 +1,504 @@
+//! The service runtime's promises under ordinary trouble: a slow handler, a
+//! panicking one, one that always fails, a retry through a router, a copy
+//! that cannot be published, deliveries left over from a lost connection.
+//! Each test breaks one promise on purpose and checks it still holds.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rabbitkit::message::{ATTEMPTS_HEADER, PARKED_ERROR_HEADER};
+use rabbitkit::{
+    AMQPValue, Event, Exchange, HandleOptions, OnError, Queue, RetryPolicy, Router, RpcClient,
+    RpcServer, WorkQueue,
+};
+use rabbitkit_core::Client;
+use rabbitkit_test::FaultProxy;
+use tokio::sync::Notify;
+
+/// Waits (bounded: a hang guard, not a speed check) until `done()` holds;
+/// panics with `what()` otherwise.
+async fn wait_until(within: Duration, done: impl Fn() -> bool, what: impl Fn() -> String) {
+    let reached = tokio::time::timeout(within, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{}", what());
+}
+
+fn text(value: Option<&AMQPValue>) -> String {
+    match value {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn number(value: Option<&AMQPValue>) -> i64 {
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+/// The one message parked from `queue` (within 30 s), acknowledged.
+async fn parked_from<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    queue: &str,
+) -> rabbitkit::Received<T> {
+    let parked = Queue::durable(format!("{queue}.parked"))
+        .declare(client)
+        .await
+        .unwrap();
+    let mut sub = parked.subscribe::<T>().await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("a message parked within 30 s")
+        .unwrap()
+        .unwrap();
+    message.ack().await.unwrap();
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_task_never_holds_up_the_acks_of_the_tasks_after_it() {
+    // Before: acks were only sent as one `multiple` ack up to the first
+    // unsettled delivery, so the broker saw 20 unacked, stopped delivering,
+    // and 19 of the 300 quick tasks were done while the slow one ran.
+    let client = common::client().await;
+    let tasks = WorkQueue::<u32>::builder(common::unique_name("promise.slow"))
+        .prefetch(20)
+        .concurrency(8)
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&0).await.unwrap(); // the slow one, first in line
+    for n in 1..=300 {
+        tasks.submit(&n).await.unwrap();
+    }
+    let done = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(Notify::new());
+    let worker = tokio::spawn({
+        let (tasks, done, release) = (tasks.clone(), done.clone(), release.clone());
+        async move {
+            tasks
+                .work(move |n: u32| {
+                    let (done, release) = (done.clone(), release.clone());
+                    async move {
+                        if n == 0 {
+                            release.notified().await;
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, String>(())
+                    }
+                })
+                .await
+        }
+    });
+    wait_until(
+        Duration::from_secs(60),
+        || done.load(Ordering::SeqCst) == 300,
+        || {
+            format!(
+                "{} of the 300 quick tasks done while the slow one runs: its ack holds the others back",
+                done.load(Ordering::SeqCst)
+            )
+        },
+    )
+    .await;
+    // The broker holds only the slow one: every other ack reached it.
+    let info = tasks.info().await.unwrap();
+    assert_eq!(info.messages, 0, "nothing left to deliver");
+    release.notify_one();
+    wait_until(
+        Duration::from_secs(30),
+        || done.load(Ordering::SeqCst) == 301,
+        || "the slow task did not finish".into(),
+    )
+    .await;
+    worker.abort();
+    client.delete_queue(tasks.queue().name()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_failed_task_and_the_loop_goes_on() {
+    // Before: the panic unwound out of the handler loop: `work` itself
+    // panicked after the first handler call and no good task was handled.
+    let client = common::client().await;
+    let name = common::unique_name("promise.panic");
+    let tasks = WorkQueue::<String>::builder(name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    for task in ["boom", "ok-1", "sync-boom", "ok-2", "ok-3"] {
+        tasks.submit(&task.to_owned()).await.unwrap();
+    }
+    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let worker = tokio::spawn({
+        let (tasks, handled) = (tasks.clone(), handled.clone());
+        async move {
+            tasks
+                .work(move |task: String| {
+                    // A panic before the future exists...
+                    if task == "sync-boom" {
+                        panic!("no future for {task}");
+                    }
+                    let handled = handled.clone();
+                    async move {
+                        tokio::task::yield_now().await;
+                        // ... and one while it runs.
+                        if task == "boom" {
+                            panic!("the handler of {task} panicked");
+                        }
+                        handled.lock().unwrap().push(task);
+                        Ok::<_, String>(())
+                    }
+                })
+                .await
+        }
+    });
+    // Each panicking task runs twice (one more try), then is parked with
+    // the panic's message.
+    let mut parked = HashMap::new();
+    for _ in 0..2 {
+        let message = parked_from::<String>(&client, &name).await;
+        let error = text(message.header(PARKED_ERROR_HEADER));
+        assert_eq!(number(message.header(ATTEMPTS_HEADER)), 2, "{error}");
+        parked.insert(message.body.clone(), error);
+    }
+    assert_eq!(
+        parked.get("boom").map(String::as_str),
+        Some("handler panicked: the handler of boom panicked")
+    );
+    assert_eq!(
+        parked.get("sync-boom").map(String::as_str),
+        Some("handler panicked: no future for sync-boom")
+    );
+    wait_until(
+        Duration::from_secs(30),
+        || handled.lock().unwrap().len() == 3,
+        || format!("good tasks handled: {:?}", handled.lock().unwrap()),
+    )
+    .await;
+    assert!(!worker.is_finished(), "the worker is still running");
+    // And it still takes new work.
+    tasks.submit(&"ok-4".to_owned()).await.unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        || handled.lock().unwrap().len() == 4,
+        || format!("good tasks handled: {:?}", handled.lock().unwrap()),
+    )
+    .await;
+    worker.abort();
+    client.delete_queue(&name).await.unwrap();
+    client
+        .delete_queue(&format!("{name}.parked"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_rpc_handler_answers_with_an_error_and_the_server_goes_on() {
+    let client = common::client().await;
+    let name = common::unique_name("promise.rpc.panic");
+    let server = RpcServer::<u32, u32, String>::builder(name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    let serving = tokio::spawn(async move {
+        server
+            .serve(|n: u32| async move {
+                if n == 13 {
+                    panic!("unlucky {n}");
+                }
+                Ok::<_, String>(n * 2)
+            })
+            .await
+    });
+    let caller = RpcClient::<u32, u32, String>::builder(name.as_str())
+        .build(&client)
+        .await
+        .unwrap();
+    match caller.call(&13).await {
+        Err(rabbitkit::RpcError::Server(error)) => {
+            assert_eq!(error, "handler panicked: unlucky 13")
+        }
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    assert_eq!(caller.call(&21).await.unwrap(), 42, "the server goes on");
+    serving.abort();
+    client.delete_queue(&name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_failing_is_parked_not_dropped() {
+    // Before: the default policy rejected it after its retry, and on a queue
+    // without a dead-letter exchange (the default) it was gone.
+    let client = common::client().await;
+    let name = common::unique_name("promise.park");
+    let tasks = WorkQueue::<u32>::builder(name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&7).await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let worker = tokio::spawn({
+        let (tasks, calls) = (tasks.clone(), calls.clone());
+        async move {
+            tasks
+                .work(move |_: u32| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>("the database refuses it") }
+                })
+                .await
+        }
+    });
+    let parked = parked_from::<u32>(&client, &name).await;
+    assert_eq!(parked.body, 7);
+    assert_eq!(number(parked.header(ATTEMPTS_HEADER)), 2);
+    assert_eq!(
+        text(parked.header(PARKED_ERROR_HEADER)),
+        "the database refuses it"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one try, one retry");
+    worker.abort();
+    client.delete_queue(&name).await.unwrap();
+    client
+        .delete_queue(&format!("{name}.parked"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_failed_task_is_said_explicitly() {
+    let client = common::client().await;
+    let name = common::unique_name("promise.drop");
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    queue.send(&1u32).await.unwrap();
+    let sub = queue.subscribe::<u32>().await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let report = tokio::spawn(sub.handle(OnError::Drop, {
+        let calls = calls.clone();
+        move |_: u32| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>("not wanted") }
+        }
+    }));
+    wait_until(
+        Duration::from_secs(30),
+        || calls.load(Ordering::SeqCst) == 1,
+        || "the handler did not run".into(),
+    )
+    .await;
+    // Rejected once: no retry, no parking queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while queue.info().await.unwrap().messages != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.close().await;
+    let report = report.await.unwrap();
+    assert_eq!((report.rejected, report.requeued, report.parked), (1, 0, 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let check = common::client().await;
+    assert!(
+        check.queue_info(&format!("{name}.parked")).await.is_err(),
+        "no parking queue"
+    );
+    check.delete_queue(&name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_under_a_router_keeps_its_route() {
+    // Before: the retried copy came back with routing key = the queue's
+    // name, matched no route and was parked as "no route".
+    let client = common::client().await;
+    let events = Exchange::topic(common::unique_name("promise.router.x"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let name = common::unique_name("promise.router");
+    let orders = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    events
+        .bind(&orders, &"order.#".parse().unwrap())
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let router = Router::new().route("order.placed", {
+        let calls = calls.clone();
+        move |_: u32| {
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err("db down".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    });
+    let running = tokio::spawn({
+        let orders = orders.clone();
+        async move { router.run(&orders, HandleOptions::new()).await }
+    });
+    events.publish("order.placed", &1u32).await.unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        || calls.load(Ordering::SeqCst) == 2,
+        || {
+            format!(
+                "the order's handler ran {} time(s), not twice",
+                calls.load(Ordering::SeqCst)
+            )
+        },
+    )
+    .await;
+    running.abort();
+    client.delete_queue(&name).await.unwrap();
+    client.delete_exchange(events.name()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_cannot_be_published_does_not_spin() {
+    // The parking queue exists as a classic queue: declaring it as a quorum
+    // queue fails every time. Before: the original was requeued at once and
+    // the handler ran again in a tight loop (thousands of runs a second).
+    let client = common::client().await;
+    let name = common::unique_name("promise.spin");
+    Queue::durable(format!("{name}.parked"))
+        .classic()
+        .declare(&client)
+        .await
+        .unwrap();
+    let tasks = WorkQueue::<u32>::builder(name.as_str())
+        .retry(RetryPolicy::new([]))
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&1).await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let worker = tokio::spawn({
+        let (tasks, calls) = (tasks.clone(), calls.clone());
+        async move {
+            tasks
+                .work(move |_: u32| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>("always") }
+                })
+                .await
+        }
+    });
+    wait_until(
+        Duration::from_secs(30),
+        || calls.load(Ordering::SeqCst) >= 2,
+        || "the handler did not run twice".into(),
+    )
+    .await;
+    // A back-off doubling from 100 ms runs it a handful of times in 4 s;
+    // a tight loop runs it thousands of times.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let runs = calls.load(Ordering::SeqCst);
+    assert!(runs <= 12, "the handler ran {runs} times in about 4 s");
+    worker.abort();
+    // Nothing lost: the message is still in its queue (requeued).
+    client.close().await;
+    let check = common::client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while check.queue_info(&name).await.unwrap().messages != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the task was lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check.delete_queue(&name).await.unwrap();
+    check.delete_queue(&format!("{name}.parked")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_left_over_from_a_lost_connection_are_not_handled() {
+    // Before: the deliveries already buffered for a subscription whose
+    // connection died were still given to the handler, then redelivered
+    // by the broker and handled again.
+    common::ensure_cluster();
+    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await.unwrap();
+    let observer = common::client().await;
+    let name = common::unique_name("promise.stale");
+    let tasks = WorkQueue::<u32>::builder(name.as_str())
+        .prefetch(10)
+        .declare(&observer)
+        .await
+        .unwrap();
+    for n in 0..10 {
+        tasks.submit(&n).await.unwrap();
+    }
+    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    let mut client_events = client.events();
+    let theirs = WorkQueue::<u32>::builder(name.as_str())
+        .prefetch(10)
+        .declare(&client)
+        .await
+        .unwrap();
+    let runs: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let reached = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let worker = tokio::spawn({
+        let (runs, reached, release) = (runs.clone(), reached.clone(), release.clone());
+        async move {
+            theirs
+                .work(move |n: u32| {
+                    let (runs, reached, release) = (runs.clone(), reached.clone(), release.clone());
+                    async move {
+                        let first = {
+                            let mut runs = runs.lock().unwrap();
+                            let count = runs.entry(n).or_default();
+                            *count += 1;
+                            *count == 1
+                        };
+                        if n == 0 && first {
+                            reached.notify_one();
+                            release.notified().await;
+                        }
+                        Ok::<_, String>(())
+                    }
+                })
+                .await
+        }
+    });
+    reached.notified().await;
+    // All ten are delivered (one running, nine waiting in the client).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while observer.queue_info(&name).await.unwrap().messages != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not all delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    common::wait_for_event(&mut client_events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    release.notify_one();
+    wait_until(
+        Duration::from_secs(30),
+        || (0..10).all(|n| runs.lock().unwrap().contains_key(&n)) && runs.lock().unwrap()[&0] == 2,
+        || format!("runs: {:?}", runs.lock().unwrap()),
+    )
+    .await;
+    // Give any stale delivery the time to be (wrongly) run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while observer.queue_info(&name).await.unwrap().messages != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "tasks left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let runs = runs.lock().unwrap().clone();
+    for n in 1..10 {
+        assert_eq!(runs[&n], 1, "task {n} ran more than once: {runs:?}");
+    }
+    worker.abort();
+    observer.delete_queue(&name).await.unwrap();
+}
