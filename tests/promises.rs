@@ -502,3 +502,44 @@ async fn deliveries_left_over_from_a_lost_connection_are_not_handled() {
     worker.abort();
     observer.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_nobody_polls_for_a_while_does_not_tear_the_connection_down() {
+    // Before: the "no confirm within confirm_deadline" check counted a
+    // publish from its first poll until it was polled again, so a future
+    // left in a slowly drained FuturesUnordered closed a healthy
+    // connection: Unresponsive, Disconnected, Recovered, and every unacked
+    // delivery redelivered.
+    let mut timings = rabbitkit::Timings::DEFAULT;
+    timings.confirm_deadline = Duration::from_secs(2);
+    common::ensure_cluster();
+    let client = common::options()
+        .timings(timings)
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let name = common::unique_name("promise.unpolled");
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    inflight.push(queue.send(&1u32));
+    // Polled once (sent), then left alone three times the deadline while
+    // its confirm comes in.
+    assert!(futures::poll!(inflight.next()).is_pending());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let confirmed = inflight.next().await.unwrap().unwrap();
+    assert_eq!(confirmed.attempts, 1, "sent once, never re-sent");
+    // The connection stayed up: nothing but its first `Connected`.
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        seen.push(event.to_string());
+    }
+    assert!(
+        seen.len() <= 1 && seen.iter().all(|e| e.starts_with("connected")),
+        "the healthy connection was disturbed: {seen:?}"
+    );
+    assert_eq!(queue.info().await.unwrap().messages, 1);
+    client.delete_queue(&name).await.unwrap();
+}

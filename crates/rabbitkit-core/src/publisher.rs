@@ -385,12 +385,16 @@ pub(crate) async fn publish(
                 .await
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let waiting = session.confirms.start();
-        let outcome = match tokio::time::timeout(left, sent).await {
+        // Counted as waiting for its confirm until the confirm wakes it,
+        // whenever the caller polls it again.
+        let outcome = {
+            let sent = std::pin::pin!(sent);
+            tokio::time::timeout(left, session.confirms.watch(sent)).await
+        };
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(_) => break Err(timed_out(&shared, timeout)),
         };
-        drop(waiting);
         match outcome {
             Ok(PublishOutcome::Confirmed) => {
                 shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);

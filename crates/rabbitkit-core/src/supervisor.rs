@@ -358,6 +358,11 @@ struct Supervisor {
     /// the TCP connect (channel pool, a connection lost during replay)
     /// counts too, so it backs off like any other.
     attempt: u32,
+    /// Connections closed in a row because nothing was confirmed in time
+    /// ([`Event::Unresponsive`]): the reconnect after one backs off by this
+    /// many attempts, so a cause that follows the client to every node (a
+    /// quorum queue without a majority) does not churn connections.
+    unresponsive: u32,
     lost_at: Option<Instant>,
     /// Consumers the last recovery subscribed again.
     resubscribed: usize,
@@ -391,6 +396,7 @@ impl Supervisor {
             next: 0,
             generation: 0,
             attempt: 0,
+            unresponsive: 0,
             lost_at: None,
             resubscribed: 0,
             first: Some(first),
@@ -662,7 +668,9 @@ impl Supervisor {
 
     /// Step 3: up. Publishes the session, reports it.
     fn report_up(&mut self, session: &Arc<Session>) {
-        self.attempt = 0;
+        // After connections closed for want of confirms, the next reconnect
+        // backs off as if those were failed attempts.
+        self.attempt = self.unresponsive;
         self.shared.link.send_replace(Link::Up(session.clone()));
         let endpoint = session.endpoint.clone();
         match self.lost_at.take() {
@@ -694,6 +702,7 @@ impl Supervisor {
         // Confirms wait while the broker blocks the connection: count from
         // the end of the last block.
         let mut unblocked_at = Instant::now();
+        let up_since = Instant::now();
         loop {
             let next_retry = self.retries.values().map(|r| r.at).min();
             tokio::select! {
@@ -736,7 +745,14 @@ impl Supervisor {
                             session.connection.close(200, "no confirm in time".into()),
                         )
                         .await;
+                        self.unresponsive = self.unresponsive.saturating_add(1);
                         return Served::Lost(format!("no publish confirmed for {waited:?}"));
+                    }
+                    if self.unresponsive > 0
+                        && up_since.elapsed() >= self.shared.options.timings.confirm_deadline.saturating_mul(2)
+                    {
+                        // Up and confirming for a while: the streak is over.
+                        self.unresponsive = 0;
                     }
                     self.forget_dropped();
                 }
