@@ -60,7 +60,12 @@ async fn receive(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     } {
         let message = message?;
         println!(" [x] Received '{}'", message.body);
-        message.ack().await?;
+        // An ack the broker no longer takes (it took the message back: a lost
+        // connection, a consumer timeout) is reported, not fatal: the message
+        // comes again.
+        if let Err(e) = message.ack().await {
+            eprintln!(" [!] {e}");
+        }
     }
     // ANCHOR_END: consume
     Ok(())

@@ -72,7 +72,12 @@ async fn receive(client: &Client, severities: &[String], shutdown: &Shutdown) ->
             message.routing_key(),
             message.body
         );
-        message.ack().await?;
+        // An ack the broker no longer takes (it took the message back: a lost
+        // connection, a consumer timeout) is reported, not fatal: the message
+        // comes again.
+        if let Err(e) = message.ack().await {
+            eprintln!(" [!] {e}");
+        }
     }
     // ANCHOR_END: consume
     Ok(())

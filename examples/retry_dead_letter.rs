@@ -115,7 +115,12 @@ async fn main() -> Result<(), Report> {
                     tries.map(ToString::to_string).unwrap_or_default(),
                     error.map(ToString::to_string).unwrap_or_default(),
                 );
-                message.ack().await?;
+                // An ack the broker no longer takes (it took the message back: a lost
+                // connection, a consumer timeout) is reported, not fatal: the message
+                // comes again.
+                if let Err(e) = message.ack().await {
+                    eprintln!(" [!] {e}");
+                }
                 parked_count += 1;
             }
             // Look at `done` again now and then.

@@ -81,7 +81,12 @@ async fn main() -> Result<(), Report> {
         println!(" [x] Received '{}' at offset {offset}", msg.body);
         // Settles it: a stream keeps it anyway. rabbitkit remembers the
         // highest offset settled, and resumes after it after a failover.
-        msg.ack().await?;
+        // An ack the broker no longer takes (it took the message back: a lost
+        // connection, a consumer timeout) is reported, not fatal: the message
+        // comes again.
+        if let Err(e) = msg.ack().await {
+            eprintln!(" [!] {e}");
+        }
     }
     // ANCHOR_END: read
     // ANCHOR: resume

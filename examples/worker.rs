@@ -78,7 +78,12 @@ async fn work(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
         // Only now is the task acknowledged: the broker deletes it. Had the
         // worker died before this line, the broker would give the task to
         // another worker.
-        task.ack().await?;
+        // An ack the broker no longer takes (it took the message back: a lost
+        // connection, a consumer timeout) is reported, not fatal: the message
+        // comes again.
+        if let Err(e) = task.ack().await {
+            eprintln!(" [!] {e}");
+        }
         // ANCHOR_END: ack
         done += 1;
     }

@@ -1078,3 +1078,67 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     queue.delete().await.unwrap();
     cluster.start(killed).unwrap();
 }
+
+/// A classic queue lives on one node. When that node dies the broker
+/// cancels its consumers, and subscribing again is refused ("home node ...
+/// down or inaccessible") until the node is back. Before: the consumer gave
+/// up after 5 tries (about 3 s) and `work()` returned `Ok`, stopping the
+/// service for good. Now it keeps trying, backing off, and handles the
+/// tasks sent once the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_a_classic_queue_whose_node_died_resumes_when_the_node_returns() {
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    // The queue is declared on node 3 (its home); the worker is on node 1.
+    let on_node3 = common::client_on(3).await;
+    let name = common::unique_name("failover.classic.home");
+    rabbitkit::WorkQueue::<u32>::builder(name.as_str())
+        .classic()
+        .declare(&on_node3)
+        .await
+        .unwrap();
+    on_node3.close().await;
+    let client = common::client_on(1).await;
+    let tasks = rabbitkit::WorkQueue::<u32>::builder(name.as_str())
+        .classic()
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&1).await.unwrap();
+    let handled: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let worker = tokio::spawn({
+        let (tasks, handled) = (tasks.clone(), handled.clone());
+        async move {
+            tasks
+                .work(move |n: u32| {
+                    handled.lock().unwrap().push(n);
+                    async { Ok::<_, String>(()) }
+                })
+                .await
+        }
+    });
+    let wait_for = |n: u32| {
+        let handled = handled.clone();
+        async move {
+            for _ in 0..1200 {
+                if handled.lock().unwrap().contains(&n) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("task {n} not handled: {:?}", handled.lock().unwrap());
+        }
+    };
+    wait_for(1).await;
+    cluster.kill(3).unwrap();
+    // Long past the old five tries.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!worker.is_finished(), "the worker gave up: {:?}", worker.await);
+    cluster.start(3).unwrap();
+    cluster.up().unwrap();
+    tasks.submit(&2).await.unwrap();
+    wait_for(2).await;
+    assert!(!worker.is_finished());
+    worker.abort();
+    client.delete_queue(&name).await.unwrap();
+}

@@ -716,3 +716,69 @@ async fn no_client_key_in_any_log() {
         );
     }
 }
+
+/// RabbitMQ 4.3 cancels a quorum queue's consumer whose delivery stays
+/// unacknowledged past its consumer timeout (`basic.cancel`, channel kept)
+/// and returns its messages. The tutorial worker goes on: its consumer
+/// comes back, the late ack is reported, not fatal, and every task is done.
+/// Before: the worker's `task.ack()?` ended it, 0 of the 5 quick tasks were
+/// done and the queue was left with 6 messages and no consumer.
+#[test]
+fn the_tutorial_worker_goes_on_after_a_consumer_timeout() {
+    let cluster = require_local_cluster();
+    if cluster.version() == rabbitkit_test::RabbitMq::V3_10 {
+        // 3.10 has one global consumer timeout (30 min), no per-queue
+        // policy: nothing to test there.
+        eprintln!("RabbitMQ 3.10: no consumer-timeout policy; nothing to check");
+        return;
+    }
+    common::process::build_examples(&["worker"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let name = common::unique_name("worker.timeout");
+    let policy = common::unique_name("timeout");
+    rabbitmqctl(&[
+        "set_policy",
+        &policy,
+        &format!("^{}$", name.replace('.', "\\.")),
+        r#"{"consumer-timeout": 2000}"#,
+        "--apply-to",
+        "queues",
+    ]);
+    let client = rt.block_on(common::client());
+    let tasks = rt
+        .block_on(rabbitkit::WorkQueue::<String>::builder(name.as_str()).declare(&client))
+        .unwrap();
+    for task in [
+        "slow....", "quick 1", "quick 2", "quick 3", "quick 4", "quick 5",
+    ] {
+        rt.block_on(tasks.submit(&task.to_string())).unwrap();
+    }
+    let mut cmd = std::process::Command::new(common::process::example_path("worker"));
+    cmd.env("TASK_QUEUE", &name);
+    let mut worker = common::process::Program::spawn("worker".into(), cmd);
+    worker.expect(" [x] Received 'slow....'");
+    // 4 s of work: the broker takes it back after 2 s and cancels the
+    // consumer; the worker's ack then fails (reported on stderr), and it
+    // goes on with its new subscription.
+    worker.expect(" [x] Done");
+    // Without the policy the next try of the slow task ends in time.
+    rabbitmqctl(&["clear_policy", &policy]);
+    for n in 1..=5 {
+        worker.expect(&format!(" [x] Received 'quick {n}'"));
+    }
+    // Every task ends acknowledged, and the worker still consumes.
+    rt.block_on(async {
+        for _ in 0..600 {
+            let info = tasks.info().await.unwrap();
+            if info.messages == 0 && info.consumers == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("tasks left, or no consumer: {:?}", tasks.info().await);
+    });
+    let (status, lines) = worker.interrupt_and_finish();
+    assert!(status.success(), "exit status {status}: {lines:#?}");
+    rt.block_on(tasks.queue().clone().delete()).unwrap();
+    rt.block_on(client.close());
+}

@@ -543,3 +543,73 @@ async fn a_publish_nobody_polls_for_a_while_does_not_tear_the_connection_down() 
     assert_eq!(queue.info().await.unwrap().messages, 1);
     client.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_goes_on_after_the_broker_takes_back_a_task_that_ran_too_long() {
+    // RabbitMQ 4.3 cancels a quorum queue's consumer whose delivery stays
+    // unacknowledged past its consumer timeout (basic.cancel) and returns
+    // its messages. Before: the tutorial worker exited on the late ack and
+    // the quick tasks behind were never done. (Brokers without per-consumer
+    // timeouts ignore the argument: the slow task then just finishes.)
+    let client = common::client().await;
+    let name = common::unique_name("promise.timeout");
+    let tasks = WorkQueue::<u32>::builder(name.as_str())
+        .prefetch(10)
+        .consumer_timeout(Duration::from_secs(1))
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&0).await.unwrap(); // runs past the timeout, once
+    for n in 1..=5 {
+        tasks.submit(&n).await.unwrap();
+    }
+    let runs: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let worker = tokio::spawn({
+        let (tasks, runs) = (tasks.clone(), runs.clone());
+        async move {
+            tasks
+                .work(move |n: u32| {
+                    let runs = runs.clone();
+                    async move {
+                        let first = {
+                            let mut runs = runs.lock().unwrap();
+                            runs.push(n);
+                            runs.iter().filter(|&&m| m == n).count() == 1
+                        };
+                        if n == 0 && first {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        Ok::<_, String>(())
+                    }
+                })
+                .await
+        }
+    });
+    wait_until(
+        Duration::from_secs(90),
+        || {
+            let runs = runs.lock().unwrap();
+            (0..=5).all(|n| runs.contains(&n))
+        },
+        || format!("tasks run: {:?}", runs.lock().unwrap()),
+    )
+    .await;
+    // Every task ends acknowledged; the worker is still there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = tasks.info().await.unwrap();
+        if info.messages == 0 && info.consumers == 1 && !worker.is_finished() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue {info:?}, worker finished: {}, runs {:?}",
+            worker.is_finished(),
+            runs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("runs: {:?}", runs.lock().unwrap());
+    worker.abort();
+    client.delete_queue(&name).await.unwrap();
+}

@@ -155,7 +155,13 @@ impl Consumer {
         if self.ended {
             return Poll::Ready(None);
         }
-        let item = std::task::ready!(self.rx.poll_recv(cx));
+        let item = loop {
+            let item = std::task::ready!(self.rx.poll_recv(cx));
+            match item {
+                Some(Ok(delivery)) if delivery.is_stale() => skip_stale(delivery),
+                item => break item,
+            }
+        };
         // A cancelled consumer is never restarted: its error is the last item,
         // whoever still holds the sending side.
         if matches!(item, None | Some(Err(ConsumeError::Cancelled { .. }))) {
@@ -168,7 +174,12 @@ impl Consumer {
     /// A delivery already received and waiting in the stream, without
     /// waiting for one.
     pub fn try_recv(&mut self) -> Option<Result<Delivery, ConsumeError>> {
-        let item = self.rx.try_recv().ok();
+        let item = loop {
+            match self.rx.try_recv().ok() {
+                Some(Ok(delivery)) if delivery.is_stale() => skip_stale(delivery),
+                item => break item,
+            }
+        };
         self.taken(&item);
         item
     }
@@ -206,6 +217,16 @@ impl Consumer {
             .await;
         }
     }
+}
+
+/// A delivery received for a subscription that has ended (its channel or
+/// connection is gone) is never handed out: the broker gives it again, to
+/// this consumer's next subscription or another consumer, and handing it
+/// out too would have it processed twice, perhaps at the same time (two
+/// instances of a single-active-consumer partition).
+fn skip_stale(delivery: Delivery) {
+    tracing::debug!(target: "rabbitkit", delivery_tag = delivery.delivery_tag(), "delivery of an ended subscription skipped; the broker redelivers it");
+    delivery.give_back();
 }
 
 impl Stream for Consumer {

@@ -133,8 +133,9 @@ impl Delivery {
 
     /// Whether the subscription it came with has ended (its channel or
     /// connection is gone, or the channel was given up): it can no longer
-    /// be settled, and the broker gives it again. A handler loop skips such
-    /// a delivery instead of running it twice. Always `false` for a
+    /// be settled, and the broker gives it again. A [`Consumer`](crate::Consumer)
+    /// never hands out such a delivery (it would be processed twice); it can
+    /// only become stale after it was handed out. Always `false` for a
     /// delivery consumed with `no_ack`.
     pub fn is_stale(&self) -> bool {
         self.acks.as_deref().is_some_and(Acks::is_gone)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 
 use crate::endpoint::Endpoint;
 use crate::error::EndpointError;
@@ -635,6 +635,23 @@ impl ConsumeOptions {
     /// Sets automatic acknowledgement.
     pub fn no_ack(mut self, no_ack: bool) -> Self {
         self.no_ack = no_ack;
+        self
+    }
+
+    /// How long one delivery may stay unacknowledged before the broker
+    /// takes it back (the `x-consumer-timeout` consumer argument,
+    /// milliseconds): for handlers that run longer than the broker's
+    /// `consumer_timeout` (30 minutes by default), or shorter to notice a
+    /// stuck handler. On RabbitMQ 4.3 a quorum queue then cancels this
+    /// consumer (`basic.cancel`) and returns its unacknowledged messages;
+    /// rabbitkit subscribes it again at once, and the late ack of a
+    /// delivery the broker took back fails harmlessly with
+    /// `AckError::ChannelGone` (the message comes again). Brokers that do
+    /// not know the argument ignore it.
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        self.arguments
+            .insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(millis));
         self
     }
 

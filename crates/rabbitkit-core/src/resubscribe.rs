@@ -64,8 +64,22 @@ impl Policy {
             // after the backoff's first delay is still made.
             return Next::EndStream;
         }
+        if matches!(
+            last,
+            Some(ConsumeError::AccessRefused { .. } | ConsumeError::InvalidName { .. })
+        ) {
+            // Retrying cannot fix it.
+            return Next::EndStream;
+        }
         match why {
-            Why::Ended if attempt > self.restart_attempts => Next::EndStream,
+            Why::Ended if attempt > self.restart_attempts => {
+                // The queue exists but refuses the consumer for now (a
+                // classic queue whose node is down: "home node ... down or
+                // inaccessible"; a broker under load): keep trying, backing
+                // off, for as long as the queue is there. Ending the stream
+                // would stop a service for good, even after the node came back.
+                Next::RetryIn(self.recovery.delay_for(attempt - self.restart_attempts))
+            }
             Why::Ended => Next::RetryIn(self.restart_delay.saturating_mul(attempt)),
             Why::RecoveryFailed if self.recovery.max_attempts.is_some_and(|max| attempt > max) => {
                 Next::WaitForRecovery
@@ -80,7 +94,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ended_subscription_is_restarted_with_linear_delays_then_its_stream_ends() {
+    fn an_ended_subscription_is_restarted_with_linear_delays_then_backs_off_for_as_long_as_its_queue_is_there()
+     {
         let policy = Policy::new(&Timings::DEFAULT);
         let ms = |n| Next::RetryIn(Duration::from_millis(n));
         assert_eq!(policy.next(Why::Ended, 1, None), ms(200));
@@ -88,7 +103,22 @@ mod tests {
             reason: "channel closed".into(),
         };
         assert_eq!(policy.next(Why::Ended, 5, Some(&refused)), ms(1000));
-        assert_eq!(policy.next(Why::Ended, 6, Some(&refused)), Next::EndStream);
+        // A classic queue whose node is down: still there, so never given up.
+        let node_down = ConsumeError::Broker {
+            code: 404,
+            text: "NOT_FOUND - home node 'rabbit3@localhost' of durable queue 'jobs' in vhost '/' is down or inaccessible".into(),
+            cause: None,
+        };
+        assert_eq!(policy.next(Why::Ended, 6, Some(&node_down)), ms(500));
+        assert_eq!(
+            policy.next(Why::Ended, 1000, Some(&node_down)),
+            Next::RetryIn(Duration::from_secs(10))
+        );
+        // What retrying cannot fix ends the stream.
+        let denied = ConsumeError::AccessRefused {
+            text: "ACCESS_REFUSED - read access to queue 'jobs' refused".into(),
+        };
+        assert_eq!(policy.next(Why::Ended, 2, Some(&denied)), Next::EndStream);
     }
 
     #[test]

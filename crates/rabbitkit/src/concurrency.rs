@@ -124,7 +124,6 @@ impl HandleReport {
         self.unstarted += other.unstarted;
         self.abandoned += other.abandoned;
         self.parked += other.parked;
-        self.stale += other.stale;
     }
 
     pub(crate) fn add(&mut self, outcome: Outcome) {
@@ -462,15 +461,6 @@ where
             deadline = &mut stopping => break Some(deadline),
             Some(outcome) = running.next(), if !running.is_empty() => report.add(outcome),
             item = consumer.next(), if running.len() < concurrency => match item {
-                Some(Ok(delivery)) if delivery.is_stale() => {
-                    // Its subscription ended (channel or connection gone)
-                    // while it waited here: the broker gives it again, to
-                    // this consumer's new subscription or another one.
-                    // Running it now would run it twice, perhaps at once
-                    // with its redelivery (two instances of one partition).
-                    report.stale += 1;
-                    delivery.give_back();
-                }
                 Some(Ok(delivery)) => {
                     let work = timed(&metrics, traced(delivery, &queue, &mut start), Outcome::error);
                     // Handler panics are caught where they run; this only

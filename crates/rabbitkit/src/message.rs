@@ -705,11 +705,6 @@ pub struct HandleReport {
     /// deadline: the handler was abandoned (its future dropped) and the
     /// message requeued, so it runs again elsewhere.
     pub abandoned: u64,
-    /// Messages received for a subscription that ended (its channel or
-    /// connection was lost) before their handler started: not run, since
-    /// the broker gives them again (to this consumer's next subscription or
-    /// another consumer).
-    pub stale: u64,
 }
 
 impl<T: DeserializeOwned> Subscription<T> {

@@ -62,6 +62,7 @@ pub struct WorkQueueBuilder<T> {
     /// exchange.
     on_error: Option<OnError>,
     dead_letter: bool,
+    consumer_timeout: Option<Duration>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -72,6 +73,7 @@ pub struct WorkQueue<T> {
     prefetch: u16,
     concurrency: usize,
     on_error: OnError,
+    consumer_timeout: Option<Duration>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -88,6 +90,7 @@ impl<T> WorkQueue<T> {
             concurrency: 1,
             on_error: None,
             dead_letter: false,
+            consumer_timeout: None,
             _t: PhantomData,
         }
     }
@@ -128,6 +131,18 @@ impl<T> WorkQueueBuilder<T> {
     /// ```
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// How long a task may run before the broker takes it back (the
+    /// `x-consumer-timeout` consumer argument; see
+    /// [`ConsumeOptions::consumer_timeout`]). Without it the broker's own
+    /// `consumer_timeout` applies (30 minutes by default). On RabbitMQ 4.3
+    /// the broker then cancels the worker's consumer and requeues its
+    /// unacknowledged tasks; the worker subscribes again at once and goes
+    /// on (the task that ran too long runs again).
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer_timeout = Some(timeout);
         self
     }
 
@@ -200,6 +215,7 @@ impl<T> WorkQueueBuilder<T> {
                 None if self.dead_letter => OnError::RequeueOnce,
                 None => OnError::default(),
             },
+            consumer_timeout: self.consumer_timeout,
             _t: PhantomData,
         })
     }
@@ -229,9 +245,11 @@ impl<T: Serialize> WorkQueue<T> {
 impl<T: DeserializeOwned> WorkQueue<T> {
     /// Takes tasks as a stream, to acknowledge yourself.
     pub async fn subscribe(&self) -> Result<Subscription<T>, SubscribeError> {
-        self.queue
-            .subscribe_with(ConsumeOptions::new().prefetch(self.prefetch))
-            .await
+        let mut options = ConsumeOptions::new().prefetch(self.prefetch);
+        if let Some(timeout) = self.consumer_timeout {
+            options = options.consumer_timeout(timeout);
+        }
+        self.queue.subscribe_with(options).await
     }
 
     /// Runs `handler` on each task until the subscription ends: `Ok` acks
