@@ -15,6 +15,7 @@ use rabbitkit_test::{
 };
 
 mod book;
+mod tools;
 
 /// Developer commands for rabbitkit.
 ///
@@ -427,6 +428,7 @@ fn broker(task: BrokerTask) -> Result<()> {
                 cluster.version(),
                 cluster.base_dir().display()
             );
+            tools::ensure_openssl();
             cluster.install().map_err(|e| e.to_string())?;
             cluster.up().map_err(|e| e.to_string())?;
             print_status(&cluster)
@@ -470,6 +472,7 @@ fn ensure_broker() -> Result<()> {
         );
         return Ok(());
     }
+    tools::ensure_openssl();
     let cluster = Cluster::local();
     eprintln!(
         "xtask: making sure the local RabbitMQ {} cluster is up ({})",
@@ -491,26 +494,55 @@ const FEATURE_TESTS: &[(&str, &str)] = &[("tracing", "opentelemetry"), ("metrics
 
 fn test(extra: &[String]) -> Result<ExitCode> {
     let metadata = Metadata::load()?;
+    let external = using_external_broker();
+
+    // What the tests need besides the broker, installed when missing.
+    let mut needs = vec![];
+    let pika_tests = tools::PIKA_TESTS
+        .iter()
+        .any(|(binary, _)| metadata.has_test_target(binary));
+    if pika_tests {
+        needs.push(tools::Need::Pika);
+    }
+    if !external && metadata.has_test_target("failover") {
+        needs.push(tools::Need::Nginx);
+    }
+    if !external && metadata.has_test_target("netsplit") {
+        needs.push(tools::Need::Netsplit);
+    }
+    let setup = tools::prepare(&needs, &metadata.target_dir);
+    if let Some(why) = setup.missing(tools::Need::Pika) {
+        eprintln!("xtask: {why}: the tests that run pika programs are skipped");
+    }
+    // Every cargo step below: PYTHON names the venv's interpreter.
+    let cargo = |root: &Path| {
+        let mut cmd = cargo(root);
+        if let Some(python) = &setup.python {
+            cmd.env("PYTHON", python);
+        }
+        cmd
+    };
+
     ensure_broker()?;
 
     let mut failures = Failures::default();
-    let external = using_external_broker();
     // Tests that kill or reconfigure the local cluster cannot run against
     // another broker: filtered out, nextest counts them as skipped.
-    let filter = if external {
+    let mut excluded = vec![];
+    if external {
         eprintln!(
             "xtask: AMQP_ADDR is set: the `failover` and `local_cluster` tests control the \
-             local cluster and are skipped"
+             local cluster, and {} inspect it with rabbitmqctl: they are skipped",
+            tools::LOCAL_CTL_TESTS
+                .iter()
+                .map(|(binary, name)| format!("{binary}::{name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        // The `test(...)` term keeps nextest from dropping those binaries
-        // before listing them: listed then filtered, they count as skipped.
-        "(not binary(failover) and not binary(local_cluster) and not binary(netsplit)) \
-         or test(=rabbitkit::never)"
-    } else {
-        // The netsplit tests run alone, below; listed then filtered here,
-        // nextest counts them as skipped in this run.
-        "not binary(failover) and (not binary(netsplit) or test(=rabbitkit::never))"
-    };
+        excluded.push(tools::exact(tools::LOCAL_CTL_TESTS));
+    }
+    excluded.extend(setup.excluded(true, false));
+    let filter = tools::main_filter(external, &excluded);
 
     let mut main = cargo(&metadata.root);
     main.args([
@@ -521,7 +553,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         "--no-fail-fast",
         "--no-tests=warn",
         "-E",
-        filter,
+        &filter,
     ])
     .args(extra);
     let code = run_step("tests", main)?;
@@ -564,10 +596,14 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         for binary in &binaries {
             featured.args(["--test", binary]);
         }
+        let mut excluded = setup.excluded(true, false);
         if external {
             // The node-killing test controls the local cluster: listed,
             // then filtered out, so nextest reports it as skipped.
-            featured.args(["-E", "not test(/node_kill/)"]);
+            excluded.push("test(/node_kill/)".to_owned());
+        }
+        if !excluded.is_empty() {
+            featured.args(["-E", &tools::without("all()", &excluded)]);
         }
         featured.args(extra);
         let code = run_step("feature tests (opentelemetry, metrics)", featured)?;
@@ -583,13 +619,10 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         ensure_broker()?;
         // The tests through nginx need it: without it they are filtered
         // out, and nextest counts them as skipped (not passed).
-        let filter = match LoadBalancer::nginx() {
-            Ok(_) => "binary(failover)",
-            Err(why) => {
-                eprintln!("xtask: {why}: the failover tests through nginx are skipped");
-                "binary(failover) and not test(/through_nginx/)"
-            }
-        };
+        if let Some(why) = setup.missing(tools::Need::Nginx) {
+            eprintln!("xtask: {why}: the failover tests through nginx are skipped");
+        }
+        let filter = tools::without("binary(failover)", &setup.excluded(false, true));
         let mut failover = cargo(&metadata.root);
         failover
             .args([
@@ -601,7 +634,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
                 "-j",
                 "1",
                 "-E",
-                filter,
+                &filter,
             ])
             .args(extra);
         let code = run_step("failover tests (serial)", failover)?;
@@ -622,6 +655,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         .unwrap_or_default();
     let cannot = if external {
         Some("AMQP_ADDR is set".to_owned())
+    } else if let Some(why) = setup.missing(tools::Need::Netsplit) {
+        Some(why.to_owned())
     } else {
         Netsplit::unavailable(version)
     };
@@ -802,6 +837,8 @@ fn exit_code(code: i32) -> ExitCode {
 /// What `cargo metadata --no-deps` says about the workspace.
 struct Metadata {
     root: PathBuf,
+    /// The target directory (`target/`, or CARGO_TARGET_DIR).
+    target_dir: PathBuf,
     value: serde_json::Value,
 }
 
@@ -826,7 +863,14 @@ impl Metadata {
             .as_str()
             .map(PathBuf::from)
             .ok_or("cargo metadata has no workspace_root")?;
-        Ok(Self { root, value })
+        let target_dir = value["target_directory"]
+            .as_str()
+            .map_or_else(|| root.join("target"), PathBuf::from);
+        Ok(Self {
+            root,
+            target_dir,
+            value,
+        })
     }
 
     fn packages(&self) -> impl Iterator<Item = &serde_json::Value> {
