@@ -628,4 +628,34 @@ mod tests {
         let failover = fs::read_to_string(workspace().join("tests/failover.rs")).unwrap();
         assert!(failover.contains("fn through_nginx_"));
     }
+
+    /// CI is green only if `cargo xtask test` installs what the tests
+    /// need by itself: `.ci/run` must not install anything.
+    #[test]
+    fn ci_installs_nothing_itself() {
+        let ci = workspace().join(".ci/run");
+        let script = fs::read_to_string(&ci).unwrap();
+        for (n, line) in script.lines().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            // `apt-get install`, `apt-get -y install`, `python3 -m pip
+            // install`, `cargo install` (comments too: grep finds them).
+            let installs = |program: &str| {
+                words
+                    .iter()
+                    .position(|w| w.trim_start_matches(['(', '!']) == program)
+                    .is_some_and(|i| words[i..].contains(&"install"))
+            };
+            for program in ["apt-get", "apt", "pip", "pip3", "cargo"] {
+                assert!(
+                    !installs(program),
+                    "{}:{}: `{program} install`: install it from `cargo xtask test` instead: {line}",
+                    ci.display(),
+                    n + 1
+                );
+            }
+        }
+        for step in ["apt-get install", "pip install", "cargo install"] {
+            assert!(!script.contains(step), "{}: `{step}`", ci.display());
+        }
+    }
 }
