@@ -300,10 +300,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
             None
         };
         let outcome = match refused {
-            Some(why) => Err(format!(
-                "cannot apt-get install {}: {why}",
-                packages.join(" ")
-            )),
+            Some(why) => Err(why),
             None => {
                 eprintln!("{}", install_line(&packages, needs, &have));
                 apt_install(&packages)
@@ -311,8 +308,12 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
         };
         if let Err(why) = outcome {
             for need in needs {
-                if !need.packages(&have).is_empty() {
-                    why_not.push((*need, why.clone()));
+                let own = need.packages(&have);
+                if !own.is_empty() {
+                    why_not.push((
+                        *need,
+                        format!("cannot apt-get install {}: {why}", own.join(" ")),
+                    ));
                 }
             }
         }
@@ -348,7 +349,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
             .map_or("still missing after the install", |(_, why)| why.as_str());
         setup
             .missing
-            .push((need, format!("{need} is missing ({why})")));
+            .push((need, format!("{need} not installed ({why})")));
     }
     if needs.contains(&Need::Pika) && have.pika {
         eprintln!(
