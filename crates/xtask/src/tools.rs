@@ -58,6 +58,168 @@ pub const LOCAL_CTL_TESTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Tests that need the `rabbitmq_consistent_hash_exchange` plugin (the
+/// local cluster runs it): a filterset term.
+pub const CONSISTENT_HASH_TESTS: &str = "binary(partitioned) or \
+     (binary(examples) and test(=every_tutorial_program_works_as_the_book_says))";
+
+/// The port of RabbitMQ's management HTTP API.
+pub const MANAGEMENT_PORT: u16 = 15672;
+
+/// Whether the broker of the `amqp://` URL `url` has the
+/// `x-consistent-hash` exchange type, as its management API says
+/// (`GET /api/overview` on port 15672 of the same host, with the URL's
+/// credentials). An error says why it cannot tell (no management API,
+/// `amqps://`, refused credentials).
+pub fn has_consistent_hash(url: &str) -> Result<bool, String> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    let broker = Broker::parse(url)?;
+    let addr = (broker.host.as_str(), MANAGEMENT_PORT)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", broker.host))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {}", broker.host))?;
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("no management API on {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    stream
+        .write_all(broker.overview_request().as_bytes())
+        .map_err(|e| format!("management API on {addr}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("management API on {addr}: {e}"))?;
+    exchange_types(&String::from_utf8_lossy(&response))
+        .map(|types| types.iter().any(|t| t == "x-consistent-hash"))
+        .map_err(|e| format!("management API on {addr}: {e}"))
+}
+
+/// Host and credentials of an `amqp://` URL.
+#[derive(Debug, PartialEq, Eq)]
+struct Broker {
+    host: String,
+    user: String,
+    password: String,
+}
+
+impl Broker {
+    fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("amqp://")
+            .ok_or_else(|| format!("not an amqp:// URL (TLS or other): {}", redact(url)))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => {
+                let (user, password) = u.split_once(':').unwrap_or((u, ""));
+                (percent_decode(user), percent_decode(password))
+            }
+            None => ("guest".to_owned(), "guest".to_owned()),
+        };
+        let host = if let Some(v6) = hostport.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("").to_owned()
+        } else {
+            hostport.split(':').next().unwrap_or("").to_owned()
+        };
+        let host = if host.is_empty() {
+            "localhost".to_owned()
+        } else {
+            host
+        };
+        Ok(Self {
+            host,
+            user,
+            password,
+        })
+    }
+
+    fn overview_request(&self) -> String {
+        let credentials = base64(format!("{}:{}", self.user, self.password).as_bytes());
+        format!(
+            "GET /api/overview?columns=exchange_types HTTP/1.0\r\nHost: {}:{MANAGEMENT_PORT}\r\n\
+             Authorization: Basic {credentials}\r\nAccept: application/json\r\n\r\n",
+            self.host
+        )
+    }
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok();
+        match (bytes[i], hex().and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The names of `exchange_types` in an HTTP response to `/api/overview`.
+fn exchange_types(response: &str) -> Result<Vec<String>, String> {
+    let status = response.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("answered `{}`", status.trim()));
+    }
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let types = json["exchange_types"]
+        .as_array()
+        .ok_or("no exchange_types in /api/overview")?;
+    Ok(types
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// A piece some tests need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -613,11 +775,70 @@ mod tests {
         assert!(Setup::default().excluded(true, true).is_empty());
     }
 
+    #[test]
+    fn the_management_probe_reads_the_exchange_types() {
+        assert_eq!(base64(b"guest:guest"), "Z3Vlc3Q6Z3Vlc3Q=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(base64(b""), "");
+        assert_eq!(
+            Broker::parse("amqp://u%40x:p%3Aw@rabbit.example:5673/%2f").unwrap(),
+            Broker {
+                host: "rabbit.example".into(),
+                user: "u@x".into(),
+                password: "p:w".into()
+            }
+        );
+        assert_eq!(
+            Broker::parse("amqp://[::1]:5672").unwrap().host,
+            "::1".to_owned()
+        );
+        assert_eq!(Broker::parse("amqp://h").unwrap().user, "guest");
+        let tls = Broker::parse("amqps://guest:secret@h:5671/%2f").unwrap_err();
+        assert!(
+            tls.contains("guest:***@h") && !tls.contains("secret"),
+            "{tls}"
+        );
+        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n\
+                  {\"exchange_types\":[{\"name\":\"direct\"},{\"name\":\"x-consistent-hash\"}]}";
+        assert_eq!(exchange_types(ok).unwrap(), ["direct", "x-consistent-hash"]);
+        assert!(
+            exchange_types("HTTP/1.1 401 Unauthorized\r\n\r\n{}")
+                .unwrap_err()
+                .contains("401")
+        );
+
+        // Through a socket: a fake management API on port 15672 of
+        // 127.0.0.2 (a port of its own on loopback) answers once.
+        use std::io::{Read, Write};
+        let Ok(listener) = std::net::TcpListener::bind(("127.0.0.2", MANAGEMENT_PORT)) else {
+            return;
+        };
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let n = conn.read(&mut request).unwrap();
+            conn.write_all(ok.as_bytes()).unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        assert_eq!(
+            has_consistent_hash("amqp://guest:guest@127.0.0.2:5672/%2f"),
+            Ok(true)
+        );
+        let request = server.join().unwrap();
+        assert!(request.starts_with("GET /api/overview"), "{request}");
+        assert!(request.contains("Authorization: Basic Z3Vlc3Q6Z3Vlc3Q="));
+        // Nothing listens on 127.0.0.3:15672: it cannot tell.
+        assert!(has_consistent_hash("amqp://127.0.0.3").is_err());
+    }
+
     /// The filters name tests by name: a renamed test would silently run
     /// (and fail) again where it cannot.
     #[test]
     fn the_tests_named_by_the_filters_exist() {
-        for (binary, name) in PIKA_TESTS.iter().chain(LOCAL_CTL_TESTS) {
+        let examples = [("examples", "every_tutorial_program_works_as_the_book_says")];
+        assert!(CONSISTENT_HASH_TESTS.contains(&format!("test(={})", examples[0].1)));
+        for (binary, name) in PIKA_TESTS.iter().chain(LOCAL_CTL_TESTS).chain(&examples) {
             let file = workspace().join("tests").join(format!("{binary}.rs"));
             let text = fs::read_to_string(&file).unwrap();
             assert!(
