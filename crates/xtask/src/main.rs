@@ -56,7 +56,12 @@ Environment:
                          started by test/demo/bench.
   RABBITKIT_CLUSTER_DIR  Where the local cluster keeps its files
                          (default /var/tmp/rabbitkit-cluster).
-  RABBITKIT_RABBITMQ     The version, as --rabbitmq.";
+  RABBITKIT_RABBITMQ     The version, as --rabbitmq.
+  RABBITKIT_NO_INSTALL   test installs nothing (pika, nginx, iptables,
+                         openssl): the tests that need what is missing
+                         are reported as skipped.
+  PYTHON                 The Python (with pika) for the pika tests, instead
+                         of test's own venv, target/python-venv.";
 
 #[derive(Debug, Subcommand)]
 enum Task {
@@ -72,7 +77,22 @@ enum Task {
     /// root, iproute2 and iptables.
     #[command(subcommand)]
     Netsplit(NetsplitTask),
-    /// Bring the cluster up, then run the whole test suite.
+    /// Install what the tests need, bring the cluster up, then run the
+    /// whole test suite.
+    ///
+    /// 0. what is missing, installed on first use (as `broker up` installs
+    ///    RabbitMQ): Python with pika (`pika>=1.3,<2`) in a virtual
+    ///    environment of the workspace's own, `target/python-venv`
+    ///    (`python3 -m venv`, then pip; never the system's site-packages),
+    ///    exported as PYTHON to every step below; with root, `apt-get
+    ///    install --no-install-recommends` of nginx-light and
+    ///    libnginx-mod-stream (a temporary policy-rc.d keeps the system's
+    ///    nginx from starting), iptables and iproute2, openssl, and
+    ///    python3-venv when `python3 -m venv` cannot work. One line says
+    ///    what is installed. What cannot be (not root, apt-get or pip
+    ///    failed, RABBITKIT_NO_INSTALL set; a PYTHON of your own without
+    ///    pika) is printed with the reason, and the tests that need it are
+    ///    filtered out of the runs below: nextest reports them as skipped
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
     ///    -E 'not binary(failover) and not binary(netsplit)' ARGS`
@@ -98,13 +118,18 @@ enum Task {
     /// 5. `cargo test --workspace --doc`, then the doc tests of
     ///    rabbitkit-core and rabbitkit with those features
     ///
-    /// ARGS go to every nextest run (name filters narrow them; a
-    /// NEXTEST_PROFILE such as `ci` is honoured). With AMQP_ADDR set, the
-    /// tests that control the local cluster (binaries `failover` and
-    /// `local_cluster`) are filtered out: nextest reports them as skipped.
-    /// Without nginx (and its stream module), the failover tests through
-    /// nginx (`through_nginx` in their names) are filtered out and reported
-    /// as skipped the same way.
+    /// ARGS go to every nextest run (name filters narrow them, e.g.
+    /// `cargo xtask test -- tutorial_programs a_pika`; a NEXTEST_PROFILE
+    /// such as `ci` is honoured). With AMQP_ADDR set, the tests that
+    /// control the local cluster (binaries `failover` and `local_cluster`)
+    /// or inspect it with rabbitmqctl (rpc and temporary_queues, one each)
+    /// are filtered out: nextest reports them as skipped; so are the
+    /// consistent-hash tests (`partitioned`, the examples' tutorial run)
+    /// when the broker's management API (port 15672) says it lacks the
+    /// plugin. Without pika, the three tests that run pika programs are
+    /// skipped the same way; without nginx (and its stream module), the
+    /// failover tests through nginx (`through_nginx` in their names); without
+    /// iptables, the netsplit tests.
     Test(PassOn),
     /// Bring the cluster up, then `cargo run --quiet --example demo -- [ARGS]`.
     Demo(PassOn),
