@@ -430,8 +430,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
     let python = explicit_python
         .clone()
         .map_or_else(|| venv.join("bin/python"), PathBuf::from);
-    let mut have = look(&python);
-    let no_install = std::env::var(NO_INSTALL_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    let mut have = look(needs, &python);
     let mut why_not: Vec<(Need, String)> = vec![];
 
     // The interpreter named by PYTHON is the user's: never installed into.
@@ -452,16 +451,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
 
     let packages = apt_packages(needs, &have);
     if !packages.is_empty() {
-        let refused = if no_install {
-            Some(format!("{NO_INSTALL_ENV} is set"))
-        } else if !is_root() {
-            Some("not root".to_owned())
-        } else if find_program("apt-get").is_none() {
-            Some("apt-get is not found".to_owned())
-        } else {
-            None
-        };
-        let outcome = match refused {
+        let outcome = match refusal() {
             Some(why) => Err(why),
             None => {
                 eprintln!("{}", install_line(&packages, needs, &have));
@@ -479,11 +469,11 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
                 }
             }
         }
-        have = look(&python);
+        have = look(needs, &python);
     }
 
     if needs_pip(&have) && why_not.iter().all(|(n, _)| *n != Need::Pika) {
-        let outcome = if no_install {
+        let outcome = if no_install() {
             Err(format!(
                 "cannot pip install {PIKA}: {NO_INSTALL_ENV} is set"
             ))
@@ -497,7 +487,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
         if let Err(why) = outcome {
             why_not.push((Need::Pika, why));
         }
-        have = look(&python);
+        have = look(needs, &python);
     }
 
     let mut setup = Setup::default();
@@ -527,23 +517,55 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
 /// Installs openssl if it is missing (the local cluster makes its TLS
 /// certificates with it); a no-op, cheap, when it is there.
 pub fn ensure_openssl() {
-    let setup_needed = find_program("openssl").is_none();
-    if setup_needed {
-        let setup = prepare(&[Need::Openssl], Path::new("/nonexistent"));
-        if let Some(why) = setup.missing(Need::Openssl) {
-            eprintln!("xtask: {why}: the local cluster cannot make its TLS certificates");
+    if find_program("openssl").is_some() {
+        return;
+    }
+    let needs = [Need::Openssl];
+    let have = Have::default();
+    let result = match refusal() {
+        Some(why) => Err(why),
+        None => {
+            eprintln!("{}", install_line(&["openssl"], &needs, &have));
+            apt_install(&["openssl"])
         }
+    };
+    if let Err(why) = result {
+        eprintln!(
+            "xtask: openssl not installed (cannot apt-get install openssl: {why}): \
+             the local cluster cannot make its TLS certificates"
+        );
     }
 }
 
-/// What is on the machine; `python`: the interpreter that must import pika.
-fn look(python: &Path) -> Have {
+/// Why apt-get cannot install anything here, if it cannot.
+fn refusal() -> Option<String> {
+    if no_install() {
+        Some(format!("{NO_INSTALL_ENV} is set"))
+    } else if !is_root() {
+        Some("not root".to_owned())
+    } else if find_program("apt-get").is_none() {
+        Some("apt-get is not found".to_owned())
+    } else {
+        None
+    }
+}
+
+fn no_install() -> bool {
+    std::env::var(NO_INSTALL_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What is on the machine; `python`: the interpreter that must import
+/// pika. Python is asked only if `needs` has pika.
+fn look(needs: &[Need], python: &Path) -> Have {
+    let pika = needs.contains(&Need::Pika);
     let python3 = find_program("python3").is_some();
     Have {
-        pika: succeeds(Command::new(python).args(["-c", "import pika"])),
+        pika: pika && succeeds(Command::new(python).args(["-c", "import pika"])),
         python3,
         // Debian ships ensurepip in python3-venv.
-        venv: python3 && succeeds(Command::new("python3").args(["-c", "import ensurepip, venv"])),
+        venv: pika
+            && python3
+            && succeeds(Command::new("python3").args(["-c", "import ensurepip, venv"])),
         nginx: LoadBalancer::nginx().is_ok(),
         iptables: find_program("iptables").is_some(),
         ip: find_program("ip").is_some(),
