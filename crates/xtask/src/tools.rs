@@ -652,7 +652,15 @@ fn quiet(cmd: &mut Command) -> Result<(), String> {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    let mut tail = lines[lines.len().saturating_sub(2)..].join(" / ");
+    if tail.len() > 300 {
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| tail.is_char_boundary(i))
+            .unwrap_or(0);
+        tail.truncate(cut);
+        tail.push_str(" ...");
+    }
     Err(format!("{} ({tail})", out.status))
 }
 
