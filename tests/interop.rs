@@ -28,9 +28,11 @@
 //! deleted before each pair. tests/examples.rs uses the same names: the two
 //! binaries must not run at once (one nextest test group, one thread).
 //!
-//! Python 3 with pika is required (`python3 -m pip install pika`); without
-//! it the test fails, it does not pass silently. `PYTHON` names another
-//! interpreter. The Python programs connect to the first URL of `AMQP_ADDR`
+//! Python 3 with pika is required: `cargo xtask test` installs pika into
+//! a venv of the workspace's own (`target/python-venv`) and names it with
+//! `PYTHON` (or reports this test as skipped when it cannot); without pika
+//! the test fails, it does not pass silently. `PYTHON` names the
+//! interpreter (default `python3`). The Python programs connect to the first URL of `AMQP_ADDR`
 //! (or the local cluster's node 1); the examples to the whole list.
 //!
 //! Each pair runs in turn (one `#[test]`, as the names are shared); a pair
@@ -69,8 +71,8 @@ const WAITING_FOR_LOGS: &str = " [*] Waiting for logs. To exit press CTRL+C";
 const AWAITING_RPC: &str = " [x] Awaiting RPC requests";
 
 const INSTALL_PIKA: &str = "The interop test runs RabbitMQ's official Python tutorials: it needs \
-     python3 with pika. Install them with `python3 -m pip install pika` \
-     (set PYTHON to use another interpreter).";
+     python3 with pika. Run it with `cargo xtask test`, which installs pika into \
+     target/python-venv and sets PYTHON, or set PYTHON to an interpreter with pika.";
 
 fn python() -> String {
     std::env::var("PYTHON")

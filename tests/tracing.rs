@@ -308,7 +308,7 @@ fn send_traced_py(queue: &str, traceparent: &str, body: &str) {
     assert_eq!(
         lines,
         [format!(" [x] Sent {body} with traceparent {traceparent}")],
-        "pika (python3 -m pip install pika) published"
+        "pika (PYTHON: cargo xtask test sets it to target/python-venv) published"
     );
 }
 

@@ -15,6 +15,7 @@ use rabbitkit_test::{
 };
 
 mod book;
+mod tools;
 
 /// Developer commands for rabbitkit.
 ///
@@ -55,7 +56,12 @@ Environment:
                          started by test/demo/bench.
   RABBITKIT_CLUSTER_DIR  Where the local cluster keeps its files
                          (default /var/tmp/rabbitkit-cluster).
-  RABBITKIT_RABBITMQ     The version, as --rabbitmq.";
+  RABBITKIT_RABBITMQ     The version, as --rabbitmq.
+  RABBITKIT_NO_INSTALL   test installs nothing (pika, nginx, iptables,
+                         openssl): the tests that need what is missing
+                         are reported as skipped.
+  PYTHON                 The Python (with pika) for the pika tests, instead
+                         of test's own venv, target/python-venv.";
 
 #[derive(Debug, Subcommand)]
 enum Task {
@@ -71,7 +77,22 @@ enum Task {
     /// root, iproute2 and iptables.
     #[command(subcommand)]
     Netsplit(NetsplitTask),
-    /// Bring the cluster up, then run the whole test suite.
+    /// Install what the tests need, bring the cluster up, then run the
+    /// whole test suite.
+    ///
+    /// 0. what is missing, installed on first use (as `broker up` installs
+    ///    RabbitMQ): Python with pika (`pika>=1.3,<2`) in a virtual
+    ///    environment of the workspace's own, `target/python-venv`
+    ///    (`python3 -m venv`, then pip; never the system's site-packages),
+    ///    exported as PYTHON to every step below; with root, `apt-get
+    ///    install --no-install-recommends` of nginx-light and
+    ///    libnginx-mod-stream (a temporary policy-rc.d keeps the system's
+    ///    nginx from starting), iptables and iproute2, openssl, and
+    ///    python3-venv when `python3 -m venv` cannot work. One line says
+    ///    what is installed. What cannot be (not root, apt-get or pip
+    ///    failed, RABBITKIT_NO_INSTALL set; a PYTHON of your own without
+    ///    pika) is printed with the reason, and the tests that need it are
+    ///    filtered out of the runs below: nextest reports them as skipped
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
     ///    -E 'not binary(failover) and not binary(netsplit)' ARGS`
@@ -97,13 +118,18 @@ enum Task {
     /// 5. `cargo test --workspace --doc`, then the doc tests of
     ///    rabbitkit-core and rabbitkit with those features
     ///
-    /// ARGS go to every nextest run (name filters narrow them; a
-    /// NEXTEST_PROFILE such as `ci` is honoured). With AMQP_ADDR set, the
-    /// tests that control the local cluster (binaries `failover` and
-    /// `local_cluster`) are filtered out: nextest reports them as skipped.
-    /// Without nginx (and its stream module), the failover tests through
-    /// nginx (`through_nginx` in their names) are filtered out and reported
-    /// as skipped the same way.
+    /// ARGS go to every nextest run (name filters narrow them, e.g.
+    /// `cargo xtask test -- tutorial_programs a_pika`; a NEXTEST_PROFILE
+    /// such as `ci` is honoured). With AMQP_ADDR set, the tests that
+    /// control the local cluster (binaries `failover` and `local_cluster`)
+    /// or inspect it with rabbitmqctl (rpc and temporary_queues, one each)
+    /// are filtered out: nextest reports them as skipped; so are the
+    /// consistent-hash tests (`partitioned`, the examples' tutorial run)
+    /// when the broker's management API (port 15672) says it lacks the
+    /// plugin. Without pika, the three tests that run pika programs are
+    /// skipped the same way; without nginx (and its stream module), the
+    /// failover tests through nginx (`through_nginx` in their names); without
+    /// iptables, the netsplit tests.
     Test(PassOn),
     /// Bring the cluster up, then `cargo run --quiet --example demo -- [ARGS]`.
     Demo(PassOn),
@@ -427,6 +453,7 @@ fn broker(task: BrokerTask) -> Result<()> {
                 cluster.version(),
                 cluster.base_dir().display()
             );
+            tools::ensure_openssl();
             cluster.install().map_err(|e| e.to_string())?;
             cluster.up().map_err(|e| e.to_string())?;
             print_status(&cluster)
@@ -470,6 +497,7 @@ fn ensure_broker() -> Result<()> {
         );
         return Ok(());
     }
+    tools::ensure_openssl();
     let cluster = Cluster::local();
     eprintln!(
         "xtask: making sure the local RabbitMQ {} cluster is up ({})",
@@ -491,26 +519,75 @@ const FEATURE_TESTS: &[(&str, &str)] = &[("tracing", "opentelemetry"), ("metrics
 
 fn test(extra: &[String]) -> Result<ExitCode> {
     let metadata = Metadata::load()?;
+    let external = using_external_broker();
+
+    // What the tests need besides the broker, installed when missing.
+    let mut needs = vec![];
+    let pika_tests = tools::PIKA_TESTS
+        .iter()
+        .any(|(binary, _)| metadata.has_test_target(binary));
+    if pika_tests {
+        needs.push(tools::Need::Pika);
+    }
+    if !external && metadata.has_test_target("failover") {
+        needs.push(tools::Need::Nginx);
+    }
+    if !external && metadata.has_test_target("netsplit") {
+        needs.push(tools::Need::Netsplit);
+    }
+    let setup = tools::prepare(&needs, &metadata.target_dir);
+    if let Some(why) = setup.missing(tools::Need::Pika) {
+        eprintln!("xtask: {why}: the tests that run pika programs are skipped");
+    }
+    // Every cargo step below: PYTHON names the venv's interpreter.
+    let cargo = |root: &Path| {
+        let mut cmd = cargo(root);
+        if let Some(python) = &setup.python {
+            cmd.env("PYTHON", python);
+        }
+        cmd
+    };
+
     ensure_broker()?;
 
     let mut failures = Failures::default();
-    let external = using_external_broker();
     // Tests that kill or reconfigure the local cluster cannot run against
     // another broker: filtered out, nextest counts them as skipped.
-    let filter = if external {
+    let mut excluded = vec![];
+    if external {
         eprintln!(
             "xtask: AMQP_ADDR is set: the `failover` and `local_cluster` tests control the \
-             local cluster and are skipped"
+             local cluster, and {} inspect it with rabbitmqctl: they are skipped",
+            tools::LOCAL_CTL_TESTS
+                .iter()
+                .map(|(binary, name)| format!("{binary}::{name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        // The `test(...)` term keeps nextest from dropping those binaries
-        // before listing them: listed then filtered, they count as skipped.
-        "(not binary(failover) and not binary(local_cluster) and not binary(netsplit)) \
-         or test(=rabbitkit::never)"
-    } else {
-        // The netsplit tests run alone, below; listed then filtered here,
-        // nextest counts them as skipped in this run.
-        "not binary(failover) and (not binary(netsplit) or test(=rabbitkit::never))"
-    };
+        excluded.push(tools::exact(tools::LOCAL_CTL_TESTS));
+        // The local cluster runs the consistent-hash plugin; another broker
+        // may not: asked of its management API, when it has one.
+        let first = rabbitkit_test::amqp_addrs().into_iter().next();
+        let needing =
+            "the `partitioned` tests and examples::every_tutorial_program_works_as_the_book_says";
+        match first.as_deref().map(tools::has_consistent_hash) {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => {
+                eprintln!(
+                    "xtask: the broker of AMQP_ADDR has no x-consistent-hash exchange type \
+                     (plugin rabbitmq_consistent_hash_exchange): {needing} are skipped"
+                );
+                excluded.push(tools::CONSISTENT_HASH_TESTS.to_owned());
+            }
+            Some(Err(why)) => eprintln!(
+                "xtask: cannot tell whether the broker of AMQP_ADDR has the consistent-hash \
+                 plugin ({why}): {needing} need it and fail without it"
+            ),
+            None => {}
+        }
+    }
+    excluded.extend(setup.excluded(true, false));
+    let filter = tools::main_filter(external, &excluded);
 
     let mut main = cargo(&metadata.root);
     main.args([
@@ -521,7 +598,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         "--no-fail-fast",
         "--no-tests=warn",
         "-E",
-        filter,
+        &filter,
     ])
     .args(extra);
     let code = run_step("tests", main)?;
@@ -564,10 +641,14 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         for binary in &binaries {
             featured.args(["--test", binary]);
         }
+        let mut excluded = setup.excluded(true, false);
         if external {
             // The node-killing test controls the local cluster: listed,
             // then filtered out, so nextest reports it as skipped.
-            featured.args(["-E", "not test(/node_kill/)"]);
+            excluded.push("test(/node_kill/)".to_owned());
+        }
+        if !excluded.is_empty() {
+            featured.args(["-E", &tools::without("all()", &excluded)]);
         }
         featured.args(extra);
         let code = run_step("feature tests (opentelemetry, metrics)", featured)?;
@@ -583,13 +664,10 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         ensure_broker()?;
         // The tests through nginx need it: without it they are filtered
         // out, and nextest counts them as skipped (not passed).
-        let filter = match LoadBalancer::nginx() {
-            Ok(_) => "binary(failover)",
-            Err(why) => {
-                eprintln!("xtask: {why}: the failover tests through nginx are skipped");
-                "binary(failover) and not test(/through_nginx/)"
-            }
-        };
+        if let Some(why) = setup.missing(tools::Need::Nginx) {
+            eprintln!("xtask: {why}: the failover tests through nginx are skipped");
+        }
+        let filter = tools::without("binary(failover)", &setup.excluded(false, true));
         let mut failover = cargo(&metadata.root);
         failover
             .args([
@@ -601,7 +679,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
                 "-j",
                 "1",
                 "-E",
-                filter,
+                &filter,
             ])
             .args(extra);
         let code = run_step("failover tests (serial)", failover)?;
@@ -622,6 +700,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         .unwrap_or_default();
     let cannot = if external {
         Some("AMQP_ADDR is set".to_owned())
+    } else if let Some(why) = setup.missing(tools::Need::Netsplit) {
+        Some(why.to_owned())
     } else {
         Netsplit::unavailable(version)
     };
@@ -802,6 +882,8 @@ fn exit_code(code: i32) -> ExitCode {
 /// What `cargo metadata --no-deps` says about the workspace.
 struct Metadata {
     root: PathBuf,
+    /// The target directory (`target/`, or CARGO_TARGET_DIR).
+    target_dir: PathBuf,
     value: serde_json::Value,
 }
 
@@ -826,7 +908,14 @@ impl Metadata {
             .as_str()
             .map(PathBuf::from)
             .ok_or("cargo metadata has no workspace_root")?;
-        Ok(Self { root, value })
+        let target_dir = value["target_directory"]
+            .as_str()
+            .map_or_else(|| root.join("target"), PathBuf::from);
+        Ok(Self {
+            root,
+            target_dir,
+            value,
+        })
     }
 
     fn packages(&self) -> impl Iterator<Item = &serde_json::Value> {
