@@ -47,7 +47,7 @@ async fn main() -> Result<(), Report> {
     let tasks = WorkQueue::<u64>::builder("metrics_demo")
         .declare(&client)
         .await?;
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    let shutdown = Shutdown::on_signals(Duration::from_secs(5));
 
     let producer = {
         let tasks = tasks.clone();

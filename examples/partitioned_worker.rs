@@ -46,9 +46,9 @@ async fn main() -> Result<(), Report> {
         .await?;
     let payments = declare_payments(&client).await?;
     // ANCHOR: work
-    // Ctrl-C: take nothing new; the payments in progress finish first, the
+    // Ctrl-C, or SIGTERM from a deploy: take nothing new; the payments in progress finish first, the
     // others go back to their partition for the standby.
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+    let shutdown = Shutdown::on_signals(Duration::from_secs(30));
     println!(" [*] Waiting for messages. To exit press CTRL+C");
     let report = payments
         .work_until(&shutdown, |payment: Payment| async move {

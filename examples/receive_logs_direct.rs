@@ -36,8 +36,8 @@ async fn main() -> Result<(), Report> {
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
     // ANCHOR_END: connect
-    // Ctrl-C: finish the message in hand, then stop.
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    // Ctrl-C, or SIGTERM from a deploy: finish the message in hand, then stop.
+    let shutdown = Shutdown::on_signals(Duration::from_secs(5));
     receive(&client, &severities, &shutdown).await?;
     client.close().await;
     Ok(())

@@ -64,7 +64,7 @@ async fn main() -> Result<(), Report> {
 
     // ANCHOR: work
     println!(" [*] Working. To exit press CTRL+C");
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    let shutdown = Shutdown::on_signals(Duration::from_secs(5));
     let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let done = Arc::new(AtomicUsize::new(0));
     let max_attempts = policy.attempts();

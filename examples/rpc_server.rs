@@ -40,8 +40,8 @@ async fn main() -> Result<(), Report> {
     let client = Options::new()
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
-    // Ctrl-C: take no new request, answer the ones in progress (up to 10 s).
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(10));
+    // Ctrl-C, or SIGTERM from a deploy: take no new request, answer the ones in progress (up to 10 s).
+    let shutdown = Shutdown::on_signals(Duration::from_secs(10));
     serve(&client, &shutdown).await?;
     client.close().await;
     Ok(())

@@ -64,7 +64,7 @@ async fn main() -> Result<(), Report> {
         )
         .await?;
     let events = declare_events(&client).await?;
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(5));
+    let shutdown = Shutdown::on_signals(Duration::from_secs(5));
 
     // ANCHOR: read
     // A prefetch of 100 (the client's default for streams): the broker

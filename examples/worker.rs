@@ -36,8 +36,8 @@ async fn main() -> Result<(), Report> {
         .connect_env_or("amqp://127.0.0.1:5672/%2f")
         .await?;
     // ANCHOR: shutdown
-    // Ctrl-C: take no new task; the one in progress finishes first.
-    let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+    // Ctrl-C, or SIGTERM from a deploy: take no new task; the one in progress finishes first.
+    let shutdown = Shutdown::on_signals(Duration::from_secs(30));
     work(&client, &shutdown).await?;
     client.close().await; // the last acks are sent before it closes
     // ANCHOR_END: shutdown

@@ -309,10 +309,26 @@ fn every_tutorial_program_works_as_the_book_says() {
 /// it) before it exits with code 0, and takes no other task.
 #[test]
 fn the_worker_finishes_its_task_on_ctrl_c() {
+    the_worker_finishes_its_task_when_stopped(false);
+}
+
+/// SIGTERM, what a deploy sends (systemd, Docker, Kubernetes): the same
+/// clean stop. Before `Shutdown::on_signals`, SIGTERM killed the worker
+/// mid-task and the task ran again elsewhere.
+#[test]
+fn the_worker_finishes_its_task_on_sigterm() {
+    the_worker_finishes_its_task_when_stopped(true);
+}
+
+fn the_worker_finishes_its_task_when_stopped(sigterm: bool) {
     rabbitkit_test::ensure_cluster();
     build_examples(&["worker"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let name = rabbitkit_test::unique_name("worker.ctrl_c");
+    let name = rabbitkit_test::unique_name(if sigterm {
+        "worker.sigterm"
+    } else {
+        "worker.ctrl_c"
+    });
     let client = rt.block_on(common::client());
     let tasks = rt
         .block_on(rabbitkit::WorkQueue::<String>::builder(name.as_str()).declare(&client))
@@ -325,7 +341,11 @@ fn the_worker_finishes_its_task_on_ctrl_c() {
     let mut worker = Program::spawn("worker".into(), cmd);
     worker.expect(WAITING_FOR_MESSAGES);
     worker.expect(" [x] Received 'first..'");
-    let (status, lines) = worker.interrupt_and_finish();
+    let (status, lines) = if sigterm {
+        worker.terminate_and_finish()
+    } else {
+        worker.interrupt_and_finish()
+    };
     assert!(status.success(), "exit status {status}: {lines:#?}");
     let after = lines
         .iter()

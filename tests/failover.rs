@@ -1133,7 +1133,11 @@ async fn a_worker_on_a_classic_queue_whose_node_died_resumes_when_the_node_retur
     cluster.kill(3).unwrap();
     // Long past the old five tries.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(!worker.is_finished(), "the worker gave up: {:?}", worker.await);
+    assert!(
+        !worker.is_finished(),
+        "the worker gave up: {:?}",
+        worker.await
+    );
     cluster.start(3).unwrap();
     cluster.up().unwrap();
     tasks.submit(&2).await.unwrap();

@@ -253,6 +253,17 @@ impl Program {
         self.finish()
     }
 
+    /// Like a deploy stopping a service (SIGTERM), then waits (bounded) for
+    /// the program to end; returns its exit status and everything it printed.
+    pub fn terminate_and_finish(self) -> (ExitStatus, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+        self.finish()
+    }
+
     fn wait_until(&mut self, deadline: Instant) -> ExitStatus {
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

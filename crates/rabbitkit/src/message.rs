@@ -734,7 +734,7 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// # async fn run(queue: rabbitkit::Queue) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
     /// use rabbitkit::{HandleOptions, Shutdown};
-    /// let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(10));
+    /// let shutdown = Shutdown::on_signals(Duration::from_secs(10));
     /// let sub = queue.subscribe_with::<String>(rabbitkit::ConsumeOptions::new().prefetch(32)).await?;
     /// let report = sub
     ///     .handle_with(HandleOptions::new().concurrency(16).shutdown(&shutdown), |order| async move {

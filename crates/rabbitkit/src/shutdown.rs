@@ -20,8 +20,9 @@
 //! use std::time::Duration;
 //! use rabbitkit::{Shutdown, WorkQueue};
 //! let tasks = WorkQueue::<String>::builder("task_queue").declare(&client).await?;
-//! // Ctrl-C: stop taking tasks, give the ones in progress 30 s to finish.
-//! let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+//! // SIGTERM (a deploy) or Ctrl-C: stop taking tasks, give the ones in
+//! // progress 25 s to finish.
+//! let shutdown = Shutdown::on_signals(Duration::from_secs(25));
 //! let report = tasks
 //!     .work_until(&shutdown, |task: String| async move {
 //!         println!("working on {task}");
@@ -62,11 +63,61 @@ impl Shutdown {
     }
 
     /// A signal given on the first Ctrl-C (SIGINT) with `grace` for the
-    /// handlers in progress. Needs a Tokio runtime.
+    /// handlers in progress. Needs a Tokio runtime. A service stopped by a
+    /// deploy gets SIGTERM instead: use [`on_signals`](Self::on_signals).
     pub fn on_ctrl_c(grace: Duration) -> Self {
         let shutdown = Self::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!(target: "rabbitkit", ?grace, "Ctrl-C: stopping");
+                signal.stop(grace);
+            }
+        });
+        shutdown
+    }
+
+    /// A signal given on the first SIGTERM or SIGINT (Ctrl-C), with
+    /// `grace` for the handlers in progress: what a deploy sends (systemd,
+    /// Docker and Kubernetes stop a service with SIGTERM, then SIGKILL
+    /// after their own grace period: keep `grace` below theirs). On
+    /// platforms without SIGTERM, Ctrl-C only. Needs a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn run() {
+    /// use std::time::Duration;
+    /// // Kubernetes kills 30 s after SIGTERM by default: finish within 25.
+    /// let shutdown = rabbitkit::Shutdown::on_signals(Duration::from_secs(25));
+    /// # }
+    /// ```
+    pub fn on_signals(grace: Duration) -> Self {
+        let shutdown = Self::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal as unix_signal};
+                let mut term = match unix_signal(SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(e) => {
+                        tracing::warn!(target: "rabbitkit", error = %e, "cannot watch SIGTERM; Ctrl-C only");
+                        if tokio::signal::ctrl_c().await.is_ok() {
+                            signal.stop(grace);
+                        }
+                        return;
+                    }
+                };
+                let which = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    r = tokio::signal::ctrl_c() => match r {
+                        Ok(()) => "SIGINT",
+                        Err(_) => return,
+                    },
+                };
+                tracing::info!(target: "rabbitkit", ?grace, signal = which, "stopping");
+                signal.stop(grace);
+            }
+            #[cfg(not(unix))]
             if tokio::signal::ctrl_c().await.is_ok() {
                 tracing::info!(target: "rabbitkit", ?grace, "Ctrl-C: stopping");
                 signal.stop(grace);

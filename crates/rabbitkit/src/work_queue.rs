@@ -276,7 +276,7 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// use std::time::Duration;
     /// use rabbitkit::{Shutdown, WorkQueue};
     /// let tasks = WorkQueue::<String>::builder("task_queue").declare(&client).await?;
-    /// let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+    /// let shutdown = Shutdown::on_signals(Duration::from_secs(30));
     /// tasks
     ///     .work_until(&shutdown, |task: String| async move {
     ///         println!("{task}");
@@ -315,7 +315,7 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// use std::time::Duration;
     /// use rabbitkit::{Shutdown, WorkQueue};
     /// let thumbnails = WorkQueue::<String>::builder("thumbnails").prefetch(2).declare(&client).await?;
-    /// let shutdown = Shutdown::on_ctrl_c(Duration::from_secs(30));
+    /// let shutdown = Shutdown::on_signals(Duration::from_secs(30));
     /// let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     /// thumbnails
     ///     .work_parallel(cores, &shutdown, |path: String| async move {

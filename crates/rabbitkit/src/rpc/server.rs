@@ -221,7 +221,7 @@ where
     /// ```no_run
     /// # async fn run(server: rabbitkit::RpcServer<u64, u64, String>) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// let shutdown = rabbitkit::Shutdown::on_ctrl_c(Duration::from_secs(10));
+    /// let shutdown = rabbitkit::Shutdown::on_signals(Duration::from_secs(10));
     /// server.serve_until(&shutdown, |n: u64| async move { Ok(n * 2) }).await?;
     /// # Ok(()) }
     /// ```
