@@ -269,7 +269,10 @@ async fn the_counters_match_the_traffic_sent() {
     assert_eq!(client.stats().disconnects, 0);
 
     client.delete_queue(&name).await.unwrap();
-    client.delete_queue(&format!("{name}.parked")).await.unwrap();
+    client
+        .delete_queue(&format!("{name}.parked"))
+        .await
+        .unwrap();
     client.delete_exchange(exchange.name()).await.unwrap();
     client.close().await;
 }
