@@ -111,6 +111,7 @@ pub use netsplit::{
     BRIDGE, Healed, NET_TICKTIME_SECS, NETSPLIT_DIR, Netsplit, PartitionHandling, STUCK_AFTER,
 };
 pub use nginx::{LB_PORT, LoadBalancer};
+pub use process::{find_program, is_root};
 pub use proxy::FaultProxy;
 pub use rabbitmq::{RabbitMq, VERSION_ENV};
 

@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Looks `name` up in `PATH`, then in `/usr/sbin` and `/sbin` (often absent
 /// from a non-root `PATH`).
-pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -27,7 +27,8 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-pub(crate) fn is_root() -> bool {
+/// Whether this process runs as root (its effective user id is 0).
+pub fn is_root() -> bool {
     // The second field of `Uid:` is the effective user id.
     fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
