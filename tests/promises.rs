@@ -66,6 +66,24 @@ async fn parked_from<T: serde::de::DeserializeOwned>(
     message
 }
 
+/// Runs `tasks.work` with a handler that always fails with `error`,
+/// counting its runs in `calls`.
+fn spawn_failing_worker(
+    tasks: &WorkQueue<u32>,
+    calls: &Arc<AtomicU32>,
+    error: &'static str,
+) -> tokio::task::JoinHandle<Result<rabbitkit::HandleReport, rabbitkit::SubscribeError>> {
+    let (tasks, calls) = (tasks.clone(), calls.clone());
+    tokio::spawn(async move {
+        tasks
+            .work(move |_: u32| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { Err::<(), _>(error) }
+            })
+            .await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_task_never_holds_up_the_acks_of_the_tasks_after_it() {
     // Before: acks were only sent as one `multiple` ack up to the first
@@ -248,17 +266,7 @@ async fn a_task_that_keeps_failing_is_parked_not_dropped() {
         .unwrap();
     tasks.submit(&7).await.unwrap();
     let calls = Arc::new(AtomicU32::new(0));
-    let worker = tokio::spawn({
-        let (tasks, calls) = (tasks.clone(), calls.clone());
-        async move {
-            tasks
-                .work(move |_: u32| {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    async { Err::<(), _>("the database refuses it") }
-                })
-                .await
-        }
-    });
+    let worker = spawn_failing_worker(&tasks, &calls, "the database refuses it");
     let parked = parked_from::<u32>(&client, &name).await;
     assert_eq!(parked.body, 7);
     assert_eq!(number(parked.header(ATTEMPTS_HEADER)), 2);
@@ -383,17 +391,7 @@ async fn a_copy_that_cannot_be_published_does_not_spin() {
         .unwrap();
     tasks.submit(&1).await.unwrap();
     let calls = Arc::new(AtomicU32::new(0));
-    let worker = tokio::spawn({
-        let (tasks, calls) = (tasks.clone(), calls.clone());
-        async move {
-            tasks
-                .work(move |_: u32| {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    async { Err::<(), _>("always") }
-                })
-                .await
-        }
-    });
+    let worker = spawn_failing_worker(&tasks, &calls, "always");
     wait_until(
         Duration::from_secs(30),
         || calls.load(Ordering::SeqCst) >= 2,
