@@ -611,3 +611,48 @@ async fn a_worker_goes_on_after_the_broker_takes_back_a_task_that_ran_too_long()
     worker.abort();
     client.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publish_over_the_size_limit_does_not_fail_the_others() {
+    // Before: the oversized body reached the broker, which closed the
+    // pooled channel; every publish waiting for its confirm there failed
+    // with the same `TooLarge` ("not retryable"), though some were stored.
+    common::ensure_cluster();
+    let max = rabbitkit_test::MAX_MESSAGE_SIZE;
+    let client = common::options()
+        .max_message_size(max)
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let name = common::unique_name("promise.too_large");
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..200 {
+        let body = if i == 100 {
+            vec![0u8; max + 1]
+        } else {
+            vec![1u8; 100]
+        };
+        all.push(client.publish(rabbitkit::OutgoingMessage::new("", &name, body)));
+    }
+    let results = futures::future::join_all(all).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 100 {
+            match result {
+                Err(rabbitkit::PublishError::TooLarge { size, max: limit }) => {
+                    assert_eq!((*size, *limit), (max as u64 + 1, max as u64));
+                }
+                other => panic!("the big one: {other:?}"),
+            }
+        } else {
+            assert!(result.is_ok(), "publish {i}: {result:?}");
+        }
+    }
+    assert_eq!(
+        queue.info().await.unwrap().messages,
+        199,
+        "nothing of the big one sent"
+    );
+    assert_eq!(client.stats().disconnects, 0);
+    client.delete_queue(&name).await.unwrap();
+}

@@ -219,8 +219,10 @@ pub enum PublishError {
         /// The missing exchange.
         exchange: String,
     },
-    /// The body is larger than the broker's `max_message_size`.
-    #[error("message of {size} bytes is larger than the broker's limit of {max} bytes")]
+    /// The body is larger than [`Options::max_message_size`](crate::Options::max_message_size)
+    /// (refused before anything is sent), or than the broker's own
+    /// `max_message_size` when that is lower.
+    #[error("message of {size} bytes is larger than the limit of {max} bytes")]
     TooLarge {
         /// The body's size.
         size: u64,

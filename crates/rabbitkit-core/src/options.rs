@@ -290,6 +290,7 @@ pub struct Options {
     pub(crate) channels: usize,
     pub(crate) prefetch: u16,
     pub(crate) publish_window: usize,
+    pub(crate) max_message_size: usize,
     pub(crate) publish_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) tls_ca_pem: Option<String>,
@@ -314,6 +315,7 @@ impl Default for Options {
                 .unwrap_or(2),
             prefetch: 100,
             publish_window: 1024,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
             publish_timeout: Duration::from_secs(30),
             operation_timeout: Duration::from_secs(30),
             tls_ca_pem: None,
@@ -358,6 +360,7 @@ impl Options {
     /// | [`channels`](Self::channels) | the number of CPUs |
     /// | [`prefetch`](Self::prefetch) | 100 unacknowledged deliveries per consumer |
     /// | [`publish_window`](Self::publish_window) | 1024 unconfirmed publishes in flight |
+    /// | [`max_message_size`](Self::max_message_size) | 16 MiB, RabbitMQ 4's default `max_message_size` |
     /// | [`publish_timeout`](Self::publish_timeout) | 30 s, waiting for a connection included |
     /// | [`operation_timeout`](Self::operation_timeout) | 30 s for a declaration, admin call, consumer start or channel open, waiting for a connection included |
     /// | [`close_timeout`](Self::close_timeout) | 5 s for each step of [`Client::close`](crate::Client::close) |
@@ -430,6 +433,19 @@ impl Options {
     /// At least 1, at most [`MAX_PUBLISH_WINDOW`](Self::MAX_PUBLISH_WINDOW).
     pub fn publish_window(mut self, window: usize) -> Self {
         self.publish_window = window.clamp(1, Self::MAX_PUBLISH_WINDOW);
+        self
+    }
+
+    /// RabbitMQ 4's default `max_message_size`: 16 MiB.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+    /// The largest body a publish may carry (default 16 MiB, RabbitMQ 4's
+    /// `max_message_size`; set it to your broker's). A larger body is
+    /// refused before anything is sent, with `PublishError::TooLarge`:
+    /// sent, the broker would close the channel, and every other publish
+    /// waiting for its confirm on that channel would fail with it.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
         self
     }
 

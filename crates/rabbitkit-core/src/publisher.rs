@@ -161,8 +161,23 @@ async fn publish_unconfirmed(
     result
 }
 
+/// A body over [`Options::max_message_size`](crate::Options::max_message_size),
+/// refused before it is sent: the broker would close the channel over it,
+/// failing the other publishes in flight there.
+fn too_large(shared: &Shared, msg: &OutgoingMessage) -> Result<(), PublishError> {
+    let max = shared.options.max_message_size;
+    if msg.body.len() > max {
+        return Err(PublishError::TooLarge {
+            size: msg.body.len() as u64,
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
 async fn send_unconfirmed(shared: Arc<Shared>, msg: OutgoingMessage) -> Result<(), PublishError> {
     crate::validate::publish(&msg.exchange, &msg.routing_key)?;
+    too_large(&shared, &msg)?;
     if msg.delay.is_some_and(|d| !d.is_zero()) {
         return Err(PublishError::Invalid {
             what: "delay".into(),
@@ -299,7 +314,9 @@ pub(crate) async fn publish(
     timeout: std::time::Duration,
 ) -> Result<Confirmed, PublishError> {
     let metrics = crate::metrics::Publish::start(&msg.exchange);
-    if let Err(e) = crate::validate::publish(&msg.exchange, &msg.routing_key) {
+    if let Err(e) = crate::validate::publish(&msg.exchange, &msg.routing_key)
+        .and_then(|()| too_large(&shared, &msg))
+    {
         let result = Err(e);
         metrics.finished(&result);
         return result;
