@@ -656,3 +656,50 @@ async fn one_publish_over_the_size_limit_does_not_fail_the_others() {
     assert_eq!(client.stats().disconnects, 0);
     client.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stream_message_is_parked_not_appended_to_the_log() {
+    // Before: the default policy published a retry copy to the stream: a
+    // second copy in the shared log, read by every reader.
+    let client = common::client().await;
+    let name = common::unique_name("promise.stream");
+    let stream = Queue::stream(name.as_str()).declare(&client).await.unwrap();
+    for n in [1u32, 2, 3] {
+        stream.send(&n).await.unwrap();
+    }
+    let sub = stream
+        .subscribe_stream::<u32>(rabbitkit::StreamOffset::First)
+        .await
+        .unwrap();
+    let handling = tokio::spawn(sub.handle(OnError::default(), |n: u32| async move {
+        if n == 2 { Err("two is bad") } else { Ok(()) }
+    }));
+    let parked = parked_from::<u32>(&client, &name).await;
+    assert_eq!(parked.body, 2);
+    assert_eq!(number(parked.header(ATTEMPTS_HEADER)), 1, "parked at once");
+    assert_eq!(text(parked.header(PARKED_ERROR_HEADER)), "two is bad");
+    // The log holds what was published, once.
+    stream.send(&99).await.unwrap();
+    let mut reader = stream
+        .subscribe_stream::<u32>(rabbitkit::StreamOffset::First)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.last() != Some(&99) {
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.next())
+            .await
+            .expect("the stream within 30 s")
+            .unwrap()
+            .unwrap();
+        seen.push(message.body);
+        message.ack().await.unwrap();
+    }
+    assert_eq!(seen, [1, 2, 3, 99]);
+    handling.abort();
+    drop(reader);
+    client.delete_queue(&name).await.unwrap();
+    client
+        .delete_queue(&format!("{name}.parked"))
+        .await
+        .unwrap();
+}

@@ -177,6 +177,9 @@ impl Settle {
 
     /// A handler (or the router) failed on `delivery`.
     pub(crate) async fn failed(&self, delivery: Delivery, error: String) -> Outcome {
+        if delivery.stream_offset().is_some() {
+            return self.failed_on_stream(delivery, error).await;
+        }
         let retried = retries(delivery.properties());
         if let OnError::Retry(policy) = &self.on_error {
             return self.retry_or_park(policy, delivery, retried, error).await;
@@ -207,6 +210,32 @@ impl Settle {
             }
         } else {
             Outcome::Unsettled
+        }
+    }
+
+    /// A stream keeps every message for every reader, and cannot requeue
+    /// or dead-letter one: a retry copy would be appended to the log and
+    /// read twice by everyone. So on a stream no copy goes back to the
+    /// log: with a [`Retry`](OnError::Retry) policy (the default) the
+    /// message is parked at once (`<stream>.parked`); with any other it is
+    /// settled with a warning and the reader moves on.
+    async fn failed_on_stream(&self, delivery: Delivery, error: String) -> Outcome {
+        match &self.on_error {
+            OnError::Retry(policy) => {
+                let parked = RetryPolicy {
+                    delays: std::sync::Arc::from([]),
+                    park: policy.park.clone(),
+                };
+                let retried = retries(delivery.properties());
+                self.retry_or_park(&parked, delivery, retried, error).await
+            }
+            _ => {
+                tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, "handler failed on a stream message; a stream keeps it, the reader moves on");
+                match delivery.ack().await {
+                    Ok(()) => Outcome::Rejected,
+                    Err(_) => Outcome::Unsettled,
+                }
+            }
         }
     }
 

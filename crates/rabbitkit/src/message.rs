@@ -482,6 +482,11 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
 /// What a handler-style consumer does with a message whose handler failed
 /// (returned `Err`, or panicked: the panic's message is the error).
 ///
+/// On a stream, which keeps every message for every reader and cannot
+/// requeue one, no copy is ever appended to the log: a [`Retry`](Self::Retry)
+/// policy (the default) parks a failed message at once, and the others
+/// settle it with a warning (counted as rejected) and move on.
+///
 /// The default ([`OnError::default()`]) never drops a message: a failed
 /// message gets one more try at the tail of its queue, and when that fails
 /// too it is parked in `<queue>.parked` (a durable quorum queue) with its
@@ -575,8 +580,8 @@ impl Default for OnError {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    delays: std::sync::Arc<[Duration]>,
-    park: Option<String>,
+    pub(crate) delays: std::sync::Arc<[Duration]>,
+    pub(crate) park: Option<String>,
 }
 
 impl RetryPolicy {
