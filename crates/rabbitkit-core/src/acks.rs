@@ -208,6 +208,16 @@ impl Acks {
     /// false) by the flusher, before any later `multiple` ack. Never blocks.
     pub(crate) fn release(&self, tag: u64, requeue: bool, warn: bool) {
         let mut st = self.state.lock().unwrap();
+        if let Some(cursor) = &self.cursor
+            && !st.closed
+            && self.channel.status().connected()
+            && let Some(offset) = st.offsets.get(tag)
+        {
+            // Unprocessed: the stream cursor must not pass it (a delivery of
+            // a subscription that ended is not: the next one starts from
+            // the cursor anyway).
+            cursor.given_back(offset);
+        }
         if st.closed || self.settle_and_advance(&mut st, tag).is_err() {
             return;
         }

@@ -102,6 +102,12 @@ struct Cursor {
     first_seen: Option<u64>,
     /// The highest offset up to which every delivery was settled.
     last_acked: Option<u64>,
+    /// A start relative to the subscription (`next`, `last`) pinned to the
+    /// time of the first subscription: a re-subscription before anything
+    /// arrived must not skip what was published meanwhile.
+    pinned: Option<AMQPValue>,
+    /// The lowest offset given back unprocessed: the cursor never passes it.
+    given_back: Option<u64>,
 }
 
 impl StreamCursor {
@@ -120,19 +126,50 @@ impl StreamCursor {
                 start,
                 first_seen: None,
                 last_acked: None,
+                pinned: None,
+                given_back: None,
             }),
         })
     }
 
     /// The `x-stream-offset` to subscribe with now: after the last settled
     /// offset; else the first offset received (nothing settled yet); else
-    /// the start asked for.
+    /// the start asked for. A start relative to the subscription (`next`,
+    /// `last`) is asked for once: later subscriptions that still received
+    /// nothing start from the time of the first one (a timestamp, whole
+    /// seconds, resolved by the broker to a chunk: a few messages from just
+    /// before it may come, none published since is skipped).
     pub(crate) fn resume_from(&self) -> AMQPValue {
-        let st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap();
+        // The new subscription starts at or before what was given back.
+        st.given_back = None;
         match (st.last_acked, st.first_seen) {
             (Some(last), _) => StreamOffset::Offset(last.saturating_add(1)).to_amqp(),
             (None, Some(first)) => StreamOffset::Offset(first).to_amqp(),
-            (None, None) => st.start.clone(),
+            (None, None) => {
+                if let Some(pinned) = &st.pinned {
+                    return pinned.clone();
+                }
+                let relative = matches!(&st.start, AMQPValue::LongString(s)
+                    if matches!(s.as_bytes(), b"next" | b"last"));
+                if relative {
+                    st.pinned =
+                        Some(StreamOffset::Timestamp(std::time::SystemTime::now()).to_amqp());
+                }
+                st.start.clone()
+            }
+        }
+    }
+
+    /// A delivery at `offset` was given back unprocessed: the cursor stays
+    /// below it.
+    pub(crate) fn given_back(&self, offset: u64) {
+        let mut st = self.state.lock().unwrap();
+        st.given_back = Some(st.given_back.map_or(offset, |o| o.min(offset)));
+        if let Some(last) = st.last_acked
+            && last >= offset
+        {
+            st.last_acked = offset.checked_sub(1);
         }
     }
 
@@ -146,6 +183,14 @@ impl StreamCursor {
     /// ack from before a failover).
     pub(crate) fn settled_up_to(&self, offset: u64) {
         let mut st = self.state.lock().unwrap();
+        let offset = match st.given_back {
+            // Never past a message given back unprocessed.
+            Some(back) if offset >= back => match back.checked_sub(1) {
+                Some(below) => below,
+                None => return,
+            },
+            _ => offset,
+        };
         st.last_acked = Some(st.last_acked.map_or(offset, |last| last.max(offset)));
     }
 
@@ -177,6 +222,11 @@ impl TagOffsets {
 
     /// Every tag up to `tag` is settled: forgets them, and returns the
     /// highest offset among them, if any.
+    /// The offset of delivery `tag`, while it is kept.
+    pub(crate) fn get(&self, tag: u64) -> Option<u64> {
+        self.offsets.get(&tag).copied()
+    }
+
     pub(crate) fn settled_up_to(&mut self, tag: u64) -> Option<u64> {
         let rest = self.offsets.split_off(&(tag + 1));
         let done = std::mem::replace(&mut self.offsets, rest);
@@ -236,6 +286,32 @@ mod tests {
         assert_eq!(c.resume_from(), long_string("1h"));
         c.settled_up_to(9);
         assert_eq!(c.resume_from(), AMQPValue::LongLongInt(10));
+    }
+
+    #[test]
+    fn a_start_at_next_is_asked_for_once_then_pinned_to_its_time() {
+        let c =
+            StreamCursor::for_consumer(Some(StreamOffset::Next), &FieldTable::default()).unwrap();
+        assert_eq!(c.resume_from(), long_string("next"));
+        // Nothing received before a failover: not the new `next`.
+        assert!(matches!(c.resume_from(), AMQPValue::Timestamp(_)));
+        c.received(7);
+        assert_eq!(c.resume_from(), AMQPValue::LongLongInt(7));
+    }
+
+    #[test]
+    fn the_cursor_never_passes_a_message_given_back() {
+        let c =
+            StreamCursor::for_consumer(Some(StreamOffset::First), &FieldTable::default()).unwrap();
+        c.given_back(12);
+        c.settled_up_to(15);
+        assert_eq!(c.last_acked(), Some(11));
+        c.given_back(10);
+        assert_eq!(c.last_acked(), Some(9), "moved back below it");
+        // A new subscription starts there: later settlements count again.
+        assert_eq!(c.resume_from(), AMQPValue::LongLongInt(10));
+        c.settled_up_to(20);
+        assert_eq!(c.last_acked(), Some(20));
     }
 
     #[test]
