@@ -792,3 +792,127 @@ async fn a_stream_reader_from_next_misses_nothing_published_while_it_was_away() 
     drop(sub);
     observer.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_can_see_what_they_handle() {
+    // Before: handlers got only the decoded body (no message id to
+    // deduplicate on, no attempt, no headers), and no publish option set
+    // the `type` property that `Router::route_type` matches.
+    let client = common::client().await;
+    let name = common::unique_name("promise.incoming");
+    let tasks = WorkQueue::<String>::builder(name.as_str())
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks
+        .submit_with(
+            &"invoice".to_owned(),
+            rabbitkit::PublishOptions::new()
+                .message_id("order-17")
+                .header("tenant", "acme"),
+        )
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(Option<String>, u64, String, String)>>> = Arc::default();
+    let worker = tokio::spawn({
+        let (tasks, seen) = (tasks.clone(), seen.clone());
+        async move {
+            tasks
+                .work_incoming(None, move |task: rabbitkit::Incoming<String>| {
+                    let seen = seen.clone();
+                    async move {
+                        let attempt = task.attempt();
+                        seen.lock().unwrap().push((
+                            task.message_id().map(str::to_owned),
+                            attempt,
+                            task.routing_key().to_owned(),
+                            text(task.header("tenant")),
+                        ));
+                        if attempt == 1 {
+                            Err("first try fails")
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+                .await
+        }
+    });
+    wait_until(
+        Duration::from_secs(30),
+        || seen.lock().unwrap().len() == 2,
+        || format!("{:?}", seen.lock().unwrap()),
+    )
+    .await;
+    let id = Some("order-17".to_owned());
+    let tenant = "acme".to_owned();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (id.clone(), 1, name.clone(), tenant.clone()),
+            (id, 2, name.clone(), tenant)
+        ],
+        "the id and headers stay, the attempt counts, the key is the original"
+    );
+    worker.abort();
+
+    // The `type` a publish sets is what `route_type` matches.
+    let events = Exchange::topic(common::unique_name("promise.incoming.x"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let orders = Queue::named(common::unique_name("promise.incoming.q"))
+        .declare(&client)
+        .await
+        .unwrap();
+    events.bind(&orders, &"#".parse().unwrap()).await.unwrap();
+    let routed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let router = Router::new()
+        .route_type("refund", {
+            let routed = routed.clone();
+            move |n: u32| {
+                let routed = routed.clone();
+                async move {
+                    routed.lock().unwrap().push(format!("refund {n}"));
+                    Ok::<_, String>(())
+                }
+            }
+        })
+        .route_incoming("order.*", {
+            let routed = routed.clone();
+            move |o: rabbitkit::Incoming<u32>| {
+                let routed = routed.clone();
+                async move {
+                    routed
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", o.routing_key(), o.body));
+                    Ok::<_, String>(())
+                }
+            }
+        });
+    let running = tokio::spawn({
+        let orders = orders.clone();
+        async move { router.run(&orders, HandleOptions::new()).await }
+    });
+    events
+        .publish_with(
+            "payments.in",
+            &5u32,
+            rabbitkit::PublishOptions::new().message_type("refund"),
+        )
+        .await
+        .unwrap();
+    events.publish("order.placed", &6u32).await.unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        || routed.lock().unwrap().len() == 2,
+        || format!("{:?}", routed.lock().unwrap()),
+    )
+    .await;
+    assert_eq!(*routed.lock().unwrap(), ["refund 5", "order.placed 6"]);
+    running.abort();
+    client.delete_queue(&name).await.unwrap();
+    client.delete_queue(orders.name()).await.unwrap();
+    client.delete_exchange(events.name()).await.unwrap();
+}

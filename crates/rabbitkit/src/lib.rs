@@ -174,8 +174,8 @@ pub use exchange::{
     Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Selective, Topic,
 };
 pub use message::{
-    ATTEMPTS_HEADER, HandleReport, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER, PARKED_SUFFIX,
-    PublishOptions, RETRIES_HEADER, Received, RetryPolicy, Subscription,
+    ATTEMPTS_HEADER, HandleReport, Incoming, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
+    PARKED_SUFFIX, PublishOptions, RETRIES_HEADER, Received, RetryPolicy, Subscription,
 };
 pub use partitioned::{
     CONSISTENT_HASH, LEADER_LOCATOR, MAX_PARTITIONS, PartitionedQueue, PartitionedQueueBuilder,

@@ -53,6 +53,8 @@ pub struct PublishOptions {
     pub headers: Option<FieldTable>,
     /// Deliver it this much later (see [`delay`](Self::delay)).
     pub delay: Option<Duration>,
+    /// The `type` property (see [`message_type`](Self::message_type)).
+    pub message_type: Option<String>,
 }
 
 impl PublishOptions {
@@ -117,6 +119,14 @@ impl PublishOptions {
     /// ```
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+    /// Sets the message's `type` property: what kind of message it is
+    /// (e.g. `order.placed`), which [`Router::route_type`](crate::Router::route_type)
+    /// routes on and [`Incoming::message_type`] reads. At most 255 bytes
+    /// (a longer one fails the send with `PublishError::Invalid`).
+    pub fn message_type(mut self, kind: impl Into<String>) -> Self {
+        self.message_type = Some(kind.into());
         self
     }
     /// Adds a header. A key over 255 bytes (the AMQP limit) fails the send
@@ -184,6 +194,16 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
     }
     if let Some(p) = opts.priority {
         props = props.with_priority(p);
+    }
+    if let Some(kind) = &opts.message_type {
+        rabbitkit_core::validate::check_short_string(kind).map_err(|reason| {
+            PublishError::Invalid {
+                what: "message type".to_owned(),
+                value: kind.clone(),
+                reason,
+            }
+        })?;
+        props = props.with_type(kind.as_str().into());
     }
     props = props.with_timestamp(
         std::time::SystemTime::now()
@@ -363,6 +383,94 @@ impl<T> Received<T> {
     /// Body and delivery apart.
     pub fn into_parts(self) -> (T, Delivery) {
         (self.body, self.delivery)
+    }
+}
+
+/// A message a handler runs on, with what the handler may need to know
+/// about it: its id (to deduplicate on), routing key, exchange, `type`,
+/// headers, how many times it was tried, whether it was delivered before.
+/// The handler loop settles it (the handler returns `Ok` or `Err`): it
+/// has no ack of its own. Handlers that need only the body take `T`
+/// ([`Subscription::handle_with`], [`WorkQueue::work`](crate::WorkQueue::work));
+/// those that need more take `Incoming<T>`
+/// ([`Subscription::handle_incoming`], [`WorkQueue::work_incoming`](crate::WorkQueue::work_incoming),
+/// [`Router::route_incoming`](crate::Router::route_incoming)).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Incoming<T> {
+    /// The decoded body.
+    pub body: T,
+    properties: BasicProperties,
+    exchange: String,
+    routing_key: String,
+    redelivered: bool,
+}
+
+impl<T> Incoming<T> {
+    pub(crate) fn new(body: T, delivery: &Delivery) -> Self {
+        Self {
+            body,
+            properties: delivery.properties().clone(),
+            exchange: delivery.exchange().to_owned(),
+            routing_key: original_routing_key(delivery).to_owned(),
+            redelivered: delivery.redelivered(),
+        }
+    }
+
+    /// Its `message_id` (rabbitkit gives every publish one, kept when it is
+    /// re-sent or retried): what to deduplicate on.
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties.message_id().as_ref().map(|id| id.as_str())
+    }
+
+    /// The routing key it was published with (kept by a retried copy,
+    /// which comes back through the default exchange).
+    pub fn routing_key(&self) -> &str {
+        &self.routing_key
+    }
+
+    /// The exchange it came through (`""` for a retried copy: see
+    /// [`ORIGINAL_EXCHANGE_HEADER`]).
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// Its `type` property ([`PublishOptions::message_type`]), which
+    /// [`Router::route_type`](crate::Router::route_type) matches on.
+    pub fn message_type(&self) -> Option<&str> {
+        self.properties.kind().as_ref().map(|k| k.as_str())
+    }
+
+    /// Which attempt this is: 1 the first time, 2 after one retry
+    /// ([`RETRIES_HEADER`] + 1). A redelivery after a failover is not a
+    /// new attempt (see [`redelivered`](Self::redelivered)).
+    pub fn attempt(&self) -> u64 {
+        retries(&self.properties).saturating_add(1)
+    }
+
+    /// Whether the broker delivered it before (e.g. its consumer's
+    /// connection was lost before the ack): it may have been handled.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// The message's headers, readable.
+    pub fn headers(&self) -> crate::Headers {
+        self.properties
+            .headers()
+            .as_ref()
+            .map(crate::Headers::from_table)
+            .unwrap_or_default()
+    }
+
+    /// One header's value, if present.
+    pub fn header(&self, key: &str) -> Option<&AMQPValue> {
+        header(&self.properties, key)
+    }
+
+    /// All its AMQP properties.
+    pub fn properties(&self) -> &BasicProperties {
+        &self.properties
     }
 }
 
@@ -750,12 +858,58 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// # Ok(()) }
     /// ```
     pub async fn handle_with<F, Fut, E>(
-        mut self,
+        self,
         options: HandleOptions,
         mut handler: F,
     ) -> HandleReport
     where
         F: FnMut(T) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        self.handle_decoded(options, |body, _| handler(body)).await
+    }
+
+    /// [`handle_with`](Self::handle_with) for a handler that takes the
+    /// message with what it needs to know about it ([`Incoming`]): its id,
+    /// routing key, `type`, headers, attempt, redelivered flag.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: rabbitkit::Queue) -> Result<(), Box<dyn std::error::Error>> {
+    /// use rabbitkit::{HandleOptions, Incoming};
+    /// let sub = queue.subscribe::<String>().await?;
+    /// sub.handle_incoming(HandleOptions::new(), |order: Incoming<String>| async move {
+    ///     println!("{} (id {:?}, attempt {})", order.body, order.message_id(), order.attempt());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn handle_incoming<F, Fut, E>(
+        self,
+        options: HandleOptions,
+        mut handler: F,
+    ) -> HandleReport
+    where
+        F: FnMut(Incoming<T>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        self.handle_decoded(options, |body, delivery| {
+            handler(Incoming::new(body, delivery))
+        })
+        .await
+    }
+
+    /// The handler loop: decodes each body and calls `handler` with it and
+    /// its delivery.
+    async fn handle_decoded<F, Fut, E>(
+        mut self,
+        options: HandleOptions,
+        mut handler: F,
+    ) -> HandleReport
+    where
+        F: FnMut(T, &Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
@@ -777,7 +931,7 @@ impl<T: DeserializeOwned> Subscription<T> {
                     max_inflated,
                 );
                 let (work, error) = match decoded {
-                    Ok(body) => (Some(call_handler(|| handler(body))), None),
+                    Ok(body) => (Some(call_handler(|| handler(body, &delivery))), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
                 async move {

@@ -45,7 +45,7 @@ use crate::binding::TopicPattern;
 use crate::codec;
 use crate::concurrency::{HandleOptions, Settle, call_handler, drive, handled};
 use crate::error::SubscribeError;
-use crate::message::{HandleReport, OnError, Subscription, original_routing_key};
+use crate::message::{HandleReport, Incoming, OnError, Subscription, original_routing_key};
 use crate::queue::Queue;
 
 /// An async function that handles messages of type `T`: any
@@ -171,6 +171,39 @@ impl Router {
         handler: impl Handler<T>,
     ) -> Self {
         self.add(Match::Type(kind.to_owned()), handler)
+    }
+
+    /// [`route`](Self::route) for a handler that takes the message with
+    /// what it needs to know about it ([`Incoming`]): its id, routing key,
+    /// `type`, headers, attempt.
+    pub fn route_incoming<T: DeserializeOwned + 'static>(
+        mut self,
+        pattern: &str,
+        handler: impl Handler<Incoming<T>>,
+    ) -> Self {
+        match TopicPattern::new(pattern) {
+            Ok(pattern) => {
+                let start: Arc<Start> =
+                    Arc::new(move |delivery: &Delivery, max_inflated: usize| {
+                        codec::decode_with_limit::<T>(
+                            delivery.body(),
+                            delivery.properties(),
+                            max_inflated,
+                        )
+                        .map(|body| handler.call(Incoming::new(body, delivery)))
+                        .map_err(|e| e.to_string())
+                    });
+                self.routes.push(Route {
+                    on: Match::Key(pattern),
+                    start,
+                });
+                self
+            }
+            Err(e) => {
+                self.errors.push(e.into());
+                self
+            }
+        }
     }
 
     fn add<T: DeserializeOwned + 'static>(mut self, on: Match, handler: impl Handler<T>) -> Self {

@@ -265,6 +265,44 @@ impl<T: DeserializeOwned> WorkQueue<T> {
         Ok(sub.handle_with(self.handle_options(), handler).await)
     }
 
+    /// [`work`](Self::work) with a handler that takes each task with what
+    /// it needs to know about it ([`Incoming`](crate::Incoming)): its
+    /// message id (to deduplicate on), attempt, redelivered flag, headers.
+    /// With `shutdown`, stops as [`work_until`](Self::work_until) does.
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use rabbitkit::{Incoming, WorkQueue};
+    /// let emails = WorkQueue::<String>::builder("emails").declare(&client).await?;
+    /// emails
+    ///     .work_incoming(None, |email: Incoming<String>| async move {
+    ///         if email.redelivered() {
+    ///             // Perhaps sent already: check by its id first.
+    ///             println!("{:?} again", email.message_id());
+    ///         }
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn work_incoming<F, Fut, E>(
+        &self,
+        shutdown: Option<&Shutdown>,
+        handler: F,
+    ) -> Result<HandleReport, SubscribeError>
+    where
+        F: FnMut(crate::Incoming<T>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let sub = self.subscribe().await?;
+        let mut options = self.handle_options();
+        if let Some(shutdown) = shutdown {
+            options = options.shutdown(shutdown);
+        }
+        Ok(sub.handle_incoming(options, handler).await)
+    }
+
     /// [`work`](Self::work) until `shutdown` is given, then stops
     /// gracefully: no new tasks, tasks received but not started go back to
     /// the queue, tasks in progress finish (and are acknowledged) up to the
