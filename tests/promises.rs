@@ -813,7 +813,9 @@ async fn handlers_can_see_what_they_handle() {
         )
         .await
         .unwrap();
-    let seen: Arc<Mutex<Vec<(Option<String>, u64, String, String)>>> = Arc::default();
+    // (message id, attempt, routing key, tenant header) per run.
+    type Seen = (Option<String>, u64, String, String);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let worker = tokio::spawn({
         let (tasks, seen) = (tasks.clone(), seen.clone());
         async move {
