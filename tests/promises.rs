@@ -918,3 +918,51 @@ async fn handlers_can_see_what_they_handle() {
     client.delete_queue(orders.name()).await.unwrap();
     client.delete_exchange(events.name()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_client_says_closed_once() {
+    // Before: `close()` emitted `Closed` twice.
+    let client = common::client().await;
+    let mut events = client.events();
+    client.close().await;
+    let mut closed = 0;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        if matches!(event, Event::Closed { .. }) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_channel_refuses_a_name_too_long_instead_of_panicking() {
+    common::ensure_cluster();
+    let connection = lapin::Connection::connect(
+        &common::amqp_addrs()[0],
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirms = rabbitkit_core::ConfirmChannel::new(channel);
+    let long = "x".repeat(300);
+    for (exchange, key) in [(long.as_str(), "k"), ("", long.as_str())] {
+        let sent = confirms
+            .publish(
+                exchange,
+                key,
+                false,
+                Arc::from(&b"body"[..]),
+                rabbitkit_core::BasicProperties::default(),
+            )
+            .await;
+        assert!(sent.is_err(), "a name over 255 bytes was sent");
+    }
+    let _ = connection.close(200, "done".into()).await;
+}

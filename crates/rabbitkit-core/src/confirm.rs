@@ -168,6 +168,15 @@ impl ConfirmChannel {
         body: Arc<[u8]>,
         properties: BasicProperties,
     ) -> impl Future<Output = lapin::Result<PublishOutcome>> + Send + 'static + use<> {
+        if exchange.len() > 255 || routing_key.len() > 255 {
+            // An AMQP short string: a longer one cannot be sent (and would
+            // panic in the encoder). `Client::publish` refuses it with a
+            // typed error before it gets here.
+            return Either::Left(std::future::ready(Err(std::io::Error::other(
+                "exchange or routing key longer than 255 bytes",
+            )
+            .into())));
+        }
         if mandatory && self.inner.unreturnable {
             return Either::Left(std::future::ready(Err(std::io::Error::other(
                 "a mandatory publish on a channel made for unreturnable ones",

@@ -243,7 +243,11 @@ fn give_up(
 
 /// Marks the client closed for good: the link says why, publishes waiting
 /// for a place in the window fail, an [`Event::Closed`].
+/// Only the first call counts: a client is closed once, with one event.
 fn close_for_good(shared: &Shared, reason: String) {
+    if matches!(&*shared.link.borrow(), Link::Closed(_)) {
+        return;
+    }
     shared.link.send_replace(Link::Closed(reason.clone()));
     shared.window.close();
     shared.emit(Event::Closed { reason });
