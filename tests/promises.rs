@@ -966,3 +966,63 @@ async fn a_confirm_channel_refuses_a_name_too_long_instead_of_panicking() {
     }
     let _ = connection.close(200, "done".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_delayed_publish_is_bounded_by_the_publish_timeout() {
+    // Before: the first delayed publish declared the delay queues one by
+    // one, each bounded by the operation timeout only, so on a slow link it
+    // took many times the publish timeout.
+    common::ensure_cluster();
+    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await.unwrap();
+    let client = common::options()
+        .publish_timeout(Duration::from_secs(2))
+        .connect(proxy.amqp_url())
+        .await
+        .unwrap();
+    let name = common::unique_name("promise.delay.bound");
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    proxy.delay(Duration::from_millis(400));
+    let started = tokio::time::Instant::now();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(20),
+        queue.send_with(
+            &1u32,
+            rabbitkit::PublishOptions::new().delay(Duration::from_millis(500)),
+        ),
+    )
+    .await
+    .expect("the publish returned within 20 s (its timeout is 2 s)");
+    // A bound, not a speed: the timeout plus slack for the slow link, far
+    // below the declarations' own time on it (13 s before).
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "a 2 s publish timeout took {took:?}"
+    );
+    match sent {
+        Err(rabbitkit::SendError::Publish(rabbitkit::PublishError::Timeout(t))) => {
+            assert_eq!(t, Duration::from_secs(2))
+        }
+        other => panic!("expected a publish timeout, got {other:?}"),
+    }
+    // On a healthy link the same client delays and delivers.
+    proxy.delay(Duration::ZERO);
+    queue
+        .send_with(
+            &2u32,
+            rabbitkit::PublishOptions::new().delay(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<u32>().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the delayed message within 30 s")
+        .unwrap()
+        .unwrap();
+    assert!(got.body == 2 || got.body == 1, "{}", got.body);
+    drop(sub);
+    client.delete_queue(&name).await.unwrap();
+}

@@ -137,10 +137,21 @@ impl Publisher {
                 let client = self.client.clone();
                 let slot = self.slot;
                 Either::Right(Box::pin(async move {
+                    // The publish timeout bounds the whole send, the delay
+                    // queues' declarations (the first delayed publish) included.
+                    let started = Instant::now();
                     let declare = |d| client.declare(d);
-                    let message =
-                        crate::delay::prepare(&client.shared().delay, declare, message).await?;
-                    publish(shared, Route::Pool(slot), message, timeout).await
+                    let prepared = tokio::time::timeout(
+                        timeout,
+                        crate::delay::prepare(&client.shared().delay, declare, message),
+                    )
+                    .await;
+                    let message = match prepared {
+                        Ok(message) => message?,
+                        Err(_) => return Err(timed_out(&shared, timeout)),
+                    };
+                    let left = timeout.saturating_sub(started.elapsed());
+                    publish(shared, Route::Pool(slot), message, left).await
                 }))
             }
         };
