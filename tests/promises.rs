@@ -1026,3 +1026,54 @@ async fn the_first_delayed_publish_is_bounded_by_the_publish_timeout() {
     drop(sub);
     client.delete_queue(&name).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_to_a_queue_deleted_and_declared_again_arrives() {
+    // Before: the client remembered the target as bound for good; after
+    // `delete_queue` and a new `declare`, delayed publishes were confirmed
+    // and then dropped in the delay sink.
+    let client = common::client().await;
+    let name = common::unique_name("promise.delay.again");
+    let delayed = || rabbitkit::PublishOptions::new().delay(Duration::from_millis(300));
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    queue.send_with(&1u32, delayed()).await.unwrap();
+    let mut sub = queue.subscribe::<u32>().await.unwrap();
+    assert_eq!(common::next_body(&mut sub).await, 1);
+    drop(sub);
+    client.delete_queue(&name).await.unwrap();
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    queue.send_with(&2u32, delayed()).await.unwrap();
+    let mut sub = queue.subscribe::<u32>().await.unwrap();
+    assert_eq!(
+        common::next_body(&mut sub).await,
+        2,
+        "the delayed message arrives"
+    );
+    drop(sub);
+    client.delete_queue(&name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_with_its_own_ttl_is_refused_not_delivered_early() {
+    // Before: the message's TTL shortened the first delay level: asked for
+    // 10 s, with a 1 s expiration, it arrived after about 1 s.
+    let client = common::client().await;
+    let name = common::unique_name("promise.delay.ttl");
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    let sent = queue
+        .send_with(
+            &1u32,
+            rabbitkit::PublishOptions::new()
+                .delay(Duration::from_secs(10))
+                .expiration(Duration::from_secs(1)),
+        )
+        .await;
+    match sent {
+        Err(rabbitkit::SendError::Publish(rabbitkit::PublishError::Invalid { what, .. })) => {
+            assert_eq!(what, "expiration")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(queue.info().await.unwrap().messages, 0);
+    client.delete_queue(&name).await.unwrap();
+}

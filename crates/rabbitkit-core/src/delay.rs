@@ -138,6 +138,29 @@ pub(crate) struct Declared {
     declaring: tokio::sync::Mutex<()>,
 }
 
+impl Declared {
+    /// The target queue `queue` was deleted: its binding to the deliver
+    /// exchange went with it, and is made again by the next delayed
+    /// publish to it (else it would be confirmed, then dropped in the sink).
+    pub(crate) fn forget_queue(&self, queue: &str) {
+        let target = (String::new(), queue.to_owned());
+        self.targets.lock().unwrap().remove(&target);
+    }
+
+    /// The target exchange `exchange` was deleted (see [`forget_queue`](Self::forget_queue)).
+    pub(crate) fn forget_exchange(&self, exchange: &str) {
+        let target = (exchange.to_owned(), String::new());
+        self.targets.lock().unwrap().remove(&target);
+    }
+
+    /// After a reconnect, every target's binding is checked again by its
+    /// next delayed publish (a target deleted and re-created by another
+    /// program meanwhile lost it).
+    pub(crate) fn forget_targets(&self) {
+        self.targets.lock().unwrap().clear();
+    }
+}
+
 fn longstr(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
@@ -280,6 +303,18 @@ where
         return Ok(message);
     };
     crate::validate::publish(&message.exchange, &message.routing_key)?;
+    if let Some(ttl) = message.properties.expiration() {
+        // Its TTL would shorten the first delay level's (it would arrive
+        // early), and the broker strips it when it dead-letters the message
+        // on: a delayed message cannot carry one.
+        return Err(PublishError::Invalid {
+            what: "expiration".into(),
+            value: ttl.to_string(),
+            reason: "a delayed message cannot carry a per-message TTL: it would shorten the \
+                     delay, and the broker drops it on the way (set the TTL on the target queue)"
+                .into(),
+        });
+    }
     let target = (message.exchange.as_str(), message.routing_key.as_str());
     ensure(declared, declare, top, target).await?;
 

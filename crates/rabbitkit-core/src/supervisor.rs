@@ -680,6 +680,9 @@ impl Supervisor {
         match self.lost_at.take() {
             None => self.shared.emit(Event::Connected { endpoint }),
             Some(since) => {
+                // A delay target re-created by another program meanwhile has
+                // no binding to the deliver exchange: check each again.
+                self.shared.delay.forget_targets();
                 self.shared
                     .counters
                     .recoveries
@@ -885,6 +888,13 @@ impl Supervisor {
                     Forget::Binding(spec) => t.forget_binding(spec),
                     Forget::ExchangeBinding(spec) => t.forget_exchange_binding(spec),
                 });
+                // A deleted delay target loses its binding to the deliver
+                // exchange: the next delayed publish to it binds it again.
+                match &forget {
+                    Forget::Queue(name) => self.shared.delay.forget_queue(name),
+                    Forget::Exchange(name) => self.shared.delay.forget_exchange(name),
+                    Forget::Binding(_) | Forget::ExchangeBinding(_) => {}
+                }
                 if let Some(done) = done {
                     let _ = done.send(());
                 }

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use rabbitkit_core::{AMQPValue, Client, Consumer, Declaration, Delivery, OutgoingMessage};
+use rabbitkit_core::{
+    AMQPValue, BasicProperties, Client, Consumer, Declaration, Delivery, OutgoingMessage,
+};
 
 use crate::instrument::{timed, traced};
 use crate::message::{
@@ -259,6 +261,11 @@ impl Settle {
                 &self.queue,
                 &[(RETRIES_HEADER, count(retried + 1))],
             );
+            if !delay.is_zero() {
+                // A delayed message cannot carry a per-message TTL (it would
+                // cut the delay short): the retry copy goes without it.
+                copy.properties = without_expiration(&copy.properties);
+            }
             copy.delay = Some(delay);
             return if self.republish(&delivery, copy, "retry").await {
                 Outcome::Requeued
@@ -444,6 +451,32 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     format!("handler panicked: {message}")
 }
 
+/// `properties` without an `expiration`.
+fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    macro_rules! keep {
+        ($($get:ident => $set:ident),* $(,)?) => {
+            $(if let Some(v) = p.$get() { out = out.$set(v.clone()); })*
+        };
+    }
+    keep!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        headers => with_headers,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id,
+    );
+    out
+}
+
 fn count(n: u64) -> AMQPValue {
     AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -546,4 +579,42 @@ where
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_without_expiration_keeps_every_other_property() {
+        let mut headers = rabbitkit_core::FieldTable::default();
+        headers.insert("k".into(), AMQPValue::LongString("v".into()));
+        let p = BasicProperties::default()
+            .with_expiration("5000".into())
+            .with_message_id("id-1".into())
+            .with_type("order".into())
+            .with_delivery_mode(2)
+            .with_headers(headers.clone());
+        let q = without_expiration(&p);
+        assert_eq!(q.expiration(), &None);
+        assert_eq!(
+            q,
+            BasicProperties::default()
+                .with_message_id("id-1".into())
+                .with_type("order".into())
+                .with_delivery_mode(2)
+                .with_headers(headers)
+        );
+    }
+
+    #[test]
+    fn the_pause_after_failed_copies_doubles_up_to_thirty_seconds() {
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(copy_backoff(1), ms(100));
+        assert_eq!(copy_backoff(2), ms(200));
+        assert_eq!(copy_backoff(5), ms(1600));
+        assert_eq!(copy_backoff(9), ms(25_600));
+        assert_eq!(copy_backoff(10), Duration::from_secs(30));
+        assert_eq!(copy_backoff(u32::MAX), Duration::from_secs(30));
+    }
 }
