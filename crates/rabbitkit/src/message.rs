@@ -106,7 +106,9 @@ impl PublishOptions {
     /// (100 ms), so never early; usually within a few tens of milliseconds
     /// after. Zero sends at once; more than
     /// [`MAX_DELAY`](rabbitkit_core::delay::MAX_DELAY) (about 77 days) fails
-    /// the send with `PublishError::Invalid`, nothing sent. If the target
+    /// the send with `PublishError::Invalid`, nothing sent, and so does a
+    /// delayed message with an [`expiration`](Self::expiration) (it would
+    /// arrive early; give the target queue a TTL instead). If the target
     /// routes the message nowhere when the delay ends (a fanout without
     /// subscribers, a deleted queue), it is dropped, like any unroutable
     /// publish.
