@@ -94,8 +94,11 @@ pub struct PartitionedQueueBuilder<T> {
 /// exchange with the key as routing key: the broker hashes it, so a key
 /// always reaches the same partition, and a partition is consumed by one
 /// consumer at a time, one message after another: **messages of one key
-/// are handled in the order they were published**, and different keys
-/// spread over the partitions (and the nodes).
+/// are handled in the order they were published** when each was confirmed
+/// before the next of its key was published (awaiting `publish` one after
+/// another does that). Publishes of one key kept in flight together may be
+/// reordered by a re-send (a nack, a failover). Different keys spread over
+/// the partitions (and the nodes).
 ///
 /// ## Why a consistent-hash exchange (and not modulo routing)
 /// The alternative is a direct exchange with partitions bound to `"0"` …
