@@ -272,3 +272,51 @@ pub async fn work(ctx: &Ctx, queue: &str, n: u64, concurrency: usize) -> Result<
     }
     Ok(sample)
 }
+
+/// `WorkQueue` (prefetch `prefetch`, `concurrency` handlers) consuming `n`
+/// tasks whose handler awaits 10 ms, except every `slow_every`-th task
+/// (counted as started), which awaits 100 × that: one slow task must not
+/// hold up the others (issue 25).
+pub async fn work_mixed(
+    ctx: &Ctx,
+    queue: &str,
+    n: u64,
+    (prefetch, concurrency): (u16, usize),
+    slow_every: Option<u64>,
+) -> Result<Sample> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+    let client = connect(ctx, 1).await?;
+    let work = WorkQueue::<String>::builder(queue)
+        .classic()
+        .prefetch(prefetch)
+        .concurrency(concurrency)
+        .declare(&client)
+        .await?;
+    let shutdown = rabbitkit::Shutdown::new();
+    let started = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let meter = Meter::start(&ctx.pids);
+    let report = work
+        .work_until(&shutdown, |_task: String| {
+            let (started, done, shutdown) = (started.clone(), done.clone(), shutdown.clone());
+            async move {
+                let i = started.fetch_add(1, Ordering::Relaxed);
+                let slow = slow_every.is_some_and(|every| i % every == every / 2);
+                let wait = if slow { 1000 } else { 10 };
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                if done.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                    shutdown.stop(Duration::from_secs(10));
+                }
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+        .await?;
+    let sample = meter.finish(n);
+    client.close().await;
+    if report.acked < n {
+        return Err(format!("only {} of {n} tasks acknowledged", report.acked).into());
+    }
+    Ok(sample)
+}
