@@ -143,6 +143,7 @@
 //!   `is_retryable`/`reply_code` classifiers; [`Cause`] keeps lapin's error as the `source()`.
 //! - `reply.rs` — the one place where the broker's reply codes and texts are read
 //!   (inequivalent declarations, refusals, sizes), tested with RabbitMQ 3.10's and 4.3's texts.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod acks;

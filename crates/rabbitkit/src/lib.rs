@@ -149,6 +149,7 @@
 //!
 //! The connection, failover and recovery live in `rabbitkit-core`,
 //! re-exported here ([`Options`], [`Client`], [`Event`], ...).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod binding;

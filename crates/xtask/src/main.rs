@@ -14,7 +14,9 @@ use rabbitkit_test::{
     using_external_broker,
 };
 
+mod api;
 mod book;
+mod outside_app;
 mod tools;
 
 /// Developer commands for rabbitkit.
@@ -163,6 +165,31 @@ enum Task {
     /// docs` (installs mdBook 0.4.52 with `cargo install --locked` when it
     /// is missing).
     Book,
+    /// Write the public items of rabbitkit and rabbitkit-core to
+    /// api/rabbitkit.txt and api/rabbitkit-core.txt.
+    ///
+    /// Read from the sources with syn (every `pub` item, with its
+    /// signature). A unit test of xtask fails when the checked-in lists
+    /// differ from the sources: after a deliberate change of the public
+    /// API, run this and say the change in CHANGELOG.md.
+    Api,
+    /// A fresh application outside the workspace that depends on rabbitkit
+    /// by path (default features, as a user would), built and run.
+    ///
+    /// `cargo new` in the system's temp directory (its Cargo.toml gets an
+    /// empty `[workspace]`), `cargo add` of rabbitkit (path), futures and
+    /// tokio; a worker and a publisher made from README's "A taste"
+    /// snippet; built (target dir `target/outside-app`), then the worker
+    /// is started, the publisher sends, and the worker must receive the
+    /// message and exit 0 (AMQP_ADDR, or the local cluster's node 1, which
+    /// is brought up). With `--measure`, also a cold build of it and of a
+    /// raw lapin application in fresh target directories: compile time and
+    /// dependency count (the figures of BENCHMARKS.md).
+    OutsideApp {
+        /// Also measure cold builds of this app and of a raw lapin app.
+        #[arg(long)]
+        measure: bool,
+    },
 }
 
 /// Arguments passed on, untouched, to the program a command runs (a
@@ -299,6 +326,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Task::Soak(extra) => soak(extra.args()),
         Task::Jepsen(extra) => jepsen(extra.args()),
         Task::Book => book::book(),
+        Task::Api => api::write(&Metadata::load()?.root).map(|()| ExitCode::SUCCESS),
+        Task::OutsideApp { measure } => outside_app::run(measure),
     }
 }
 
@@ -991,6 +1020,15 @@ mod tests {
         );
         assert_eq!(passed_on("demo"), (None, vec![]));
         assert!(matches!(parse("book").unwrap().command, Task::Book));
+        assert!(matches!(parse("api").unwrap().command, Task::Api));
+        assert!(matches!(
+            parse("outside-app").unwrap().command,
+            Task::OutsideApp { measure: false }
+        ));
+        assert!(matches!(
+            parse("outside-app --measure").unwrap().command,
+            Task::OutsideApp { measure: true }
+        ));
         assert!(matches!(
             parse("lb up").unwrap().command,
             Task::Lb(LbTask::Up)
@@ -1068,6 +1106,7 @@ mod tests {
             "lb",
             "lb sideways",
             "book extra",
+            "api extra",
             "netsplit cut 4",
             "netsplit up --partition-handling sometimes",
             "test --rabbitmq 5.0",
