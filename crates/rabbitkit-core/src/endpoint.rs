@@ -196,9 +196,11 @@ impl ToEndpoints for str {
         Endpoint::parse_list(self)
     }
 }
-impl ToEndpoints for &str {
+/// A reference to anything that names endpoints: `&str`, `&String`,
+/// `&Vec<_>`, `&[_]`, `&Endpoint`.
+impl<T: ToEndpoints + ?Sized> ToEndpoints for &T {
     fn to_endpoints(&self) -> Result<Vec<Endpoint>, EndpointError> {
-        Endpoint::parse_list(self)
+        (**self).to_endpoints()
     }
 }
 impl ToEndpoints for String {
@@ -237,6 +239,20 @@ impl<T: ToEndpoints, const N: usize> ToEndpoints for [T; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_to_anything_that_names_endpoints_name_them_too() {
+        // As `Options::connect(&url)` takes them.
+        fn names(e: impl ToEndpoints) -> Vec<Endpoint> {
+            e.to_endpoints().unwrap()
+        }
+        let url = String::from("amqp://127.0.0.1:5672/%2f");
+        let one = names(&url);
+        assert_eq!(one, names(url.as_str()));
+        let list = vec![url.clone(), "amqp://127.0.0.1:5673/%2f".to_owned()];
+        assert_eq!(names(&list).len(), 2);
+        assert_eq!(names(&one[0]), one);
+    }
 
     #[test]
     fn parses_a_list_and_hides_passwords() {
