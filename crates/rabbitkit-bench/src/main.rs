@@ -836,8 +836,7 @@ async fn run(args: &Args) -> Result<report::Bench> {
                 move |q| async move {
                     rk::declare_work_queue(ctx, &q).await?;
                     raw::fill(ctx, &q, n).await?;
-                    let s =
-                        rk::work_mixed(ctx, &q, n, (prefetch, concurrency), Some(100)).await;
+                    let s = rk::work_mixed(ctx, &q, n, (prefetch, concurrency), Some(100)).await;
                     check_empty(ctx, &q, "rabbitkit WorkQueue, 1 % slow tasks").await?;
                     s
                 },

@@ -210,106 +210,6 @@ pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 /// must be a DAG (a reader can then start from the leaves).
 #[cfg(test)]
 mod module_graph {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    /// The modules named by the `use crate::…` lines of `source` (its
-    /// `#[cfg(test)]` module excluded).
-    fn imports(source: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
-        let code = source
-            .split("#[cfg(test)]\nmod tests")
-            .next()
-            .unwrap_or(source);
-        let mut found = BTreeSet::new();
-        let mut rest = code;
-        while let Some(at) = rest.find("use crate::") {
-            let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
-            let before = rest[line_start..at].trim();
-            let statement = &rest[at + "use crate::".len()..];
-            let end = statement.find(';').unwrap_or(statement.len());
-            let is_use = before.is_empty() || before.starts_with("pub");
-            if is_use {
-                let list = &statement[..end];
-                // `a::B`, or `{a::B, b::{C, D}}`: every path's first segment.
-                let mut depth = 0;
-                let mut segment_start = true;
-                let mut word = String::new();
-                for c in list.chars().chain([',']) {
-                    match c {
-                        'a'..='z' | 'A'..='Z' | '0'..='9' | '_' => {
-                            if segment_start {
-                                word.push(c);
-                            }
-                        }
-                        _ => {
-                            if segment_start && !word.is_empty() {
-                                if modules.contains(&word) {
-                                    found.insert(word.clone());
-                                }
-                                segment_start = false;
-                            }
-                            word.clear();
-                            match c {
-                                '{' => {
-                                    depth += 1;
-                                    segment_start = depth == 1;
-                                }
-                                '}' => depth -= 1,
-                                ',' if depth <= 1 => segment_start = true,
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-            rest = &statement[end.min(statement.len())..];
-        }
-        found
-    }
-
-    /// A cycle in `graph`, if there is one.
-    fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
-        fn visit(
-            node: &str,
-            graph: &BTreeMap<String, BTreeSet<String>>,
-            done: &mut BTreeSet<String>,
-            path: &mut Vec<String>,
-        ) -> Option<Vec<String>> {
-            if let Some(at) = path.iter().position(|n| n == node) {
-                let mut cycle = path[at..].to_vec();
-                cycle.push(node.to_owned());
-                return Some(cycle);
-            }
-            if done.contains(node) {
-                return None;
-            }
-            path.push(node.to_owned());
-            for next in graph.get(node).into_iter().flatten() {
-                if let Some(cycle) = visit(next, graph, done, path) {
-                    return Some(cycle);
-                }
-            }
-            path.pop();
-            done.insert(node.to_owned());
-            None
-        }
-        let mut done = BTreeSet::new();
-        graph
-            .keys()
-            .find_map(|node| visit(node, graph, &mut done, &mut Vec::new()))
-    }
-
-    fn graph_of(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
-        let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
-        files
-            .iter()
-            .map(|(module, source)| {
-                let mut uses = imports(source, &modules);
-                uses.remove(module);
-                (module.clone(), uses)
-            })
-            .collect()
-    }
-
     #[test]
     fn the_core_modules_import_each_other_without_a_cycle() {
         // `MODULE_GRAPH_SRC` checks another tree (e.g. an older checkout).
@@ -317,41 +217,8 @@ mod module_graph {
             Some(dir) => std::path::PathBuf::from(dir),
             None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
         };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let Some(module) = path.file_stem().and_then(|s| s.to_str()) else {
-                continue;
-            };
-            if path.extension().is_some_and(|e| e == "rs") && module != "lib" {
-                files.push((module.to_owned(), std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-        assert!(files.len() > 10, "read {} files from {dir:?}", files.len());
-        let graph = graph_of(&files);
-        assert_eq!(cycle(&graph), None, "the imports: {graph:#?}");
-    }
-
-    #[test]
-    fn a_cycle_through_grouped_imports_is_found() {
-        let files = [
-            ("a".to_owned(), "use crate::b::X;\n".to_owned()),
-            (
-                "b".to_owned(),
-                "use crate::{c::Y, d::{self, Z}};\n".to_owned(),
-            ),
-            ("c".to_owned(), "pub(crate) use crate::a::W;\n".to_owned()),
-            (
-                "d".to_owned(),
-                "// use crate::a::V; (a comment)\n#[cfg(test)]\nmod tests {\n    use crate::a::V;\n}\n"
-                    .to_owned(),
-            ),
-        ];
-        let graph = graph_of(&files);
-        assert_eq!(graph["b"], ["c", "d"].map(String::from).into());
-        assert!(graph["d"].is_empty(), "{graph:?}");
-        let found = cycle(&graph).unwrap();
-        assert_eq!(found.first(), found.last());
-        assert!(found.contains(&"c".to_owned()), "{found:?}");
+        let (cycle, graph) = rabbitkit_test::module_graph::cycle_in(&dir);
+        assert!(graph.len() > 10, "read {} files from {dir:?}", graph.len());
+        assert_eq!(cycle, None, "the imports: {graph:#?}");
     }
 }

@@ -93,6 +93,7 @@
 mod addr;
 mod cluster;
 mod error;
+pub mod module_graph;
 mod names;
 mod netsplit;
 mod nginx;

@@ -136,8 +136,10 @@
 //!   on the core's `RecoveredChannel`: requests and replies on one channel,
 //!   reopened after a failover), `rpc/server.rs` ([`RpcServer`], handlers on
 //!   typed [`Request`]s), `rpc/error.rs` ([`RpcError`]).
-//! - `message.rs` — [`Received`], [`Subscription`], [`PublishOptions`], [`OnError`].
-//! - `concurrency.rs` — [`HandleOptions`]: handlers in flight, the handler loop.
+//! - `message.rs` — [`Received`], [`Incoming`], [`Subscription`], [`PublishOptions`].
+//! - `engine.rs` — the handler engine: [`HandleOptions`], the handler loop
+//!   (handlers in flight, panics, the graceful stop), settlement and the
+//!   failure policy ([`OnError`], [`RetryPolicy`], [`HandleReport`]).
 //! - `shutdown.rs` — [`Shutdown`]: the graceful stop.
 //! - `router.rs` — [`Router`]: several typed handlers on one subscription.
 //! - `instrument.rs` — each handler in its delivery's span, timed (the
@@ -154,7 +156,7 @@
 
 mod binding;
 pub mod codec;
-mod concurrency;
+mod engine;
 mod error;
 mod exchange;
 mod instrument;
@@ -169,7 +171,7 @@ mod shutdown;
 mod work_queue;
 
 pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
-pub use concurrency::HandleOptions;
+pub use engine::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{
     Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Selective, Topic,
@@ -202,3 +204,24 @@ pub use rabbitkit_core::{
     Publisher, QueueInfo, STREAM_DEFAULT_PREFETCH, Stats, StreamOffset, Timings,
     endpoints_from_env,
 };
+
+/// The crate's modules import each other without a cycle (see
+/// `rabbitkit_test::module_graph`): the handler engine (`engine.rs`) sits
+/// under the typed layers, never beside them.
+#[cfg(test)]
+mod module_graph {
+    #[test]
+    fn the_modules_import_each_other_without_a_cycle() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let (cycle, graph) = rabbitkit_test::module_graph::cycle_in(&dir);
+        assert!(graph.len() > 10, "read {} files from {dir:?}", graph.len());
+        assert_eq!(cycle, None, "the imports: {graph:#?}");
+        assert!(
+            graph["engine"]
+                .iter()
+                .all(|m| m == "instrument" || m == "shutdown"),
+            "the engine imports only the instrumentation and the stop signal: {:?}",
+            graph["engine"]
+        );
+    }
+}

@@ -11,7 +11,7 @@ use rabbitkit_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::concurrency::HandleOptions;
+use crate::engine::HandleOptions;
 use crate::error::{SendError, SubscribeError};
 use crate::message::{HandleReport, OnError, PublishOptions, Subscription, outgoing};
 use crate::names::{check_name, check_routing_key};

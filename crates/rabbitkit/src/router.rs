@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 
 use crate::binding::TopicPattern;
 use crate::codec;
-use crate::concurrency::{HandleOptions, Settle, call_handler, drive, handled};
+use crate::engine::{HandleOptions, Settle, call_handler, drive, handled};
 use crate::error::SubscribeError;
 use crate::message::{HandleReport, Incoming, OnError, Subscription, original_routing_key};
 use crate::queue::Queue;

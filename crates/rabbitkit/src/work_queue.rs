@@ -25,7 +25,7 @@ use rabbitkit_core::{Client, Confirmed, ConsumeOptions, DeclareError, QueueInfo}
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::concurrency::HandleOptions;
+use crate::engine::HandleOptions;
 use crate::error::{SendError, SubscribeError};
 use crate::message::{HandleReport, OnError, PublishOptions, Subscription};
 use crate::queue::{Queue, QueueBuilder};

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::ERROR_HEADER;
 use crate::codec;
-use crate::concurrency::{Outcome, call_handler, copy_backoff, drive, run_handler};
+use crate::engine::{Outcome, call_handler, copy_backoff, drive, run_handler};
 use crate::error::SubscribeError;
 use crate::queue::{Queue, QueueBuilder};
 use crate::shutdown::Shutdown;

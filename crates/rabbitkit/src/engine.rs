@@ -1,17 +1,30 @@
-//! Handler loops: up to N handlers in flight on one subscription, each
-//! delivery settled when its own handler ends, and the graceful stop.
+//! The handler engine: the one owner of a delivery from the moment a
+//! handler loop reads it to its settlement, used by every handler-style
+//! API (`Subscription::handle*`, `WorkQueue::work*`, `Router`,
+//! `PartitionedQueue::work*`, and `RpcServer`, which settles by replying).
 //!
-//! The loop reads a delivery only while fewer than N handlers run, so the
-//! prefetch bounds what waits in memory and N bounds what runs. Handlers
-//! end in any order and each acknowledges its own delivery; the
-//! coalescing of acks in `rabbitkit-core` only ever covers a run of
-//! settled delivery tags, so an early ack never covers a delivery still in
-//! progress.
+//! - [`drive`]: up to N handlers in flight on one subscription, each
+//!   delivery settled when its own handler ends (acks past a delivery still
+//!   running go out singly, see `rabbitkit-core`'s `acks.rs`), and the
+//!   graceful stop ([`Shutdown`]). The loop reads a delivery only while
+//!   fewer than N handlers run, so the prefetch bounds what waits in memory
+//!   and N bounds what runs. Deliveries of a subscription that ended never
+//!   reach it (the core's `Consumer` skips them).
+//! - [`call_handler`] / [`run_handler`]: a handler's panic, at the call or
+//!   while it runs, is its error; nothing unwinds into the loop.
+//! - [`Settle`]: the failure policy ([`OnError`], [`RetryPolicy`]): retry
+//!   copies (keeping the original exchange and routing key), parking,
+//!   dead-lettering, streams' own rule, and the back-off when a copy cannot
+//!   be published. Its report is a [`HandleReport`].
 //!
 //! Handlers run as futures inside the loop's task (a `FuturesUnordered`):
 //! they overlap while they wait (I/O, timers), which is what a work queue
 //! handler mostly does. For CPU-bound work, use several loops on several
 //! threads: [`WorkQueue::work_parallel`](crate::WorkQueue::work_parallel).
+//!
+//! This module imports nothing else of the crate's but the instrumentation
+//! and [`Shutdown`]: the typed layers (`message.rs`, `router.rs`, ...) sit
+//! on top of it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,11 +37,277 @@ use rabbitkit_core::{
 };
 
 use crate::instrument::{timed, traced};
-use crate::message::{
-    ATTEMPTS_HEADER, HandleReport, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OnError,
-    PARKED_ERROR_HEADER, PARKED_FROM_HEADER, RETRIES_HEADER, RetryPolicy, retries,
-};
 use crate::shutdown::Shutdown;
+
+/// The header in which [`OnError::RequeueOnce`] counts the retries a
+/// message was given: set on the copy it publishes again after a failure.
+pub const RETRIES_HEADER: &str = "x-rabbitkit-retries";
+
+/// How many times a handler-style consumer retried this message, from its
+/// [`RETRIES_HEADER`] (0 without one).
+///
+/// ```
+/// use rabbitkit::{AMQPValue, BasicProperties, FieldTable};
+/// use rabbitkit::message::{RETRIES_HEADER, retries};
+/// assert_eq!(retries(&BasicProperties::default()), 0);
+/// let mut headers = FieldTable::default();
+/// headers.insert(RETRIES_HEADER.into(), AMQPValue::LongLongInt(1));
+/// assert_eq!(retries(&BasicProperties::default().with_headers(headers)), 1);
+/// ```
+pub fn retries(properties: &BasicProperties) -> u64 {
+    match header(properties, RETRIES_HEADER) {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortShortUInt(n)) => u64::from(*n),
+        Some(AMQPValue::LongString(s)) => s.to_string().trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// One header of `properties`, if present.
+pub fn header<'a>(properties: &'a BasicProperties, key: &str) -> Option<&'a AMQPValue> {
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(key))
+}
+
+/// What a handler-style consumer does with a message whose handler failed
+/// (returned `Err`, or panicked: the panic's message is the error).
+///
+/// On a stream, which keeps every message for every reader and cannot
+/// requeue one, no copy is ever appended to the log: a [`Retry`](Self::Retry)
+/// policy (the default) parks a failed message at once, and the others
+/// settle it with a warning (counted as rejected) and move on.
+///
+/// The default ([`OnError::default()`]) never drops a message: a failed
+/// message gets one more try at the tail of its queue, and when that fails
+/// too it is parked in `<queue>.parked` (a durable quorum queue) with its
+/// last error and attempt count in headers, as [`RetryPolicy`] parks: it is
+/// `OnError::Retry(RetryPolicy::new([Duration::ZERO]))`. Dropping (or
+/// dead-lettering) needs saying so: [`OnError::Drop`],
+/// [`OnError::DeadLetter`], [`OnError::RequeueOnce`].
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit::{OnError, RetryPolicy};
+/// assert_eq!(OnError::default(), OnError::Retry(RetryPolicy::new([Duration::ZERO])));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnError {
+    /// Retry it once, then dead-letter it (or drop it, when its queue has
+    /// no dead-letter exchange).
+    ///
+    /// On the first failure, the message (same body and properties, plus
+    /// the header [`RETRIES_HEADER`]` = 1`) is published again to the end
+    /// of the queue it came from, through the default exchange, mandatory
+    /// and confirmed; then the original is acknowledged. When a message
+    /// whose header says it was retried fails again, it is rejected without
+    /// requeue: dead-lettered when the queue has a dead-letter exchange,
+    /// dropped otherwise. [`WorkQueueBuilder::dead_letter`](crate::WorkQueueBuilder::dead_letter)
+    /// makes this the work queue's policy unless another is set.
+    ///
+    /// The count travels in the message, not in the broker's `redelivered`
+    /// flag: the broker also sets that flag on every message that was
+    /// unacknowledged when a consumer's connection died, so a task whose
+    /// worker's node failed still gets its retry. If the copy cannot be
+    /// published, the message is requeued instead (nack) after a pause that
+    /// grows while the cause lasts (100 ms doubling up to 30 s): nothing is
+    /// lost, nothing spins, and a connection loss in between may at worst
+    /// run it once more.
+    RequeueOnce,
+    /// Always requeue (only for failures that go away by themselves). The
+    /// failure is a `basic.reject`, which a quorum queue counts as a failed
+    /// delivery on every version, so its delivery limit (20 by default in
+    /// RabbitMQ 4) still ends the loop: RabbitMQ 4.3 stopped counting
+    /// `basic.nack` returns, which rabbitkit keeps for deliveries given back
+    /// unprocessed (a dropped [`Delivery`]).
+    Requeue,
+    /// Dead-letter it at once (`basic.reject` without requeue), or drop it
+    /// when the queue has no dead-letter exchange.
+    DeadLetter,
+    /// Drop it at once: the same `basic.reject` without requeue as
+    /// [`DeadLetter`](Self::DeadLetter), named for a queue without a
+    /// dead-letter exchange, where the message is gone.
+    Drop,
+    /// Retry it after each of the policy's delays in turn, then park it in
+    /// a parking queue with why and how often it failed. See
+    /// [`RetryPolicy`].
+    Retry(RetryPolicy),
+}
+
+impl Default for OnError {
+    /// One more try at the tail of the queue, then parked:
+    /// `OnError::Retry(RetryPolicy::new([Duration::ZERO]))`.
+    fn default() -> Self {
+        OnError::Retry(RetryPolicy::new([Duration::ZERO]))
+    }
+}
+
+/// Retries with back-off, then parking: what [`OnError::Retry`] does.
+///
+/// When the handler fails on a message that was retried `n` times (its
+/// [`RETRIES_HEADER`], 0 at first), and the policy has an `n`-th delay, a
+/// copy of the message (same body and properties, `RETRIES_HEADER = n + 1`)
+/// is published to the queue it came from **delayed** by that delay
+/// (rabbitkit's plugin-free delay queues, see
+/// [`PublishOptions::delay`](crate::PublishOptions::delay)), and the original is acknowledged once the
+/// copy is confirmed. When the delays are used up, the message is published
+/// to the parking queue (by default `<queue>.parked`, a durable quorum
+/// queue declared on first use) with the headers [`ATTEMPTS_HEADER`] (how
+/// many times the handler ran), [`RETRIES_HEADER`], [`PARKED_ERROR_HEADER`] (the
+/// last error, at most 1,000 bytes) and [`PARKED_FROM_HEADER`] (the queue).
+///
+/// The count travels in the message, set by rabbitkit: a redelivery after
+/// a failover, or another consumer taking the message, neither resets nor
+/// inflates it. If a copy cannot be published, the original is requeued
+/// (nothing is lost; it may run once more).
+///
+/// ```
+/// use std::time::Duration;
+/// use rabbitkit::{OnError, RetryPolicy};
+/// let policy = RetryPolicy::new([1, 10, 60].map(Duration::from_secs));
+/// assert_eq!(policy.attempts(), 4); // the first try and three retries
+/// let on_error = OnError::Retry(policy.park_in("orders.failed"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub(crate) delays: std::sync::Arc<[Duration]>,
+    pub(crate) park: Option<String>,
+}
+
+impl RetryPolicy {
+    /// Retries after each of `delays` in turn (zero: at once, to the end of
+    /// the queue), then parks the message in `<queue>.parked`. A delay
+    /// above [`MAX_DELAY`](rabbitkit_core::delay::MAX_DELAY) (about 77 days)
+    /// is clamped to it.
+    pub fn new(delays: impl IntoIterator<Item = Duration>) -> Self {
+        Self {
+            delays: delays
+                .into_iter()
+                .map(|d| d.min(rabbitkit_core::delay::MAX_DELAY))
+                .collect(),
+            park: None,
+        }
+    }
+
+    /// `retries` delays growing from `first` by `factor` each time, none
+    /// longer than `max`: `exponential(1 s, 10, 1 min, 4)` waits 1 s, 10 s,
+    /// 60 s, 60 s.
+    pub fn exponential(first: Duration, factor: u32, max: Duration, retries: usize) -> Self {
+        let mut delay = first.min(max);
+        Self::new((0..retries).map(|_| {
+            let this = delay;
+            delay = delay.saturating_mul(factor).min(max);
+            this
+        }))
+    }
+
+    /// Parks messages whose retries are used up in `queue` (declared as a
+    /// durable quorum queue if missing) instead of `<queue>.parked`
+    /// (`rabbitkit.parked` for a temporary queue, whose name lives no longer
+    /// than its subscriber).
+    pub fn park_in(mut self, queue: impl Into<String>) -> Self {
+        self.park = Some(queue.into());
+        self
+    }
+
+    /// The delays, in order.
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// How many times the handler runs at most for one message: the first
+    /// try and one per delay.
+    pub fn attempts(&self) -> usize {
+        self.delays.len() + 1
+    }
+
+    /// The parking queue for messages of `queue`: the one given to
+    /// [`park_in`](Self::park_in), or `<queue>.parked`, or
+    /// [`SHARED_PARKING_QUEUE`] for a temporary queue (one durable parking
+    /// queue per temporary queue would outlive them all).
+    ///
+    /// ```
+    /// use rabbitkit::RetryPolicy;
+    /// let policy = RetryPolicy::new([]);
+    /// assert_eq!(policy.parking_queue("orders"), "orders.parked");
+    /// assert_eq!(policy.parking_queue("rabbitkit.tmp.5f0c"), "rabbitkit.parked");
+    /// assert_eq!(policy.park_in("failed").parking_queue("orders"), "failed");
+    /// ```
+    pub fn parking_queue(&self, queue: &str) -> String {
+        match &self.park {
+            Some(park) => park.clone(),
+            None if queue.starts_with(rabbitkit_core::TEMPORARY_QUEUE_PREFIX) => {
+                SHARED_PARKING_QUEUE.to_owned()
+            }
+            None => format!("{queue}{PARKED_SUFFIX}"),
+        }
+    }
+}
+
+/// Where [`RetryPolicy`] parks the failed messages of temporary queues
+/// (their [`PARKED_FROM_HEADER`] names the queue).
+pub const SHARED_PARKING_QUEUE: &str = "rabbitkit.parked";
+
+/// What [`RetryPolicy`] appends to a queue's name to name its parking queue.
+pub const PARKED_SUFFIX: &str = ".parked";
+
+/// On a parked message: how many times the handler ran.
+pub const ATTEMPTS_HEADER: &str = "x-rabbitkit-attempts";
+
+/// On a parked message: the handler's last error (at most 1,000 bytes).
+pub const PARKED_ERROR_HEADER: &str = "x-rabbitkit-error";
+
+/// On a retried or parked copy: the exchange the message was first
+/// published to (a copy goes through the default exchange).
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-rabbitkit-original-exchange";
+
+/// On a retried or parked copy: the routing key the message was first
+/// published with, which a [`Router`](crate::Router) routes on.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-rabbitkit-original-routing-key";
+
+/// The routing key `delivery` was first published with: its
+/// [`ORIGINAL_ROUTING_KEY_HEADER`] on a retried copy, its own otherwise.
+pub fn original_routing_key(delivery: &Delivery) -> &str {
+    match header(delivery.properties(), ORIGINAL_ROUTING_KEY_HEADER) {
+        Some(AMQPValue::LongString(key)) => std::str::from_utf8(key.as_bytes()).unwrap_or(""),
+        _ => delivery.routing_key(),
+    }
+}
+
+/// On a parked message: the queue it was parked from.
+pub const PARKED_FROM_HEADER: &str = "x-rabbitkit-parked-from";
+
+/// What a handler-style consumer did, returned when its stream ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandleReport {
+    /// Messages handled and acknowledged.
+    pub acked: u64,
+    /// Messages whose handler failed and that were given another try
+    /// (retried by [`OnError::RequeueOnce`] or [`OnError::Retry`], or requeued).
+    pub requeued: u64,
+    /// Messages whose retries were used up ([`OnError::Retry`]): published
+    /// to the parking queue and acknowledged.
+    pub parked: u64,
+    /// Messages dead-lettered (or dropped): handler failures and undecodable bodies.
+    pub rejected: u64,
+    /// Of those, bodies that did not decode.
+    pub undecodable: u64,
+    /// Messages received but not started when a [`Shutdown`](crate::Shutdown)
+    /// came: given back to the queue (requeued) for another consumer.
+    pub unstarted: u64,
+    /// Messages whose handler was still running at the shutdown's
+    /// deadline: the handler was abandoned (its future dropped) and the
+    /// message requeued, so it runs again elsewhere.
+    pub abandoned: u64,
+}
 
 /// How a handler loop runs: the failure policy, handlers in flight, and
 /// the stop signal.
