@@ -554,7 +554,9 @@ async fn main() {
     let proxies = Arc::new(proxies);
     let mut workers = Vec::new();
     for c in 1..=3usize {
-        let urls: Vec<String> = (0..3).map(|k| proxies[(c - 1 + k) % 3].amqp_url()).collect();
+        let urls: Vec<String> = (0..3)
+            .map(|k| proxies[(c - 1 + k) % 3].amqp_url())
+            .collect();
         let client = options(&format!("worker{c}"))
             .connect(urls)
             .await
@@ -721,10 +723,9 @@ async fn main() {
     const LANES: usize = 8;
     let mut lanes: Vec<Vec<(Workload, Task)>> = vec![Vec::new(); LANES];
     for (w, task) in &plan {
-        let lane = task
-            .key
-            .bytes()
-            .fold(w.index() as u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let lane = task.key.bytes().fold(w.index() as u64, |h, b| {
+            h.wrapping_mul(31).wrapping_add(u64::from(b))
+        });
         lanes[(lane % LANES as u64) as usize].push((*w, task.clone()));
     }
     let spacing = a.seconds as f64 / a.tasks.max(1) as f64;
@@ -918,10 +919,14 @@ async fn main() {
     }
     let show = |ids: &mut Vec<u64>| {
         ids.sort_unstable();
-        let mut s: Vec<String> = ids.iter().take(10).map(|id| {
-            let (w, k) = kinds[id];
-            format!("{id} ({}, {})", w.name(), k.name())
-        }).collect();
+        let mut s: Vec<String> = ids
+            .iter()
+            .take(10)
+            .map(|id| {
+                let (w, k) = kinds[id];
+                format!("{id} ({}, {})", w.name(), k.name())
+            })
+            .collect();
         if ids.len() > 10 {
             s.push("...".into());
         }
@@ -934,7 +939,11 @@ async fn main() {
         both.len(),
         wrong.len()
     );
-    for (what, ids) in [("missing", &mut missing), ("both", &mut both), ("against their kind", &mut wrong)] {
+    for (what, ids) in [
+        ("missing", &mut missing),
+        ("both", &mut both),
+        ("against their kind", &mut wrong),
+    ] {
         if !ids.is_empty() {
             detail += &format!("; {what}: {}", show(ids));
         }
@@ -946,8 +955,15 @@ async fn main() {
     ));
 
     // 2. Duplicates, bounded.
-    let done_twice: u64 = book.tasks.values().map(|l| u64::from(l.oks.saturating_sub(1))).sum();
-    let parked_twice: u64 = parked.values().map(|n| u64::from(n.saturating_sub(1))).sum();
+    let done_twice: u64 = book
+        .tasks
+        .values()
+        .map(|l| u64::from(l.oks.saturating_sub(1)))
+        .sum();
+    let parked_twice: u64 = parked
+        .values()
+        .map(|n| u64::from(n.saturating_sub(1)))
+        .sum();
     let dup_bound: u64 = disconnects
         .iter()
         .enumerate()
@@ -994,7 +1010,15 @@ async fn main() {
             if keys_out_of_order.is_empty() {
                 String::new()
             } else {
-                format!(": {}", keys_out_of_order.iter().take(5).cloned().collect::<Vec<_>>().join("; "))
+                format!(
+                    ": {}",
+                    keys_out_of_order
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
             }
         ),
     ));
@@ -1066,7 +1090,11 @@ async fn main() {
         } else {
             format!(
                 " [{}]",
-                failed.iter().map(|(w, n)| format!("{n}× {w}")).collect::<Vec<_>>().join("; ")
+                failed
+                    .iter()
+                    .map(|(w, n)| format!("{n}× {w}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             )
         },
         unpublished.load(Ordering::SeqCst),
@@ -1105,7 +1133,11 @@ async fn main() {
     let passed = rows.iter().filter(|(_, ok, _)| *ok).count();
     let failed_n = rows.len() - passed;
     for (i, (name, ok, _)) in rows.iter().enumerate() {
-        println!("chaos: invariant {} {}: {name}", i + 1, if *ok { "passed" } else { "FAILED" });
+        println!(
+            "chaos: invariant {} {}: {name}",
+            i + 1,
+            if *ok { "passed" } else { "FAILED" }
+        );
     }
     println!("chaos: {passed} passed, {failed_n} failed (seed {seed}, RabbitMQ {version})");
     if failed_n > 0 {
@@ -1195,7 +1227,9 @@ async fn nemesis(
         let start = secs();
         let window = if r < 40 {
             let down = rng.random_range(3.0..10.0);
-            log(format!("nemesis: SIGKILL rabbit{node}, start it in {down:.1} s"));
+            log(format!(
+                "nemesis: SIGKILL rabbit{node}, start it in {down:.1} s"
+            ));
             let c = cluster.clone();
             let killed = tokio::task::spawn_blocking(move || c.kill(node)).await;
             if !matches!(killed, Ok(Ok(()))) {
@@ -1217,7 +1251,9 @@ async fn nemesis(
                 cancellations: 0,
             }
         } else if r < 80 || !timeouts {
-            log(format!("nemesis: cut the workers' connections to rabbit{node}"));
+            log(format!(
+                "nemesis: cut the workers' connections to rabbit{node}"
+            ));
             proxies[node - 1].cut();
             Window {
                 start,
@@ -1271,7 +1307,11 @@ async fn nemesis(
                 start,
                 end: secs(),
                 what,
-                cancellations: if matches!(set, Ok(Ok(_))) { cancellations } else { 0 },
+                cancellations: if matches!(set, Ok(Ok(_))) {
+                    cancellations
+                } else {
+                    0
+                },
             }
         };
         windows.lock().unwrap().push(window);
