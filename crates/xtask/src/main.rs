@@ -117,7 +117,13 @@ enum Task {
     ///    --no-fail-fast ARGS`; step 1 lists and filters them out, so
     ///    nextest counts them as skipped there
     ///
-    /// 5. `cargo test --workspace --doc`, then the doc tests of
+    /// 5. the short chaos run, alone (it kills nodes): `cargo run -p
+    ///    rabbitkit-chaos -- --seed 1 --seconds 60 --events 4` (see
+    ///    `chaos`); skipped, with the reason, when AMQP_ADDR is set. Its
+    ///    last line says how many of its invariants held, e.g.
+    ///    `chaos: 5 passed, 0 failed`
+    ///
+    /// 6. `cargo test --workspace --doc`, then the doc tests of
     ///    rabbitkit-core and rabbitkit with those features
     ///
     /// ARGS go to every nextest run (name filters narrow them, e.g.
@@ -158,6 +164,20 @@ enum Task {
     /// `cargo xtask jepsen -- --help` shows its options. Needs root,
     /// iproute2, iptables; never touches the shared cluster.
     Jepsen(PassOn),
+    /// Bring the cluster up, then the chaos run: `cargo run -p
+    /// rabbitkit-chaos -- [ARGS]`.
+    ///
+    /// A seeded workload (a work queue, a router on a topic exchange, a
+    /// partitioned queue with two instances; handlers fast, slow, flaky,
+    /// failing, panicking) while a seeded nemesis kills and restarts nodes,
+    /// cuts the workers' connections and (RabbitMQ 4.3) sets a
+    /// consumer-timeout policy for a while; then five invariants are
+    /// checked and printed as a table (exit status 1 if one fails). A debug
+    /// build: the run checks correctness, not speed, and `cargo xtask test`
+    /// has built its dependencies already. E.g. `cargo xtask chaos --
+    /// --seed 7 --seconds 60 --events 4`; `cargo xtask chaos -- --help`
+    /// shows its options. Leaves the cluster with its three nodes running.
+    Chaos(PassOn),
     /// Check the book's includes, then build it.
     ///
     /// Checks that every `{{#include file:anchor}}` of the book (docs/src)
@@ -325,6 +345,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Task::Bench(extra) => bench(extra.args()),
         Task::Soak(extra) => soak(extra.args()),
         Task::Jepsen(extra) => jepsen(extra.args()),
+        Task::Chaos(extra) => chaos(extra.args()),
         Task::Book => book::book(),
         Task::Api => api::write(&Metadata::load()?.root).map(|()| ExitCode::SUCCESS),
         Task::OutsideApp { measure } => outside_app::run(measure),
@@ -764,6 +785,22 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         }
     }
 
+    // The chaos run kills nodes too: alone, after the failover tests.
+    if external {
+        eprintln!("xtask: AMQP_ADDR is set: the chaos run (it kills local nodes) is skipped");
+    } else if metadata.has_package("rabbitkit-chaos") {
+        ensure_broker()?;
+        let mut chaos = cargo(&metadata.root);
+        chaos
+            .args(["run", "-p", "rabbitkit-chaos", "--"])
+            .args(CHAOS_CI_ARGS);
+        let code = run_step("chaos run (short, seeded)", chaos)?;
+        failures.record("chaos run", code);
+        ensure_broker()?;
+    } else {
+        eprintln!("xtask: no `rabbitkit-chaos` package in the workspace; skipping the chaos run");
+    }
+
     let mut doc = cargo(&metadata.root);
     doc.args(["test", "--workspace", "--doc"]);
     let code = run_step("doc tests", doc)?;
@@ -835,6 +872,25 @@ fn soak(extra: &[String]) -> Result<ExitCode> {
     cmd.args(["run", "--release", "-p", "rabbitkit-soak", "--"])
         .args(extra);
     run_step("soak", cmd).map(exit_code)
+}
+
+/// The arguments of the short, seeded chaos run of `cargo xtask test`
+/// (about 2 minutes: 60 s of workload, the drain, the checks).
+const CHAOS_CI_ARGS: &[&str] = &["--seed", "1", "--seconds", "60", "--events", "4"];
+
+/// `cargo xtask chaos [ARGS]`: the chaos run (kills nodes of the local cluster).
+fn chaos(extra: &[String]) -> Result<ExitCode> {
+    let metadata = Metadata::load()?;
+    if using_external_broker() {
+        return Err("the chaos run kills nodes of the local cluster: unset AMQP_ADDR".into());
+    }
+    ensure_broker()?;
+    let mut cmd = cargo(&metadata.root);
+    cmd.args(["run", "-p", "rabbitkit-chaos", "--"]).args(extra);
+    let code = run_step("chaos", cmd)?;
+    // It restarts the nodes it kills; make sure, whatever happened.
+    ensure_broker()?;
+    Ok(exit_code(code))
 }
 
 /// `cargo xtask jepsen [ARGS]`: the partition run (builds its own cluster).
@@ -979,9 +1035,12 @@ mod tests {
     fn passed_on(line: &str) -> (Option<RabbitMq>, Vec<String>) {
         let cli = parse(line).unwrap();
         let args = match &cli.command {
-            Task::Test(p) | Task::Demo(p) | Task::Bench(p) | Task::Soak(p) | Task::Jepsen(p) => {
-                p.args().to_vec()
-            }
+            Task::Test(p)
+            | Task::Demo(p)
+            | Task::Bench(p)
+            | Task::Soak(p)
+            | Task::Jepsen(p)
+            | Task::Chaos(p) => p.args().to_vec(),
             other => panic!("{other:?}"),
         };
         (cli.rabbitmq, args)
@@ -1019,6 +1078,15 @@ mod tests {
             )
         );
         assert_eq!(passed_on("demo"), (None, vec![]));
+        assert_eq!(
+            passed_on("chaos --rabbitmq 4.3 -- --seed 7 --seconds 60 --events 4"),
+            (
+                Some(RabbitMq::V4_3),
+                ["--seed", "7", "--seconds", "60", "--events", "4"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
         assert!(matches!(parse("book").unwrap().command, Task::Book));
         assert!(matches!(parse("api").unwrap().command, Task::Api));
         assert!(matches!(
