@@ -616,11 +616,18 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         );
         excluded.push(tools::exact(tools::LOCAL_CTL_TESTS));
         // The local cluster runs the consistent-hash plugin; another broker
-        // may not: asked of its management API, when it has one.
+        // may not: asked of its management API, when it has one, else of
+        // the broker itself over AMQP.
         let first = rabbitkit_test::amqp_addrs().into_iter().next();
         let needing =
             "the `partitioned` tests and examples::every_tutorial_program_works_as_the_book_says";
-        match first.as_deref().map(tools::has_consistent_hash) {
+        let asked = first.as_deref().map(|url| {
+            tools::has_consistent_hash(url).or_else(|management| {
+                tools::amqp_has_consistent_hash(url)
+                    .map_err(|amqp| format!("{management}; over AMQP: {amqp}"))
+            })
+        });
+        match asked {
             Some(Ok(true)) => {}
             Some(Ok(false)) => {
                 eprintln!(

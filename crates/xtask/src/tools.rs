@@ -99,6 +99,65 @@ pub fn has_consistent_hash(url: &str) -> Result<bool, String> {
         .map_err(|e| format!("management API on {addr}: {e}"))
 }
 
+/// Whether the broker at `url` has the `x-consistent-hash` exchange type,
+/// asked of the broker itself: a throwaway auto-delete exchange of that
+/// type is declared, then deleted. For a broker without a management API
+/// (a stock RabbitMQ). An error says why it cannot tell.
+pub fn amqp_has_consistent_hash(url: &str) -> Result<bool, String> {
+    amqp_has_exchange_type(url, "x-consistent-hash")
+}
+
+/// Whether the broker at `url` has the exchange type `kind` (see
+/// [`amqp_has_consistent_hash`]).
+fn amqp_has_exchange_type(url: &str, kind: &str) -> Result<bool, String> {
+    use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions};
+    use std::time::Duration;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let bound = Duration::from_secs(10);
+        let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
+        let connection = tokio::time::timeout(bound, connect)
+            .await
+            .map_err(|_| "no answer in 10 s".to_owned())?
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| format!("cannot open a channel: {e}"))?;
+        let name = format!("rabbitkit.probe.{}", uuid::Uuid::new_v4().simple());
+        let declared = tokio::time::timeout(
+            bound,
+            channel.exchange_declare(
+                name.as_str().into(),
+                lapin::ExchangeKind::Custom(kind.into()),
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            ),
+        )
+        .await
+        .map_err(|_| "no answer in 10 s".to_owned())?;
+        let answer = match declared {
+            Ok(()) => {
+                let _ = channel
+                    .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+                Ok(true)
+            }
+            // 503 COMMAND_INVALID "unknown exchange type 'x-consistent-hash'".
+            Err(e) if format!("{e} {e:?}").contains("exchange type") => Ok(false),
+            Err(e) => Err(format!("cannot tell: {e}")),
+        };
+        let _ = tokio::time::timeout(bound, connection.close(200, "probe done".into())).await;
+        answer
+    })
+}
+
 /// Host and credentials of an `amqp://` URL.
 #[derive(Debug, PartialEq, Eq)]
 struct Broker {
