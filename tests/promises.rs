@@ -21,6 +21,14 @@ use rabbitkit_core::Client;
 use rabbitkit_test::FaultProxy;
 use tokio::sync::Notify;
 
+/// A fault-injecting proxy in front of the first node (or broker).
+async fn proxy() -> FaultProxy {
+    common::ensure_cluster();
+    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
+    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+    FaultProxy::start(upstream).await.unwrap()
+}
+
 /// Waits (bounded: a hang guard, not a speed check) until `done()` holds;
 /// panics with `what()` otherwise.
 async fn wait_until(within: Duration, done: impl Fn() -> bool, what: impl Fn() -> String) {
@@ -421,10 +429,7 @@ async fn deliveries_left_over_from_a_lost_connection_are_not_handled() {
     // Before: the deliveries already buffered for a subscription whose
     // connection died were still given to the handler, then redelivered
     // by the broker and handled again.
-    common::ensure_cluster();
-    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
-    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
-    let proxy = FaultProxy::start(upstream).await.unwrap();
+    let proxy = proxy().await;
     let observer = common::client().await;
     let name = common::unique_name("promise.stale");
     let tasks = WorkQueue::<u32>::builder(name.as_str())
@@ -746,10 +751,7 @@ async fn a_stream_reader_from_next_misses_nothing_published_while_it_was_away() 
     // Before: a reader that started at `next` and had received nothing
     // re-subscribed at the *new* next after a failover, skipping what was
     // published during the outage.
-    common::ensure_cluster();
-    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
-    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
-    let proxy = FaultProxy::start(upstream).await.unwrap();
+    let proxy = proxy().await;
     let observer = common::client().await;
     let name = common::unique_name("promise.stream.next");
     let stream = Queue::stream(name.as_str())
@@ -972,10 +974,7 @@ async fn the_first_delayed_publish_is_bounded_by_the_publish_timeout() {
     // Before: the first delayed publish declared the delay queues one by
     // one, each bounded by the operation timeout only, so on a slow link it
     // took many times the publish timeout.
-    common::ensure_cluster();
-    let e: rabbitkit::Endpoint = common::amqp_addrs()[0].parse().unwrap();
-    let upstream: SocketAddr = format!("{}:{}", e.host(), e.port()).parse().unwrap();
-    let proxy = FaultProxy::start(upstream).await.unwrap();
+    let proxy = proxy().await;
     let client = common::options()
         .publish_timeout(Duration::from_secs(2))
         .connect(proxy.amqp_url())

@@ -240,37 +240,8 @@ pub async fn rpc(
 /// `WorkQueue::work_until` with prefetch and concurrency `concurrency`,
 /// stopped (gracefully) once `n` tasks are done.
 pub async fn work(ctx: &Ctx, queue: &str, n: u64, concurrency: usize) -> Result<Sample> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-    let client = connect(ctx, 1).await?;
-    let work = WorkQueue::<String>::builder(queue)
-        .classic()
-        .prefetch(u16::try_from(concurrency).unwrap_or(u16::MAX))
-        .concurrency(concurrency)
-        .declare(&client)
-        .await?;
-    let shutdown = rabbitkit::Shutdown::new();
-    let done = Arc::new(AtomicU64::new(0));
-    let meter = Meter::start(&ctx.pids);
-    let report = work
-        .work_until(&shutdown, |_task: String| {
-            let (done, shutdown) = (done.clone(), shutdown.clone());
-            async move {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                if done.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                    shutdown.stop(Duration::from_secs(10));
-                }
-                Ok::<_, std::convert::Infallible>(())
-            }
-        })
-        .await?;
-    let sample = meter.finish(n);
-    client.close().await;
-    if report.acked < n {
-        return Err(format!("only {} of {n} tasks acknowledged", report.acked).into());
-    }
-    Ok(sample)
+    let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
+    work_mixed(ctx, queue, n, (prefetch, concurrency), None).await
 }
 
 /// `WorkQueue` (prefetch `prefetch`, `concurrency` handlers) consuming `n`
