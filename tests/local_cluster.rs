@@ -122,6 +122,8 @@ async fn tls_connects_and_verifies_the_server() {
         .await
         .unwrap();
     assert!(client.current_endpoint().unwrap().is_tls());
+    // The broker's version is read over the same TLS.
+    assert!(client.server_version().is_some(), "{:?}", client.server());
     let q = Queue::temporary().declare(&client).await.unwrap();
     let mut sub = q.subscribe::<String>().await.unwrap();
     q.send(&"over TLS".to_string()).await.unwrap();

@@ -70,3 +70,55 @@ async fn a_failed_subscribe_leaves_no_temporary_queue_behind() {
     assert!(left.is_empty(), "temporary queues left behind: {left:?}");
     client.close().await;
 }
+
+/// A temporary queue goes with its consumer's channel (auto-delete): after
+/// the broker cancels that consumer (here: the queue deleted by an
+/// operator, as a consumer-channel error also deletes it), the subscriber
+/// makes its queue again, bound as before, and goes on receiving. Before,
+/// re-subscribing got `404` and the subscription ended for good.
+#[tokio::test]
+async fn a_temporary_queue_subscriber_goes_on_after_its_queue_went_with_its_consumer() {
+    common::ensure_cluster();
+    let name = common::unique_name("tmp-again");
+    let client = common::options()
+        .connection_name(name.as_str())
+        .connect(common::amqp_addrs())
+        .await
+        .unwrap();
+    let logs = Exchange::fanout(common::unique_name("tmp.again"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut sub = logs.subscribe::<String>().await.unwrap();
+    logs.publish(&"before".to_owned()).await.unwrap();
+    let first = sub.recv().await.expect("a message").expect("decoded");
+    assert_eq!(first.body, "before");
+    first.ack().await.unwrap();
+    let queue = sub.queue().to_owned();
+    Cluster::local()
+        .rabbitmqctl(1, &["delete_queue", &queue])
+        .unwrap_or_else(|e| panic!("rabbitmqctl delete_queue: {e}"));
+    // Published until one arrives: the queue is back only after the
+    // re-subscription's delay, and a fanout with no queue drops.
+    let received = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            logs.publish(&"after".to_owned()).await.unwrap();
+            match tokio::time::timeout(std::time::Duration::from_millis(300), sub.recv()).await {
+                Err(_) => continue,
+                Ok(got) => return got,
+            }
+        }
+    })
+    .await
+    .expect("the subscriber receives again within 30 s");
+    let got = received
+        .expect("the subscription goes on (it ended)")
+        .expect("decoded");
+    assert_eq!(got.body, "after");
+    assert_eq!(
+        temporary_queues_of(&name),
+        [queue],
+        "the same temporary queue, made again"
+    );
+    client.close().await;
+}

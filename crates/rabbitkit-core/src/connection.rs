@@ -21,6 +21,7 @@ use crate::error::{ConnectError, DeclareError, EndpointError};
 use crate::events::{self, Event};
 use crate::options::{Options, endpoints_from_env};
 use crate::reply::declare_error;
+use crate::server::{ServerInfo, Version};
 use crate::session::{Link, Shared};
 use crate::supervisor::{Command, Forget};
 use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology};
@@ -176,6 +177,31 @@ impl Client {
                 },
             },
         }
+    }
+
+    /// The broker this client talks to, as it announced itself in
+    /// `connection.start`: product, version, capabilities, and what follows
+    /// for rabbitkit ([`ServerInfo::cancels_timed_out_consumers`], ...).
+    /// The last connection's broker while recovering; `None` before the
+    /// first connection came up, or when the broker did not answer the
+    /// probe (see [`ServerInfo`]).
+    ///
+    /// ```no_run
+    /// # fn show(client: &rabbitkit_core::Client) {
+    /// if let Some(server) = client.server() {
+    ///     println!("{server}: delayed retry in the queue: {}", server.has_delayed_retry());
+    /// }
+    /// # }
+    /// ```
+    pub fn server(&self) -> Option<ServerInfo> {
+        let shared = self.shared();
+        let server = shared.server.lock().unwrap().clone();
+        server.map(|s| ServerInfo::clone(&s))
+    }
+
+    /// The broker's version ([`server`](Self::server)'s), e.g. `4.3.6`.
+    pub fn server_version(&self) -> Option<Version> {
+        self.server().and_then(|s| s.version)
     }
 
     /// The endpoint in use right now, if connected.

@@ -95,6 +95,9 @@
 //! - `endpoint.rs` — [`Endpoint`]: URL parsing; `Debug`/`Display` hide the password.
 //! - `connection.rs` — [`Client`], the handle applications hold: declarations and
 //!   admin calls, `close`, and [`Options::connect`].
+//! - `server.rs` — [`ServerInfo`]: the broker's product, [`Version`] and
+//!   capabilities from `connection.start` (a probe beside each connect), and
+//!   what rabbitkit does differently by version.
 //! - `session.rs` — one live connection and its channels, and what the hot path
 //!   reads without asking the supervisor (the link watch, the publish window,
 //!   counters, events).
@@ -163,6 +166,7 @@ mod options;
 mod publisher;
 mod reply;
 mod resubscribe;
+mod server;
 mod session;
 mod stall;
 mod stream;
@@ -193,6 +197,7 @@ pub use options::{
 };
 pub use publisher::{Confirmed, Publisher};
 pub use reply::parse_inequivalent;
+pub use server::{ServerInfo, Version};
 pub use stream::{STREAM_OFFSET, StreamOffset};
 pub use topology::{
     BindingSpec, Declaration, ExchangeBindingSpec, ExchangeSpec, ExchangeType, QueueSpec,

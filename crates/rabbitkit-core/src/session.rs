@@ -44,6 +44,8 @@ pub(crate) struct Session {
     /// The broker's reason while it blocks this connection (an alarm); a
     /// block belongs to one connection. Written by the supervisor.
     pub(crate) blocked: Mutex<Option<String>>,
+    /// The broker this connection's probe identified (`server.rs`).
+    pub(crate) server: Option<Arc<crate::server::ServerInfo>>,
 }
 
 impl Session {
@@ -100,6 +102,9 @@ pub(crate) struct Shared {
     pub(crate) delay: crate::delay::Declared,
     /// Connection-level metrics (the `metrics` feature).
     pub(crate) metrics: crate::metrics::Connection,
+    /// The broker last identified (see `server.rs`); kept across
+    /// reconnects, replaced by each connection whose probe answered.
+    pub(crate) server: std::sync::Mutex<Option<Arc<crate::server::ServerInfo>>>,
 }
 
 impl Shared {
@@ -123,6 +128,7 @@ impl Shared {
             topology,
             delay: Default::default(),
             metrics: Default::default(),
+            server: Default::default(),
         }
     }
 

@@ -42,6 +42,7 @@ use crate::events::Event;
 use crate::options::EndpointOrder;
 use crate::reply::{connect_refusal, describe};
 use crate::resubscribe::{Next, Policy, Why};
+use crate::server::ServerInfo;
 use crate::session::{Link, Session, Shared};
 use crate::subscription::{ConsumerRecord, PumpEnd, Subscription, pump, subscribe};
 use crate::topology::{BindingSpec, Declaration, ExchangeBindingSpec, Topology};
@@ -102,7 +103,13 @@ enum AttemptError {
     Transient(String),
 }
 
-async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection, AttemptError> {
+/// How long the version probe may take at most (`server.rs`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection made, and the broker its probe identified (`server.rs`).
+type Connected = (Connection, Option<ServerInfo>);
+
+async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connected, AttemptError> {
     let o = &shared.options;
     let heartbeat = u16::try_from(o.heartbeat.as_secs()).unwrap_or(u16::MAX);
     let timeout_ms = u64::try_from(o.connect_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -130,13 +137,19 @@ async fn connect_one(shared: &Shared, endpoint: &Endpoint) -> Result<Connection,
         Ok(rt) => rt,
         Err(e) => return Err(AttemptError::Transient(describe(&e))),
     };
-    let connect = Connection::connect_uri_with_config(uri, props, tls, runtime);
+    let connect = Connection::connect_uri_with_config(uri.clone(), props, tls.clone(), runtime);
     match tokio::time::timeout(o.connect_timeout, connect).await {
         Err(_) => Err(AttemptError::Transient(format!(
             "timed out after {:?}",
             o.connect_timeout
         ))),
-        Ok(Ok(conn)) => Ok(conn),
+        Ok(Ok(conn)) => {
+            // Once the connection holds its place (a connection limit), the
+            // probe reads the broker's version: a few milliseconds.
+            let within = o.connect_timeout.min(PROBE_TIMEOUT);
+            let server = crate::server::probe(&uri, &tls, within).await;
+            Ok((conn, server))
+        }
         Ok(Err(err)) => Err(
             match crate::reply::of(&err)
                 .and_then(|(code, text)| connect_refusal(endpoint, code, text))
@@ -410,12 +423,13 @@ impl Supervisor {
     /// Runs until the client is closed or stops on a fatal error.
     async fn run(&mut self) {
         let stop = loop {
-            let (connection, endpoint) = match self.connect().await {
+            let ((connection, server), endpoint) = match self.connect().await {
                 Ok(connected) => connected,
                 Err(stop) => break stop,
             };
             let mut lapin_events = connection.events_listener().boxed();
-            let session = match self.recover(connection, &endpoint).await {
+            let server = server.map(Arc::new);
+            let session = match self.recover(connection, &endpoint, server).await {
                 Ok(session) => session,
                 Err(None) => continue,
                 Err(Some(stop)) => break stop,
@@ -462,7 +476,7 @@ impl Supervisor {
 
     /// Step 1: connects, endpoint after endpoint, with backoff. Commands
     /// that come meanwhile are taken (a close ends the wait).
-    async fn connect(&mut self) -> Result<(Connection, Endpoint), Stop> {
+    async fn connect(&mut self) -> Result<(Connected, Endpoint), Stop> {
         loop {
             if self.close_requested {
                 return Err(Stop::Close);
@@ -495,7 +509,7 @@ impl Supervisor {
                 .await
                 .unwrap_or_else(|panicked| Err(AttemptError::Transient(panicked)));
             match attempt {
-                Ok(connection) => return Ok((connection, endpoint)),
+                Ok(connected) => return Ok((connected, endpoint)),
                 Err(err) => self.failed(&endpoint, err)?,
             }
         }
@@ -507,6 +521,7 @@ impl Supervisor {
         &mut self,
         connection: Connection,
         endpoint: &Endpoint,
+        server: Option<Arc<ServerInfo>>,
     ) -> Result<Arc<Session>, Option<Stop>> {
         self.generation += 1;
         let step = self.step();
@@ -526,12 +541,35 @@ impl Supervisor {
             admin_lock: tokio::sync::Mutex::new(()),
             confirms: Default::default(),
             blocked: Default::default(),
+            server,
         });
         self.replay_topology(&session).await?;
         let resubscribed = self.resubscribe_all(&session).await?;
         self.check_consumers(&session).await;
         self.resubscribed = resubscribed;
         Ok(session)
+    }
+
+    /// The broker of a connection that came up, identified: kept for
+    /// [`Client::server`](crate::Client::server); logged (target
+    /// `rabbitkit`, INFO) when it is the first or differs from the one
+    /// before (a rolling upgrade), with the version-dependent paths it
+    /// chooses.
+    fn identified(&self, endpoint: &Endpoint, server: &Arc<ServerInfo>) {
+        let before = self.shared.server.lock().unwrap().replace(server.clone());
+        if before.as_deref() == Some(&**server) {
+            return;
+        }
+        tracing::info!(
+            target: "rabbitkit",
+            %endpoint,
+            server = %server,
+            consumer_timeout = if server.cancels_timed_out_consumers() { "cancels the consumer (4.3+)" } else { "closes the channel" },
+            delivery_limit = if server.requeues_count_toward_delivery_limit() { "every requeue counts (4.0-4.2)" } else if server.has_default_delivery_limit() { "failures count (4.3+)" } else { "none by default" },
+            delayed_retry = if server.has_delayed_retry() { "in the queue available" } else { "delay levels only" },
+            partitions = if server.has_modulus_hash_exchange() { "x-modulus-hash" } else { "x-consistent-hash (plugin)" },
+            "broker identified"
+        );
     }
 
     /// A connection lost during recovery: a failed attempt.
@@ -677,6 +715,9 @@ impl Supervisor {
         self.attempt = self.unresponsive;
         self.shared.link.send_replace(Link::Up(session.clone()));
         let endpoint = session.endpoint.clone();
+        if let Some(server) = &session.server {
+            self.identified(&endpoint, server);
+        }
         match self.lost_at.take() {
             None => self.shared.emit(Event::Connected { endpoint }),
             Some(since) => {
@@ -934,8 +975,29 @@ impl Supervisor {
     ) {
         let (shared, session) = (self.shared.clone(), session.clone());
         let step = shared.options.operation_timeout;
+        // A temporary queue is deleted by the broker when its consumer's
+        // channel closes (auto-delete): make it again, bound as before, so
+        // its subscriber goes on (what was published meanwhile is gone with
+        // the old one). Idempotent when the queue is still there.
+        let remake = match retry {
+            Some((Why::Ended, _)) => self.topology.borrow().temporary_queue(&record.queue()),
+            _ => None,
+        };
         self.tasks.spawn(async move {
-            let result = tokio::time::timeout(step, subscribe(&shared.options, &session, &record))
+            let attempt = async {
+                for decl in remake.iter().flatten() {
+                    session.declare(decl).await.map_err(|e| match e {
+                        DeclareError::AccessRefused { text } => {
+                            ConsumeError::AccessRefused { text }
+                        }
+                        other => ConsumeError::Closed {
+                            reason: format!("declaring the temporary queue again: {other}"),
+                        },
+                    })?;
+                }
+                subscribe(&shared.options, &session, &record).await
+            };
+            let result = tokio::time::timeout(step, attempt)
                 .await
                 .unwrap_or(Err(ConsumeError::Timeout(step)));
             TaskEnd::Subscribed {

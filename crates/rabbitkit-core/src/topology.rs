@@ -331,6 +331,22 @@ impl Topology {
         self.records.retain(|d| !d.same_object(&probe));
     }
 
+    /// The declarations that make temporary queue `name` again (the queue,
+    /// then its bindings), when it is a rabbitkit-named exclusive queue
+    /// still recorded; `None` otherwise (a queue of the application's, or
+    /// one this client deleted).
+    pub(crate) fn temporary_queue(&self, name: &str) -> Option<Vec<Declaration>> {
+        let queue = self
+            .records
+            .iter()
+            .find(|d| d.replaceable_when_locked() == Some(name))?;
+        let bindings = self
+            .records
+            .iter()
+            .filter(|d| matches!(d, Declaration::Binding(b) if b.queue == name));
+        Some(std::iter::once(queue).chain(bindings).cloned().collect())
+    }
+
     /// Exchanges first, then queues, then bindings, each in recorded order.
     pub(crate) fn replay_order(&self) -> Vec<Declaration> {
         let rank = |d: &Declaration| match d {

@@ -201,8 +201,8 @@ pub use rabbitkit_core::{
     AMQPValue, AckError, Backoff, BasicProperties, Cause, ChannelError, Client, ClientCertError,
     Confirmed, ConnectError, ConsumeError, ConsumeOptions, Consumer, DeclareError, Delivery,
     Endpoint, EndpointOrder, Event, FieldTable, Health, Options, OutgoingMessage, PublishError,
-    Publisher, QueueInfo, STREAM_DEFAULT_PREFETCH, Stats, StreamOffset, Timings,
-    endpoints_from_env,
+    Publisher, QueueInfo, STREAM_DEFAULT_PREFETCH, ServerInfo, Stats, StreamOffset, Timings,
+    Version, endpoints_from_env,
 };
 
 /// The crate's modules import each other without a cycle (see
