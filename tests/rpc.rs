@@ -684,3 +684,69 @@ async fn a_handler_gets_the_typed_request_with_its_properties() {
     drop(reply_sub);
     client.delete_queue(&queue).await.unwrap();
 }
+
+/// The server's connection dies while it answers; its caller, on a
+/// healthy connection, still waits. The request comes back after the
+/// server's recovery and is answered: the caller gets its reply. Before,
+/// a redelivered request whose reply had been lost once was dropped, and
+/// the caller timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_with_the_servers_connection_is_sent_when_the_request_comes_back() {
+    let caller = common::client().await;
+    let queue = common::unique_name("rpc.lost.once");
+    let (server_client, proxy) = client_behind_proxy().await;
+    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+        .queue(|q| q.quorum())
+        .declare(&server_client)
+        .await
+        .unwrap();
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let serving = tokio::spawn({
+        let (started, release, calls) = (started.clone(), release.clone(), calls.clone());
+        async move {
+            server
+                .serve(move |n: u64| {
+                    let (started, release, calls) =
+                        (started.clone(), release.clone(), calls.clone());
+                    async move {
+                        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                            // The first time: held until its connection is gone.
+                            started.notify_one();
+                            release.acquire().await.unwrap().forget();
+                        }
+                        Ok(n * 2)
+                    }
+                })
+                .await
+                .unwrap()
+        }
+    });
+    let rpc = RpcClient::<u64, u64>::builder(queue.as_str())
+        .timeout(Duration::from_secs(20))
+        .build(&caller)
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move { rpc.call(&21).await });
+    started.notified().await;
+    // The server's connection goes, and stays away while the handler ends:
+    // its reply is lost with the connection.
+    proxy.refuse(true);
+    proxy.cut();
+    release.add_permits(1);
+    eventually("the server sees its connection lost", async || {
+        matches!(server_client.health(), rabbitkit::Health::Recovering)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the handler's reply fails meanwhile
+    proxy.refuse(false);
+    let answer = call.await.unwrap();
+    assert_eq!(answer.unwrap(), 42, "the caller gets its answer");
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "answered again"
+    );
+    serving.abort();
+    caller.delete_queue(&queue).await.unwrap();
+}

@@ -6,7 +6,7 @@
 //! reply published through the client's confirmed publish path before the
 //! request is acknowledged.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -139,7 +139,8 @@ pub struct ServeReport {
     /// Requests without `reply_to`, rejected (nobody could get the answer).
     pub no_reply_to: u64,
     /// Redelivered requests dropped because their reply had already been
-    /// lost with a connection (their caller is gone).
+    /// lost with a connection twice (their caller is most likely gone; a
+    /// reply lost once is answered again when the request comes back).
     pub dropped: u64,
 }
 
@@ -202,7 +203,8 @@ where
     /// Serves requests until the subscription ends, the handler taking the
     /// decoded body. Each request is acknowledged once its reply is
     /// published; one whose reply could not be published (connection lost)
-    /// is redelivered after recovery.
+    /// is redelivered after recovery and answered again (dropped when its
+    /// reply was lost twice: its caller is most likely gone).
     pub async fn serve<F, Fut>(&self, handler: F) -> Result<ServeReport, SubscribeError>
     where
         F: Fn(Req) -> Fut,
@@ -313,10 +315,15 @@ where
     }
 }
 
+/// How many times a request's reply may be lost with a connection before
+/// the request is dropped when it comes back (see `Counters::already_lost`).
+const LOST_REPLIES_BEFORE_DROP: u32 = 2;
+
 #[derive(Default)]
 struct Counters {
-    /// Correlation ids whose reply was cut off by a connection loss.
-    lost_replies: Mutex<HashSet<String>>,
+    /// Correlation ids whose reply was cut off by a connection loss, and
+    /// how many times.
+    lost_replies: Mutex<HashMap<String, u32>>,
     dropped: AtomicU64,
     answered: AtomicU64,
     failed: AtomicU64,
@@ -340,15 +347,20 @@ impl Counters {
     }
 
     /// Whether the reply to this request was already lost with a
-    /// connection: its caller is gone (RabbitMQ 3.10 closes the connection
-    /// that replies to a direct reply-to address of a dead node).
+    /// connection [`LOST_REPLIES_BEFORE_DROP`] times: its caller is most
+    /// likely gone with a node (RabbitMQ 3.10 closes the connection that
+    /// replies to a direct reply-to address of a dead node, so answering
+    /// such a request again and again would cost a failover each time).
+    /// Once lost is not enough: the server's own connection may be the
+    /// one that died while its caller, on a healthy node, still waits.
     fn already_lost(&self, delivery: &Delivery) -> bool {
         delivery.redelivered()
             && delivery
                 .properties()
                 .correlation_id()
                 .as_ref()
-                .is_some_and(|id| self.lost_replies.lock().unwrap().contains(id.as_str()))
+                .and_then(|id| self.lost_replies.lock().unwrap().get(id.as_str()).copied())
+                .is_some_and(|lost| lost >= LOST_REPLIES_BEFORE_DROP)
     }
 
     fn reply_lost(&self, correlation_id: Option<&str>) {
@@ -357,7 +369,7 @@ impl Counters {
             if lost.len() > 10_000 {
                 lost.clear();
             }
-            lost.insert(id.to_owned());
+            *lost.entry(id.to_owned()).or_default() += 1;
         }
     }
 }
@@ -384,7 +396,7 @@ impl<F> Serving<F> {
     {
         if self.counters.already_lost(&delivery) {
             Counters::count(&self.counters.dropped);
-            tracing::warn!(target: "rabbitkit", "RPC request dropped: its reply already failed once");
+            tracing::warn!(target: "rabbitkit", "RPC request dropped: its reply was lost with a connection twice");
             let _ = delivery.reject(false).await;
             return Outcome::Unsettled;
         }
