@@ -71,6 +71,68 @@ async fn each_mandatory_publish_gets_its_own_outcome_on_a_shared_channel() {
     queue.delete().await.unwrap();
 }
 
+/// An application that gives its own `message_id`s may give two publishes
+/// the same one: each still gets its own outcome (a return goes to the
+/// publish that was sent where it was refused), and an unroutable one is
+/// never reported confirmed.
+#[tokio::test]
+async fn publishes_sharing_a_message_id_get_their_own_outcomes() {
+    let client = common::client().await;
+    let queue = Queue::named(common::unique_name("confirms.same.id"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let missing = common::unique_name("confirms.same.id.nobody");
+    let publisher = client.publisher();
+    let properties = |i: usize| {
+        rabbitkit_core::BasicProperties::default().with_message_id(format!("order-{i}").into())
+    };
+    let outcomes = join_all((0..500).flat_map(|i| {
+        // The same id twice: first routable, then unroutable (twice, to the
+        // same missing queue, for every fifth).
+        let routable = OutgoingMessage::new("", queue.name(), b"r".to_vec())
+            .properties(properties(i))
+            .mandatory(true);
+        let lost = OutgoingMessage::new("", missing.as_str(), b"u".to_vec())
+            .properties(properties(i))
+            .mandatory(true);
+        let mut sends = vec![
+            (true, publisher.publish(routable)),
+            (false, publisher.publish(lost)),
+        ];
+        if i % 5 == 0 {
+            let again = OutgoingMessage::new("", missing.as_str(), b"u".to_vec())
+                .properties(properties(i))
+                .mandatory(true);
+            sends.push((false, publisher.publish(again)));
+        }
+        sends
+            .into_iter()
+            .map(|(routable, f)| async move { (routable, f.await) })
+    }))
+    .await;
+    let wrong: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, (routable, outcome))| {
+            !matches!(
+                (routable, outcome),
+                (true, Ok(_)) | (false, Err(PublishError::Unroutable { .. }))
+            )
+        })
+        .map(|(n, (routable, outcome))| format!("#{n} routable={routable}: {outcome:?}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} publishes got another's outcome, e.g. {:?}",
+        wrong.len(),
+        outcomes.len(),
+        &wrong[..wrong.len().min(4)]
+    );
+    assert_eq!(queue.info().await.unwrap().messages, 500);
+    queue.delete().await.unwrap();
+}
+
 /// Publishes given up on (here: each wrapped in a short timeout) before their
 /// confirm arrived leave no confirm behind to pile up on the channel, and the
 /// channel goes on confirming later publishes.

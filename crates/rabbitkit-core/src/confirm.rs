@@ -48,17 +48,17 @@ type Reply = oneshot::Sender<lapin::Result<PublishOutcome>>;
 /// One publish handed to a channel's confirm collector: the publish and its
 /// confirm (`work`), the way back to its caller (none for a publish whose
 /// caller gave up: the collector only sees its confirm in), and, for a
-/// mandatory publish, the message id its return would carry. A publish that
-/// is not mandatory is never returned, so it needs no id.
+/// mandatory publish, what its return would carry. A publish that is not
+/// mandatory is never returned, so it needs no id.
 struct Tracked {
-    returnable: Option<String>,
+    returnable: Option<ReturnKey>,
     work: Work,
     reply: Option<Reply>,
 }
 
 /// A [`Tracked`] publish whose confirm came in.
 struct Done {
-    returnable: Option<String>,
+    returnable: Option<ReturnKey>,
     reply: Option<Reply>,
     confirmation: lapin::Result<Confirmation>,
 }
@@ -154,7 +154,9 @@ impl ConfirmChannel {
 
     /// Publishes and resolves with this publish's own outcome. A
     /// `message_id` is added to `properties` when missing: returns are
-    /// matched by it, so ids must be unique among the publishes in flight.
+    /// matched by it and the exchange and routing key, so publishes that
+    /// share an id still get their own outcomes (those sent to the same
+    /// place route alike).
     ///
     /// The message is handed to the channel before this returns its future
     /// (publishes keep their call order); dropping the future does not
@@ -186,8 +188,13 @@ impl ConfirmChannel {
         // Only a mandatory publish can be returned, so only its id is kept
         // (to match its return).
         let (returnable, properties) = if mandatory {
-            let (id, properties) = with_message_id(properties);
-            (Some(id), properties)
+            let (message_id, properties) = with_message_id(properties);
+            let key = ReturnKey {
+                message_id,
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+            };
+            (Some(key), properties)
         } else if properties.message_id().is_some() {
             (None, properties)
         } else {
@@ -333,21 +340,57 @@ pub fn new_message_id() -> String {
     String::from_utf8(hex.to_vec()).unwrap_or_default()
 }
 
-/// The message id a returned message carries.
-fn returned_id(message: &lapin::message::BasicReturnMessage) -> Option<String> {
-    message
-        .delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map(|id| id.to_string())
+/// What matches a returned message to its publish: the message id, and
+/// where it was sent (an application may give two publishes the same
+/// `message_id`: sent to different places, their returns still go to the
+/// right publish; sent to the same place, they route alike).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReturnKey {
+    message_id: String,
+    exchange: String,
+    routing_key: String,
+}
+
+/// The returns seen, not yet claimed by their publish: several per key
+/// when publishes share a message id and a destination.
+#[derive(Default)]
+struct Returns(HashMap<ReturnKey, std::collections::VecDeque<(u16, String)>>);
+
+impl Returns {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Keeps a returned message for the publish it belongs to.
+    fn keep(&mut self, message: &lapin::message::BasicReturnMessage) {
+        let Some(id) = message.delivery.properties.message_id() else {
+            return;
+        };
+        let key = ReturnKey {
+            message_id: id.to_string(),
+            exchange: message.delivery.exchange.to_string(),
+            routing_key: message.delivery.routing_key.to_string(),
+        };
+        (self.0.entry(key).or_default())
+            .push_back((message.reply_code, message.reply_text.to_string()));
+    }
+
+    /// The return of the publish `key`, if one came.
+    fn claim(&mut self, key: &ReturnKey) -> Option<(u16, String)> {
+        let queue = self.0.get_mut(key)?;
+        let own = queue.pop_front();
+        if queue.is_empty() {
+            self.0.remove(key);
+        }
+        own
+    }
 }
 
 /// Owns the confirms of one channel and answers each publish.
 async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracked>) {
     let mut waiting: FuturesUnordered<Tracked> = FuturesUnordered::new();
     // Returns seen, by message id, not yet claimed by their publish.
-    let mut returned: HashMap<String, (u16, String)> = HashMap::new();
+    let mut returned = Returns::default();
     let mut batch: Vec<Done> = Vec::new();
     let mut open = true;
     loop {
@@ -374,7 +417,7 @@ async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracke
                 if batch.iter().any(|done| done.returnable.is_some()) {
                     if let Some(Ok(orphans)) = channel.wait_for_confirms().now_or_never() {
                         for m in orphans {
-                            keep_return(&mut returned, &m);
+                            returned.keep(&m);
                         }
                     }
                     take_handed(&mut rx, &mut waiting);
@@ -384,14 +427,14 @@ async fn collect(channel: lapin::Channel, mut rx: mpsc::UnboundedReceiver<Tracke
                     if let Ok(Confirmation::Ack(Some(m)) | Confirmation::Nack(Some(m))) =
                         &done.confirmation
                     {
-                        keep_return(&mut returned, m);
+                        returned.keep(m);
                     }
                 }
                 for done in batch.drain(..) {
                     let Done { returnable, reply, confirmation } = done;
                     let outcome = confirmation.map(|c| {
                         let own_return = match returnable {
-                            Some(id) if !returned.is_empty() => returned.remove(&id),
+                            Some(key) if !returned.is_empty() => returned.claim(&key),
                             _ => None,
                         };
                         match (c, own_return) {
@@ -427,16 +470,6 @@ fn take_handed(rx: &mut mpsc::UnboundedReceiver<Tracked>, waiting: &mut FuturesU
 fn take_ready(waiting: &mut FuturesUnordered<Tracked>, batch: &mut Vec<Done>) {
     while let Some(Some(done)) = waiting.next().now_or_never() {
         batch.push(done);
-    }
-}
-
-/// Keeps a returned message for the publish whose message id it carries.
-fn keep_return(
-    returned: &mut HashMap<String, (u16, String)>,
-    message: &lapin::message::BasicReturnMessage,
-) {
-    if let Some(id) = returned_id(message) {
-        returned.insert(id, (message.reply_code, message.reply_text.to_string()));
     }
 }
 
