@@ -310,3 +310,52 @@ async fn a_consume_that_timed_out_while_disconnected_is_not_subscribed_after_the
     drop(live);
     queue.delete().await.unwrap();
 }
+
+/// An auto-delete queue of the application's own (a name it chose) goes
+/// with its last consumer; after a failover, recovery does not make it
+/// again (it would collect messages for nobody). Before, the recorded
+/// declaration was replayed and the queue came back, bound, unconsumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_delete_queue_whose_consumer_went_is_not_made_again_by_recovery() {
+    let proxy = proxy().await;
+    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    let observer = common::client().await;
+    let logs = rabbitkit::Exchange::fanout(common::unique_name("lifecycle.autodel.x"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let queue = Queue::named(common::unique_name("lifecycle.autodel"))
+        .classic()
+        .auto_delete(true)
+        .declare(&client)
+        .await
+        .unwrap();
+    logs.bind(&queue).await.unwrap();
+    let sub = queue.subscribe::<String>().await.unwrap();
+    wait_for_consumers(&observer, queue.name(), 1).await;
+    drop(sub);
+    // The broker deletes it with its last consumer.
+    let gone = tokio::time::timeout(Duration::from_secs(15), async {
+        while observer.queue_info(queue.name()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the broker deletes an auto-delete queue with its consumer"
+    );
+    let mut events = client.events();
+    proxy.cut();
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    let after = observer.queue_info(queue.name()).await;
+    assert!(
+        matches!(after, Err(rabbitkit_core::DeclareError::NotFound { .. })),
+        "recovery made the auto-delete queue again: {after:?}"
+    );
+    observer.delete_exchange(logs.name()).await.unwrap();
+    client.close().await;
+}

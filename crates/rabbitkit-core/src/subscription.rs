@@ -130,6 +130,11 @@ impl ConsumerRecord {
 
     /// Records `sub` as its live subscription (the supervisor does, before
     /// starting its pump).
+    /// Whether it was ever subscribed (the broker saw it as a consumer).
+    pub(crate) fn was_subscribed(&self) -> bool {
+        self.subscribed.lock().unwrap().is_some()
+    }
+
     pub(crate) fn set_subscribed(&self, sub: &Subscription) {
         *self.subscribed.lock().unwrap() = Some(Subscribed {
             generation: sub.generation,

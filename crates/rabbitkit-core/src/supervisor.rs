@@ -1154,11 +1154,25 @@ impl Supervisor {
         }
     }
 
-    /// Forgets consumer `id`: never subscribed again.
+    /// Forgets consumer `id`: never subscribed again. An auto-delete queue
+    /// it consumed, that no other consumer of this client consumes, is
+    /// forgotten too: the broker deleted it with its last consumer, and a
+    /// recovery must not make it again (it would collect messages for
+    /// nobody until the connection closes).
     fn forget_consumer(&mut self, id: u64) {
-        self.consumers.remove(&id);
+        let record = self.consumers.remove(&id);
         self.retries.remove(&id);
         self.first_subscribe.remove(&id);
+        let Some(record) = record.filter(|r| r.was_subscribed()) else {
+            return; // never a consumer: the broker did not delete the queue
+        };
+        let queue = record.queue();
+        if self.consumers.values().any(|r| r.queue() == queue) {
+            return;
+        }
+        if self.topology.borrow().is_auto_delete(&queue) {
+            self.topology.send_modify(|t| t.forget_queue(&queue));
+        }
     }
 
     /// Forgets the consumers whose stream was dropped and that have no

@@ -347,6 +347,13 @@ impl Topology {
         Some(std::iter::once(queue).chain(bindings).cloned().collect())
     }
 
+    /// Whether queue `name` is recorded as auto-delete.
+    pub(crate) fn is_auto_delete(&self, name: &str) -> bool {
+        self.records
+            .iter()
+            .any(|d| matches!(d, Declaration::Queue(q) if q.name == name && q.auto_delete))
+    }
+
     /// Exchanges first, then queues, then bindings, each in recorded order.
     pub(crate) fn replay_order(&self) -> Vec<Declaration> {
         let rank = |d: &Declaration| match d {
