@@ -359,3 +359,75 @@ async fn an_auto_delete_queue_whose_consumer_went_is_not_made_again_by_recovery(
     observer.delete_exchange(logs.name()).await.unwrap();
     client.close().await;
 }
+
+/// A recorded declaration whose replay fails in a way that may pass is
+/// tried again while the connection lives: here the application's own
+/// exclusive queue is held, during the recovery, by another connection
+/// (`RESOURCE_LOCKED`); once that one lets go, the queue is declared
+/// again, its consumer subscribed again, and messages arrive. Before, the
+/// replay was reported failed once and never tried again: the queue stayed
+/// missing until the next failover, and its consumer ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_failed_is_tried_again_until_it_passes() {
+    let proxy = proxy().await;
+    let client = common::options().connect(proxy.amqp_url()).await.unwrap();
+    let observer = common::client().await;
+    let name = common::unique_name("lifecycle.replay.exclusive");
+    let exclusive = |q: rabbitkit::QueueBuilder| q.classic().durable(false).exclusive(true);
+    let queue = exclusive(Queue::named(name.as_str()))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    let mut events = client.events();
+    // The connection goes, and stays away while another takes the name.
+    proxy.refuse(true);
+    proxy.cut();
+    let gone = tokio::time::timeout(Duration::from_secs(15), async {
+        while observer.queue_info(&name).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the broker deletes the lost connection's exclusive queue"
+    );
+    let holder = common::client().await;
+    exclusive(Queue::named(name.as_str()))
+        .declare(&holder)
+        .await
+        .unwrap();
+    proxy.refuse(false);
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::TopologyRecoveryFailed { declaration, .. } if declaration.contains(name.as_str()))
+    })
+    .await;
+    holder.close().await; // lets go of the name: the broker deletes its queue
+    common::wait_for_event(&mut events, Duration::from_secs(60), |e| {
+        matches!(e, Event::TopologyRecovered { declaration } if declaration.contains(name.as_str()))
+    })
+    .await;
+    // Its consumer is subscribed again: a message sent to it arrives.
+    let received = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let sent = observer
+                .publish(OutgoingMessage::new("", name.as_str(), b"again".to_vec()).mandatory(true))
+                .await;
+            if sent.is_ok() {
+                if let Ok(got) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+                    return got;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+    .await
+    .expect("a message sent to the queue arrives within 60 s");
+    let got = received
+        .expect("the subscription goes on")
+        .expect("decoded");
+    assert_eq!(got.body, "again");
+    client.close().await;
+}

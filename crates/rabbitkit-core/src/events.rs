@@ -83,6 +83,14 @@ pub enum Event {
         /// The error.
         error: String,
     },
+    /// A declaration whose replay failed in a way that may pass (a timeout,
+    /// a queue still locked, a binding whose queue was not back yet:
+    /// [`TopologyRecoveryFailed`](Self::TopologyRecoveryFailed) said "tried
+    /// again in the background") was declared on a later try.
+    TopologyRecovered {
+        /// The declaration, in words.
+        declaration: String,
+    },
     /// A consumer could not be re-subscribed after a reconnect. It is retried
     /// in the background while the connection lives, and at the next
     /// recovery; if its queue is gone, its stream yields
@@ -175,6 +183,9 @@ impl fmt::Display for Event {
             ),
             Self::TopologyRecoveryFailed { declaration, error } => {
                 write!(f, "could not re-declare {declaration}: {error}")
+            }
+            Self::TopologyRecovered { declaration } => {
+                write!(f, "re-declared {declaration} on a later try")
             }
             Self::ConsumerRecoveryFailed { queue, error } => {
                 write!(f, "could not re-subscribe consumer on {queue:?}: {error}")

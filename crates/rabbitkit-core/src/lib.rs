@@ -31,7 +31,12 @@
 //! 1. reports [`Event::Disconnected`] and connects to the *next* endpoint at
 //!    once, then backs off ([`Backoff`]) while endpoints keep failing;
 //! 2. re-opens the channel pool (confirm mode, prefetch applied);
-//! 3. re-declares every recorded exchange, queue and binding, in that order;
+//! 3. re-declares every recorded exchange, queue and binding, in that order
+//!    (one that fails in a way that may pass, a timeout, a queue still
+//!    locked, a binding whose queue is not back, is reported with
+//!    [`Event::TopologyRecoveryFailed`] and tried again in the background,
+//!    with the re-subscription backoff, up to 20 times;
+//!    [`Event::TopologyRecovered`] says when it passed);
 //! 4. re-subscribes every consumer and checks with the broker that its queue
 //!    has consumers again;
 //! 5. reports [`Event::Recovered`], and publishes that were interrupted are

@@ -324,8 +324,37 @@ enum TaskEnd {
         retry: Option<(Why, u32)>,
         result: Box<Result<Subscription, ConsumeError>>,
     },
-    /// Anything else (a stream ended, a declaration replayed).
+    /// A replayed declaration tried again (see [`Replay`]).
+    Replayed {
+        generation: u64,
+        replay: Box<Replay>,
+        result: Result<(), DeclareError>,
+    },
+    /// Anything else (a stream ended).
     Other,
+}
+
+/// A declaration whose replay failed in a way that may pass (a timeout, a
+/// queue still locked by the lost connection or another, a binding whose
+/// queue is not back yet), tried again while the connection lives.
+#[derive(Clone)]
+struct Replay {
+    decl: Declaration,
+    attempt: u32,
+    at: tokio::time::Instant,
+}
+
+/// How many times a replayed declaration is tried again before it is
+/// given up (with the recovery backoff's delays: about three minutes).
+const REPLAY_ATTEMPTS: u32 = 20;
+
+/// Whether a replayed declaration that failed with `err` may pass later.
+fn replay_may_pass(err: &DeclareError) -> bool {
+    err.is_retryable()
+        || matches!(
+            err,
+            DeclareError::ResourceLocked { .. } | DeclareError::NotFound { .. }
+        )
 }
 
 /// A re-subscription waiting for its time.
@@ -364,6 +393,10 @@ struct Supervisor {
     first_subscribe: HashMap<u64, oneshot::Sender<Result<(), ConsumeError>>>,
     /// Re-subscriptions waiting for their time.
     retries: HashMap<u64, Retry>,
+    /// Replayed declarations to try again (see [`Replay`]), and those being
+    /// tried right now.
+    replays: Vec<Replay>,
+    replaying: Vec<Declaration>,
     policy: Policy,
     /// Pumps, subscriptions in progress, and the small jobs around them.
     tasks: JoinSet<TaskEnd>,
@@ -408,6 +441,8 @@ impl Supervisor {
             consumers: HashMap::new(),
             first_subscribe: HashMap::new(),
             retries: HashMap::new(),
+            replays: Vec::new(),
+            replaying: Vec::new(),
             tasks: JoinSet::new(),
             order,
             next: 0,
@@ -584,6 +619,9 @@ impl Supervisor {
     /// in that order.
     async fn replay_topology(&mut self, session: &Arc<Session>) -> Result<(), Option<Stop>> {
         let step = self.step();
+        // This replay takes over every declaration still to be tried again.
+        self.replays.clear();
+        self.replaying.clear();
         let mut replay = self.topology.borrow().replay_order();
         let mut replaced = 0;
         let mut next = 0;
@@ -619,9 +657,16 @@ impl Supervisor {
             }
             let error = match outcome {
                 Ok(Ok(Ok(()))) => continue,
+                Ok(Ok(Err(err))) if replay_may_pass(&err) => {
+                    self.replay_later(decl.clone(), 1);
+                    format!("{err} (tried again in the background)")
+                }
                 Ok(Ok(Err(err))) => err.to_string(),
                 Ok(Err(panicked)) => panicked,
-                Err(_) => format!("no answer within {step:?}"),
+                Err(_) => {
+                    self.replay_later(decl.clone(), 1);
+                    format!("no answer within {step:?} (tried again in the background)")
+                }
             };
             self.shared.emit(Event::TopologyRecoveryFailed {
                 declaration: decl.to_string(),
@@ -629,6 +674,86 @@ impl Supervisor {
             });
         }
         Ok(())
+    }
+
+    /// Schedules `decl` to be declared again (its attempt `attempt`).
+    fn replay_later(&mut self, decl: Declaration, attempt: u32) {
+        let delay = self
+            .shared
+            .options
+            .timings
+            .resubscribe_backoff
+            .delay_for(attempt);
+        let at = tokio::time::Instant::now() + delay;
+        self.replays.push(Replay { decl, attempt, at });
+    }
+
+    /// Declares again the replays whose time has come (those still recorded).
+    fn replays_due(&mut self, session: &Arc<Session>) {
+        let now = tokio::time::Instant::now();
+        let (due, later): (Vec<Replay>, Vec<Replay>) =
+            self.replays.drain(..).partition(|r| r.at <= now);
+        self.replays = later;
+        for replay in due {
+            let recorded =
+                (self.topology.borrow().replay_order().iter()).any(|d| d.same_object(&replay.decl));
+            if !recorded || !session.alive() {
+                continue; // forgotten meanwhile, or the next recovery's
+            }
+            self.replaying.push(replay.decl.clone());
+            let (session, step) = (session.clone(), self.step());
+            self.tasks.spawn(async move {
+                let result = tokio::time::timeout(step, session.declare(&replay.decl))
+                    .await
+                    .unwrap_or(Err(DeclareError::Timeout(step)));
+                TaskEnd::Replayed {
+                    generation: session.generation,
+                    replay: Box::new(replay),
+                    result,
+                }
+            });
+        }
+    }
+
+    /// A replayed declaration tried again: done, or later, or given up.
+    fn replayed(
+        &mut self,
+        generation: u64,
+        replay: Replay,
+        result: Result<(), DeclareError>,
+        session: &Arc<Session>,
+    ) {
+        if generation != session.generation {
+            return; // the recovery since replayed everything
+        }
+        if let Some(i) = self
+            .replaying
+            .iter()
+            .position(|d| d.same_object(&replay.decl))
+        {
+            self.replaying.swap_remove(i);
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!(target: "rabbitkit", declaration = %replay.decl, attempt = replay.attempt, "declaration replayed");
+                self.shared.emit(Event::TopologyRecovered {
+                    declaration: replay.decl.to_string(),
+                });
+            }
+            Err(err) if replay_may_pass(&err) && replay.attempt < REPLAY_ATTEMPTS => {
+                self.replay_later(replay.decl, replay.attempt + 1);
+            }
+            Err(err) => self.shared.emit(Event::TopologyRecoveryFailed {
+                declaration: replay.decl.to_string(),
+                error: format!("{err} (given up after {} attempts)", replay.attempt + 1),
+            }),
+        }
+    }
+
+    /// Whether queue `queue`'s declaration is still to be tried again.
+    fn replay_pending(&self, queue: &str) -> bool {
+        let declares = |d: &Declaration| matches!(d, Declaration::Queue(q) if q.name == queue);
+        self.replays.iter().any(|r| declares(&r.decl)) || self.replaying.iter().any(declares)
     }
 
     /// Step 2c: subscribes every registered consumer on the new connection
@@ -752,7 +877,9 @@ impl Supervisor {
         let mut unblocked_at = Instant::now();
         let up_since = Instant::now();
         loop {
-            let next_retry = self.retries.values().map(|r| r.at).min();
+            let next_retry = (self.retries.values().map(|r| r.at))
+                .chain(self.replays.iter().map(|r| r.at))
+                .min();
             tokio::select! {
                 event = lapin_events.next() => match event {
                     // Channel-level errors are reported here too: only a dead
@@ -819,7 +946,10 @@ impl Supervisor {
                         Err(_) => {}
                     }
                 }
-                () = sleep_until(next_retry), if next_retry.is_some() => self.retries_due(session),
+                () = sleep_until(next_retry), if next_retry.is_some() => {
+                    self.retries_due(session);
+                    self.replays_due(session);
+                }
             }
         }
     }
@@ -1038,6 +1168,11 @@ impl Supervisor {
                 retry,
                 result,
             } => self.subscribed(id, generation, retry, *result, session),
+            TaskEnd::Replayed {
+                generation,
+                replay,
+                result,
+            } => self.replayed(generation, *replay, result, session),
             TaskEnd::Other => {}
         }
     }
@@ -1102,6 +1237,16 @@ impl Supervisor {
                 }
                 Some((why, attempt)) => {
                     tracing::warn!(target: "rabbitkit", queue = %record.queue(), error = %err, attempt, "consumer not subscribed again");
+                    // A queue whose declaration is to be tried again is not
+                    // gone for good: wait for it.
+                    let err = match err {
+                        ConsumeError::QueueNotFound { queue } if self.replay_pending(&queue) => {
+                            ConsumeError::Closed {
+                                reason: format!("queue {queue:?} not declared again yet"),
+                            }
+                        }
+                        err => err,
+                    };
                     let next = self.policy.next(why, attempt + 1, Some(&err));
                     self.follow(&record, why, attempt + 1, next);
                 }
