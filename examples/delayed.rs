@@ -12,6 +12,9 @@
 //! have a fraction (`0.5`), up to about 77 days. `delayed_hello` is a
 //! durable quorum queue, declared here and by the receiver. Chapter "Delays,
 //! retries and dead letters" of the book (`docs/`) walks through it.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
 
 // ANCHOR: code
 use std::time::Duration;

@@ -8,6 +8,9 @@
 //!
 //! or, with a broker of your own: `AMQP_ADDR=amqp://user:pass@host:5672/%2f cargo run --example demo`.
 //! Everything it declares is temporary or deleted at the end.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
 
 use std::time::Duration;
 

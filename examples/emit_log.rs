@@ -15,6 +15,16 @@
 //! The exchange matches the official tutorials' `logs` (fanout, not
 //! durable: declared with `.durable(false)`). Messages are persistent all
 //! the same, as every message rabbitkit publishes. Chapter "Publish/Subscribe" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example emit_log
+//!  [x] Sent 'info: Hello World!'
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Options, Report};

@@ -14,6 +14,16 @@
 //! Arguments: `[SEVERITY [MESSAGE...]]`, default `info Hello World!`.
 //! The exchange matches the official tutorials' `direct_logs` (direct, not
 //! durable: declared with `.durable(false)`). Chapter "Routing" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example emit_log_direct error "Run. Run. Or it will explode."
+//!  [x] Sent 'error':'Run. Run. Or it will explode.'
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Options, Report};

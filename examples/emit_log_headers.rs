@@ -15,6 +15,16 @@
 //! the message (default `Hello World!`). Values are sent as strings. The
 //! official tutorials have no headers chapter; the exchange is declared the
 //! way theirs are (not durable: `.durable(false)`). Chapter "Headers" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example emit_log_headers format=pdf type=report -- "Monthly report"
+//!  [x] Sent {format=pdf, type=report}:'Monthly report'
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Headers, Options, Report};

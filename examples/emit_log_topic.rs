@@ -15,6 +15,16 @@
 //! Arguments: `[ROUTING_KEY [MESSAGE...]]`, default `anonymous.info Hello
 //! World!`. The exchange matches the official tutorials' `topic_logs`
 //! (topic, not durable: declared with `.durable(false)`). Chapter "Topics" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example emit_log_topic kern.critical "A critical kernel error"
+//!  [x] Sent 'kern.critical':'A critical kernel error'
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Exchange, Options, Report};

@@ -28,6 +28,9 @@
 //! ```text
 //! terminal 1$ cargo run --features opentelemetry --example failover 5000
 //! ```
+//!
+//! Needs the local 3-node cluster (`cargo xtask broker up`), or `AMQP_ADDR`
+//! listing the nodes of a cluster of your own.
 
 // ANCHOR: code
 use std::collections::HashMap;

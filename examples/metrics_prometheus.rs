@@ -17,6 +17,9 @@
 //! and time blocked. `METRICS_ADDR` sets another listen address;
 //! `AMQP_ADDR` another broker. Every name is listed in the docs of
 //! `rabbitkit::core::metrics` and in the book's chapter "Traces and metrics".
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
 
 // ANCHOR: code
 use std::net::SocketAddr;

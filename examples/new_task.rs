@@ -16,6 +16,16 @@
 //! matches the official tutorials' `task_queue` (durable quorum queue:
 //! `durable=True, arguments={'x-queue-type': 'quorum'}`), so this works with
 //! their `worker.py`. Chapter "Work queues" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example new_task First message.
+//!  [x] Sent 'First message.'
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Options, Report, WorkQueue};

@@ -18,6 +18,11 @@
 //! `PARTITIONED_QUEUE=name` uses another queue. It connects to `AMQP_ADDR`,
 //! or to the three nodes of the local cluster. Chapter "Beyond one queue"
 //! of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//! On Docker, enable the consistent-hash plugin first: `docker exec rabbitmq
+//! rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`.
 
 // ANCHOR: code
 use rabbitkit::{Client, DeclareError, Options, PartitionedQueue, Report};

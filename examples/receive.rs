@@ -14,6 +14,17 @@
 //!
 //! The queue is the official tutorials' `hello`, a durable quorum queue, so
 //! this works with their `send.py` (and the other languages') as well. Chapter "Hello World" of the book (`docs/`) walks through it.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example receive   (then `send` in another terminal)
+//!  [*] Waiting for messages. To exit press CTRL+C
+//!  [x] Received 'Hello World!'
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

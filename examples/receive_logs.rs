@@ -13,6 +13,17 @@
 //! The exchange is the official tutorials' `logs` (fanout, not durable), so
 //! this works with their `emit_log.py`. Chapter
 //! "Publish/Subscribe" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example receive_logs   (then `emit_log`)
+//!  [*] Waiting for logs. To exit press CTRL+C
+//!  [x] Received 'info: Hello World!'
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

@@ -14,6 +14,17 @@
 //! The exchange is the official tutorials' `direct_logs` (not durable), so
 //! this works with their `emit_log_direct.py`. Chapter
 //! "Routing" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example receive_logs_direct warning error   (then `emit_log_direct error ...`)
+//!  [*] Waiting for logs. To exit press CTRL+C
+//!  [x] Received 'error':'Run. Run. Or it will explode.'
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

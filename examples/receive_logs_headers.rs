@@ -15,6 +15,17 @@
 //! Arguments: `all|any KEY=VALUE...` (values are matched as strings).
 //! The exchange is not durable, declared the way the official tutorials
 //! declare theirs. Chapter "Headers" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example receive_logs_headers all format=pdf type=report   (then `emit_log_headers ...`)
+//!  [*] Waiting for logs. To exit press CTRL+C
+//!  [x] Received {format=pdf, type=report}:'Monthly report'
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

@@ -18,6 +18,17 @@
 //! Arguments: `BINDING_KEY...` (at least one). Quote patterns so the shell
 //! leaves `*` and `#` alone. The exchange is the official tutorials'
 //! `topic_logs` (not durable), so this works with their `emit_log_topic.py`. Chapter "Topics" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example receive_logs_topic "kern.*"   (then `emit_log_topic kern.critical ...`)
+//!  [*] Waiting for logs. To exit press CTRL+C
+//!  [x] Received 'kern.critical':'A critical kernel error'
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

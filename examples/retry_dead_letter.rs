@@ -17,6 +17,9 @@
 //! behind, so you can look at the parked jobs afterwards:
 //! `cargo xtask broker ctl 1 list_queues name messages | grep jobs`.
 //! Chapter "Delays, retries and dead letters" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
 
 // ANCHOR: code
 use std::collections::HashMap;

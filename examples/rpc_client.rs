@@ -15,6 +15,17 @@
 //! ```
 //!
 //! Arguments: `[N]`, default 30. Chapter "RPC" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example rpc_client 30   (with `rpc_server` running)
+//!  [x] Requesting fib(30)
+//!  [.] Got 832040
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Options, Report, RpcClient, RpcError};

@@ -13,6 +13,17 @@
 //! ```
 //!
 //! Chapter "RPC" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example rpc_server   (then `rpc_client 30`)
+//!  [x] Awaiting RPC requests
+//!  [.] fib(30)
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

@@ -15,6 +15,16 @@
 //! the message until a receiver comes, across broker restarts. This program
 //! works with their `receive.py` and friends.
 //! Chapter "Hello World" of the book (`docs/`) walks through it.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example send
+//!  [x] Sent 'Hello World!'
+//! ```
 
 // ANCHOR: code
 use rabbitkit::{Options, Queue, Report};

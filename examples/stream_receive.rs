@@ -21,6 +21,9 @@
 //! At Ctrl-C it prints the last offset it acknowledged and how to go on
 //! from there. `STREAM=name` uses another stream (the tests do). Chapter
 //! "Beyond one queue" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
 
 // ANCHOR: code
 use std::time::{Duration, SystemTime};

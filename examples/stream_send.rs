@@ -16,6 +16,9 @@
 //! `STREAM=name` uses another stream (the tests do). It connects to
 //! `AMQP_ADDR`, or to the three nodes of the local cluster. Chapter
 //! "Beyond one queue" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
 
 // ANCHOR: code
 use std::time::Duration;

@@ -21,6 +21,19 @@
 //! (durable quorum queue), so this works with their `new_task.py`;
 //! `TASK_QUEUE=name` makes it work on another queue (the tests use it).
 //! Chapter "Work queues" of the book.
+//!
+//! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
+//! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
+//!
+//! Expected output:
+//!
+//! ```text
+//! $ cargo run --example worker   (then `new_task First message.`, then Ctrl-C)
+//!  [*] Waiting for messages. To exit press CTRL+C
+//!  [x] Received 'First message.'
+//!  [x] Done
+//!  [*] Stopped after 1 task(s)
+//! ```
 
 // ANCHOR: code
 use std::time::Duration;

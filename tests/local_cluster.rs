@@ -784,3 +784,52 @@ fn the_tutorial_worker_goes_on_after_a_consumer_timeout() {
     rt.block_on(tasks.queue().clone().delete()).unwrap();
     rt.block_on(client.close());
 }
+
+/// `GET path` on 127.0.0.1:`port` as `guest`/`guest`: the whole response
+/// (status line, headers, body), or why there was none.
+fn management_get(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    // "guest:guest" in base64.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+/// The book sends a reader to the management UI of the local cluster:
+/// node N on 15671+N, user guest, password guest, each node its own.
+#[test]
+fn every_node_serves_the_management_ui_as_guest() {
+    let cluster = require_local_cluster();
+    for n in Cluster::nodes() {
+        let port = cluster
+            .management_port(n)
+            .expect("the local cluster has one");
+        assert_eq!(port, 15671 + n as u16);
+        // The plugin may finish starting just after the AMQP listener.
+        let mut last = Err(String::from("not asked"));
+        for _ in 0..60 {
+            last = management_get(port, "/api/overview");
+            if last.as_ref().is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let response = last.unwrap_or_else(|e| panic!("node {n}: no management UI on {port}: {e}"));
+        assert!(response.starts_with("HTTP/1.1 200"), "node {n}: {response}");
+        let node = format!("\"node\":\"{}\"", cluster.node_name(n));
+        assert!(response.contains(&node), "node {n}: {response}");
+        assert!(cluster.status().unwrap().nodes[n - 1].management_port == Some(port));
+    }
+}

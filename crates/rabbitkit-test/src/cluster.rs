@@ -18,7 +18,7 @@ use crate::netsplit::{self, PartitionHandling};
 use crate::process::{is_live_beam, kill_pid, port_open, read_pid_file};
 use crate::rabbitmq::RabbitMq;
 
-pub use config::{PLUGINS, stream_port};
+pub use config::{PLUGINS, management_port, stream_port};
 pub use status::{ClusterStatus, NodeStatus};
 pub use tls::{MTLS_NODE, MTLS_PORT, MTLS_USER, TLS_PORT};
 
@@ -208,6 +208,28 @@ impl Cluster {
             return FIRST_DIST_PORT;
         }
         FIRST_DIST_PORT + (n as u16 - 1)
+    }
+
+    /// The port of node `n`'s management UI and HTTP API: 15672, 15673 or
+    /// 15674 (user `guest`, password `guest`, like AMQP). `None` for the
+    /// partitionable cluster of [`crate::Netsplit`], which does not run
+    /// the management plugin.
+    ///
+    /// # Panics
+    ///
+    /// When `n` is not in 1..=3.
+    pub fn management_port(&self, n: usize) -> Option<u16> {
+        match self.netns {
+            None => Some(management_port(self.amqp_port(n))),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether node `n`'s management UI accepts TCP connections (`false`
+    /// when it has none, see [`management_port`](Self::management_port)).
+    pub fn serves_management(&self, n: usize) -> bool {
+        self.management_port(n)
+            .is_some_and(|port| port_open(SocketAddr::new(self.host(n), port)))
     }
 
     /// The AMQP URL of node `n`, e.g.

@@ -1,4 +1,5 @@
-//! `cargo xtask book`: checks the book's `{{#include}}`s, then builds it.
+//! `cargo xtask book`: checks the book's `{{#include}}`s, measures its
+//! sentences and checks its `rabbitmqctl` commands, then builds it.
 //!
 //! mdBook only logs an include whose file or anchor is missing and goes on
 //! with an empty code block; here such an include is an error that names
@@ -7,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use crate::{Metadata, Result, cargo, exit_code, run_step};
+use crate::{Metadata, Result, cargo, exit_code, prose, run_step};
 
 /// The mdBook release installed when `mdbook` is missing: the last 0.4.x,
 /// which builds with the workspace's Rust.
@@ -169,6 +170,7 @@ pub(crate) fn book() -> Result<ExitCode> {
         ));
     }
     eprintln!("xtask: [book] all {checked} includes name an existing file and anchor");
+    check_prose(&docs.join("src"))?;
 
     let mdbook = match find_mdbook() {
         Some(mdbook) => mdbook,
@@ -195,6 +197,75 @@ pub(crate) fn book() -> Result<ExitCode> {
     let mut build = Command::new(mdbook);
     build.current_dir(&metadata.root).args(["build", "docs"]);
     run_step("book", build).map(exit_code)
+}
+
+/// Prints words per sentence per chapter (in the order of SUMMARY.md),
+/// flags sentences over [`prose::LONG`] words, and fails on any over
+/// [`prose::TOO_LONG`] or on a `rabbitmqctl` a reader could not run.
+fn check_prose(src: &Path) -> Result<()> {
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md"))
+        .map_err(|e| format!("cannot read SUMMARY.md: {e}"))?;
+    let mut chapters: Vec<String> = summary
+        .lines()
+        .filter_map(|l| l.split_once("](")?.1.split_once(')'))
+        .map(|(file, _)| file.trim().to_owned())
+        .filter(|file| file.ends_with(".md"))
+        .collect();
+    chapters.dedup();
+    let mut too_long = Vec::new();
+    let mut bad_ctl = Vec::new();
+    eprintln!(
+        "xtask: [book] words per sentence (flagged: over {} words)",
+        prose::LONG
+    );
+    eprintln!(
+        "xtask: [book] {:<28} {:>9} {:>6} {:>7} {:>7} {:>7}",
+        "chapter", "sentences", "words", "average", "longest", "over45"
+    );
+    for chapter in &chapters {
+        let markdown = std::fs::read_to_string(src.join(chapter))
+            .map_err(|e| format!("cannot read docs/src/{chapter}: {e}"))?;
+        let measure = prose::measure(&markdown);
+        eprintln!(
+            "xtask: [book] {:<28} {:>9} {:>6} {:>7.1} {:>7} {:>7}",
+            chapter,
+            measure.sentences,
+            measure.words,
+            measure.average(),
+            measure.longest,
+            measure.long.len()
+        );
+        for sentence in &measure.long {
+            let at = format!("docs/src/{chapter}:{}", sentence.line);
+            eprintln!(
+                "xtask: [book]   {at}: {} words: {} ...",
+                sentence.words, sentence.start
+            );
+            if sentence.words > prose::TOO_LONG {
+                too_long.push(at);
+            }
+        }
+        for (line, text) in prose::bad_rabbitmqctl(&markdown) {
+            bad_ctl.push(format!("docs/src/{chapter}:{line}: {text}"));
+        }
+    }
+    for bad in &bad_ctl {
+        eprintln!(
+            "xtask: [book] rabbitmqctl that does not run as written (use `cargo xtask broker ctl N ...` \
+             or `docker exec CONTAINER rabbitmqctl ...`): {bad}"
+        );
+    }
+    if !too_long.is_empty() || !bad_ctl.is_empty() {
+        return Err(format!(
+            "the book has {} sentence(s) over {} words ({}) and {} rabbitmqctl command(s) \
+             in neither working form",
+            too_long.len(),
+            prose::TOO_LONG,
+            too_long.join(", "),
+            bad_ctl.len()
+        ));
+    }
+    Ok(())
 }
 
 /// `mdbook` on PATH, or in cargo's bin directory.

@@ -17,6 +17,7 @@ use rabbitkit_test::{
 mod api;
 mod book;
 mod outside_app;
+mod prose;
 mod tools;
 
 /// Developer commands for rabbitkit.

@@ -42,7 +42,8 @@ impl Cluster {
                 Some(handling) => crate::netsplit::node_config(self.version, handling),
             };
             write("rabbitmq.conf", config)?;
-            write("enabled_plugins", enabled_plugins(tls))?;
+            let management = self.netns.is_none();
+            write("enabled_plugins", enabled_plugins(tls, management))?;
         }
         self.chown_node_dirs()
     }
@@ -96,11 +97,25 @@ pub(super) enum Tls<'a> {
 /// a node started before this changed needs a restart to get them.
 pub const PLUGINS: &[&str] = &["rabbitmq_consistent_hash_exchange", "rabbitmq_stream"];
 
-/// The `enabled_plugins` file of a node: [`PLUGINS`], and on the
-/// mutual-TLS node the `EXTERNAL` mechanism's plugin (shipped with
-/// RabbitMQ) too.
-fn enabled_plugins(tls: Option<Tls<'_>>) -> String {
+/// The management UI and HTTP API, shipped with both RabbitMQ 3.10 and 4.3:
+/// on every node of the local cluster (node `n` on [`management_port`] of
+/// its AMQP port), not in the partitionable one of [`crate::Netsplit`].
+pub const MANAGEMENT_PLUGIN: &str = "rabbitmq_management";
+
+/// The port of the management UI of the node whose AMQP port is
+/// `amqp_port`: 15672, 15673, 15674 for 5672, 5673, 5674.
+pub fn management_port(amqp_port: u16) -> u16 {
+    amqp_port + 10000
+}
+
+/// The `enabled_plugins` file of a node: [`PLUGINS`], the
+/// [`MANAGEMENT_PLUGIN`] when `management`, and on the mutual-TLS node the
+/// `EXTERNAL` mechanism's plugin (shipped with RabbitMQ) too.
+fn enabled_plugins(tls: Option<Tls<'_>>, management: bool) -> String {
     let mut plugins = PLUGINS.to_vec();
+    if management {
+        plugins.push(MANAGEMENT_PLUGIN);
+    }
     if let Some(Tls::Mutual(_)) = tls {
         plugins.push("rabbitmq_auth_mechanism_ssl");
     }
@@ -157,12 +172,15 @@ pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<Tls<'_>>) ->
         "# Written by rabbitkit-test; rewritten on every start.\n\
          listeners.tcp.default = 127.0.0.1:{port}\n\
          stream.listeners.tcp.default = 127.0.0.1:{stream}\n\
+         management.tcp.ip = 127.0.0.1\n\
+         management.tcp.port = {management}\n\
          loopback_users = none\n\
          log.console = false\n\
          log.file.level = info\n\
          # Small enough that a test can exceed it cheaply (see MAX_MESSAGE_SIZE).\n\
          max_message_size = 8388608\n",
-        stream = stream_port(port)
+        stream = stream_port(port),
+        management = management_port(port)
     ) + if version.is_4() {
         // RabbitMQ 4.3.0 refused transient non-exclusive queues by default
         // and later releases will again: refuse them here so the suite
@@ -189,8 +207,12 @@ mod tests {
         assert!(!conf.contains("mnesia"), "4.3 has no Mnesia: {conf}");
         assert!(conf.contains("transient_nonexcl_queues = false"));
         assert_eq!(
-            enabled_plugins(None),
+            enabled_plugins(None, false),
             "[rabbitmq_consistent_hash_exchange,rabbitmq_stream].\n"
+        );
+        assert_eq!(
+            enabled_plugins(None, true),
+            "[rabbitmq_consistent_hash_exchange,rabbitmq_stream,rabbitmq_management].\n"
         );
     }
 
@@ -217,8 +239,9 @@ mod tests {
             );
         }
         assert_eq!(
-            enabled_plugins(Some(Tls::Mutual(dir))),
-            "[rabbitmq_consistent_hash_exchange,rabbitmq_stream,rabbitmq_auth_mechanism_ssl].\n"
+            enabled_plugins(Some(Tls::Mutual(dir)), true),
+            "[rabbitmq_consistent_hash_exchange,rabbitmq_stream,rabbitmq_management,\
+             rabbitmq_auth_mechanism_ssl].\n"
         );
         let conf = node_config(RabbitMq::V4_3, 5672, Some(Tls::ServerOnly(dir)));
         assert!(
@@ -235,6 +258,9 @@ mod tests {
             for (amqp, stream) in [(5672, 5552), (5673, 5553), (5674, 5554)] {
                 let conf = node_config(version, amqp, None);
                 let line = format!("stream.listeners.tcp.default = 127.0.0.1:{stream}\n");
+                assert!(conf.contains(&line), "{conf}");
+                // And its management UI too: 15672, 15673, 15674.
+                let line = format!("management.tcp.port = {}\n", amqp + 10000);
                 assert!(conf.contains(&line), "{conf}");
             }
         }

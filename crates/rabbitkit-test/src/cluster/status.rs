@@ -25,6 +25,9 @@ pub struct NodeStatus {
     /// Process id of the node's Erlang VM (`beam.smp`), when it is alive
     /// (it may be alive but not `running`, e.g. while booting).
     pub pid: Option<u32>,
+    /// The port of its management UI ([`Cluster::management_port`]) when
+    /// the UI accepts connections.
+    pub management_port: Option<u16>,
 }
 
 /// Snapshot of the cluster, returned by [`Cluster::status`].
@@ -78,8 +81,8 @@ impl fmt::Display for ClusterStatus {
         )?;
         writeln!(
             f,
-            "{:<19} {:<16} {:<9} {:<8} IN CLUSTER",
-            "NODE", "AMQP", "STATE", "PID"
+            "{:<19} {:<16} {:<9} {:<8} {:<23} IN CLUSTER",
+            "NODE", "AMQP", "STATE", "PID", "MANAGEMENT UI"
         )?;
         for node in &self.nodes {
             let state = match (node.running, node.pid) {
@@ -97,15 +100,22 @@ impl fmt::Display for ClusterStatus {
             } else {
                 "?"
             };
+            let management = node
+                .management_port
+                .map_or_else(|| "-".to_owned(), |p| format!("http://{}:{p}", node.host));
             writeln!(
                 f,
-                "{:<19} {:<16} {:<9} {:<8} {}",
+                "{:<19} {:<16} {:<9} {:<8} {:<23} {}",
                 node.name,
                 format!("{}:{}", node.host, node.amqp_port),
                 state,
                 pid,
+                management,
                 member
             )?;
+        }
+        if self.nodes.iter().any(|node| node.management_port.is_some()) {
+            writeln!(f, "management UI: user guest, password guest")?;
         }
         match &self.reported_by {
             Some(by) => {
@@ -134,6 +144,9 @@ impl Cluster {
                 amqp_port: self.amqp_port(n),
                 running: self.is_running(n),
                 pid: self.pid(n),
+                management_port: self
+                    .management_port(n)
+                    .filter(|_| self.serves_management(n)),
             })
             .collect();
         let mut status = ClusterStatus {
@@ -274,6 +287,7 @@ mod tests {
                     amqp_port: 5671 + n as u16,
                     running: n != 2,
                     pid: (n != 2).then_some(100 + n as u32),
+                    management_port: (n != 2).then_some(15671 + n as u16),
                 })
                 .collect(),
             reported_by: Some("rabbit1@localhost".into()),
@@ -292,6 +306,12 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("yes (not running)"), "{table}");
+        assert!(table.contains("http://127.0.0.1:15674"), "{table}");
+        assert!(!table.contains(":15673"), "node 2 is down: {table}");
+        assert!(
+            table.contains("management UI: user guest, password guest"),
+            "{table}"
+        );
         assert!(
             table.contains("running: rabbit1@localhost, rabbit3@localhost"),
             "{table}"
