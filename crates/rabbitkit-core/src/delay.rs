@@ -30,6 +30,14 @@
 //!   message whose target routes nowhere (a fanout without subscribers, a
 //!   deleted queue) is dropped like any unroutable publish, instead of
 //!   staying in the last delay queue and holding up the ones behind it.
+//!   The sink does not help with a target that *refuses* messages (a
+//!   queue at its `x-max-length` with `x-overflow: reject-publish`): at
+//!   least once means the last level keeps such a message until the
+//!   target takes it, and after about 32 of them (the broker's
+//!   `dead_letter_worker_consumer_prefetch`) that level forwards nothing,
+//!   for every target of the virtual host, until the target has room
+//!   again. Give delayed targets room, or the default `drop-head`
+//!   overflow.
 //!
 //! A message enters at the exchange of its highest level: a 5 s delay
 //! (50 units, binary 110010) enters `rabbitkit.delay.05`, waits 3.2 s, moves
