@@ -1076,3 +1076,86 @@ async fn a_delayed_message_with_its_own_ttl_is_refused_not_delivered_early() {
     assert_eq!(queue.info().await.unwrap().messages, 0);
     client.delete_queue(&name).await.unwrap();
 }
+
+/// A retry chain does not split in two across a failover: the task's
+/// parked copy is confirmed, then the connection goes before the original's
+/// ack reaches the broker (acks held back here by a 3 s flush delay), so
+/// the original comes back. It is acknowledged without running its handler
+/// again: one parked copy. Before, it ran again and was parked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_copy_was_confirmed_is_not_handled_again_when_it_comes_back() {
+    let proxy = proxy().await;
+    let timings = rabbitkit::Timings {
+        ack_flush_delay: Duration::from_secs(3),
+        ..rabbitkit::Timings::DEFAULT
+    };
+    let client = common::options()
+        .timings(timings)
+        .connect(proxy.amqp_url())
+        .await
+        .unwrap();
+    let observer = common::client().await;
+    let name = common::unique_name("promise.split");
+    let tasks = WorkQueue::<u32>::builder(name.as_str())
+        .on_error(OnError::Retry(RetryPolicy::new([])))
+        .declare(&client)
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let shutdown = rabbitkit::Shutdown::new();
+    let worker = tokio::spawn({
+        let (tasks, calls, shutdown) = (tasks.clone(), calls.clone(), shutdown.clone());
+        async move {
+            tasks
+                .work_until(&shutdown, move |_: u32| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async move { Err::<(), _>("always fails") }
+                })
+                .await
+        }
+    });
+    let confirmed = client.stats().confirmed;
+    let mut events = client.events();
+    WorkQueue::<u32>::builder(name.as_str())
+        .on_error(OnError::Retry(RetryPolicy::new([])))
+        .declare(&observer)
+        .await
+        .unwrap()
+        .submit(&7)
+        .await
+        .unwrap();
+    // The parked copy is confirmed; the original's ack is still held.
+    wait_until(
+        Duration::from_secs(30),
+        || client.stats().confirmed > confirmed,
+        || "the parked copy is confirmed".into(),
+    )
+    .await;
+    proxy.cut();
+    common::wait_for_event(&mut events, Duration::from_secs(30), |e| {
+        matches!(e, Event::Recovered { .. })
+    })
+    .await;
+    // The original came back (nothing ready any more) and was settled.
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while observer.queue_info(&name).await.unwrap().messages > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the original is delivered again");
+    shutdown.stop(Duration::from_secs(10));
+    worker.await.unwrap().unwrap();
+    let parked = observer
+        .queue_info(&format!("{name}.parked"))
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(parked, 1, "parked once, not once per chain");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
+    assert_eq!(
+        observer.queue_info(&name).await.unwrap().messages,
+        0,
+        "the original is settled"
+    );
+}

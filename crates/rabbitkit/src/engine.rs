@@ -432,6 +432,44 @@ pub(crate) struct Settle {
     /// Copies (retries, parked messages) that could not be published in a
     /// row: the back-off before the original is requeued.
     copy_failures: AtomicU32,
+    /// The originals whose copy was confirmed (see [`Copied`]).
+    copied: std::sync::Mutex<Copied>,
+}
+
+/// The originals (message id, retries so far) whose retry or parked copy
+/// the broker confirmed, most recent last, at most [`Copied::MAX`]. Such an
+/// original that comes back (its ack was lost with a connection) is
+/// acknowledged without running its handler again: the copy carries its
+/// retry chain on, and a second chain would retry, or park, the message
+/// twice.
+#[derive(Default)]
+pub(crate) struct Copied {
+    order: std::collections::VecDeque<(String, u64)>,
+    set: std::collections::HashSet<(String, u64)>,
+}
+
+impl Copied {
+    const MAX: usize = 10_000;
+
+    fn key(delivery: &Delivery) -> Option<(String, u64)> {
+        let id = delivery.message_id()?;
+        Some((id.to_owned(), retries(delivery.properties())))
+    }
+
+    fn insert(&mut self, key: (String, u64)) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            if self.order.len() > Self::MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, key: &(String, u64)) -> bool {
+        self.set.contains(key)
+    }
 }
 
 impl Settle {
@@ -442,6 +480,23 @@ impl Settle {
             on_error,
             parking_declared: Default::default(),
             copy_failures: AtomicU32::new(0),
+            copied: Default::default(),
+        }
+    }
+
+    /// Whether `delivery` is an original that came back after its copy
+    /// was confirmed (see [`Copied`]): then its handler must not run.
+    pub(crate) fn copied_already(&self, delivery: &Delivery) -> bool {
+        delivery.redelivered()
+            && Copied::key(delivery).is_some_and(|key| self.copied.lock().unwrap().contains(&key))
+    }
+
+    /// Acknowledges an original whose copy already carries its retry chain.
+    pub(crate) async fn settle_copied(&self, delivery: Delivery) -> Outcome {
+        tracing::info!(target: "rabbitkit", queue = %self.queue, "a message whose retry copy was already confirmed came back; acknowledged without running its handler again");
+        match delivery.ack().await {
+            Ok(()) => Outcome::Requeued,
+            Err(_) => Outcome::Unsettled,
         }
     }
 
@@ -647,6 +702,9 @@ impl Settle {
         match self.client.publish(copy).await {
             Ok(_) => {
                 self.copy_failures.store(0, Ordering::Relaxed);
+                if let Some(key) = Copied::key(delivery) {
+                    self.copied.lock().unwrap().insert(key);
+                }
                 // Should the ack be lost with the connection, the original
                 // comes back too: at least once, never lost.
                 if let Err(e) = delivery.ack().await {

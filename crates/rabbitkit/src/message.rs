@@ -669,12 +669,15 @@ impl<T: DeserializeOwned> Subscription<T> {
                     delivery.properties(),
                     max_inflated,
                 );
+                let copied = settle.copied_already(&delivery);
                 let (work, error) = match decoded {
+                    _ if copied => (None, None),
                     Ok(body) => (Some(call_handler(|| handler(body, &delivery))), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
                 async move {
                     match (work, error) {
+                        _ if copied => settle.settle_copied(delivery).await,
                         (Some(work), _) => {
                             let result = handled(work).await;
                             settle.result(delivery, result).await

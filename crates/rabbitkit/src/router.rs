@@ -272,10 +272,12 @@ impl Router {
             options.concurrency,
             options.shutdown.as_ref(),
             |delivery| {
-                let route = self.routes.iter().find(|r| r.on.matches(&delivery));
+                let copied = settle.copied_already(&delivery);
+                let route = (self.routes.iter()).find(|r| !copied && r.on.matches(&delivery));
                 let started = route.map(|r| (r.start)(&delivery, max_inflated));
                 async move {
                     match started {
+                        _ if copied => settle.settle_copied(delivery).await,
                         Some(Ok(work)) => settle.result(delivery, work.await).await,
                         Some(Err(error)) => settle.undecodable(delivery, error).await,
                         None => {
