@@ -78,7 +78,7 @@ async fn main() -> Result<(), Report> {
                         done.lock()
                             .unwrap()
                             .push(format!("worker {w} did task {n}"));
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -157,7 +157,7 @@ async fn main() -> Result<(), Report> {
     println!("6. headers: format=pdf got {:?}", next(&mut pdfs).await?);
 
     // 7. RPC.
-    let server = RpcServer::<u64, u64, String>::builder(format!("demo.rpc.{tag}"))
+    let server = RpcServer::<u64, u64>::builder(format!("demo.rpc.{tag}"))
         .declare(&client)
         .await?;
     let rpc_queue = server.queue().clone();

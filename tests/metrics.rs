@@ -204,7 +204,7 @@ async fn the_counters_match_the_traffic_sent() {
             tasks
                 .work(|task: Task| async move {
                     if task.id.is_multiple_of(5) {
-                        Err(format!("task {} failed", task.id))
+                        Err(format!("task {} failed", task.id).into())
                     } else {
                         Ok(())
                     }

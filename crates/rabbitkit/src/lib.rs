@@ -100,6 +100,49 @@
 //! readiness probe whether the client is [`Health::Connected`], blocked by
 //! a broker alarm, recovering or closed, without a network round trip.
 //!
+//! Handlers return `Result<(), `[`Report`]`>`: a closure's `Ok(())` needs no
+//! type annotation, and `?` takes any error (see [`Report`] for a handler
+//! with an error type of its own). [`RpcServer`] and [`RpcClient`] take the
+//! same type parameters, the error type `String` unless given:
+//!
+//! ```no_run
+//! # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+//! use rabbitkit::{HandleOptions, Queue, Router, RpcClient, RpcServer, WorkQueue};
+//! let orders = Queue::named("orders").declare(&client).await?;
+//! let router = Router::new()
+//!     .route("order.placed", |id: u64| async move {
+//!         println!("placed {id}");
+//!         Ok(())
+//!     })
+//!     .route("order.cancelled", |id: u64| async move {
+//!         let reason = std::str::from_utf8(b"changed my mind")?;
+//!         println!("cancelled {id}: {reason}");
+//!         Ok(())
+//!     });
+//! let routing = router.run(&orders, HandleOptions::new().concurrency(4));
+//! let reminders = WorkQueue::<String>::builder("reminders").declare(&client).await?;
+//! let working = reminders.work(|text: String| async move {
+//!     println!("{text}");
+//!     Ok(())
+//! });
+//! let quotes = RpcServer::<u64, u64>::builder("price_quote").declare(&client).await?;
+//! let serving = quotes.serve(|item: u64| async move { Ok(item * 100) });
+//! let quote = RpcClient::<u64, u64>::builder("price_quote").build(&client).await?;
+//! let (_, _, _, price) = tokio::join!(routing, working, serving, quote.call(&7));
+//! println!("{}", price?);
+//! # Ok(()) }
+//! ```
+//!
+//! An RPC handler's error is the server's error type (`String` by
+//! default), sent to the caller: another type does not compile.
+//!
+//! ```compile_fail,E0271
+//! # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+//! let quotes = rabbitkit::RpcServer::<u64, u64>::builder("price_quote").declare(&client).await?;
+//! quotes.serve(|item: u64| async move { Err(std::io::Error::other("no price")) }).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Declarations are checked
 //! Names, routing keys and patterns are checked before anything reaches the
 //! network. Declaring what exists with the same properties changes nothing;
@@ -147,7 +190,7 @@
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
-//! - `report.rs` — [`Report`], an error for `main` that prints sentences.
+//! - `report.rs` — [`Report`], an error for `main` that prints sentences, and the error every handler returns.
 //!
 //! The connection, failover and recovery live in `rabbitkit-core`,
 //! re-exported here ([`Options`], [`Client`], [`Event`], ...).

@@ -23,6 +23,7 @@ pub use crate::engine::{
     SHARED_PARKING_QUEUE, header, original_routing_key, retries,
 };
 use crate::error::{ReceiveError, SendError};
+use crate::report::Report;
 
 /// Per-message publishing settings; these override the defaults.
 ///
@@ -567,11 +568,10 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// the queue has a dead-letter exchange) and never reaches the handler.
     /// Nothing crashes the loop. [`handle_with`](Self::handle_with) adds
     /// concurrency and a graceful stop.
-    pub async fn handle<F, Fut, E>(self, on_error: OnError, handler: F) -> HandleReport
+    pub async fn handle<F, Fut>(self, on_error: OnError, handler: F) -> HandleReport
     where
         F: FnMut(T) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         self.handle_with(HandleOptions::new().on_error(on_error), handler)
             .await
@@ -591,20 +591,15 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// let report = sub
     ///     .handle_with(HandleOptions::new().concurrency(16).shutdown(&shutdown), |order| async move {
     ///         println!("{order}");
-    ///         Ok::<_, std::io::Error>(())
+    ///         Ok(())
     ///     })
     ///     .await;
     /// # Ok(()) }
     /// ```
-    pub async fn handle_with<F, Fut, E>(
-        self,
-        options: HandleOptions,
-        mut handler: F,
-    ) -> HandleReport
+    pub async fn handle_with<F, Fut>(self, options: HandleOptions, mut handler: F) -> HandleReport
     where
         F: FnMut(T) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         self.handle_decoded(options, |body, _| handler(body)).await
     }
@@ -619,20 +614,19 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// let sub = queue.subscribe::<String>().await?;
     /// sub.handle_incoming(HandleOptions::new(), |order: Incoming<String>| async move {
     ///     println!("{} (id {:?}, attempt {})", order.body, order.message_id(), order.attempt());
-    ///     Ok::<_, std::io::Error>(())
+    ///     Ok(())
     /// })
     /// .await;
     /// # Ok(()) }
     /// ```
-    pub async fn handle_incoming<F, Fut, E>(
+    pub async fn handle_incoming<F, Fut>(
         self,
         options: HandleOptions,
         mut handler: F,
     ) -> HandleReport
     where
         F: FnMut(Incoming<T>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         self.handle_decoded(options, |body, delivery| {
             handler(Incoming::new(body, delivery))
@@ -642,15 +636,14 @@ impl<T: DeserializeOwned> Subscription<T> {
 
     /// The handler loop: decodes each body and calls `handler` with it and
     /// its delivery.
-    async fn handle_decoded<F, Fut, E>(
+    async fn handle_decoded<F, Fut>(
         mut self,
         options: HandleOptions,
         mut handler: F,
     ) -> HandleReport
     where
         F: FnMut(T, &Delivery) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         let settle = Settle::new(
             self.client.clone(),
