@@ -117,6 +117,54 @@ mod sealed {
     }
 }
 
+/// What a [`Fanout`] exchange's `publish` takes as its body: a value its
+/// subscribers can decode, that is any type that is `Serialize` and
+/// `DeserializeOwned` (`String`, numbers, your `serde` structs, JSON
+/// values), but not a bare `&str`.
+///
+/// A fanout exchange routes by nothing, so its `publish` takes one
+/// argument. Given a routing key and a body (`logs.publish("kern.info",
+/// &msg)`, a topic exchange's call), rustc says the method takes one
+/// argument and suggests dropping the second one, which would send the
+/// routing key as the message: that call does not compile, because a
+/// bare `&str` is not a fanout body. A text body is a `String`
+/// (`publish(&text)`, `publish(&"hello".to_string())`).
+///
+/// ```compile_fail,E0277
+/// # async fn run(client: rabbitkit::Client) {
+/// let orders = rabbitkit::Exchange::fanout("orders").declare(&client).await.unwrap();
+/// orders.publish("order.placed.eu").await; // a routing key, not a body
+/// # }
+/// ```
+///
+/// ```compile_fail,E0277
+/// # async fn run(client: rabbitkit::Client) {
+/// let orders = rabbitkit::Exchange::fanout("orders").declare(&client).await.unwrap();
+/// orders.publish(&"order.placed.eu").await; // borrowed, still a routing key
+/// # }
+/// ```
+///
+/// ```no_run
+/// # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Order { id: u64 }
+/// let orders = rabbitkit::Exchange::fanout("orders").declare(&client).await?;
+/// orders.publish(&Order { id: 7 }).await?;
+/// orders.publish(&"order 7 placed".to_string()).await?;
+/// // Routing by key is a topic (or direct) exchange's:
+/// let events = rabbitkit::Exchange::topic("order_events").declare(&client).await?;
+/// events.publish("order.placed.eu", &Order { id: 7 }).await?;
+/// # Ok(()) }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a fanout body: a fanout exchange's `publish` takes the body alone (a bare string there is most likely a routing key: to route by key, publish to `Exchange::topic` or `Exchange::direct`; a text body is a `String`)",
+    label = "a routing key? a fanout exchange routes by nothing",
+    note = "to route by a key, publish to `Exchange::topic` or `Exchange::direct`: `publish(\"order.placed.eu\", &order)`",
+    note = "a text body is a `String`: `publish(&text)`, `publish(&\"hello\".to_string())`"
+)]
+pub trait FanoutBody: Serialize {}
+
+impl<T: Serialize + DeserializeOwned> FanoutBody for T {}
+
 /// Routing on an exact routing key; a queue may bind several keys.
 #[derive(Debug, Clone, Copy)]
 pub struct Direct;
@@ -545,14 +593,16 @@ impl Exchange<Fanout> {
         self.bind_exchange_to(destination, &()).await
     }
 
-    /// Publishes to every bound queue (persistent, confirmed).
-    pub async fn publish<T: Serialize + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
+    /// Publishes to every bound queue (persistent, confirmed). The body is
+    /// a [`FanoutBody`]: any `serde` value its subscribers can decode, not
+    /// a bare `&str` (which here is most likely a routing key).
+    pub async fn publish<T: FanoutBody + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
         self.publish_to(&(), value, &PublishOptions::default())
             .await
     }
 
     /// [`publish`](Self::publish) with options.
-    pub async fn publish_with<T: Serialize + ?Sized>(
+    pub async fn publish_with<T: FanoutBody + ?Sized>(
         &self,
         value: &T,
         options: PublishOptions,

@@ -217,7 +217,7 @@ pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
 pub use engine::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{
-    Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Selective, Topic,
+    Direct, Exchange, ExchangeBuilder, Fanout, FanoutBody, HeadersKind, Kind, Selective, Topic,
 };
 pub use message::{
     ATTEMPTS_HEADER, HandleReport, Incoming, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
