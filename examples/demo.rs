@@ -113,10 +113,12 @@ async fn main() -> Result<(), Report> {
         .declare(&client)
         .await?;
     let mut errors = direct.subscribe::<String>(&["error"]).await?;
-    direct.publish("info", &"just saying".to_string()).await?;
+    // Mandatory by default: a key nobody bound is an error, not a silent loss.
+    let info = direct.publish("info", &"just saying".to_string()).await;
+    assert!(info.is_err_and(|e| e.is_unroutable()));
     direct.publish("error", &"disk full".to_string()).await?;
     println!(
-        "4. direct: the 'error' subscriber got only {:?}",
+        "4. direct: the 'error' subscriber got only {:?} ('info' was refused: unroutable)",
         next(&mut errors).await?
     );
 
@@ -128,7 +130,8 @@ async fn main() -> Result<(), Report> {
     let mut kern = topics
         .subscribe::<String>(&[TopicPattern::new("kern.*")?])
         .await?;
-    topics.publish("user.info", &"login".to_string()).await?;
+    let unbound = topics.publish("user.info", &"login".to_string()).await;
+    assert!(unbound.is_err_and(|e| e.is_unroutable()));
     topics
         .publish("kern.critical", &"kernel panic".to_string())
         .await?;
@@ -142,12 +145,13 @@ async fn main() -> Result<(), Report> {
     let mut pdfs = headers
         .subscribe::<String>(&HeadersMatch::all().header("format", "pdf"))
         .await?;
-    headers
+    let zip = headers
         .publish(
             &Headers::new().with("format", "zip"),
             &"archive.zip".to_string(),
         )
-        .await?;
+        .await;
+    assert!(zip.is_err_and(|e| e.is_unroutable()));
     headers
         .publish(
             &Headers::new().with("format", "pdf"),

@@ -100,6 +100,11 @@ mod sealed {
     /// What differs between the kinds, out of the public API: how a
     /// binding and a route are checked, and what they become on the wire.
     pub trait Sealed {
+        /// Whether a publish is mandatory unless its options say: for the
+        /// kinds whose bindings choose messages (a binding is expected),
+        /// not for fanout.
+        const MANDATORY: bool = true;
+
         /// A binding's routing key and arguments, checked.
         fn binding(
             binding: &<Self as Kind>::Binding,
@@ -198,6 +203,7 @@ impl Selective for Topic {}
 impl Selective for HeadersKind {}
 
 impl sealed::Sealed for Fanout {
+    const MANDATORY: bool = false;
     fn binding((): &()) -> Result<(&str, FieldTable), ValidationError> {
         Ok(("", FieldTable::default()))
     }
@@ -459,7 +465,7 @@ impl<K: Kind> Exchange<K> {
         options: &PublishOptions,
     ) -> Result<Confirmed, SendError> {
         let (key, route_headers) = K::route(route).map_err(SendError::Invalid)?;
-        let msg = outgoing(&self.name, key, value, options, |p| match route_headers {
+        let mut msg = outgoing(&self.name, key, value, options, |p| match route_headers {
             // Over the options' headers: a header in both takes the route's value.
             Some(route_headers) => {
                 let mut headers = options.headers.clone().unwrap_or_default();
@@ -470,6 +476,8 @@ impl<K: Kind> Exchange<K> {
             }
             None => p,
         })?;
+        // Mandatory unless the options say otherwise, but to a fanout exchange.
+        msg.mandatory = options.mandatory.unwrap_or(K::MANDATORY);
         Ok(self.publisher.publish(msg).await?)
     }
 

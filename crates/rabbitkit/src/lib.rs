@@ -61,6 +61,14 @@
 //! - Exchanges are durable; [`ExchangeBuilder::durable`]`(false)` declares
 //!   the tutorials' non-durable `logs`, `direct_logs`, `topic_logs` (and
 //!   the book's `headers_logs`).
+//! - A publish is mandatory unless it goes to a fanout exchange: to a
+//!   queue, a direct, topic or headers exchange, or a partitioned queue, a
+//!   message no queue takes fails with `PublishError::Unroutable`
+//!   ([`SendError::is_unroutable`]) instead of vanishing;
+//!   [`PublishOptions::mandatory`]`(false)` opts out. A fanout exchange
+//!   drops what nobody subscribed to, as the tutorials' `emit_log` expects.
+//!   (A delayed publish is checked when it enters its delay, not when it is
+//!   delivered.)
 //! - Messages are persistent (delivery mode 2) in every pattern, whatever
 //!   the exchange's or queue's durability, and every publish waits for the
 //!   broker's confirm; [`PublishOptions::persistent`]`(false)` opts out. RPC

@@ -47,8 +47,10 @@ use crate::report::Report;
 pub struct PublishOptions {
     /// Written to disk by the broker (delivery mode 2). `None`: the default, persistent.
     pub persistent: Option<bool>,
-    /// Fail with `Unroutable` when no queue receives it.
-    pub mandatory: bool,
+    /// Fail with `Unroutable` when no queue receives it. `None`: the
+    /// pattern's default, mandatory for a queue, a direct, topic or headers
+    /// exchange and a partitioned queue, not for a fanout exchange.
+    pub mandatory: Option<bool>,
     /// Compress the body (`content_encoding: gzip`).
     pub gzip: bool,
     /// A `message_id` (one is generated otherwise).
@@ -75,9 +77,31 @@ impl PublishOptions {
         self.persistent = Some(persistent);
         self
     }
-    /// Sets `mandatory`.
+    /// Sets `mandatory`: with `true`, a message no queue takes fails with
+    /// `PublishError::Unroutable` (the broker returns it); with `false` it
+    /// is dropped and the publish succeeds. The default depends on where it
+    /// goes: mandatory to a direct, topic or headers exchange (a binding is
+    /// expected: an order published before its queue is bound is an error,
+    /// not a silent loss), not to a fanout exchange (which drops a message
+    /// nobody subscribed to, as the tutorials' `emit_log` expects); sends to
+    /// a queue and partitioned publishes are always mandatory.
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+    /// use rabbitkit::{Exchange, PublishOptions};
+    /// let events = Exchange::topic("order_events").declare(&client).await?;
+    /// match events.publish("order.placed.eu", &"order 7".to_string()).await {
+    ///     Ok(_) => println!("a queue has it"),
+    ///     Err(e) if e.is_unroutable() => println!("no queue is bound for order.placed.eu"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// // Fire and forget, as the tutorials' emit_log_topic does:
+    /// let dropped_if_unbound = PublishOptions::new().mandatory(false);
+    /// events.publish_with("order.placed.eu", &"order 8".to_string(), dropped_if_unbound).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn mandatory(mut self, mandatory: bool) -> Self {
-        self.mandatory = mandatory;
+        self.mandatory = Some(mandatory);
         self
     }
     /// Compresses the body with gzip.
@@ -227,7 +251,7 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
     let props = extra(props);
     let mut msg = OutgoingMessage::new(exchange, routing_key, body)
         .properties(props)
-        .mandatory(opts.mandatory);
+        .mandatory(opts.mandatory.unwrap_or(false));
     msg.delay = opts.delay;
     Ok(msg)
 }
