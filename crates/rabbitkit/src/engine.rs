@@ -22,8 +22,8 @@
 //! handler mostly does. For CPU-bound work, use several loops on several
 //! threads: [`WorkQueue::work_parallel`](crate::WorkQueue::work_parallel).
 //!
-//! This module imports nothing else of the crate's but the instrumentation
-//! and [`Shutdown`]: the typed layers (`message.rs`, `router.rs`, ...) sit
+//! This module imports nothing else of the crate's but the instrumentation,
+//! [`Shutdown`] and [`Report`] (the handlers' error): the typed layers (`message.rs`, `router.rs`, ...) sit
 //! on top of it.
 
 use std::panic::AssertUnwindSafe;

@@ -270,8 +270,8 @@ mod module_graph {
         assert!(
             graph["engine"]
                 .iter()
-                .all(|m| m == "instrument" || m == "shutdown"),
-            "the engine imports only the instrumentation and the stop signal: {:?}",
+                .all(|m| m == "instrument" || m == "shutdown" || m == "report"),
+            "the engine imports only the instrumentation, the stop signal and the handlers' error: {:?}",
             graph["engine"]
         );
     }
