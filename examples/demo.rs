@@ -81,7 +81,7 @@ async fn main() -> Result<(), Report> {
                         done.lock()
                             .unwrap()
                             .push(format!("worker {w} did task {n}"));
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -116,10 +116,12 @@ async fn main() -> Result<(), Report> {
         .declare(&client)
         .await?;
     let mut errors = direct.subscribe::<String>(&["error"]).await?;
-    direct.publish("info", &"just saying".to_string()).await?;
+    // Mandatory by default: a key nobody bound is an error, not a silent loss.
+    let info = direct.publish("info", &"just saying".to_string()).await;
+    assert!(info.is_err_and(|e| e.is_unroutable()));
     direct.publish("error", &"disk full".to_string()).await?;
     println!(
-        "4. direct: the 'error' subscriber got only {:?}",
+        "4. direct: the 'error' subscriber got only {:?} ('info' was refused: unroutable)",
         next(&mut errors).await?
     );
 
@@ -131,7 +133,8 @@ async fn main() -> Result<(), Report> {
     let mut kern = topics
         .subscribe::<String>(&[TopicPattern::new("kern.*")?])
         .await?;
-    topics.publish("user.info", &"login".to_string()).await?;
+    let unbound = topics.publish("user.info", &"login".to_string()).await;
+    assert!(unbound.is_err_and(|e| e.is_unroutable()));
     topics
         .publish("kern.critical", &"kernel panic".to_string())
         .await?;
@@ -145,12 +148,13 @@ async fn main() -> Result<(), Report> {
     let mut pdfs = headers
         .subscribe::<String>(&HeadersMatch::all().header("format", "pdf"))
         .await?;
-    headers
+    let zip = headers
         .publish(
             &Headers::new().with("format", "zip"),
             &"archive.zip".to_string(),
         )
-        .await?;
+        .await;
+    assert!(zip.is_err_and(|e| e.is_unroutable()));
     headers
         .publish(
             &Headers::new().with("format", "pdf"),
@@ -160,7 +164,7 @@ async fn main() -> Result<(), Report> {
     println!("6. headers: format=pdf got {:?}", next(&mut pdfs).await?);
 
     // 7. RPC.
-    let server = RpcServer::<u64, u64, String>::builder(format!("demo.rpc.{tag}"))
+    let server = RpcServer::<u64, u64>::builder(format!("demo.rpc.{tag}"))
         .declare(&client)
         .await?;
     let rpc_queue = server.queue().clone();

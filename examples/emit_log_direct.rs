@@ -52,8 +52,15 @@ async fn main() -> Result<(), Report> {
         .await?;
     // ANCHOR_END: declare
     // ANCHOR: publish
-    logs.publish(severity, &message).await?;
-    println!(" [x] Sent '{severity}':'{message}'");
+    match logs.publish(severity, &message).await {
+        Ok(_) => println!(" [x] Sent '{severity}':'{message}'"),
+        // Mandatory by default: no queue is bound with this severity (the
+        // official tutorial's program drops it without a word).
+        Err(e) if e.is_unroutable() => {
+            println!(" [ ] No queue is bound for '{severity}': '{message}' was dropped")
+        }
+        Err(e) => return Err(e.into()),
+    }
     // ANCHOR_END: publish
 
     client.close().await;

@@ -69,8 +69,15 @@ async fn main() -> Result<(), Report> {
         .await?;
     // ANCHOR_END: declare
     // ANCHOR: publish
-    logs.publish(&headers, &message).await?;
-    println!(" [x] Sent {{{}}}:'{message}'", shown.join(", "));
+    match logs.publish(&headers, &message).await {
+        Ok(_) => println!(" [x] Sent {{{}}}:'{message}'", shown.join(", ")),
+        // Mandatory by default: no binding matches these headers.
+        Err(e) if e.is_unroutable() => println!(
+            " [ ] No queue is bound for {{{}}}: '{message}' was dropped",
+            shown.join(", ")
+        ),
+        Err(e) => return Err(e.into()),
+    }
     // ANCHOR_END: publish
 
     client.close().await;

@@ -53,8 +53,15 @@ async fn main() -> Result<(), Report> {
         .await?;
     // ANCHOR_END: declare
     // ANCHOR: publish
-    logs.publish(routing_key, &message).await?;
-    println!(" [x] Sent '{routing_key}':'{message}'");
+    match logs.publish(routing_key, &message).await {
+        Ok(_) => println!(" [x] Sent '{routing_key}':'{message}'"),
+        // Mandatory by default: no pattern bound matches the key (the
+        // official tutorial's program drops it without a word).
+        Err(e) if e.is_unroutable() => {
+            println!(" [ ] No queue is bound for '{routing_key}': '{message}' was dropped")
+        }
+        Err(e) => return Err(e.into()),
+    }
     // ANCHOR_END: publish
 
     client.close().await;

@@ -69,7 +69,7 @@ async fn main() -> Result<(), Report> {
     let report = tasks
         .work_until(&shutdown, |n: u64| async move {
             if n % 10 == 9 {
-                return Err(format!("task {n} failed"));
+                return Err(format!("task {n} failed").into());
             }
             Ok(())
         })

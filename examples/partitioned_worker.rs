@@ -59,7 +59,7 @@ async fn main() -> Result<(), Report> {
         .work_until(&shutdown, |payment: Payment| async move {
             // One at a time per partition: an account's payments in order.
             println!(" [x] Received '{} #{}'", payment.account, payment.number);
-            Ok::<_, std::io::Error>(())
+            Ok(())
         })
         .await?;
     println!(" [*] Stopped after {} payment(s)", report.acked);

@@ -142,7 +142,7 @@ async fn main() -> Result<(), Report> {
 // ANCHOR: handler
 /// The work itself, failing on purpose: jobs 3, 6, 9... always fail, jobs
 /// 2, 5, 8... fail on their first attempt only.
-async fn handle(job: &str, attempt: usize) -> Result<(), String> {
+async fn handle(job: &str, attempt: usize) -> Result<(), rabbitkit::Report> {
     let n: u32 = job.trim_start_matches("job ").parse().unwrap_or(1);
     match n % 3 {
         0 => Err("this job can never be done".into()),

@@ -62,7 +62,7 @@ async fn main() -> Result<(), Report> {
 async fn serve(client: &Client, shutdown: &Shutdown) -> Result<(), Error> {
     // ANCHOR: declare
     // Requests are u64, replies are u64, errors are String.
-    let server = RpcServer::<u64, u64, String>::builder("rpc_queue")
+    let server = RpcServer::<u64, u64>::builder("rpc_queue")
         .prefetch(1)
         .declare(client)
         .await?;

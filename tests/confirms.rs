@@ -167,3 +167,76 @@ async fn cancelled_publishes_leave_no_confirm_behind() {
     );
     queue.delete().await.unwrap();
 }
+
+/// The mandatory default (issue 30): a publish no queue takes fails with
+/// `Unroutable` to a direct, topic or headers exchange (and a queue), and
+/// is dropped by a fanout exchange, as the tutorials' `emit_log` expects;
+/// `PublishOptions::mandatory` turns either way round.
+#[tokio::test]
+async fn a_publish_is_mandatory_unless_it_goes_to_a_fanout_exchange() {
+    use rabbitkit::{Exchange, Headers, PublishOptions};
+    let client = common::client().await;
+    let name = common::unique_name("confirms.default");
+    let body = "order 7".to_string();
+    let dropped = || PublishOptions::new().mandatory(false);
+    let refused = |r: Result<rabbitkit::Confirmed, rabbitkit::SendError>| match r {
+        Err(rabbitkit::SendError::Publish(PublishError::Unroutable { .. })) => true,
+        other => panic!("expected Unroutable, got {other:?}"),
+    };
+
+    let direct = Exchange::direct(format!("{name}.direct"))
+        .declare(&client)
+        .await
+        .unwrap();
+    assert!(refused(direct.publish("order.placed", &body).await));
+    direct
+        .publish_with("order.placed", &body, dropped())
+        .await
+        .unwrap();
+
+    let topic = Exchange::topic(format!("{name}.topic"))
+        .declare(&client)
+        .await
+        .unwrap();
+    assert!(refused(topic.publish("order.placed.eu", &body).await));
+    topic
+        .publish_with("order.placed.eu", &body, dropped())
+        .await
+        .unwrap();
+
+    let headers = Exchange::headers(format!("{name}.headers"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let eu = Headers::new().with("region", "eu");
+    assert!(refused(headers.publish(&eu, &body).await));
+    headers.publish_with(&eu, &body, dropped()).await.unwrap();
+
+    let fanout = Exchange::fanout(format!("{name}.fanout"))
+        .declare(&client)
+        .await
+        .unwrap();
+    fanout.publish(&body).await.unwrap();
+    assert!(refused(
+        fanout
+            .publish_with(&body, PublishOptions::new().mandatory(true))
+            .await
+    ));
+
+    // Once a queue is bound, the same publish is confirmed and arrives.
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    topic
+        .bind(&queue, &"order.#".parse().unwrap())
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    topic.publish("order.placed.eu", &body).await.unwrap();
+    assert_eq!(common::next_body(&mut sub).await, body);
+
+    drop(sub);
+    client.delete_queue(&name).await.unwrap();
+    for x in [direct.name(), topic.name(), headers.name(), fanout.name()] {
+        client.delete_exchange(x).await.unwrap();
+    }
+    client.close().await;
+}

@@ -17,6 +17,7 @@ async fn routes_by_exact_key() {
         .await
         .unwrap();
 
+    let mut unrouted = Vec::new();
     for (sev, msg) in [
         ("info", "i1"),
         ("warning", "w1"),
@@ -24,8 +25,12 @@ async fn routes_by_exact_key() {
         ("debug", "d1"),
         ("error", "e2"),
     ] {
-        x.publish(sev, &msg.to_string()).await.unwrap();
+        if !common::routed(x.publish(sev, &msg.to_string()).await) {
+            unrouted.push(sev);
+        }
     }
+    // Mandatory by default: the key nobody bound is refused, not dropped.
+    assert_eq!(unrouted, ["debug"]);
     x.publish("end", &"end".to_string()).await.unwrap();
     assert_eq!(
         common::bodies_until(&mut errors_only, "end").await,

@@ -60,6 +60,7 @@ const EXAMPLES: &[&str] = &[
     "stream_receive",
     "partitioned_send",
     "partitioned_worker",
+    "health_http",
 ];
 
 const WAITING_FOR_MESSAGES: &str = " [*] Waiting for messages. To exit press CTRL+C";
@@ -372,4 +373,100 @@ fn the_worker_finishes_its_task_when_stopped(sigterm: bool) {
     });
     rt.block_on(tasks.queue().clone().delete()).unwrap();
     rt.block_on(client.close());
+}
+
+/// `GET path` on `addr` (HTTP/1.0, a plain socket): the status code and
+/// the body, or `None` when nothing answers.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    Some((status, body))
+}
+
+/// Polls `GET path` (bounded: a hang guard) until it answers `status`.
+fn until_status(addr: std::net::SocketAddr, path: &str, status: u16) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = http_get(addr, path);
+        if let Some((code, body)) = &got
+            && *code == status
+        {
+            return body.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "GET {path}: no {status} within 60 s, last answer {got:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The readiness example (issue 30): `/ready` is 200 while connected and
+/// 503 while the broker is unreachable, `/live` stays 200 through it, and
+/// readiness comes back with the broker. The client reaches the broker
+/// through rabbitkit-test's fault proxy, which refuses connections and
+/// cuts the one open to make the broker unreachable.
+#[test]
+fn the_readiness_endpoint_follows_the_connection() {
+    rabbitkit_test::ensure_cluster();
+    build_examples(&["health_http"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let proxy = runtime.block_on(async {
+        let e: rabbitkit::Endpoint = rabbitkit_test::amqp_addrs()[0].parse().unwrap();
+        let upstream = format!("{}:{}", e.host(), e.port()).parse().unwrap();
+        rabbitkit_test::FaultProxy::start(upstream).await.unwrap()
+    });
+    let listen = {
+        // A free port for the example's server.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let health = consumer_with_env(
+        "health_http",
+        &[],
+        &[
+            ("AMQP_ADDR", proxy.amqp_url().as_str()),
+            ("HEALTH_ADDR", listen.to_string().as_str()),
+        ],
+        &format!(" [*] Health on http://{listen}/ready and /live. To exit press CTRL+C"),
+    );
+    let ready = until_status(listen, "/ready", 200);
+    assert!(ready.starts_with("ready: connected to amqp://"), "{ready}");
+    assert!(
+        !ready.contains(":guest@"),
+        "no password in a probe's answer: {ready}"
+    );
+    assert_eq!(http_get(listen, "/live").map(|(code, _)| code), Some(200));
+    assert_eq!(
+        http_get(listen, "/nothing").map(|(code, _)| code),
+        Some(404)
+    );
+
+    // The broker becomes unreachable: not ready, still alive.
+    proxy.refuse(true);
+    proxy.cut();
+    let not_ready = until_status(listen, "/ready", 503);
+    assert_eq!(not_ready, "not ready: recovering");
+    let live = http_get(listen, "/live");
+    assert_eq!(live, Some((200, "alive: recovering".to_owned())));
+
+    // It comes back: ready again, without a restart.
+    proxy.refuse(false);
+    until_status(listen, "/ready", 200);
+    health.interrupt();
+    drop(proxy);
 }

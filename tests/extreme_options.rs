@@ -81,7 +81,7 @@ async fn an_rpc_client_with_a_maximal_timeout_works() {
     use rabbitkit::{RpcClient, RpcServer};
     let client = common::client().await;
     let queue = common::unique_name("extreme.rpc");
-    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+    let server = RpcServer::<u64, u64>::builder(queue.as_str())
         .declare(&client)
         .await
         .unwrap();

@@ -35,6 +35,7 @@ async fn routes_on_all_or_any_headers() {
     let mut all = q_all.subscribe::<String>().await.unwrap();
     let mut any = q_any.subscribe::<String>().await.unwrap();
 
+    let mut unrouted = Vec::new();
     for (headers, body) in [
         (
             Headers::new().with("format", "pdf").with("type", "report"),
@@ -55,8 +56,12 @@ async fn routes_on_all_or_any_headers() {
         (Headers::new().with("format", "zip"), "zip"),
         (Headers::new().with("end", true), "end"),
     ] {
-        x.publish(&headers, &body.to_string()).await.unwrap();
+        if !common::routed(x.publish(&headers, &body.to_string()).await) {
+            unrouted.push(body);
+        }
     }
+    // Mandatory by default: what no binding matches is refused, not dropped.
+    assert_eq!(unrouted, ["pages as text", "zip"]);
     assert_eq!(common::bodies_until(&mut all, "end").await, ["pdf report"]);
     assert_eq!(
         common::bodies_until(&mut any, "end").await,
@@ -130,6 +135,7 @@ async fn with_x_modes_compare_x_headers_that_all_and_any_ignore() {
     x.bind(&q_any, &end).await.unwrap();
     let mut all = q.subscribe::<String>().await.unwrap();
     let mut any = q_any.subscribe::<String>().await.unwrap();
+    let mut unrouted = Vec::new();
     for (headers, body) in [
         (
             Headers::new()
@@ -147,8 +153,11 @@ async fn with_x_modes_compare_x_headers_that_all_and_any_ignore() {
         (Headers::new().with("x-region", "eu"), "eu"),
         (Headers::new().with("end", true), "end"),
     ] {
-        x.publish(&headers, &body.to_string()).await.unwrap();
+        if !common::routed(x.publish(&headers, &body.to_string()).await) {
+            unrouted.push(body);
+        }
     }
+    assert_eq!(unrouted, ["other pdf", "no tenant"]);
     assert_eq!(common::bodies_until(&mut all, "end").await, ["acme pdf"]);
     assert_eq!(
         common::bodies_until(&mut any, "end").await,
@@ -182,9 +191,12 @@ async fn publish_headers_win_over_the_options_headers() {
         .unwrap();
     let txt = Headers::new().with("format", "txt");
     let routed_as_pdf = PublishOptions::new().header("format", "pdf");
-    x.publish_with(&txt, &"txt".to_string(), routed_as_pdf)
-        .await
-        .unwrap();
+    // Routed by the route's `format: txt`, which nothing binds: unroutable
+    // (mandatory by default), not delivered as a pdf.
+    assert!(!common::routed(
+        x.publish_with(&txt, &"txt".to_string(), routed_as_pdf)
+            .await
+    ));
     x.publish(&Headers::new().with("end", true), &"end".to_string())
         .await
         .unwrap();

@@ -204,7 +204,7 @@ async fn the_counters_match_the_traffic_sent() {
             tasks
                 .work(|task: Task| async move {
                     if task.id.is_multiple_of(5) {
-                        Err(format!("task {} failed", task.id))
+                        Err(format!("task {} failed", task.id).into())
                     } else {
                         Ok(())
                     }
@@ -425,5 +425,86 @@ async fn publishes_sent_again_after_a_node_kill_are_counted() {
 
     client.delete_queue(&name).await.unwrap();
     client.delete_exchange(exchange.name()).await.unwrap();
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_publish_is_counted_under_its_target_not_a_delay_queue() {
+    // Issue 30: a delayed publish was counted under
+    // `messaging.destination.name = "rabbitkit.delay.03"`, the delay queue
+    // it enters, instead of the exchange it is delivered to.
+    memory();
+    let client = common::client().await;
+    let name = common::unique_name("metrics.delayed");
+    let reminders = Exchange::direct(format!("{name}.x"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let queue = Queue::named(name.as_str()).declare(&client).await.unwrap();
+    reminders.bind(&queue, "reminder").await.unwrap();
+    let mut sub = queue.subscribe::<Task>().await.unwrap();
+
+    let later = rabbitkit::PublishOptions::new().delay(Duration::from_millis(300));
+    for id in 0..3 {
+        reminders
+            .publish_with("reminder", &Task { id }, later.clone())
+            .await
+            .unwrap();
+    }
+    // And one straight to the queue (the default exchange, `""`).
+    queue
+        .send_with(&Task { id: 3 }, later.clone())
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let got = tokio::time::timeout(Duration::from_secs(30), sub.recv())
+            .await
+            .expect("a delayed message arrives")
+            .unwrap()
+            .unwrap();
+        got.ack().await.unwrap();
+    }
+
+    fn delayed(destination: &str) -> [(&str, &str); 4] {
+        [
+            (names::SYSTEM, "rabbitmq"),
+            (names::OPERATION, "publish"),
+            (names::DESTINATION, destination),
+            (names::DELAYED, "true"),
+        ]
+    }
+    assert_eq!(counter(names::SENT_MESSAGES, &delayed(reminders.name())), 3);
+    assert_eq!(
+        histogram_count(names::OPERATION_DURATION, &delayed(reminders.name())),
+        3
+    );
+    assert_eq!(counter(names::SENT_MESSAGES, &delayed("")), 1);
+    assert_eq!(
+        gauge(
+            names::CONFIRMS_OUTSTANDING,
+            &[
+                (names::DESTINATION, reminders.name()),
+                (names::DELAYED, "true")
+            ]
+        ),
+        Some(0.0)
+    );
+    let delay_queues: Vec<_> = memory()
+        .counters
+        .lock()
+        .unwrap()
+        .keys()
+        .filter_map(|(_, l)| l.get(names::DESTINATION))
+        .filter(|d| d.starts_with(rabbitkit::core::delay::DELAY_PREFIX))
+        .cloned()
+        .collect();
+    assert!(
+        delay_queues.is_empty(),
+        "publishes counted under delay queues: {delay_queues:?}"
+    );
+
+    drop(sub);
+    client.delete_queue(&name).await.unwrap();
+    client.delete_exchange(reminders.name()).await.unwrap();
     client.close().await;
 }

@@ -164,7 +164,7 @@ impl Instance {
         log: Log,
         handled: Arc<AtomicUsize>,
         hang_after: Option<usize>,
-    ) -> impl Fn(Msg) -> futures::future::BoxFuture<'static, Result<(), std::convert::Infallible>>
+    ) -> impl Fn(Msg) -> futures::future::BoxFuture<'static, Result<(), rabbitkit::Report>>
     + Clone
     + Send
     + 'static {

@@ -86,7 +86,7 @@ fn spawn_failing_worker(
         tasks
             .work(move |_: u32| {
                 calls.fetch_add(1, Ordering::SeqCst);
-                async move { Err::<(), _>(error) }
+                async move { Err(error.into()) }
             })
             .await
     })
@@ -121,7 +121,7 @@ async fn a_slow_task_never_holds_up_the_acks_of_the_tasks_after_it() {
                             release.notified().await;
                         }
                         done.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -183,7 +183,7 @@ async fn a_panicking_handler_is_a_failed_task_and_the_loop_goes_on() {
                             panic!("the handler of {task} panicked");
                         }
                         handled.lock().unwrap().push(task);
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -233,7 +233,7 @@ async fn a_panicking_handler_is_a_failed_task_and_the_loop_goes_on() {
 async fn a_panicking_rpc_handler_answers_with_an_error_and_the_server_goes_on() {
     let client = common::client().await;
     let name = common::unique_name("promise.rpc.panic");
-    let server = RpcServer::<u32, u32, String>::builder(name.as_str())
+    let server = RpcServer::<u32, u32>::builder(name.as_str())
         .declare(&client)
         .await
         .unwrap();
@@ -303,7 +303,7 @@ async fn dropping_a_failed_task_is_said_explicitly() {
         let calls = calls.clone();
         move |_: u32| {
             calls.fetch_add(1, Ordering::SeqCst);
-            async { Err::<(), _>("not wanted") }
+            async { Err("not wanted".into()) }
         }
     }));
     wait_until(
@@ -352,7 +352,7 @@ async fn a_retry_under_a_router_keeps_its_route() {
             let calls = calls.clone();
             async move {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                    Err("db down".to_string())
+                    Err("db down".into())
                 } else {
                     Ok(())
                 }
@@ -467,7 +467,7 @@ async fn deliveries_left_over_from_a_lost_connection_are_not_handled() {
                             reached.notify_one();
                             release.notified().await;
                         }
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -582,7 +582,7 @@ async fn a_worker_goes_on_after_the_broker_takes_back_a_task_that_ran_too_long()
                         if n == 0 && first {
                             tokio::time::sleep(Duration::from_secs(5)).await;
                         }
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -677,7 +677,11 @@ async fn a_failed_stream_message_is_parked_not_appended_to_the_log() {
         .await
         .unwrap();
     let handling = tokio::spawn(sub.handle(OnError::default(), |n: u32| async move {
-        if n == 2 { Err("two is bad") } else { Ok(()) }
+        if n == 2 {
+            Err("two is bad".into())
+        } else {
+            Ok(())
+        }
     }));
     let parked = parked_from::<u32>(&client, &name).await;
     assert_eq!(parked.body, 2);
@@ -833,7 +837,7 @@ async fn handlers_can_see_what_they_handle() {
                             text(task.header("tenant")),
                         ));
                         if attempt == 1 {
-                            Err("first try fails")
+                            Err("first try fails".into())
                         } else {
                             Ok(())
                         }
@@ -878,7 +882,7 @@ async fn handlers_can_see_what_they_handle() {
                 let routed = routed.clone();
                 async move {
                     routed.lock().unwrap().push(format!("refund {n}"));
-                    Ok::<_, String>(())
+                    Ok(())
                 }
             }
         })
@@ -891,7 +895,7 @@ async fn handlers_can_see_what_they_handle() {
                         .lock()
                         .unwrap()
                         .push(format!("{} {}", o.routing_key(), o.body));
-                    Ok::<_, String>(())
+                    Ok(())
                 }
             }
         });

@@ -46,7 +46,7 @@ async fn a_task_failing_twice_then_succeeding_runs_three_times_after_the_configu
                             seen.len()
                         };
                         if n < 3 {
-                            return Err(format!("attempt {n} failed"));
+                            return Err(format!("attempt {n} failed").into());
                         }
                         done.notify_one();
                         Ok(())
@@ -116,7 +116,7 @@ async fn a_task_that_always_fails_is_parked_after_its_attempts_with_the_reason()
                         if id == 2 {
                             Ok(())
                         } else {
-                            Err(format!("task {id}: the printer is on fire"))
+                            Err(format!("task {id}: the printer is on fire").into())
                         }
                     }
                 })
@@ -176,7 +176,7 @@ async fn the_parking_queue_can_be_named_and_is_declared_on_first_use() {
         let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
         tokio::spawn(async move {
             tasks
-                .work_until(&shutdown, |_: String| async { Err::<(), _>("no") })
+                .work_until(&shutdown, |_: String| async { Err("no".into()) })
                 .await
         })
     };

@@ -16,7 +16,7 @@ fn fib(n: u64) -> u64 {
 }
 
 async fn start_server(client: &rabbitkit::Client, queue: &str) -> tokio::task::JoinHandle<()> {
-    let server = RpcServer::<u64, u64, String>::builder(queue)
+    let server = RpcServer::<u64, u64>::builder(queue)
         .concurrency(8)
         .declare(client)
         .await
@@ -146,7 +146,7 @@ async fn a_slow_reply_times_out_and_the_late_reply_is_counted() {
 async fn a_request_without_reply_to_is_rejected_not_looped() {
     let client = common::client().await;
     let queue = common::unique_name("rpc.noreply");
-    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+    let server = RpcServer::<u64, u64>::builder(queue.as_str())
         .declare(&client)
         .await
         .unwrap();
@@ -298,7 +298,7 @@ async fn a_nacked_request_does_not_fail_the_other_calls() {
         .unwrap();
     let queue = common::unique_name("rpc.full");
     // A request queue that holds one request and nacks the next ones.
-    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+    let server = RpcServer::<u64, u64>::builder(queue.as_str())
         .queue(|q| {
             q.classic().max_length(1).argument(
                 "x-overflow",
@@ -358,7 +358,7 @@ async fn concurrent_calls_are_in_flight_at_once() {
     const N: usize = 8;
     let client = common::client().await;
     let queue = common::unique_name("rpc.together");
-    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+    let server = RpcServer::<u64, u64>::builder(queue.as_str())
         .concurrency(N)
         .declare(&client)
         .await
@@ -520,7 +520,7 @@ async fn calls_waiting_when_the_connection_is_cut_fail_as_retryable() {
     const CALLS: usize = 4;
     let server_client = common::client().await;
     let queue = common::unique_name("rpc.cut");
-    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+    let server = RpcServer::<u64, u64>::builder(queue.as_str())
         .concurrency(CALLS)
         .declare(&server_client)
         .await
@@ -597,7 +597,7 @@ async fn a_handler_gets_the_typed_request_with_its_properties() {
     type Seen = (u64, Option<String>, Option<String>, bool, String);
     let client = common::client().await;
     let queue = common::unique_name("rpc.request");
-    let server = RpcServer::<u64, u64, String>::builder(queue.as_str())
+    let server = RpcServer::<u64, u64>::builder(queue.as_str())
         .declare(&client)
         .await
         .unwrap();

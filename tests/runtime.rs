@@ -66,7 +66,7 @@ async fn concurrent_handlers_really_overlap_and_each_task_is_acked_once() {
                         if seen.len() == 2 * N {
                             all_done.notify_one();
                         }
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -126,7 +126,7 @@ async fn shutdown_lets_the_task_in_progress_finish_and_gives_back_the_unstarted_
                         started.notify_one();
                         release.notified().await;
                         done.lock().unwrap().push(id);
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -182,7 +182,7 @@ async fn a_handler_that_ignores_the_deadline_is_abandoned_and_its_task_requeued(
                     async move {
                         started.notify_one();
                         std::future::pending::<()>().await;
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -289,7 +289,7 @@ async fn a_router_sends_each_kind_to_its_handler_and_dead_letters_unknown_kinds(
             let g = g1.clone();
             async move {
                 g.lock().unwrap().push(format!("placed {}", o.id));
-                Ok::<_, String>(())
+                Ok(())
             }
         })
         .route("order.shipped.*", move |o: OrderShipped| {
@@ -298,14 +298,14 @@ async fn a_router_sends_each_kind_to_its_handler_and_dead_letters_unknown_kinds(
                 g.lock()
                     .unwrap()
                     .push(format!("shipped {} {}", o.id, o.carrier));
-                Ok::<_, String>(())
+                Ok(())
             }
         })
         .route_type("refund", move |amount: u32| {
             let g = g3.clone();
             async move {
                 g.lock().unwrap().push(format!("refund {amount}"));
-                Ok::<_, String>(())
+                Ok(())
             }
         })
         .on_error(OnError::DeadLetter);
@@ -351,7 +351,7 @@ async fn a_router_with_an_invalid_pattern_is_refused_before_subscribing() {
         .declare(&client)
         .await
         .unwrap();
-    let router = rabbitkit::Router::new().route("a..b", |_: String| async { Ok::<_, String>(()) });
+    let router = rabbitkit::Router::new().route("a..b", |_: String| async { Ok(()) });
     let err = router
         .run(&q, rabbitkit::HandleOptions::new())
         .await
@@ -397,7 +397,7 @@ async fn parallel_workers_each_have_a_consumer_and_share_the_tasks() {
                             barrier.wait().await;
                         }
                         done.lock().unwrap().push(id);
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -424,7 +424,7 @@ async fn an_rpc_server_stopped_mid_request_answers_it_then_returns() {
     use rabbitkit::{RpcClient, RpcServer};
     let client = common::client().await;
     let name = common::unique_name("runtime.rpc");
-    let server = RpcServer::<u32, u32, String>::builder(name.as_str())
+    let server = RpcServer::<u32, u32>::builder(name.as_str())
         .declare(&client)
         .await
         .unwrap();

@@ -23,6 +23,7 @@ async fn routes_by_pattern_as_in_the_tutorial() {
         .subscribe::<String>(&[p("*.*.rabbit"), p("lazy.#"), p("end")])
         .await
         .unwrap();
+    let mut unrouted = Vec::new();
     for key in [
         "quick.orange.rabbit",
         "lazy.orange.elephant",
@@ -35,8 +36,15 @@ async fn routes_by_pattern_as_in_the_tutorial() {
         "lazy.orange.new.rabbit",
         "lazy",
     ] {
-        x.publish(key, &key.to_string()).await.unwrap();
+        if !common::routed(x.publish(key, &key.to_string()).await) {
+            unrouted.push(key);
+        }
     }
+    // Mandatory by default: what no pattern matches is refused, not dropped.
+    assert_eq!(
+        unrouted,
+        ["quick.brown.fox", "orange", "quick.orange.new.rabbit"]
+    );
     x.publish("end", &"end".to_string()).await.unwrap();
     assert_eq!(
         common::bodies_until(&mut q1, "end").await,

@@ -153,7 +153,7 @@ async fn a_trace_started_by_a_publisher_continues_in_a_worker_on_another_client(
                 seen.lock()
                     .unwrap()
                     .push(context_of(&tracing::Span::current()));
-                Ok::<_, String>(())
+                Ok(())
             })
             .await
             .unwrap()
@@ -226,7 +226,7 @@ async fn an_rpc_call_continues_in_the_server_and_its_reply() {
     let caller = common::client().await;
     let server_client = common::client().await;
     let name = common::unique_name("trace.rpc");
-    let server = RpcServer::<u64, u64, String>::builder(name.as_str())
+    let server = RpcServer::<u64, u64>::builder(name.as_str())
         .declare(&server_client)
         .await
         .unwrap();
@@ -363,7 +363,7 @@ async fn a_pika_producer_that_sets_traceparent_is_continued_by_a_rabbitkit_consu
                 seen.lock()
                     .unwrap()
                     .push(context_of(&tracing::Span::current()));
-                Ok::<_, String>(())
+                Ok(())
             },
         )
         .await

@@ -38,7 +38,7 @@ async fn several_workers_share_the_work_and_each_job_is_done_once() {
                     async move {
                         done.lock().unwrap().push((w, job.id));
                         tokio::task::yield_now().await;
-                        Ok::<_, String>(())
+                        Ok(())
                     }
                 })
                 .await
@@ -96,11 +96,7 @@ async fn failed_jobs_are_retried_once_then_dead_lettered_and_bad_bodies_never_lo
                     let seen = seen.clone();
                     async move {
                         seen.lock().unwrap().push(job.id);
-                        if job.fail {
-                            Err("boom".to_string())
-                        } else {
-                            Ok(())
-                        }
+                        if job.fail { Err("boom".into()) } else { Ok(()) }
                     }
                 })
                 .await
@@ -172,7 +168,7 @@ where
                             release.notified().await;
                             return Ok(());
                         }
-                        handler(job)
+                        Ok(handler(job)?)
                     }
                 })
                 .await

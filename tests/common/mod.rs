@@ -97,3 +97,15 @@ pub async fn bodies_until(
         got.push(body);
     }
 }
+
+/// Whether a publish was routed to a queue: `true` when confirmed, `false`
+/// when the broker returned it as unroutable (a publish to a direct, topic
+/// or headers exchange is mandatory unless its options say otherwise);
+/// any other error fails the test.
+pub fn routed(result: Result<rabbitkit::Confirmed, rabbitkit::SendError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(e) if e.is_unroutable() => false,
+        Err(e) => panic!("publish failed: {e:?}"),
+    }
+}

@@ -186,7 +186,7 @@ impl Server {
         let client = connect(ctx, 1024).await?;
         // A durable classic request queue, as the raw lapin server declares
         // (`RpcServer`'s default is a quorum queue).
-        let server = RpcServer::<String, String, String>::builder(queue)
+        let server = RpcServer::<String, String>::builder(queue)
             .queue(|q| q.classic())
             .declare(&client)
             .await?;
@@ -280,7 +280,7 @@ pub async fn work_mixed(
                 if done.fetch_add(1, Ordering::Relaxed) + 1 == n {
                     shutdown.stop(Duration::from_secs(10));
                 }
-                Ok::<_, std::convert::Infallible>(())
+                Ok(())
             }
         })
         .await?;

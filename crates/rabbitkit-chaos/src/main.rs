@@ -77,8 +77,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryFutureExt};
 use rabbitkit::{
     Client, DeclareError, Event, Exchange, HandleOptions, Options, PartitionedQueue, Queue, Router,
     Shutdown, Topic, WorkQueue,
@@ -605,7 +605,7 @@ async fn main() {
         let sd = shutdown.clone();
         running.push(tokio::spawn(async move {
             queue
-                .work_until(&sd, move |t: Task| h(t))
+                .work_until(&sd, move |t: Task| h(t).err_into())
                 .await
                 .map(|r| format!("worker{c} work queue: {r:?}"))
                 .map_err(|e| e.to_string())
@@ -618,7 +618,9 @@ async fn main() {
             let mut router = Router::new().prefetch(ROUTER_PREFETCH);
             for kind in Kind::ALL {
                 let h = handler(&state, Workload::Routed);
-                router = router.route(&format!("task.{}.*", kind.name()), move |t: Task| h(t));
+                router = router.route(&format!("task.{}.*", kind.name()), move |t: Task| {
+                    h(t).err_into()
+                });
             }
             let sd = shutdown.clone();
             running.push(tokio::spawn(async move {
@@ -643,7 +645,7 @@ async fn main() {
             let h = handler(&state, Workload::Partitioned);
             let sd = shutdown.clone();
             running.push(tokio::spawn(async move {
-                pq.work_until(&sd, move |t: Task| h(t))
+                pq.work_until(&sd, move |t: Task| h(t).err_into())
                     .await
                     .map(|r| format!("worker{c} partitioned: {r:?}"))
                     .map_err(|e| e.to_string())

@@ -592,6 +592,12 @@ impl PublishError {
         matches!(self, Self::Closed { .. })
     }
 
+    /// Whether no queue took the message ([`Unroutable`](Self::Unroutable):
+    /// a `mandatory` publish the broker returned).
+    pub fn is_unroutable(&self) -> bool {
+        matches!(self, Self::Unroutable { .. })
+    }
+
     /// Whether the broker is blocking publishers (a memory or disk alarm).
     pub fn is_blocked(&self) -> bool {
         matches!(self, Self::Blocked { .. })

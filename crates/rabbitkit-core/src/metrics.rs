@@ -26,6 +26,13 @@
 //! | `rabbitkit.connection.blocked` | gauge | | 1 while the broker blocks publishers (a memory or disk alarm), else 0 |
 //! | `rabbitkit.connection.blocked.duration` | histogram (s) | | how long each block lasted, recorded when it ends; its sum is the time blocked |
 //!
+//! A delayed publish ([`OutgoingMessage::delay`](crate::OutgoingMessage::delay))
+//! is labelled with its target, the exchange it is delivered to when its
+//! time is up (`""` for a queue, the default exchange), not with the delay
+//! queue it enters, and carries one more label, `rabbitkit.delayed` =
+//! `true` ([`DELAYED`]); the delay itself is not a label (one series per
+//! delay would be unbounded).
+//!
 //! `messaging.system` is always `rabbitmq`. Prometheus exporters write the
 //! dots as underscores (`metrics-exporter-prometheus` 0.18:
 //! `messaging_client_sent_messages{messaging_destination_name="orders",...}`,
@@ -73,6 +80,31 @@ pub const SUBSCRIPTION: &str = "messaging.destination.subscription.name";
 pub const OPERATION: &str = "messaging.operation.name";
 /// Label: why an operation failed.
 pub const ERROR_TYPE: &str = "error.type";
+/// Label of a delayed publish's metrics: `true`.
+pub const DELAYED: &str = "rabbitkit.delayed";
+
+/// The exchange a publish is counted under: a delayed message's target
+/// (the header the delay topology routes it by), or the exchange it is
+/// published to; and whether it is delayed.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+fn destination(msg: &crate::OutgoingMessage) -> (&str, bool) {
+    use crate::delay::{DELAY_EXCHANGE_HEADER, DELAY_PREFIX, DELAY_QUEUE_HEADER};
+    if msg.exchange.starts_with(DELAY_PREFIX)
+        && let Some(headers) = msg.properties.headers()
+    {
+        let target = |key: &str| match headers.inner().get(key) {
+            Some(lapin::types::AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+            _ => None,
+        };
+        if let Some(exchange) = target(DELAY_EXCHANGE_HEADER) {
+            return (exchange, true);
+        }
+        if target(DELAY_QUEUE_HEADER).is_some() {
+            return ("", true);
+        }
+    }
+    (&msg.exchange, false)
+}
 
 #[cfg(feature = "metrics")]
 pub use enabled::*;
@@ -157,24 +189,38 @@ mod enabled {
     /// The metrics of one publish.
     pub(crate) struct Publish {
         exchange: SharedString,
+        delayed: bool,
         started: Instant,
     }
 
     impl Publish {
-        pub(crate) fn start(exchange: &str) -> Self {
+        /// The metrics of publishing `msg`, labelled with its
+        /// [`destination`](super::destination).
+        pub(crate) fn start(msg: &crate::OutgoingMessage) -> Self {
+            let (exchange, delayed) = destination(msg);
             Self {
                 exchange: SharedString::from(exchange.to_owned()),
+                delayed,
                 started: Instant::now(),
             }
         }
 
+        /// The destination label, and `rabbitkit.delayed` on a delayed publish.
+        fn labels(&self) -> Vec<Label> {
+            let mut labels = vec![Label::new(DESTINATION, self.exchange.clone())];
+            if self.delayed {
+                labels.push(Label::from_static_parts(DELAYED, "true"));
+            }
+            labels
+        }
+
         fn counter(&self, name: &'static str) -> Counter {
-            counter!(name, DESTINATION => self.exchange.clone())
+            counter!(name, self.labels().iter())
         }
 
         /// Sent, waiting for its confirm until the guard is dropped.
         pub(crate) fn sending(&self) -> Outstanding {
-            let gauge = gauge!(CONFIRMS_OUTSTANDING, DESTINATION => self.exchange.clone());
+            let gauge = gauge!(CONFIRMS_OUTSTANDING, self.labels().iter());
             gauge.increment(1.0);
             Outstanding(gauge)
         }
@@ -192,8 +238,8 @@ mod enabled {
             let mut labels = vec![
                 Label::from_static_parts(SYSTEM, "rabbitmq"),
                 Label::from_static_parts(OPERATION, "publish"),
-                Label::new(DESTINATION, self.exchange.clone()),
             ];
+            labels.extend(self.labels());
             if let Err(error) = result {
                 labels.push(Label::from_static_parts(ERROR_TYPE, error_type(error)));
             }
@@ -351,7 +397,7 @@ mod disabled {
 
     impl Publish {
         #[inline(always)]
-        pub(crate) fn start(_exchange: &str) -> Self {
+        pub(crate) fn start(_msg: &crate::OutgoingMessage) -> Self {
             Self
         }
         #[inline(always)]

@@ -166,7 +166,7 @@ async fn publish_unconfirmed(
     shared: Arc<Shared>,
     msg: OutgoingMessage,
 ) -> Result<(), PublishError> {
-    let metrics = crate::metrics::Publish::start(&msg.exchange);
+    let metrics = crate::metrics::Publish::start(&msg);
     let result = send_unconfirmed(shared, msg).await;
     metrics.finished(&result);
     result
@@ -324,7 +324,7 @@ pub(crate) async fn publish(
     mut msg: OutgoingMessage,
     timeout: std::time::Duration,
 ) -> Result<Confirmed, PublishError> {
-    let metrics = crate::metrics::Publish::start(&msg.exchange);
+    let metrics = crate::metrics::Publish::start(&msg);
     if let Err(e) = crate::validate::publish(&msg.exchange, &msg.routing_key)
         .and_then(|()| too_large(&shared, &msg))
     {

@@ -404,7 +404,7 @@ async fn main() {
         }
     });
     let rpc_queue = rabbitkit_test::unique_name("soak.rpc");
-    let server = RpcServer::<u64, u64, String>::builder(rpc_queue.clone())
+    let server = RpcServer::<u64, u64>::builder(rpc_queue.clone())
         .declare(&client)
         .await
         .expect("declare RPC server");

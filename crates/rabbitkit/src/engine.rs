@@ -22,8 +22,8 @@
 //! handler mostly does. For CPU-bound work, use several loops on several
 //! threads: [`WorkQueue::work_parallel`](crate::WorkQueue::work_parallel).
 //!
-//! This module imports nothing else of the crate's but the instrumentation
-//! and [`Shutdown`]: the typed layers (`message.rs`, `router.rs`, ...) sit
+//! This module imports nothing else of the crate's but the instrumentation,
+//! [`Shutdown`] and [`Report`] (the handlers' error): the typed layers (`message.rs`, `router.rs`, ...) sit
 //! on top of it.
 
 use std::panic::AssertUnwindSafe;
@@ -37,6 +37,7 @@ use rabbitkit_core::{
 };
 
 use crate::instrument::{timed, traced};
+use crate::report::Report;
 use crate::shutdown::Shutdown;
 
 /// The header in which [`OnError::RequeueOnce`] counts the retries a
@@ -765,12 +766,11 @@ pub(crate) async fn run_handler<Fut: Future>(
     }
 }
 
-/// Calls and runs a handler whose error is `Display`: its error or its
-/// panic, as text.
-pub(crate) async fn handled<Fut, E>(started: Result<Fut, String>) -> Result<(), String>
+/// Calls and runs a handler: its error (a [`Report`], which any error
+/// converts into with `?`) or its panic, as text.
+pub(crate) async fn handled<Fut>(started: Result<Fut, String>) -> Result<(), String>
 where
-    Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    Fut: Future<Output = Result<(), Report>>,
 {
     match run_handler(started).await {
         Ok(result) => result.map_err(|e| e.to_string()),

@@ -82,6 +82,13 @@ impl SendError {
         matches!(self, Self::Publish(e) if e.is_closed())
     }
 
+    /// Whether no queue took the message (a mandatory publish returned
+    /// by the broker: [`PublishError::Unroutable`]), as a publish to a
+    /// direct, topic or headers exchange that no binding matches.
+    pub fn is_unroutable(&self) -> bool {
+        matches!(self, Self::Publish(e) if e.is_unroutable())
+    }
+
     /// Whether sending the same value again later may succeed (see
     /// [`PublishError::is_retryable`]); never for an invalid key or a value
     /// that cannot be encoded.

@@ -100,6 +100,11 @@ mod sealed {
     /// What differs between the kinds, out of the public API: how a
     /// binding and a route are checked, and what they become on the wire.
     pub trait Sealed {
+        /// Whether a publish is mandatory unless its options say: for the
+        /// kinds whose bindings choose messages (a binding is expected),
+        /// not for fanout.
+        const MANDATORY: bool = true;
+
         /// A binding's routing key and arguments, checked.
         fn binding(
             binding: &<Self as Kind>::Binding,
@@ -116,6 +121,54 @@ mod sealed {
             Self: Kind;
     }
 }
+
+/// What a [`Fanout`] exchange's `publish` takes as its body: a value its
+/// subscribers can decode, that is any type that is `Serialize` and
+/// `DeserializeOwned` (`String`, numbers, your `serde` structs, JSON
+/// values), but not a bare `&str`.
+///
+/// A fanout exchange routes by nothing, so its `publish` takes one
+/// argument. Given a routing key and a body (`logs.publish("kern.info",
+/// &msg)`, a topic exchange's call), rustc says the method takes one
+/// argument and suggests dropping the second one, which would send the
+/// routing key as the message: that call does not compile, because a
+/// bare `&str` is not a fanout body. A text body is a `String`
+/// (`publish(&text)`, `publish(&"hello".to_string())`).
+///
+/// ```compile_fail,E0277
+/// # async fn run(client: rabbitkit::Client) {
+/// let orders = rabbitkit::Exchange::fanout("orders").declare(&client).await.unwrap();
+/// orders.publish("order.placed.eu").await; // a routing key, not a body
+/// # }
+/// ```
+///
+/// ```compile_fail,E0277
+/// # async fn run(client: rabbitkit::Client) {
+/// let orders = rabbitkit::Exchange::fanout("orders").declare(&client).await.unwrap();
+/// orders.publish(&"order.placed.eu").await; // borrowed, still a routing key
+/// # }
+/// ```
+///
+/// ```no_run
+/// # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Order { id: u64 }
+/// let orders = rabbitkit::Exchange::fanout("orders").declare(&client).await?;
+/// orders.publish(&Order { id: 7 }).await?;
+/// orders.publish(&"order 7 placed".to_string()).await?;
+/// // Routing by key is a topic (or direct) exchange's:
+/// let events = rabbitkit::Exchange::topic("order_events").declare(&client).await?;
+/// events.publish("order.placed.eu", &Order { id: 7 }).await?;
+/// # Ok(()) }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a fanout body: a fanout exchange's `publish` takes the body alone (a bare string there is most likely a routing key: to route by key, publish to `Exchange::topic` or `Exchange::direct`; a text body is a `String`)",
+    label = "a routing key? a fanout exchange routes by nothing",
+    note = "to route by a key, publish to `Exchange::topic` or `Exchange::direct`: `publish(\"order.placed.eu\", &order)`",
+    note = "a text body is a `String`: `publish(&text)`, `publish(&\"hello\".to_string())`"
+)]
+pub trait FanoutBody: Serialize {}
+
+impl<T: Serialize + DeserializeOwned> FanoutBody for T {}
 
 /// Routing on an exact routing key; a queue may bind several keys.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +203,7 @@ impl Selective for Topic {}
 impl Selective for HeadersKind {}
 
 impl sealed::Sealed for Fanout {
+    const MANDATORY: bool = false;
     fn binding((): &()) -> Result<(&str, FieldTable), ValidationError> {
         Ok(("", FieldTable::default()))
     }
@@ -411,7 +465,7 @@ impl<K: Kind> Exchange<K> {
         options: &PublishOptions,
     ) -> Result<Confirmed, SendError> {
         let (key, route_headers) = K::route(route).map_err(SendError::Invalid)?;
-        let msg = outgoing(&self.name, key, value, options, |p| match route_headers {
+        let mut msg = outgoing(&self.name, key, value, options, |p| match route_headers {
             // Over the options' headers: a header in both takes the route's value.
             Some(route_headers) => {
                 let mut headers = options.headers.clone().unwrap_or_default();
@@ -422,6 +476,8 @@ impl<K: Kind> Exchange<K> {
             }
             None => p,
         })?;
+        // Mandatory unless the options say otherwise, but to a fanout exchange.
+        msg.mandatory = options.mandatory.unwrap_or(K::MANDATORY);
         Ok(self.publisher.publish(msg).await?)
     }
 
@@ -545,14 +601,16 @@ impl Exchange<Fanout> {
         self.bind_exchange_to(destination, &()).await
     }
 
-    /// Publishes to every bound queue (persistent, confirmed).
-    pub async fn publish<T: Serialize + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
+    /// Publishes to every bound queue (persistent, confirmed). The body is
+    /// a [`FanoutBody`]: any `serde` value its subscribers can decode, not
+    /// a bare `&str` (which here is most likely a routing key).
+    pub async fn publish<T: FanoutBody + ?Sized>(&self, value: &T) -> Result<Confirmed, SendError> {
         self.publish_to(&(), value, &PublishOptions::default())
             .await
     }
 
     /// [`publish`](Self::publish) with options.
-    pub async fn publish_with<T: Serialize + ?Sized>(
+    pub async fn publish_with<T: FanoutBody + ?Sized>(
         &self,
         value: &T,
         options: PublishOptions,

@@ -61,6 +61,14 @@
 //! - Exchanges are durable; [`ExchangeBuilder::durable`]`(false)` declares
 //!   the tutorials' non-durable `logs`, `direct_logs`, `topic_logs` (and
 //!   the book's `headers_logs`).
+//! - A publish is mandatory unless it goes to a fanout exchange: to a
+//!   queue, a direct, topic or headers exchange, or a partitioned queue, a
+//!   message no queue takes fails with `PublishError::Unroutable`
+//!   ([`SendError::is_unroutable`]) instead of vanishing;
+//!   [`PublishOptions::mandatory`]`(false)` opts out. A fanout exchange
+//!   drops what nobody subscribed to, as the tutorials' `emit_log` expects.
+//!   (A delayed publish is checked when it enters its delay, not when it is
+//!   delivered.)
 //! - Messages are persistent (delivery mode 2) in every pattern, whatever
 //!   the exchange's or queue's durability, and every publish waits for the
 //!   broker's confirm; [`PublishOptions::persistent`]`(false)` opts out. RPC
@@ -99,6 +107,49 @@
 //! typed handlers by routing key or `type`. [`Client::health`] tells a
 //! readiness probe whether the client is [`Health::Connected`], blocked by
 //! a broker alarm, recovering or closed, without a network round trip.
+//!
+//! Handlers return `Result<(), `[`Report`]`>`: a closure's `Ok(())` needs no
+//! type annotation, and `?` takes any error (see [`Report`] for a handler
+//! with an error type of its own). [`RpcServer`] and [`RpcClient`] take the
+//! same type parameters, the error type `String` unless given:
+//!
+//! ```no_run
+//! # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+//! use rabbitkit::{HandleOptions, Queue, Router, RpcClient, RpcServer, WorkQueue};
+//! let orders = Queue::named("orders").declare(&client).await?;
+//! let router = Router::new()
+//!     .route("order.placed", |id: u64| async move {
+//!         println!("placed {id}");
+//!         Ok(())
+//!     })
+//!     .route("order.cancelled", |id: u64| async move {
+//!         let reason = std::str::from_utf8(b"changed my mind")?;
+//!         println!("cancelled {id}: {reason}");
+//!         Ok(())
+//!     });
+//! let routing = router.run(&orders, HandleOptions::new().concurrency(4));
+//! let reminders = WorkQueue::<String>::builder("reminders").declare(&client).await?;
+//! let working = reminders.work(|text: String| async move {
+//!     println!("{text}");
+//!     Ok(())
+//! });
+//! let quotes = RpcServer::<u64, u64>::builder("price_quote").declare(&client).await?;
+//! let serving = quotes.serve(|item: u64| async move { Ok(item * 100) });
+//! let quote = RpcClient::<u64, u64>::builder("price_quote").build(&client).await?;
+//! let (_, _, _, price) = tokio::join!(routing, working, serving, quote.call(&7));
+//! println!("{}", price?);
+//! # Ok(()) }
+//! ```
+//!
+//! An RPC handler's error is the server's error type (`String` by
+//! default), sent to the caller: another type does not compile.
+//!
+//! ```compile_fail,E0271
+//! # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+//! let quotes = rabbitkit::RpcServer::<u64, u64>::builder("price_quote").declare(&client).await?;
+//! quotes.serve(|item: u64| async move { Err(std::io::Error::other("no price")) }).await?;
+//! # Ok(()) }
+//! ```
 //!
 //! ## Declarations are checked
 //! Names, routing keys and patterns are checked before anything reaches the
@@ -147,7 +198,7 @@
 //! - `codec.rs` — JSON / text bodies, gzip.
 //! - `names.rs` — name and routing-key checks.
 //! - `error.rs` — [`SendError`], [`SubscribeError`], [`ReceiveError`].
-//! - `report.rs` — [`Report`], an error for `main` that prints sentences.
+//! - `report.rs` — [`Report`], an error for `main` that prints sentences, and the error every handler returns.
 //!
 //! The connection, failover and recovery live in `rabbitkit-core`,
 //! re-exported here ([`Options`], [`Client`], [`Event`], ...).
@@ -174,7 +225,7 @@ pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
 pub use engine::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{
-    Direct, Exchange, ExchangeBuilder, Fanout, HeadersKind, Kind, Selective, Topic,
+    Direct, Exchange, ExchangeBuilder, Fanout, FanoutBody, HeadersKind, Kind, Selective, Topic,
 };
 pub use message::{
     ATTEMPTS_HEADER, HandleReport, Incoming, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
@@ -219,8 +270,8 @@ mod module_graph {
         assert!(
             graph["engine"]
                 .iter()
-                .all(|m| m == "instrument" || m == "shutdown"),
-            "the engine imports only the instrumentation and the stop signal: {:?}",
+                .all(|m| m == "instrument" || m == "shutdown" || m == "report"),
+            "the engine imports only the instrumentation, the stop signal and the handlers' error: {:?}",
             graph["engine"]
         );
     }

@@ -23,6 +23,7 @@ pub use crate::engine::{
     SHARED_PARKING_QUEUE, header, original_routing_key, retries,
 };
 use crate::error::{ReceiveError, SendError};
+use crate::report::Report;
 
 /// Per-message publishing settings; these override the defaults.
 ///
@@ -46,8 +47,10 @@ use crate::error::{ReceiveError, SendError};
 pub struct PublishOptions {
     /// Written to disk by the broker (delivery mode 2). `None`: the default, persistent.
     pub persistent: Option<bool>,
-    /// Fail with `Unroutable` when no queue receives it.
-    pub mandatory: bool,
+    /// Fail with `Unroutable` when no queue receives it. `None`: the
+    /// pattern's default, mandatory for a queue, a direct, topic or headers
+    /// exchange and a partitioned queue, not for a fanout exchange.
+    pub mandatory: Option<bool>,
     /// Compress the body (`content_encoding: gzip`).
     pub gzip: bool,
     /// A `message_id` (one is generated otherwise).
@@ -74,9 +77,31 @@ impl PublishOptions {
         self.persistent = Some(persistent);
         self
     }
-    /// Sets `mandatory`.
+    /// Sets `mandatory`: with `true`, a message no queue takes fails with
+    /// `PublishError::Unroutable` (the broker returns it); with `false` it
+    /// is dropped and the publish succeeds. The default depends on where it
+    /// goes: mandatory to a direct, topic or headers exchange (a binding is
+    /// expected: an order published before its queue is bound is an error,
+    /// not a silent loss), not to a fanout exchange (which drops a message
+    /// nobody subscribed to, as the tutorials' `emit_log` expects); sends to
+    /// a queue and partitioned publishes are always mandatory.
+    ///
+    /// ```no_run
+    /// # async fn run(client: rabbitkit::Client) -> Result<(), rabbitkit::Report> {
+    /// use rabbitkit::{Exchange, PublishOptions};
+    /// let events = Exchange::topic("order_events").declare(&client).await?;
+    /// match events.publish("order.placed.eu", &"order 7".to_string()).await {
+    ///     Ok(_) => println!("a queue has it"),
+    ///     Err(e) if e.is_unroutable() => println!("no queue is bound for order.placed.eu"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// // Fire and forget, as the tutorials' emit_log_topic does:
+    /// let dropped_if_unbound = PublishOptions::new().mandatory(false);
+    /// events.publish_with("order.placed.eu", &"order 8".to_string(), dropped_if_unbound).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn mandatory(mut self, mandatory: bool) -> Self {
-        self.mandatory = mandatory;
+        self.mandatory = Some(mandatory);
         self
     }
     /// Compresses the body with gzip.
@@ -226,7 +251,7 @@ pub(crate) fn outgoing<T: Serialize + ?Sized>(
     let props = extra(props);
     let mut msg = OutgoingMessage::new(exchange, routing_key, body)
         .properties(props)
-        .mandatory(opts.mandatory);
+        .mandatory(opts.mandatory.unwrap_or(false));
     msg.delay = opts.delay;
     Ok(msg)
 }
@@ -567,11 +592,10 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// the queue has a dead-letter exchange) and never reaches the handler.
     /// Nothing crashes the loop. [`handle_with`](Self::handle_with) adds
     /// concurrency and a graceful stop.
-    pub async fn handle<F, Fut, E>(self, on_error: OnError, handler: F) -> HandleReport
+    pub async fn handle<F, Fut>(self, on_error: OnError, handler: F) -> HandleReport
     where
         F: FnMut(T) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         self.handle_with(HandleOptions::new().on_error(on_error), handler)
             .await
@@ -591,20 +615,15 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// let report = sub
     ///     .handle_with(HandleOptions::new().concurrency(16).shutdown(&shutdown), |order| async move {
     ///         println!("{order}");
-    ///         Ok::<_, std::io::Error>(())
+    ///         Ok(())
     ///     })
     ///     .await;
     /// # Ok(()) }
     /// ```
-    pub async fn handle_with<F, Fut, E>(
-        self,
-        options: HandleOptions,
-        mut handler: F,
-    ) -> HandleReport
+    pub async fn handle_with<F, Fut>(self, options: HandleOptions, mut handler: F) -> HandleReport
     where
         F: FnMut(T) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         self.handle_decoded(options, |body, _| handler(body)).await
     }
@@ -619,20 +638,19 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// let sub = queue.subscribe::<String>().await?;
     /// sub.handle_incoming(HandleOptions::new(), |order: Incoming<String>| async move {
     ///     println!("{} (id {:?}, attempt {})", order.body, order.message_id(), order.attempt());
-    ///     Ok::<_, std::io::Error>(())
+    ///     Ok(())
     /// })
     /// .await;
     /// # Ok(()) }
     /// ```
-    pub async fn handle_incoming<F, Fut, E>(
+    pub async fn handle_incoming<F, Fut>(
         self,
         options: HandleOptions,
         mut handler: F,
     ) -> HandleReport
     where
         F: FnMut(Incoming<T>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         self.handle_decoded(options, |body, delivery| {
             handler(Incoming::new(body, delivery))
@@ -642,15 +660,14 @@ impl<T: DeserializeOwned> Subscription<T> {
 
     /// The handler loop: decodes each body and calls `handler` with it and
     /// its delivery.
-    async fn handle_decoded<F, Fut, E>(
+    async fn handle_decoded<F, Fut>(
         mut self,
         options: HandleOptions,
         mut handler: F,
     ) -> HandleReport
     where
         F: FnMut(T, &Delivery) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         let settle = Settle::new(
             self.client.clone(),

@@ -16,6 +16,7 @@ use crate::error::{SendError, SubscribeError};
 use crate::message::{HandleReport, OnError, PublishOptions, Subscription, outgoing};
 use crate::names::{check_name, check_routing_key};
 use crate::queue::{Queue, QueueBuilder};
+use crate::report::Report;
 use crate::shutdown::Shutdown;
 use crate::work_queue::DEFAULT_PREFETCH;
 
@@ -149,7 +150,7 @@ pub struct PartitionedQueueBuilder<T> {
 /// payments
 ///     .work(|p: Payment| async move {
 ///         println!("{} {}", p.account, p.cents);
-///         Ok::<_, std::io::Error>(())
+///         Ok(())
 ///     })
 ///     .await?;
 /// # Ok(()) }
@@ -438,12 +439,11 @@ impl<T: DeserializeOwned> PartitionedQueue<T> {
     /// the head of the partition, in order, and the next instance takes
     /// over. A message being handled when its instance died is handled
     /// again (at least once): at most the prefetch per partition.
-    pub async fn work<F, Fut, E>(&self, handler: F) -> Result<HandleReport, SubscribeError>
+    pub async fn work<F, Fut>(&self, handler: F) -> Result<HandleReport, SubscribeError>
     where
         T: Send + 'static,
         F: Fn(T) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + 'static,
+        Fut: Future<Output = Result<(), Report>> + Send + 'static,
     {
         self.run(None, handler).await
     }
@@ -452,7 +452,7 @@ impl<T: DeserializeOwned> PartitionedQueue<T> {
     /// gracefully (see [`Shutdown`]): every partition's consumer is
     /// cancelled, the messages in progress finish, those not started go
     /// back to their partition, and a standing-by instance takes over.
-    pub async fn work_until<F, Fut, E>(
+    pub async fn work_until<F, Fut>(
         &self,
         shutdown: &Shutdown,
         handler: F,
@@ -460,13 +460,12 @@ impl<T: DeserializeOwned> PartitionedQueue<T> {
     where
         T: Send + 'static,
         F: Fn(T) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + 'static,
+        Fut: Future<Output = Result<(), Report>> + Send + 'static,
     {
         self.run(Some(shutdown), handler).await
     }
 
-    async fn run<F, Fut, E>(
+    async fn run<F, Fut>(
         &self,
         shutdown: Option<&Shutdown>,
         handler: F,
@@ -474,8 +473,7 @@ impl<T: DeserializeOwned> PartitionedQueue<T> {
     where
         T: Send + 'static,
         F: Fn(T) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + 'static,
+        Fut: Future<Output = Result<(), Report>> + Send + 'static,
     {
         // Subscribe them all first: an error stops before any work starts.
         let subs = self.subscribe().await?;

@@ -1,4 +1,5 @@
-//! [`Report`]: an error type for `main` that prints sentences, not structs.
+//! [`Report`]: an error type for `main` that prints sentences, not structs,
+//! and the error of every message handler.
 //!
 //! A `main` that returns `Result<(), Box<dyn Error>>` prints its error with
 //! `Debug`, so a user sees `Error: Inequivalent { object: "queue", ... }`.
@@ -29,6 +30,61 @@ use std::fmt;
 ///
 /// Its `Debug` (what `main` prints) and `Display` both give the error's
 /// message; `Debug` adds one `caused by:` line per source.
+///
+/// # The error of a handler
+///
+/// Every handler (`Subscription::handle*`, `WorkQueue::work*`, `Router`,
+/// `PartitionedQueue::work*`) returns `Result<(), Report>`, so a closure's
+/// `Ok(())` needs no annotation and `?` takes any error (`String` and
+/// `&str` too, with `.into()`):
+///
+/// ```no_run
+/// # async fn run(tasks: rabbitkit::WorkQueue<String>) -> Result<(), rabbitkit::Report> {
+/// tasks
+///     .work(|task: String| async move {
+///         let n: u32 = task.trim().parse()?; // a ParseIntError becomes a Report
+///         if n == 0 {
+///             return Err("zero is not a task".into());
+///         }
+///         Ok(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// A handler with an error type of its own keeps it: the `Report` holds
+/// the error itself (see [`inner`](Self::inner)), and `err_into` (from
+/// `futures::TryFutureExt`) or `?` converts it where the handler is given:
+///
+/// ```no_run
+/// # async fn run(tasks: rabbitkit::WorkQueue<String>) -> Result<(), rabbitkit::Report> {
+/// use futures::TryFutureExt;
+///
+/// #[derive(Debug)]
+/// struct OutOfStock(String);
+/// impl std::fmt::Display for OutOfStock {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "{} is out of stock", self.0)
+///     }
+/// }
+/// impl std::error::Error for OutOfStock {}
+///
+/// async fn reserve(item: String) -> Result<(), OutOfStock> {
+///     Err(OutOfStock(item))
+/// }
+///
+/// tasks.work(|item: String| reserve(item).err_into()).await?;
+/// # Ok(()) }
+/// ```
+///
+/// An error of another type is not turned into a `Report` behind your
+/// back; it needs `?`, `.into()` or `err_into`:
+///
+/// ```compile_fail,E0271
+/// # async fn run(tasks: rabbitkit::WorkQueue<String>) {
+/// tasks.work(|task: String| async move { Err::<(), String>(task) }).await;
+/// # }
+/// ```
 pub struct Report(Box<dyn Error + Send + Sync + 'static>);
 
 impl Report {

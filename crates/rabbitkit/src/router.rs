@@ -19,22 +19,21 @@
 //! let router = Router::new()
 //!     .route("order.placed", |o: OrderPlaced| async move {
 //!         println!("placed {}", o.id);
-//!         Ok::<_, std::io::Error>(())
+//!         Ok(())
 //!     })
 //!     .route("order.shipped.*", |o: OrderShipped| async move {
 //!         println!("{} shipped by {}", o.id, o.carrier);
-//!         Ok::<_, std::io::Error>(())
+//!         Ok(())
 //!     })
 //!     .route_type("refund", |amount: u64| async move {
 //!         println!("refund of {amount}");
-//!         Ok::<_, std::io::Error>(())
+//!         Ok(())
 //!     })
 //!     .on_error(OnError::DeadLetter); // unknown kinds and failures: dead-lettered
 //! let report = router.run(&orders, HandleOptions::new().concurrency(8)).await?;
 //! # Ok(()) }
 //! ```
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -47,20 +46,21 @@ use crate::engine::{HandleOptions, Settle, call_handler, drive, handled};
 use crate::error::SubscribeError;
 use crate::message::{HandleReport, Incoming, OnError, Subscription, original_routing_key};
 use crate::queue::Queue;
+use crate::report::Report;
 
 /// An async function that handles messages of type `T`: any
-/// `Fn(T) -> impl Future<Output = Result<(), E>>` with `E: Display`
-/// (`Send + Sync + 'static`).
+/// `Fn(T) -> impl Future<Output = Result<(), Report>>` (`Send + Sync +
+/// 'static`); `?` turns any error into a [`Report`], and a closure's
+/// `Ok(())` needs no annotation.
 pub trait Handler<T>: Send + Sync + 'static {
     /// Runs the handler; the error is kept as text for the log.
     fn call(&self, message: T) -> BoxFuture<'static, Result<(), String>>;
 }
 
-impl<T, F, Fut, E> Handler<T> for F
+impl<T, F, Fut> Handler<T> for F
 where
     F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Display + 'static,
+    Fut: Future<Output = Result<(), Report>> + Send + 'static,
 {
     fn call(&self, message: T) -> BoxFuture<'static, Result<(), String>> {
         // A panic, at the call or while it runs, is the handler's error.

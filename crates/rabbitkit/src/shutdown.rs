@@ -26,7 +26,7 @@
 //! let report = tasks
 //!     .work_until(&shutdown, |task: String| async move {
 //!         println!("working on {task}");
-//!         Ok::<_, std::io::Error>(())
+//!         Ok(())
 //!     })
 //!     .await?;
 //! client.close().await; // acks flushed, connection closed

@@ -29,6 +29,7 @@ use crate::engine::HandleOptions;
 use crate::error::{SendError, SubscribeError};
 use crate::message::{HandleReport, OnError, PublishOptions, Subscription};
 use crate::queue::{Queue, QueueBuilder};
+use crate::report::Report;
 use crate::shutdown::Shutdown;
 
 /// The default number of tasks a worker holds at once.
@@ -47,7 +48,7 @@ pub const DEFAULT_PREFETCH: u16 = 20;
 /// let report = tasks
 ///     .work(|task: String| async move {
 ///         println!("working on {task}");
-///         Ok::<_, std::io::Error>(())
+///         Ok(())
 ///     })
 ///     .await?;
 /// # Ok(()) }
@@ -255,11 +256,10 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// Runs `handler` on each task until the subscription ends: `Ok` acks
     /// it, `Err` follows the queue's [`OnError`] policy. Up to
     /// [`concurrency`](WorkQueueBuilder::concurrency) handlers run at once.
-    pub async fn work<F, Fut, E>(&self, handler: F) -> Result<HandleReport, SubscribeError>
+    pub async fn work<F, Fut>(&self, handler: F) -> Result<HandleReport, SubscribeError>
     where
         F: FnMut(T) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         let sub = self.subscribe().await?;
         Ok(sub.handle_with(self.handle_options(), handler).await)
@@ -280,20 +280,19 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     ///             // Perhaps sent already: check by its id first.
     ///             println!("{:?} again", email.message_id());
     ///         }
-    ///         Ok::<_, std::io::Error>(())
+    ///         Ok(())
     ///     })
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn work_incoming<F, Fut, E>(
+    pub async fn work_incoming<F, Fut>(
         &self,
         shutdown: Option<&Shutdown>,
         handler: F,
     ) -> Result<HandleReport, SubscribeError>
     where
         F: FnMut(crate::Incoming<T>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         let sub = self.subscribe().await?;
         let mut options = self.handle_options();
@@ -318,21 +317,20 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// tasks
     ///     .work_until(&shutdown, |task: String| async move {
     ///         println!("{task}");
-    ///         Ok::<_, std::io::Error>(())
+    ///         Ok(())
     ///     })
     ///     .await?;
     /// client.close().await;
     /// # Ok(()) }
     /// ```
-    pub async fn work_until<F, Fut, E>(
+    pub async fn work_until<F, Fut>(
         &self,
         shutdown: &Shutdown,
         handler: F,
     ) -> Result<HandleReport, SubscribeError>
     where
         F: FnMut(T) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+        Fut: Future<Output = Result<(), Report>>,
     {
         let sub = self.subscribe().await?;
         Ok(sub
@@ -358,12 +356,12 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// thumbnails
     ///     .work_parallel(cores, &shutdown, |path: String| async move {
     ///         println!("resizing {path}"); // CPU-bound work
-    ///         Ok::<_, std::io::Error>(())
+    ///         Ok(())
     ///     })
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn work_parallel<F, Fut, E>(
+    pub async fn work_parallel<F, Fut>(
         &self,
         workers: usize,
         shutdown: &Shutdown,
@@ -372,8 +370,7 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     where
         T: Send + 'static,
         F: Fn(T) -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + 'static,
+        Fut: Future<Output = Result<(), Report>> + Send + 'static,
     {
         // Subscribe them all first: an error stops before any work starts.
         let mut subs = Vec::new();

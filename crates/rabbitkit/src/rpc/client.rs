@@ -57,7 +57,7 @@ struct Inner {
 /// Builds an [`RpcClient`].
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct RpcClientBuilder<Req, Resp, E> {
+pub struct RpcClientBuilder<Req, Resp, E = String> {
     exchange: String,
     routing_key: String,
     /// `None`: the client's [`Timings::rpc_timeout`](rabbitkit_core::Timings::rpc_timeout).

@@ -90,7 +90,7 @@ impl<T> Request<T> {
 /// Builds an [`RpcServer`].
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct RpcServerBuilder<Req, Resp, E> {
+pub struct RpcServerBuilder<Req, Resp, E = String> {
     queue: QueueBuilder,
     prefetch: u16,
     concurrency: usize,
@@ -102,7 +102,9 @@ pub struct RpcServerBuilder<Req, Resp, E> {
 /// ```no_run
 /// # async fn run(client: rabbitkit::Client) -> Result<(), Box<dyn std::error::Error>> {
 /// use rabbitkit::RpcServer;
-/// let server = RpcServer::<u64, u64, String>::builder("rpc_queue").declare(&client).await?;
+/// // The error type (what a caller gets in `RpcError::Server`) is `String`
+/// // unless said otherwise, as for `RpcClient`: `RpcServer::<u64, u64, MyError>`.
+/// let server = RpcServer::<u64, u64>::builder("rpc_queue").declare(&client).await?;
 /// server
 ///     .serve(|n: u64| async move {
 ///         if n > 90 { Err(format!("{n} is too large")) } else { Ok(fib(n)) }
@@ -111,7 +113,7 @@ pub struct RpcServerBuilder<Req, Resp, E> {
 /// # fn fib(n: u64) -> u64 { n }
 /// # Ok(()) }
 /// ```
-pub struct RpcServer<Req, Resp, E> {
+pub struct RpcServer<Req, Resp, E = String> {
     queue: Queue,
     prefetch: u16,
     concurrency: usize,
@@ -221,7 +223,7 @@ where
     /// still running then are abandoned and requeued.
     ///
     /// ```no_run
-    /// # async fn run(server: rabbitkit::RpcServer<u64, u64, String>) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn run(server: rabbitkit::RpcServer<u64, u64>) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
     /// let shutdown = rabbitkit::Shutdown::on_signals(Duration::from_secs(10));
     /// server.serve_until(&shutdown, |n: u64| async move { Ok(n * 2) }).await?;
@@ -247,7 +249,7 @@ where
     /// redelivered flag.
     ///
     /// ```no_run
-    /// # async fn run(server: rabbitkit::RpcServer<u64, u64, String>) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn run(server: rabbitkit::RpcServer<u64, u64>) -> Result<(), Box<dyn std::error::Error>> {
     /// use rabbitkit::Request;
     /// server
     ///     .serve_requests(|request: Request<u64>| async move {
