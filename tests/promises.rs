@@ -1113,7 +1113,7 @@ async fn a_task_whose_copy_was_confirmed_is_not_handled_again_when_it_comes_back
             tasks
                 .work_until(&shutdown, move |_: u32| {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    async move { Err::<(), _>("always fails") }
+                    async move { Err("always fails".into()) }
                 })
                 .await
         }
