@@ -102,6 +102,10 @@ impl StreamSpec {
     }
 }
 
+/// How long a stream missing from the metadata is looked for again before
+/// it counts as missing (when making a producer or consumer).
+const MISSING_GRACE: Duration = Duration::from_secs(2);
+
 /// The longest stream name the broker takes (a queue name: 255 bytes).
 const MAX_NAME: usize = 255;
 
@@ -207,11 +211,7 @@ impl StreamClient {
         role: Role,
     ) -> Result<(Client, String), Error> {
         let (client, ep) = self.connect_any().await?;
-        let meta = client
-            .metadata(vec![stream.to_owned()])
-            .await
-            .map_err(|e| client_error("metadata", e));
-        let meta = match meta {
+        let meta = match metadata(&client, stream).await {
             Ok(m) => m,
             Err(e) => {
                 let _ = client.close().await;
@@ -285,7 +285,7 @@ impl StreamClient {
     /// [`connect_to`](Self::connect_to), retried with back-off until the
     /// reconnection limit; errors retrying cannot fix (authentication) end
     /// it at once. A missing stream is retried too (its leader may be
-    /// being elected) unless `missing_is_final`.
+    /// being elected); with `missing_is_final`, only for [`MISSING_GRACE`].
     pub(crate) async fn connect_with_retry(
         &self,
         stream: &str,
@@ -299,7 +299,13 @@ impl StreamClient {
             match self.connect_to(stream, role).await {
                 Ok(done) => return Ok(done),
                 Err(e) if e.kind() == ErrorKind::Authentication => return Err(e),
-                Err(e) if missing_is_final && e.kind() == ErrorKind::StreamNotFound => {
+                // A stream just declared through another node may be
+                // missing from this one's metadata for a moment.
+                Err(e)
+                    if missing_is_final
+                        && e.kind() == ErrorKind::StreamNotFound
+                        && started.elapsed() > MISSING_GRACE =>
+                {
                     return Err(e);
                 }
                 Err(e) if started.elapsed() + delay > o.reconnect_for => return Err(e),
@@ -327,15 +333,12 @@ impl StreamClient {
                 return Err(client_error("create stream", e));
             }
         };
-        let ready = match res.code() {
-            ResponseCode::Ok | ResponseCode::StreamAlreadyExists => {
-                wait_for_leader(&client, &spec.name).await;
-                Ok(())
-            }
-            _ => Err(()),
-        };
         let _ = client.close().await;
-        if ready.is_ok() {
+        if matches!(
+            res.code(),
+            ResponseCode::Ok | ResponseCode::StreamAlreadyExists
+        ) {
+            self.wait_for_leader(&spec.name).await;
             return Ok(());
         }
         match res.code() {
@@ -350,6 +353,30 @@ impl StreamClient {
                 other,
                 &format!("create stream {}", spec.name),
             )),
+        }
+    }
+
+    /// Waits (up to 10 s) until every node's metadata names a leader of
+    /// `stream`: a stream just created has none for a moment, and a
+    /// producer or consumer made then would find no node to connect to.
+    async fn wait_for_leader(&self, stream: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ready = 0;
+        while Instant::now() < deadline && ready < self.inner.endpoints.len() {
+            if let Ok((client, _)) = self.connect_any().await {
+                let ok = metadata(&client, stream)
+                    .await
+                    .ok()
+                    .and_then(|m| m.get(stream).map(|m| m.response_code == ResponseCode::Ok))
+                    .unwrap_or(false);
+                let _ = client.close().await;
+                if ok {
+                    ready += 1;
+                    continue;
+                }
+            }
+            ready = 0;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -370,9 +397,9 @@ impl StreamClient {
     /// `host:port` first, then the replicas'.
     pub async fn stream_nodes(&self, stream: &str) -> Result<Vec<String>, Error> {
         let (client, _) = self.connect_any().await?;
-        let meta = client.metadata(vec![stream.to_owned()]).await;
+        let meta = metadata(&client, stream).await;
         let _ = client.close().await;
-        let meta = meta.map_err(|e| client_error("metadata", e))?;
+        let meta = meta?;
         let m = meta.get(stream).ok_or_else(|| {
             Error::new(
                 ErrorKind::StreamNotFound,
@@ -409,18 +436,22 @@ impl StreamClient {
     }
 }
 
-/// Waits (up to 10 s) until the metadata of `stream` names a leader: a
-/// stream just created has none for a moment, and a producer or consumer
-/// made then would find no node to connect to.
-async fn wait_for_leader(client: &Client, stream: &str) {
-    for _ in 0..200 {
-        if let Ok(meta) = client.metadata(vec![stream.to_owned()]).await
-            && meta
-                .get(stream)
-                .is_some_and(|m| m.response_code == ResponseCode::Ok)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// How long a metadata request may take. rabbitmq-stream-protocol 0.11
+/// panics decoding some metadata responses (seen for a stream just
+/// created: "mid > len"), which kills the connection's reader: the request
+/// then never completes. Bounded, it is an error, and a new connection is
+/// tried.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn metadata(
+    client: &Client,
+    stream: &str,
+) -> Result<HashMap<String, rabbitmq_stream_client::types::StreamMetadata>, Error> {
+    match tokio::time::timeout(METADATA_TIMEOUT, client.metadata(vec![stream.to_owned()])).await {
+        Ok(r) => r.map_err(|e| client_error("metadata", e)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Connect,
+            format!("no metadata for stream {stream} within {METADATA_TIMEOUT:?}"),
+        )),
     }
 }

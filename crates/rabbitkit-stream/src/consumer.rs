@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::{Role, StreamClient, check_name, client_error};
-use crate::error::{Error, ErrorKind};
+use crate::error::{BrokerCode, Error, ErrorKind};
 use crate::events::{self, Events, StreamEvent};
 
 const SUBSCRIPTION: u8 = 1;
@@ -188,10 +188,28 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
             forward: tokio::sync::Mutex::new(()),
         });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let ready = subscribe(&shared, &client, &tx, &control_tx).await;
-        if let Err(e) = ready {
-            let _ = client.close().await;
-            return Err(e);
+        let (mut client, mut node) = (client, node);
+        let started = Instant::now();
+        loop {
+            match subscribe(&shared, &client, &tx, &control_tx).await {
+                Ok(()) => break,
+                // A stream just declared may have no leader here yet.
+                Err(e)
+                    if e.kind() == ErrorKind::Broker(BrokerCode::StreamNotAvailable)
+                        && started.elapsed() < Duration::from_secs(5) =>
+                {
+                    let _ = client.close().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    (client, node) = shared
+                        .client
+                        .connect_with_retry(&shared.stream, Role::Replica, true)
+                        .await?;
+                }
+                Err(e) => {
+                    let _ = client.close().await;
+                    return Err(e);
+                }
+            }
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(
