@@ -141,11 +141,25 @@ async fn raw_round(
     }
     producer.close().await?;
 
-    let mut consumer = env
-        .consumer()
-        .offset(OffsetSpecification::First)
-        .build(&stream)
-        .await?;
+    // The replica the client picks may not serve the stream yet
+    // (STREAM_NOT_AVAILABLE): tried again, as a careful application would.
+    let mut attempts = 0;
+    let mut consumer = loop {
+        match env
+            .consumer()
+            .offset(OffsetSpecification::First)
+            .build(&stream)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if attempts < 50 => {
+                attempts += 1;
+                eprintln!("  raw consumer: {e}; again");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let meter = Meter::start(&ctx.pids);
     let mut read = 0;
     while read < n {

@@ -396,6 +396,21 @@ impl StreamClient {
     /// Where `stream` lives now, as its metadata says: the leader's
     /// `host:port` first, then the replicas'.
     pub async fn stream_nodes(&self, stream: &str) -> Result<Vec<String>, Error> {
+        let started = Instant::now();
+        loop {
+            match self.stream_nodes_once(stream).await {
+                Err(e)
+                    if e.kind() == ErrorKind::StreamNotFound
+                        && started.elapsed() < MISSING_GRACE =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn stream_nodes_once(&self, stream: &str) -> Result<Vec<String>, Error> {
         let (client, _) = self.connect_any().await?;
         let meta = metadata(&client, stream).await;
         let _ = client.close().await;
