@@ -42,7 +42,8 @@
 //!     .build()
 //!     .await?;
 //! if let Some(msg) = consumer.next().await {
-//!     println!("{} at offset {}", msg?.body, 0);
+//!     let msg = msg?;
+//!     println!("{} at offset {}", msg.body, msg.offset);
 //! }
 //! consumer.close().await?; // stores the offset under "reader"
 //! # Ok(()) }
