@@ -1150,3 +1150,131 @@ async fn a_worker_on_a_classic_queue_whose_node_died_resumes_when_the_node_retur
     worker.abort();
     client.delete_queue(&name).await.unwrap();
 }
+
+/// rabbitkit-stream (stream protocol): the node of a stream's leader is
+/// SIGKILLed while a named producer publishes and a named consumer reads.
+/// The producer reconnects to the new leader under its name and re-sends
+/// what was unconfirmed with the same publishing ids: every message is in
+/// the stream exactly once, in order (0 lost, 0 duplicated). The consumer
+/// reconnects and goes on without a gap or a repeat, and a consumer started
+/// under its name after it stops resumes right after its stored offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_protocol_named_producer_and_consumer_survive_a_sigkill_of_the_leader_node() {
+    use rabbitkit_stream::{OffsetSpec, StreamEvent, StreamSpec};
+    const TOTAL: u64 = 20_000;
+    const WINDOW: usize = 500;
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    let client = common::streams::stream_client().await;
+    let stream = common::unique_name("failover.stream");
+    client
+        .declare_stream(StreamSpec::new(&stream).max_age(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let leader = client.stream_nodes(&stream).await.unwrap()[0].clone();
+    let port: u16 = leader.rsplit(':').next().unwrap().parse().unwrap();
+    // The stream port of node N is its AMQP port - 120.
+    let node = cluster.node_for_port(port + 120).expect("a local node");
+
+    let producer = client
+        .producer::<u64>(&stream, "failover-writer")
+        .build()
+        .await
+        .unwrap();
+    let mut producer_events = producer.events();
+    let mut consumer = client
+        .consumer::<u64>(&stream)
+        .name("failover-reader")
+        .offset(OffsetSpec::First)
+        .store_every(100, Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+
+    // Publish with WINDOW confirms in flight; kill the leader's node at 5000.
+    let publishing = tokio::spawn(async move {
+        let mut inflight = std::collections::VecDeque::new();
+        for n in 0..TOTAL {
+            inflight.push_back(producer.publish(&n));
+            if inflight.len() >= WINDOW {
+                inflight.pop_front().unwrap().await.expect("confirmed");
+            }
+            if n == 5_000 {
+                let cluster = Cluster::local();
+                tokio::task::spawn_blocking(move || cluster.kill(node).unwrap());
+            }
+        }
+        for c in inflight {
+            c.await.expect("confirmed");
+        }
+        producer.close().await.expect("close");
+    });
+
+    // Read concurrently: every body once, in order.
+    let mut offsets = vec![];
+    for want in 0..TOTAL {
+        let msg = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("message {want} not read within 60 s"))
+            .expect("consumer ended")
+            .expect("decodable");
+        assert_eq!(msg.body, want, "in order, no gap, no repeat");
+        offsets.push(msg.offset);
+        if want == 15_000 {
+            break;
+        }
+    }
+    publishing.await.unwrap();
+    let reconnected =
+        common::wait_for_event_of(&mut producer_events, Duration::from_secs(5), |e| {
+            matches!(e, StreamEvent::Reconnected { .. })
+        })
+        .await;
+    eprintln!("producer: {reconnected}");
+
+    // Stop the reader gracefully at 15000 (offset stored), start it again
+    // under its name: right after the stored offset.
+    let last = *offsets.last().unwrap();
+    consumer.close().await.unwrap();
+    assert_eq!(
+        client
+            .stored_offset(&stream, "failover-reader")
+            .await
+            .unwrap(),
+        Some(last)
+    );
+    let mut resumed = client
+        .consumer::<u64>(&stream)
+        .name("failover-reader")
+        .offset(OffsetSpec::First)
+        .build()
+        .await
+        .unwrap();
+    let first = resumed.next().await.unwrap().unwrap();
+    assert_eq!((first.offset, first.body), (last + 1, 15_001));
+    resumed.close().await.unwrap();
+
+    // The whole stream: exactly 0..TOTAL, each once, in order.
+    let mut all = client
+        .consumer::<u64>(&stream)
+        .offset(OffsetSpec::First)
+        .build()
+        .await
+        .unwrap();
+    for want in 0..TOTAL {
+        let msg = tokio::time::timeout(Duration::from_secs(30), all.next())
+            .await
+            .unwrap_or_else(|_| panic!("the stream holds only {want} of {TOTAL}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.body, want, "0 lost, 0 duplicated");
+    }
+    let extra = tokio::time::timeout(Duration::from_secs(2), all.next()).await;
+    assert!(
+        extra.is_err(),
+        "nothing after the last message: no duplicate"
+    );
+    all.close().await.unwrap();
+    cluster.up().unwrap();
+    client.delete_stream(&stream).await.unwrap();
+}

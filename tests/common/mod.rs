@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod process;
+pub mod streams;
 
 use std::time::Duration;
 
@@ -46,6 +47,30 @@ pub async fn wait_for_event(
     within: Duration,
     pred: impl Fn(&Event) -> bool,
 ) -> Event {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(within, async {
+        while let Some(ev) = events.next().await {
+            if pred(&ev) {
+                return Some(ev);
+            }
+            seen.push(ev.to_string());
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(ev)) => ev,
+        _ => panic!("expected event not seen within {within:?}; saw: {seen:#?}"),
+    }
+}
+
+/// Waits (bounded) for an item of `events` matching `pred`; panics with
+/// what was seen otherwise.
+pub async fn wait_for_event_of<E: std::fmt::Display>(
+    events: &mut (impl Stream<Item = E> + Unpin),
+    within: Duration,
+    pred: impl Fn(&E) -> bool,
+) -> E {
     let mut seen = Vec::new();
     let found = tokio::time::timeout(within, async {
         while let Some(ev) = events.next().await {

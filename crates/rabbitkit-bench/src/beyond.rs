@@ -385,6 +385,13 @@ pub async fn run(
     })
 }
 
+/// The median publish and read msgs/s of the one-reader stream row.
+pub fn stream_row(r: &Report) -> Option<(f64, f64)> {
+    let row = r.rows.iter().find(|row| row.label == "stream, 1 reader")?;
+    let med = |v: &[Sample]| median(v.iter().map(Sample::rate).collect());
+    Some((med(&row.publish), med(&row.read)))
+}
+
 /// The report's section, in Markdown.
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;

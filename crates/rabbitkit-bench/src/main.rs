@@ -50,6 +50,9 @@
 //! - `delay.rs` — the delayed-publish scenario.
 //! - `beyond.rs` — past one queue: partitioned queues and streams against
 //!   one quorum queue (aggregate rates, broker CPU per message).
+//! - `stream_protocol.rs` — streams over the stream protocol: rabbitkit-stream
+//!   vs raw rabbitmq-stream-client (client CPU per message), beside the
+//!   AMQP 0-9-1 stream row of `beyond.rs`.
 //! - `failover.rs` — SIGKILL the connected node, measure, check for loss.
 //! - `measure.rs` — CPU from `/proc`, wall time, percentiles.
 //! - `report.rs` — the Markdown table, machine notes, `--write`.
@@ -62,6 +65,7 @@ mod measure;
 mod raw;
 mod report;
 mod rk;
+mod stream_protocol;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,6 +155,7 @@ const SCENARIOS: &[&str] = &[
     "delay",
     "partitions",
     "streams",
+    "stream-protocol",
 ];
 
 /// rabbitkit side by side with raw lapin 4 and amqprs 2 on the local cluster.
@@ -887,6 +892,18 @@ async fn run(args: &Args) -> Result<report::Bench> {
             beyond::run(ctx, scenario, n, window, args.rounds)
                 .await
                 .map_err(|e| format!("{scenario}: {e}")),
+        );
+    }
+
+    if args.wants("stream-protocol") {
+        entering("stream-protocol");
+        eprintln!(
+            "stream-protocol: {n} confirmed by one named producer, then read; rabbitkit-stream vs raw"
+        );
+        bench.stream_protocol = Some(
+            stream_protocol::run(ctx, n, window, args.rounds)
+                .await
+                .map_err(|e| format!("stream-protocol: {e}")),
         );
     }
 

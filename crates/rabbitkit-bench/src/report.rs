@@ -113,6 +113,8 @@ pub struct Bench {
     pub delay: Option<Result<crate::delay::Report, String>>,
     /// The partitions and streams scenarios' outcomes, those that ran.
     pub beyond: Vec<Result<crate::beyond::Report, String>>,
+    /// The `stream-protocol` scenario, if it ran.
+    pub stream_protocol: Option<Result<crate::stream_protocol::Report, String>>,
 }
 
 impl Bench {
@@ -130,6 +132,7 @@ impl Bench {
             failover: None,
             delay: None,
             beyond: Vec::new(),
+            stream_protocol: None,
             busy: Vec::new(),
         }
     }
@@ -1079,6 +1082,22 @@ pub fn render(bench: &Bench) -> String {
         }
     }
 
+    match &bench.stream_protocol {
+        Some(Ok(r)) => {
+            let amqp = bench
+                .beyond
+                .iter()
+                .flatten()
+                .find(|b| b.scenario == "streams")
+                .and_then(crate::beyond::stream_row);
+            out.push_str(&crate::stream_protocol::render(r, amqp));
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "\n## Streams over the stream protocol\n\nFailed: {e}");
+        }
+        None => {}
+    }
+
     let anomalies = ANOMALIES.lock().unwrap().clone();
     if !anomalies.is_empty() {
         let _ = writeln!(out, "\n## Anomalies seen during the run\n");
@@ -1456,6 +1475,7 @@ mod tests {
             busy: Vec::new(),
             delay: None,
             beyond: Vec::new(),
+            stream_protocol: None,
         };
         let text = misses(&bench);
         assert!(

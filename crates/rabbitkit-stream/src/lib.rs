@@ -1,0 +1,73 @@
+//! RabbitMQ streams over the **stream protocol**, typed, with failover.
+//!
+//! rabbitkit reads and writes streams over AMQP 0-9-1 too
+//! (`Queue::stream`); this crate speaks the stream protocol (port 5552, the
+//! `rabbitmq_stream` plugin) through the official client,
+//! [`rabbitmq-stream-client`](https://docs.rs/rabbitmq-stream-client), and
+//! adds what that client leaves to the application:
+//!
+//! - **Failover.** A producer or consumer whose connection dies (a node
+//!   killed, a leader moved) reconnects with back-off over the endpoint
+//!   list, finds the stream's leader (producers) or a replica (consumers)
+//!   again in the metadata, and goes on.
+//! - **Deduplication by name.** A [`StreamProducer`] has a name; every
+//!   message gets the next publishing id of that name, and after a failure
+//!   the unconfirmed ones are re-sent with the same ids. The broker drops
+//!   the ids it has: a confirmed message is stored once.
+//! - **Offsets on the server.** A named [`StreamConsumer`] stores the offset
+//!   of the last processed message every N messages, every T seconds and
+//!   when closed, and resumes after it when started again.
+//! - **Typed bodies** with rabbitkit's codec (strings as text, anything
+//!   else as JSON), **typed errors** ([`ErrorKind`]), **events**
+//!   ([`StreamEvent`]) and an [`StreamOptions`] builder whose endpoints
+//!   never show their password.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use rabbitkit_stream::{OffsetSpec, StreamOptions, StreamSpec};
+//!
+//! # async fn f() -> Result<(), rabbitkit_stream::Error> {
+//! let client = StreamOptions::new()
+//!     .connect("rabbitmq-stream://guest:guest@127.0.0.1:5552")
+//!     .await?;
+//! client.declare_stream(StreamSpec::new("hello-stream")).await?;
+//!
+//! let producer = client.producer::<String>("hello-stream", "greeter").build().await?;
+//! producer.send(&"Hello, World!".to_string()).await?; // confirmed
+//!
+//! let mut consumer = client
+//!     .consumer::<String>("hello-stream")
+//!     .name("reader")
+//!     .offset(OffsetSpec::First)
+//!     .build()
+//!     .await?;
+//! if let Some(msg) = consumer.next().await {
+//!     let msg = msg?;
+//!     println!("{} at offset {}", msg.body, msg.offset);
+//! }
+//! consumer.close().await?; // stores the offset under "reader"
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - `options.rs` — [`StreamOptions`], [`Endpoint`] (redacted), [`ToEndpoints`].
+//! - `client.rs` — [`StreamClient`]: declarations, and the one place that
+//!   connects to a node and locates a stream's leader or replicas.
+//! - `producer.rs` — [`StreamProducer`]: ids, batching, confirms, re-sends.
+//! - `consumer.rs` — [`StreamConsumer`]: offsets, storage, single active consumer.
+//! - `events.rs`, `error.rs` — [`StreamEvent`], [`Error`] and [`ErrorKind`].
+#![deny(missing_docs)]
+
+mod client;
+mod consumer;
+mod error;
+mod events;
+mod options;
+mod producer;
+
+pub use client::{StreamClient, StreamSpec};
+pub use consumer::{ConsumerBuilder, OffsetSpec, StreamConsumer, StreamMessage};
+pub use error::{BrokerCode, Error, ErrorKind};
+pub use events::StreamEvent;
+pub use options::{DEFAULT_PORT, Endpoint, StreamOptions, ToEndpoints};
+pub use producer::{Confirm, ProducerBuilder, StreamProducer};
