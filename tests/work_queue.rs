@@ -377,3 +377,29 @@ async fn always_requeue_is_still_bounded_by_the_quorum_delivery_limit() {
     check.delete_queue(parked.name()).await.unwrap();
     check.delete_exchange(dlx.name()).await.unwrap();
 }
+
+/// A consumer timeout on a classic work queue: RabbitMQ 4.3 has consumer
+/// timeouts on quorum queues only and refuses `x-consumer-timeout` on a
+/// classic one (406), so the worker leaves it out there and works. Before,
+/// its subscribe failed on 4.3.
+#[tokio::test]
+async fn a_classic_work_queue_with_a_consumer_timeout_works_on_every_version() {
+    let client = common::client().await;
+    let tasks = WorkQueue::<u32>::builder(common::unique_name("wq.classic.timeout"))
+        .classic()
+        .consumer_timeout(std::time::Duration::from_secs(60))
+        .declare(&client)
+        .await
+        .unwrap();
+    tasks.submit(&1).await.unwrap();
+    let mut sub = tasks.subscribe().await.expect("subscribed");
+    let task = tokio::time::timeout(std::time::Duration::from_secs(30), sub.recv())
+        .await
+        .expect("a task within 30 s")
+        .expect("the subscription goes on")
+        .expect("decoded");
+    assert_eq!(task.body, 1);
+    task.ack().await.unwrap();
+    drop(sub);
+    tasks.queue().clone().delete().await.unwrap();
+}

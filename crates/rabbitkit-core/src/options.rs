@@ -662,8 +662,11 @@ impl ConsumeOptions {
     /// consumer (`basic.cancel`) and returns its unacknowledged messages;
     /// rabbitkit subscribes it again at once, and the late ack of a
     /// delivery the broker took back fails harmlessly with
-    /// `AckError::ChannelGone` (the message comes again). Brokers that do
-    /// not know the argument ignore it.
+    /// `AckError::ChannelGone` (the message comes again). RabbitMQ 4.3
+    /// has consumer timeouts on quorum queues only and refuses the argument
+    /// on a classic queue (`406 PRECONDITION_FAILED`: the consume fails);
+    /// `WorkQueueBuilder::consumer_timeout` leaves it out there. Brokers
+    /// before 3.12 do not know the argument and ignore it.
     pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
         let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         self.arguments

@@ -75,6 +75,9 @@ pub struct WorkQueue<T> {
     concurrency: usize,
     on_error: OnError,
     consumer_timeout: Option<Duration>,
+    /// Declared as a quorum queue (the only type with a consumer timeout
+    /// on RabbitMQ 4.3).
+    quorum: bool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -141,7 +144,10 @@ impl<T> WorkQueueBuilder<T> {
     /// `consumer_timeout` applies (30 minutes by default). On RabbitMQ 4.3
     /// the broker then cancels the worker's consumer and requeues its
     /// unacknowledged tasks; the worker subscribes again at once and goes
-    /// on (the task that ran too long runs again).
+    /// on (the task that ran too long runs again). RabbitMQ 4.3 has
+    /// consumer timeouts on quorum queues only (and refuses the argument on
+    /// a classic queue): on a classic work queue there, nothing is sent and
+    /// a task may run as long as it takes (logged once per subscription).
     pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
         self.consumer_timeout = Some(timeout);
         self
@@ -205,8 +211,13 @@ impl<T> WorkQueueBuilder<T> {
 
     /// Declares the queue.
     pub async fn declare(self, client: &Client) -> Result<WorkQueue<T>, DeclareError> {
+        let quorum = self.queue.clone().build().is_ok_and(|spec| {
+            matches!(spec.arguments.inner().get("x-queue-type"),
+                Some(rabbitkit_core::AMQPValue::LongString(t)) if t.to_string() == "quorum")
+        });
         Ok(WorkQueue {
             queue: self.queue.declare(client).await?,
+            quorum,
             prefetch: self
                 .prefetch
                 .max(u16::try_from(self.concurrency).unwrap_or(u16::MAX)),
@@ -247,8 +258,15 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// Takes tasks as a stream, to acknowledge yourself.
     pub async fn subscribe(&self) -> Result<Subscription<T>, SubscribeError> {
         let mut options = ConsumeOptions::new().prefetch(self.prefetch);
-        if let Some(timeout) = self.consumer_timeout {
-            options = options.consumer_timeout(timeout);
+        let cancels = (self.queue.client().server()).is_some_and(|s| s.cancels_timed_out_consumers());
+        match self.consumer_timeout {
+            // RabbitMQ 4.3 has consumer timeouts on quorum queues only, and
+            // refuses the argument elsewhere (406): nothing to time out.
+            Some(_) if cancels && !self.quorum => {
+                tracing::warn!(target: "rabbitkit", queue = self.queue.name(), "RabbitMQ 4.3 has no consumer timeout on classic queues: consumer_timeout not sent");
+            }
+            Some(timeout) => options = options.consumer_timeout(timeout),
+            None => {}
         }
         self.queue.subscribe_with(options).await
     }
