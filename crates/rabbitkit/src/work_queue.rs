@@ -258,7 +258,8 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     /// Takes tasks as a stream, to acknowledge yourself.
     pub async fn subscribe(&self) -> Result<Subscription<T>, SubscribeError> {
         let mut options = ConsumeOptions::new().prefetch(self.prefetch);
-        let cancels = (self.queue.client().server()).is_some_and(|s| s.cancels_timed_out_consumers());
+        let cancels =
+            (self.queue.client().server()).is_some_and(|s| s.cancels_timed_out_consumers());
         match self.consumer_timeout {
             // RabbitMQ 4.3 has consumer timeouts on quorum queues only, and
             // refuses the argument elsewhere (406): nothing to time out.
