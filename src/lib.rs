@@ -31,10 +31,14 @@ chapters! {
     headers => "headers.md",
     rpc => "rpc.md",
     publisher_confirms => "publisher_confirms.md",
+    workers => "workers.md",
     failover => "failover.md",
     dead_letters => "dead_letters.md",
     beyond_one_queue => "beyond_one_queue.md",
     observability => "observability.md",
+    local_cluster => "local_cluster.md",
+    cluster_operations => "cluster_operations.md",
+    how_rabbitkit_works => "how_rabbitkit_works.md",
 }
 
 #[cfg(test)]
