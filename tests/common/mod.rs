@@ -47,21 +47,7 @@ pub async fn wait_for_event(
     within: Duration,
     pred: impl Fn(&Event) -> bool,
 ) -> Event {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(within, async {
-        while let Some(ev) = events.next().await {
-            if pred(&ev) {
-                return Some(ev);
-            }
-            seen.push(ev.to_string());
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(ev)) => ev,
-        _ => panic!("expected event not seen within {within:?}; saw: {seen:#?}"),
-    }
+    wait_for_event_of(events, within, pred).await
 }
 
 /// Waits (bounded) for an item of `events` matching `pred`; panics with
