@@ -4,7 +4,10 @@
 //! (`Queue::stream`); this crate speaks the stream protocol (port 5552, the
 //! `rabbitmq_stream` plugin) through the official client,
 //! [`rabbitmq-stream-client`](https://docs.rs/rabbitmq-stream-client), and
-//! adds what that client leaves to the application:
+//! adds what that client leaves to the application. Tested on RabbitMQ
+//! 4.3; RabbitMQ 3.10's stream listener closes its connection at the
+//! handshake, so 3.10 is not supported yet.
+//!
 //!
 //! - **Failover.** A producer or consumer whose connection dies (a node
 //!   killed, a leader moved) reconnects with back-off over the endpoint
