@@ -6,8 +6,9 @@
 //! [`rabbitmq-stream-client`](https://docs.rs/rabbitmq-stream-client), and
 //! adds what that client leaves to the application. Tested on RabbitMQ
 //! 4.3; RabbitMQ 3.10's stream listener closes its connection at the
-//! handshake, so 3.10 is not supported yet.
-//!
+//! handshake, so 3.10 is not supported yet. **Work in progress:** the
+//! failover below is built but not reliable yet (its node-kill test passed
+//! twice, then a publish timed out after the kill), so do not count on it.
 //!
 //! - **Failover.** A producer or consumer whose connection dies (a node
 //!   killed, a leader moved) reconnects with back-off over the endpoint
