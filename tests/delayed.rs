@@ -181,57 +181,6 @@ async fn unroutable_delayed_messages_do_not_hold_up_the_ones_behind_them() {
     assert_eq!(common::next_body(&mut sub).await, "behind");
 }
 
-/// A target that refuses messages (a queue full at its max length, with
-/// `reject-publish`) holds up its own delayed messages only: another
-/// target's delayed message, on the same delay levels, arrives. Before,
-/// at-least-once dead-lettering kept the refused messages in the shared
-/// last level, and after about 32 of them (the broker's dead-letter worker
-/// prefetch) that level delivered nothing to anyone.
-#[tokio::test]
-async fn a_target_that_refuses_messages_holds_up_no_other_targets_delayed_messages() {
-    let client = common::client().await;
-    let full = Queue::durable(common::unique_name("delayed.full"))
-        .max_length(1)
-        .argument(
-            "x-overflow",
-            rabbitkit::AMQPValue::LongString("reject-publish".into()),
-        )
-        .declare(&client)
-        .await
-        .unwrap();
-    full.send(&"fills it".to_string()).await.unwrap();
-    {
-        let numbers: Vec<u32> = (0..50).collect();
-        let mut sends = futures::stream::FuturesUnordered::new();
-        for i in &numbers {
-            // 200 ms: the same last level (01) as the message below.
-            sends.push(full.send_with(i, after(Duration::from_millis(200))));
-        }
-        while let Some(sent) = sends.next().await {
-            sent.unwrap();
-        }
-    }
-    let other = Queue::durable(common::unique_name("delayed.other"))
-        .declare(&client)
-        .await
-        .unwrap();
-    let mut sub = other.subscribe::<String>().await.unwrap();
-    // Well after the 50 refused ones are due.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    other
-        .send_with(&"ping".to_string(), after(Duration::from_millis(200)))
-        .await
-        .unwrap();
-    assert_eq!(common::next_body(&mut sub).await, "ping");
-    drop(sub);
-    let inbox_of = full.name().to_owned();
-    full.delete().await.unwrap();
-    other.delete().await.unwrap();
-    // The refused ones wait in the full queue's own inbox.
-    let inbox = format!("rabbitkit.delay.to.q.{inbox_of}");
-    client.delete_queue(&inbox).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_zero_delay_is_an_ordinary_send_and_a_too_long_one_is_refused_before_sending() {
     let client = common::client().await;
