@@ -3,7 +3,7 @@
 //! the account as the key. The payments of one account all go to one
 //! partition, so a worker handles them in the order they were sent.
 //!
-//! Shows: declaring a partitioned queue (a consistent-hash exchange, N
+//! Shows: declaring a partitioned queue (a hash exchange, N
 //! quorum queues with their leaders spread over the nodes, a single active
 //! consumer each), and publishing by key (persistent, confirmed).
 //!
@@ -21,7 +21,8 @@
 //!
 //! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
 //! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
-//! On Docker, enable the consistent-hash plugin first: `docker exec rabbitmq
+//! Before RabbitMQ 4.3 (which has the `x-modulus-hash` exchange built in),
+//! enable the consistent-hash plugin first: `docker exec rabbitmq
 //! rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`.
 
 // ANCHOR: code

@@ -20,7 +20,8 @@
 //!
 //! Needs a broker: `docker run -d --name rabbitmq -p 5672:5672 rabbitmq:4-management`,
 //! or the local cluster (`cargo xtask broker up`); `AMQP_ADDR` names another.
-//! On Docker, enable the consistent-hash plugin first: `docker exec rabbitmq
+//! Before RabbitMQ 4.3 (which has the `x-modulus-hash` exchange built in),
+//! enable the consistent-hash plugin first: `docker exec rabbitmq
 //! rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`.
 
 // ANCHOR: code

@@ -431,3 +431,96 @@ async fn a_replay_that_failed_is_tried_again_until_it_passes() {
     assert_eq!(got.body, "again");
     client.close().await;
 }
+
+/// What the broker does when a delivery stays unacknowledged past the
+/// consumer timeout, and with the ack that comes late, measured with raw
+/// lapin (no rabbitkit in the way): what rabbitkit's docs say of each
+/// version. A quorum queue, `x-consumer-timeout` of 1 s on the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_each_version_does_with_a_consumer_timeout_and_the_late_ack() {
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    let client = common::client().await;
+    let server = client.server().unwrap();
+    let name = common::unique_name("lifecycle.late_ack");
+    let queue = Queue::quorum(name.as_str()).declare(&client).await.unwrap();
+    queue.send(&"slow task").await.unwrap();
+    let conn = lapin::Connection::connect(
+        &common::amqp_addrs()[0],
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(1000));
+    let mut consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "late".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .unwrap();
+    let delivery = consumer.next().await.unwrap().unwrap();
+    // What the broker does: cancel the consumer (its stream ends), close
+    // the channel (an error), or nothing (no per-consumer timeout).
+    let acted = match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+        Ok(None) => "consumer cancelled",
+        Ok(Some(Err(_))) => "channel closed",
+        Ok(Some(Ok(_))) => "delivered again",
+        Err(_) => "nothing in 10 s",
+    };
+    let open_before = ch.status().connected();
+    let _ = ch
+        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+        .await;
+    // An ack has no reply: a round trip on the channel shows whether the
+    // broker closed it over the ack.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let after_ack = match ch
+        .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => format!("channel open, {} ready", q.message_count()),
+        Err(e) => format!("channel closed: {e}"),
+    };
+    eprintln!(
+        "RabbitMQ {}: after the timeout: {acted}; channel open: {open_before}; after the late ack: {after_ack}",
+        server.version_text
+    );
+    if server.cancels_timed_out_consumers() {
+        // 4.3: the consumer is cancelled, its channel kept, the message
+        // returned to the queue; the late ack is ignored (no error, the
+        // channel stays open) and the message waits to be done again.
+        // Measured on 4.3.6: "consumer cancelled; channel open: true;
+        // after the late ack: channel open, 1 ready".
+        assert_eq!(acted, "consumer cancelled");
+        assert!(open_before);
+        assert_eq!(after_ack, "channel open, 1 ready");
+    } else if server.version.is_some_and(|v| v.at_least(3, 12)) {
+        // 3.12–4.2: the channel is closed (406), the message returned.
+        assert_eq!(acted, "channel closed");
+        assert!(after_ack.starts_with("channel closed"), "{after_ack}");
+    }
+    // 3.10/3.11 have no per-consumer timeout: nothing happens, the ack goes through.
+    let _ = conn.close(200, "done".into()).await;
+    let mut left = u32::MAX;
+    for _ in 0..100 {
+        left = queue.info().await.unwrap().messages;
+        if left == u32::from(server.version.is_some_and(|v| v.at_least(3, 12))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Where the broker took it back, the message waits to be done again.
+    eprintln!("ready after: {left}");
+    client.delete_queue(&name).await.unwrap();
+}

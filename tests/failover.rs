@@ -1283,3 +1283,120 @@ async fn stream_protocol_named_producer_and_consumer_survive_a_sigkill_of_the_le
     cluster.up().unwrap();
     client.delete_stream(&stream).await.unwrap();
 }
+
+/// RabbitMQ 4.3 keeps the deliveries of a consumer whose node died (and a
+/// single active consumer's place) for the queue's
+/// `consumer_disconnected_timeout` (60 s by default) before it gives them
+/// to another consumer; before 4.3 it gives them back once the node is
+/// seen down. `QueueBuilder::consumer_disconnected_timeout` sets it per
+/// queue. Measured here on a real SIGKILL: the time from the kill until
+/// an in-flight task is delivered again, and until a standby of a
+/// single-active-consumer queue takes over, with a 2 s timeout and with
+/// the default. On 4.3 the short one must come back first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_disconnected_timeout_decides_when_a_dead_nodes_tasks_and_partitions_come_back() {
+    let cluster = require_local_cluster();
+    cluster.up().unwrap();
+    // `a` holds a task of each queue when its node is killed; `b`, on
+    // another node, waits as a second consumer (a standby for the
+    // single-active-consumer queues).
+    let a = common::client().await;
+    let x = node_of(&a);
+    let y = if x == 1 { 2 } else { 1 };
+    let b = common::client_on(y).await;
+    let server = a.server().expect("identified");
+    let prefix = common::unique_name("failover.disconnected");
+    let short = Duration::from_secs(2);
+    // (label, short timeout, single active consumer)
+    let cases = [
+        ("task, 2 s", true, false),
+        ("task, default", false, false),
+        ("partition, 2 s", true, true),
+        ("partition, default", false, true),
+    ];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, &'static str)>();
+    let mut names = Vec::new();
+    let mut held = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, (label, is_short, sac)) in cases.iter().enumerate() {
+        let name = format!("{prefix}.{i}");
+        let mut queue = Queue::quorum(name.as_str());
+        if *is_short {
+            queue = queue.consumer_disconnected_timeout(short);
+        }
+        if *sac {
+            queue = queue.single_active_consumer();
+        }
+        let queue = queue.declare(&a).await.unwrap();
+        queue.send(&label.to_string()).await.unwrap();
+        let mut first = a
+            .consume(&name, ConsumeOptions::new().prefetch(1))
+            .await
+            .unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(20), first.next())
+            .await
+            .expect("the task is delivered")
+            .unwrap()
+            .unwrap();
+        held.push(d); // in flight: never acknowledged before the kill
+        let standby = b
+            .consume(&name, ConsumeOptions::new().prefetch(1))
+            .await
+            .unwrap();
+        for (who, mut consumer) in [
+            ("recovered consumer", first),
+            ("other node's consumer", standby),
+        ] {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Some(Ok(d)) = consumer.next().await {
+                    let _ = tx.send((i, who));
+                    d.ack().await.unwrap();
+                }
+            }));
+        }
+        names.push(name);
+    }
+    let killed_at = std::time::Instant::now();
+    cluster.kill(x).unwrap();
+    let mut back: Vec<Option<(Duration, &str)>> = vec![None; cases.len()];
+    while back.iter().any(Option::is_none) {
+        let (i, who) = tokio::time::timeout(Duration::from_secs(180), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("not delivered again within 180 s: {back:?}"))
+            .unwrap();
+        assert!(back[i].is_none(), "{} delivered again twice", cases[i].0);
+        back[i] = Some((killed_at.elapsed(), who));
+    }
+    let back: Vec<(Duration, &str)> = back.into_iter().map(Option::unwrap).collect();
+    for ((label, _, _), (after, who)) in cases.iter().zip(&back) {
+        eprintln!(
+            "RabbitMQ {}: {label}: delivered again {} ms after the kill, to the {who}",
+            server.version_text,
+            after.as_millis()
+        );
+    }
+    if server.has_consumer_disconnected_timeout() {
+        // The queue waited out its timeout: the short one came back first.
+        assert!(back[0].0 < back[1].0, "{back:?}");
+        assert!(back[2].0 < back[3].0, "{back:?}");
+    }
+    drop(held);
+    for task in tasks {
+        task.abort();
+    }
+    for name in &names {
+        // Each was delivered again once and acknowledged: the queue empties.
+        let mut left = u32::MAX;
+        for _ in 0..100 {
+            left = a.queue_info(name).await.unwrap().messages;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, 0, "{name}");
+        a.delete_queue(name).await.unwrap();
+    }
+    cluster.start(x).unwrap();
+}

@@ -71,23 +71,104 @@ async fn wait_for_consumers(pq: &PartitionedQueue<Msg>, want: u32) {
     );
 }
 
+/// The hash exchange a test asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Routing {
+    /// None asked: rabbitkit chooses by the broker's version.
+    Chosen,
+    ConsistentHash,
+}
+
+fn builder(name: &str, routing: Routing) -> rabbitkit::PartitionedQueueBuilder<Msg> {
+    let builder = PartitionedQueue::<Msg>::builder(name, 3);
+    match routing {
+        Routing::Chosen => builder,
+        Routing::ConsistentHash => builder.consistent_hash(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_always_reaches_one_partition_in_order_and_keys_spread() {
+    keys_reach_one_partition_each_in_order(Routing::Chosen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_consistent_hashing_asked_a_key_always_reaches_one_partition_in_order() {
+    keys_reach_one_partition_each_in_order(Routing::ConsistentHash).await;
+}
+
+/// The exchange type a partitioned queue was declared with: found by
+/// declaring it again with another type (refused, naming the current one).
+async fn exchange_type_of(client: &rabbitkit::Client, name: &str) -> String {
+    let probe = rabbitkit_core::Declaration::Exchange(rabbitkit_core::ExchangeSpec {
+        name: name.into(),
+        kind: rabbitkit_core::ExchangeType::Headers,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments: Default::default(),
+    });
+    match client.declare(probe).await {
+        Err(rabbitkit::DeclareError::Inequivalent { current, .. }) => current,
+        other => panic!("expected Inequivalent, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_4_3_partitions_through_the_core_modulus_hash_exchange_and_keeps_an_older_one() {
+    let client = common::client().await;
+    let server = client.server().unwrap();
+    let name = common::unique_name("partitioned.kind");
+    let pq = builder(&name, Routing::Chosen)
+        .declare(&client)
+        .await
+        .unwrap();
+    let kind = exchange_type_of(&client, &name).await;
+    let expected = if server.has_modulus_hash_exchange() {
+        rabbitkit::MODULUS_HASH
+    } else {
+        rabbitkit::CONSISTENT_HASH
+    };
+    assert!(kind.contains(expected), "{server}: declared {kind}");
+    pq.delete().await.unwrap();
+    // One made with consistent hashing (as rabbitkit did before 4.3) stays
+    // so when declared again without a choice: its keys keep their
+    // partitions.
+    let older = builder(&name, Routing::ConsistentHash)
+        .declare(&client)
+        .await
+        .unwrap();
+    let again = builder(&name, Routing::Chosen)
+        .declare(&client)
+        .await
+        .unwrap();
+    let kind = exchange_type_of(&client, &name).await;
+    assert!(kind.contains(rabbitkit::CONSISTENT_HASH), "{kind}");
+    again
+        .publish(
+            "k",
+            &Msg {
+                key: "k".into(),
+                seq: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let infos = older.info().await.unwrap();
+    assert_eq!(infos.iter().map(|i| i.messages).sum::<u32>(), 1);
+    assert_eq!(older.delete().await.unwrap(), 1);
+}
+
+async fn keys_reach_one_partition_each_in_order(routing: Routing) {
     const KEYS: usize = 40;
     const SEQS: u32 = 20;
     let client = common::client().await;
     let other = common::client_on(2).await;
     let name = common::unique_name("partitioned.keys");
-    let pq = PartitionedQueue::<Msg>::builder(&name, 3)
-        .declare(&client)
-        .await
-        .unwrap();
+    let pq = builder(&name, routing).declare(&client).await.unwrap();
     // Declared again by another client (another node): nothing changes, and
     // its publishes of the same keys reach the same partitions.
-    let again = PartitionedQueue::<Msg>::builder(&name, 3)
-        .declare(&other)
-        .await
-        .unwrap();
+    let again = builder(&name, routing).declare(&other).await.unwrap();
     assert_eq!(again.partitions(), 3);
     publish(&pq, KEYS, 0..SEQS / 2).await;
     publish(&again, KEYS, SEQS / 2..SEQS).await;

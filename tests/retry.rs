@@ -17,6 +17,9 @@ use rabbitkit::{
 
 type Calls = Arc<Mutex<HashMap<u32, Vec<Instant>>>>;
 
+/// One run of a handler: (task, x-delivery-count, retries header, message id).
+type Run = (u32, Option<u64>, u64, Option<String>);
+
 #[tokio::test]
 async fn a_task_failing_twice_then_succeeding_runs_three_times_after_the_configured_delays() {
     let client = common::client().await;
@@ -209,4 +212,111 @@ fn exponential_delays_grow_by_the_factor_up_to_the_cap() {
         RetryPolicy::exponential(Duration::MAX, u32::MAX, Duration::MAX, 2).delays(),
         [rabbitkit_core::delay::MAX_DELAY; 2]
     );
+}
+
+/// RabbitMQ 4.3's quorum queues delay a returned message themselves
+/// (`RetryPolicy::in_queue`): the same message comes back, counted by the
+/// queue (`x-delivery-count`), with no copy published, then is parked.
+/// Before 4.3 declaring such a work queue is a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_delayed_by_the_queue_itself_then_parked_on_rabbitmq_4_3() {
+    let client = common::client().await;
+    let server = client.server().unwrap();
+    let name = common::unique_name("retry.in_queue");
+    let declared = WorkQueue::<u32>::builder(&name)
+        .retry(RetryPolicy::in_queue(
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            2,
+        ))
+        .declare(&client)
+        .await;
+    if !server.has_delayed_retry() {
+        match declared {
+            Err(rabbitkit::DeclareError::Invalid { what, reason, .. }) => {
+                assert_eq!(what, "retry policy");
+                assert!(reason.contains("4.3"), "{reason}");
+            }
+            other => panic!("{server}: expected DeclareError::Invalid, got {other:?}"),
+        }
+        // Nothing was declared.
+        assert!(client.queue_info(&name).await.is_err());
+        return;
+    }
+    let tasks = declared.unwrap();
+    let parking = Queue::durable(format!("{name}.parked"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut parked = parking.subscribe::<u32>().await.unwrap();
+    tasks.submit(&1).await.unwrap();
+    tasks.submit(&2).await.unwrap();
+    // (task, x-delivery-count, retries header, message id) at each run
+    let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
+    let shutdown = Shutdown::new();
+    let worker = {
+        let (tasks, runs, shutdown) = (tasks.clone(), runs.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tasks
+                .work_incoming(Some(&shutdown), move |task: rabbitkit::Incoming<u32>| {
+                    let runs = runs.clone();
+                    async move {
+                        let id = task.body;
+                        let retried = task.attempt() - 1;
+                        runs.lock().unwrap().push((
+                            id,
+                            task.delivery_count(),
+                            retried,
+                            task.message_id().map(str::to_owned),
+                        ));
+                        // Task 2 fails once, then succeeds.
+                        let tries = runs.lock().unwrap().iter().filter(|r| r.0 == id).count();
+                        if id == 1 || tries == 1 {
+                            Err(format!("task {id} failed").into())
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+                .await
+        })
+    };
+    let message = tokio::time::timeout(Duration::from_secs(60), parked.next())
+        .await
+        .expect("parked within 60 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.body, 1);
+    let headers = message.headers();
+    assert_eq!(headers.get(ATTEMPTS_HEADER), Some(&HeaderValue::Int(3)));
+    assert_eq!(
+        headers.get(PARKED_ERROR_HEADER),
+        Some(&HeaderValue::Str("task 1 failed".into()))
+    );
+    message.ack().await.unwrap();
+    shutdown.stop(Duration::from_secs(5));
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!((report.parked, report.requeued, report.acked), (1, 3, 1));
+    let runs = runs.lock().unwrap().clone();
+    let of = |id: u32| -> Vec<(Option<u64>, u64)> {
+        runs.iter()
+            .filter(|r| r.0 == id)
+            .map(|r| (r.1, r.2))
+            .collect()
+    };
+    // The queue counted the failures; no copy was made (no retries header,
+    // the same message id each time).
+    assert_eq!(of(1), vec![(None, 0), (Some(1), 0), (Some(2), 0)]);
+    assert_eq!(of(2), vec![(None, 0), (Some(1), 0)]);
+    for id in [1, 2] {
+        let ids: std::collections::BTreeSet<_> = runs
+            .iter()
+            .filter(|r| r.0 == id)
+            .map(|r| r.3.clone())
+            .collect();
+        assert_eq!(ids.len(), 1, "task {id}: one message, {ids:?}");
+    }
+    assert_eq!(tasks.queue().info().await.unwrap().messages, 0);
+    client.delete_queue(&name).await.unwrap();
+    client.delete_queue(parking.name()).await.unwrap();
 }

@@ -403,3 +403,83 @@ async fn a_classic_work_queue_with_a_consumer_timeout_works_on_every_version() {
     drop(sub);
     tasks.queue().clone().delete().await.unwrap();
 }
+
+/// A task that runs past a share of its consumer timeout is made visible
+/// before the broker acts: a WARN log and `Event::HandlerRunningLong`
+/// naming the queue and the message, once; a quick task is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_running_past_its_share_of_the_consumer_timeout_is_warned_about_first() {
+    use futures::StreamExt;
+    use std::time::Duration;
+    let client = common::client().await;
+    let mut events = client.events();
+    let name = common::unique_name("wq.long");
+    let tasks = WorkQueue::<u32>::builder(name.as_str())
+        .concurrency(2)
+        .consumer_timeout(Duration::from_secs(60))
+        .warn_long_running(1.0 / 60.0) // after 1 s
+        .declare(&client)
+        .await
+        .unwrap();
+    let options = |id: &str| rabbitkit::PublishOptions::new().message_id(id);
+    tasks.submit_with(&1, options("quick")).await.unwrap();
+    tasks.submit_with(&2, options("long")).await.unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let runs: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let worker = tokio::spawn({
+        let (tasks, release, runs) = (tasks.clone(), release.clone(), runs.clone());
+        async move {
+            tasks
+                .work(move |n: u32| {
+                    let (release, runs) = (release.clone(), runs.clone());
+                    async move {
+                        runs.lock().unwrap().push(n);
+                        if n == 2 {
+                            // Runs until the test saw the warning.
+                            release.notified().await;
+                        }
+                        Ok(())
+                    }
+                })
+                .await
+        }
+    });
+    // The first warning is the long task's: the quick one, which started
+    // first, would have been warned about before it.
+    let warned = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.next().await.expect("events go on") {
+                rabbitkit::Event::HandlerRunningLong {
+                    queue,
+                    message_id,
+                    running,
+                    timeout,
+                } => break (queue, message_id, running, timeout),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("a HandlerRunningLong event");
+    assert_eq!(warned.0, name);
+    assert_eq!(warned.1.as_deref(), Some("long"));
+    assert_eq!(warned.3, Duration::from_secs(60));
+    assert!(warned.2 < warned.3);
+    release.notify_one();
+    // Both done once, acknowledged; the worker goes on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(tasks.info().await.unwrap().messages == 0 && runs.lock().unwrap().len() == 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs {:?}",
+            runs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ran = runs.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, vec![1, 2], "each once");
+    assert!(!worker.is_finished());
+    worker.abort();
+    tasks.queue().clone().delete().await.unwrap();
+}

@@ -129,6 +129,14 @@ impl Client {
         futures::StreamExt::boxed(futures::stream::iter(first).chain(events::stream(rx)))
     }
 
+    /// Sends `event` to every [`events`](Self::events) stream of this
+    /// client and its metrics, and logs it: for the layers built on the
+    /// client that have something to report, such as rabbitkit's handler
+    /// loops ([`Event::HandlerRunningLong`]).
+    pub fn emit(&self, event: Event) {
+        self.shared().emit(event);
+    }
+
     /// The options this client was built with.
     pub fn options(&self) -> &Options {
         &self.shared().options

@@ -8,6 +8,30 @@ use lapin::BasicProperties;
 use crate::acks::Acks;
 use crate::error::AckError;
 
+/// The header in which a quorum queue counts a message's failed deliveries.
+pub const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// The header in which a RabbitMQ 4.0+ quorum queue counts every time a
+/// message was acquired by a consumer.
+pub const ACQUIRED_COUNT: &str = "x-acquired-count";
+
+/// A count header (`x-delivery-count`, `x-acquired-count`), whatever
+/// integer type the broker chose.
+pub(crate) fn count_header(properties: &BasicProperties, key: &str) -> Option<u64> {
+    use lapin::types::AMQPValue;
+    match properties.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::Timestamp(n) => Some(*n),
+        _ => None,
+    }
+}
+
 /// One message received by a [`Consumer`](crate::Consumer).
 ///
 /// Acknowledge it with [`ack`](Self::ack) once processed, or give it back
@@ -110,6 +134,36 @@ impl Delivery {
     /// delivery from a classic or quorum queue.
     pub fn stream_offset(&self) -> Option<u64> {
         crate::stream::offset_of(&self.inner.properties)
+    }
+
+    /// How many earlier deliveries of this message its quorum queue counted
+    /// as failed (the `x-delivery-count` header): what the queue's
+    /// delivery limit (20 by default since RabbitMQ 4.0) is checked
+    /// against. `None` when the broker sent no count: the first delivery,
+    /// a classic queue or a stream.
+    ///
+    /// What counts depends on the broker (see
+    /// [`ServerInfo::requeues_count_toward_delivery_limit`](crate::ServerInfo::requeues_count_toward_delivery_limit)):
+    /// on RabbitMQ 4.0–4.2 (and 3.x) every return does (a `nack` or
+    /// `reject` with requeue, a consumer lost with it unacknowledged); on
+    /// 4.3 a `reject` and a lost consumer do, a `nack` with requeue does
+    /// not ([`acquired_count`](Self::acquired_count) counts it).
+    pub fn delivery_count(&self) -> Option<u64> {
+        count_header(&self.inner.properties, DELIVERY_COUNT)
+    }
+
+    /// How many times a consumer acquired this message before this
+    /// delivery, whatever the outcome (the `x-acquired-count` header of
+    /// RabbitMQ 4.0+ quorum queues). `None` when the broker sent no count:
+    /// the first delivery, a classic queue or a stream, RabbitMQ 3.x.
+    pub fn acquired_count(&self) -> Option<u64> {
+        count_header(&self.inner.properties, ACQUIRED_COUNT)
+    }
+
+    /// A count header (`DELIVERY_COUNT`, `ACQUIRED_COUNT`) read from
+    /// properties kept apart from their delivery; `None` when absent.
+    pub fn count_in(properties: &BasicProperties, header: &str) -> Option<u64> {
+        count_header(properties, header)
     }
 
     /// Makes dropping it unsettled reject it (dead-lettered when the queue

@@ -143,6 +143,27 @@ pub enum Event {
         /// How long the oldest publish had waited for its confirm.
         waited: Duration,
     },
+    /// A handler has been running on one delivery for `running`, a share
+    /// of the consumer timeout (`timeout`) after which the broker takes the
+    /// message back: RabbitMQ 4.3 cancels a quorum queue's consumer whose
+    /// delivery stays unacknowledged that long (rabbitkit subscribes again,
+    /// and the message is delivered again, perhaps to another worker, while
+    /// this handler may still be running); older brokers close the channel.
+    /// Sent once per delivery, by the handler loops of `rabbitkit` (a
+    /// `WorkQueue`, `Subscription::handle_with`), and logged at WARN.
+    ///
+    /// What to do: make the task shorter, or split it; or give the queue
+    /// or consumer a longer consumer timeout.
+    HandlerRunningLong {
+        /// The queue the delivery came from.
+        queue: String,
+        /// The message's id, if it has one.
+        message_id: Option<String>,
+        /// How long the handler has been running.
+        running: Duration,
+        /// The consumer timeout it is measured against.
+        timeout: Duration,
+    },
     /// The client stopped for good: closed by the application, a fatal error
     /// (bad credentials, missing vhost) or the backoff's attempt limit.
     Closed {
@@ -195,6 +216,16 @@ impl fmt::Display for Event {
             Self::Unresponsive { endpoint, waited } => write!(
                 f,
                 "{endpoint} confirmed nothing for {waited:?} (minority side of a partition?); leaving it"
+            ),
+            Self::HandlerRunningLong {
+                queue,
+                message_id,
+                running,
+                timeout,
+            } => write!(
+                f,
+                "a handler on {queue:?} (message {}) has run {running:?} of the consumer timeout of {timeout:?}",
+                message_id.as_deref().unwrap_or("without id")
             ),
             Self::Closed { reason } => write!(f, "closed: {reason}"),
         }

@@ -188,7 +188,7 @@ pub use channel::{ChannelLease, RecoveredChannel};
 pub use confirm::{ConfirmChannel, PublishOutcome, abandoned_confirms, new_message_id};
 pub use connection::{Client, Health, QueueInfo, Stats};
 pub use consumer::Consumer;
-pub use delivery::Delivery;
+pub use delivery::{ACQUIRED_COUNT, DELIVERY_COUNT, Delivery};
 pub use endpoint::{Endpoint, ToEndpoints};
 pub use error::{
     AckError, Cause, ChannelError, ClientCertError, ConnectError, ConsumeError, DeclareError,

@@ -133,7 +133,11 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        tracing::info!(target: "rabbitkit", "{event}");
+        if matches!(event, Event::HandlerRunningLong { .. }) {
+            tracing::warn!(target: "rabbitkit", "{event}");
+        } else {
+            tracing::info!(target: "rabbitkit", "{event}");
+        }
         self.metrics.event(&event);
         let _ = self.events.send(event);
     }

@@ -180,7 +180,14 @@ impl Default for OnError {
 pub struct RetryPolicy {
     pub(crate) delays: std::sync::Arc<[Duration]>,
     pub(crate) park: Option<String>,
+    /// Delayed by the queue itself (RabbitMQ 4.3+): `(min, max)`.
+    pub(crate) in_queue: Option<(Duration, Duration)>,
 }
+
+/// The most retries [`RetryPolicy::in_queue`] may ask for: below a quorum
+/// queue's default delivery limit (20), which would otherwise drop or
+/// dead-letter the message before it is parked.
+pub const MAX_IN_QUEUE_RETRIES: usize = 19;
 
 impl RetryPolicy {
     /// Retries after each of `delays` in turn (zero: at once, to the end of
@@ -194,7 +201,52 @@ impl RetryPolicy {
                 .map(|d| d.min(rabbitkit_core::delay::MAX_DELAY))
                 .collect(),
             park: None,
+            in_queue: None,
         }
+    }
+
+    /// Retries delayed by the quorum queue itself (RabbitMQ 4.3+): a
+    /// failed message is returned to its queue (`basic.reject` with
+    /// requeue), which holds it `min × n` (at most `max`) before the `n`-th
+    /// redelivery, then, after `retries` retries, it is parked as with
+    /// [`new`](Self::new). No copy is published, no delay queue used: the
+    /// broker writes nothing more, and the client sends one frame per
+    /// retry. The queue is declared with `x-delayed-retry-type: failed`,
+    /// `x-delayed-retry-min` and `x-delayed-retry-max`
+    /// ([`WorkQueueBuilder::retry`](crate::WorkQueueBuilder::retry)).
+    ///
+    /// The count is the queue's `x-delivery-count`
+    /// ([`Incoming::delivery_count`](crate::Incoming::delivery_count)):
+    /// a worker that crashed or lost its connection with the message also
+    /// counts as a failure, and the queue delays that redelivery too. Only
+    /// linear delays: for exact or exponential ones, or brokers before
+    /// 4.3, use [`new`](Self::new) or [`exponential`](Self::exponential).
+    /// Declaring a work queue with this policy on a broker before 4.3, or
+    /// on a classic queue, fails with [`DeclareError::Invalid`](crate::DeclareError::Invalid);
+    /// `retries` above [`MAX_IN_QUEUE_RETRIES`] are clamped to it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rabbitkit::RetryPolicy;
+    /// let policy = RetryPolicy::in_queue(Duration::from_secs(1), Duration::from_secs(5), 3);
+    /// assert_eq!(policy.delays(), [1, 2, 3].map(Duration::from_secs));
+    /// ```
+    pub fn in_queue(min: Duration, max: Duration, retries: usize) -> Self {
+        let (min, max) = (min.max(Duration::from_millis(1)), max.max(min));
+        let retries = retries.min(MAX_IN_QUEUE_RETRIES);
+        Self {
+            delays: (1..=retries as u32)
+                .map(|n| min.saturating_mul(n).min(max))
+                .collect(),
+            park: None,
+            in_queue: Some((min, max)),
+        }
+    }
+
+    /// Whether the queue delays the retries itself ([`in_queue`](Self::in_queue)):
+    /// `(min, max)`.
+    pub fn queue_delays(&self) -> Option<(Duration, Duration)> {
+        self.in_queue
     }
 
     /// `retries` delays growing from `first` by `factor` each time, none
@@ -332,6 +384,10 @@ pub struct HandleOptions {
     pub concurrency: usize,
     /// The stop signal, if any.
     pub shutdown: Option<Shutdown>,
+    /// When a handler still running becomes worth a warning: after
+    /// `.0`, measured against the consumer timeout `.1` (see
+    /// [`long_running`](Self::long_running)).
+    pub long_running: Option<(Duration, Duration)>,
 }
 
 impl Default for HandleOptions {
@@ -340,6 +396,7 @@ impl Default for HandleOptions {
             on_error: OnError::default(),
             concurrency: 1,
             shutdown: None,
+            long_running: None,
         }
     }
 }
@@ -369,6 +426,61 @@ impl HandleOptions {
     pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
         self.shutdown = Some(shutdown.clone());
         self
+    }
+
+    /// Warns when a handler has run `share` (0 to 1) of the consumer
+    /// timeout `timeout` on one delivery and is still running: a WARN log
+    /// and an [`Event::HandlerRunningLong`](rabbitkit_core::Event::HandlerRunningLong),
+    /// once per delivery, before the broker takes the message back.
+    pub fn long_running(mut self, timeout: Duration, share: f64) -> Self {
+        self.long_running = Some((timeout.mul_f64(share.clamp(0.0, 1.0)), timeout));
+        self
+    }
+}
+
+/// Watches one delivery's handling: after `after` still running, a
+/// warning ([`Event::HandlerRunningLong`](rabbitkit_core::Event::HandlerRunningLong)).
+#[derive(Clone)]
+pub(crate) struct Watch {
+    pub(crate) client: rabbitkit_core::Client,
+    pub(crate) after: Duration,
+    pub(crate) timeout: Duration,
+}
+
+impl Watch {
+    /// The watch `options` ask for, if any.
+    pub(crate) fn of(options: &HandleOptions, client: &rabbitkit_core::Client) -> Option<Self> {
+        options.long_running.map(|(after, timeout)| Self {
+            client: client.clone(),
+            after,
+            timeout,
+        })
+    }
+
+    /// Runs `work`, warning once if it is still running after `after`.
+    async fn run<F: Future>(
+        watch: Option<Self>,
+        queue: String,
+        message_id: Option<String>,
+        work: F,
+    ) -> F::Output {
+        let Some(watch) = watch else {
+            return work.await;
+        };
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            output = &mut work => return output,
+            () = tokio::time::sleep(watch.after) => {}
+        }
+        watch
+            .client
+            .emit(rabbitkit_core::Event::HandlerRunningLong {
+                queue,
+                message_id,
+                running: watch.after,
+                timeout: watch.timeout,
+            });
+        work.await
     }
 }
 
@@ -562,6 +674,7 @@ impl Settle {
                 let parked = RetryPolicy {
                     delays: std::sync::Arc::from([]),
                     park: policy.park.clone(),
+                    in_queue: None,
                 };
                 let retried = retries(delivery.properties());
                 self.retry_or_park(&parked, delivery, retried, error).await
@@ -585,9 +698,21 @@ impl Settle {
         retried: u64,
         error: String,
     ) -> Outcome {
+        // In-queue retries are counted by the queue (x-delivery-count).
+        let retried = match policy.in_queue {
+            Some(_) => delivery.delivery_count().unwrap_or(0),
+            None => retried,
+        };
         let next_delay = usize::try_from(retried)
             .ok()
             .and_then(|n| policy.delays().get(n).copied());
+        if let (Some(delay), Some(_)) = (next_delay, policy.in_queue) {
+            tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, retried, ?delay, "handler failed; the queue retries it later");
+            return match delivery.reject(true).await {
+                Ok(()) => Outcome::Requeued,
+                Err(_) => Outcome::Unsettled,
+            };
+        }
         if let Some(delay) = next_delay {
             tracing::warn!(target: "rabbitkit", queue = %self.queue, %error, retried, ?delay, "handler failed; retrying later");
             let mut copy = self.copy(
@@ -837,6 +962,7 @@ pub(crate) async fn drive<G>(
     consumer: &mut Consumer,
     concurrency: usize,
     shutdown: Option<&Shutdown>,
+    watch: Option<Watch>,
     mut start: impl FnMut(Delivery) -> G,
 ) -> HandleReport
 where
@@ -861,7 +987,9 @@ where
             Some(outcome) = running.next(), if !running.is_empty() => report.add(outcome),
             item = consumer.next(), if running.len() < concurrency => match item {
                 Some(Ok(delivery)) => {
+                    let message_id = watch.as_ref().and_then(|_| delivery.message_id().map(str::to_owned));
                     let work = timed(&metrics, traced(delivery, &queue, &mut start), Outcome::error);
+                    let work = Watch::run(watch.clone(), queue.clone(), message_id, work);
                     // Handler panics are caught where they run; this only
                     // keeps a panic in settling from ending the loop.
                     running.push(AssertUnwindSafe(work).catch_unwind().map(|ended| ended.unwrap_or_else(|panic| {

@@ -221,19 +221,20 @@ mod rpc;
 mod shutdown;
 mod work_queue;
 
-pub use binding::{HeaderValue, Headers, HeadersMatch, MatchMode, TopicPattern};
+pub use binding::{HeaderValue, Headers, HeadersMatch, MAX_HASHES, MatchMode, TopicPattern};
 pub use engine::HandleOptions;
 pub use error::{ReceiveError, SendError, SubscribeError};
 pub use exchange::{
     Direct, Exchange, ExchangeBuilder, Fanout, FanoutBody, HeadersKind, Kind, Selective, Topic,
 };
 pub use message::{
-    ATTEMPTS_HEADER, HandleReport, Incoming, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER,
-    PARKED_SUFFIX, PublishOptions, RETRIES_HEADER, Received, RetryPolicy, Subscription,
+    ATTEMPTS_HEADER, HandleReport, Incoming, MAX_IN_QUEUE_RETRIES, OnError, PARKED_ERROR_HEADER,
+    PARKED_FROM_HEADER, PARKED_SUFFIX, PublishOptions, RETRIES_HEADER, Received, RetryPolicy,
+    Subscription,
 };
 pub use partitioned::{
-    CONSISTENT_HASH, LEADER_LOCATOR, MAX_PARTITIONS, PartitionedQueue, PartitionedQueueBuilder,
-    partition_name,
+    CONSISTENT_HASH, LEADER_LOCATOR, MAX_PARTITIONS, MODULUS_HASH, PartitionedQueue,
+    PartitionedQueueBuilder, partition_name,
 };
 pub use queue::{Queue, QueueBuilder, QueueType};
 pub use report::Report;
@@ -243,7 +244,9 @@ pub use rpc::{
     RpcServer, RpcServerBuilder, ServeReport,
 };
 pub use shutdown::Shutdown;
-pub use work_queue::{DEFAULT_PREFETCH, WorkQueue, WorkQueueBuilder};
+pub use work_queue::{
+    BROKER_CONSUMER_TIMEOUT, DEFAULT_PREFETCH, DEFAULT_WARN_SHARE, WorkQueue, WorkQueueBuilder,
+};
 
 /// The connection layer, for what the patterns do not cover.
 pub use rabbitkit_core as core;

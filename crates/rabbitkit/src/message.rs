@@ -18,9 +18,9 @@ use crate::engine::{HandleOptions, Outcome, Settle, call_handler, drive, handled
 // The failure policy and the headers it sets live with the handler engine
 // (`engine.rs`); their paths under `rabbitkit::message` stay.
 pub use crate::engine::{
-    ATTEMPTS_HEADER, HandleReport, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OnError,
-    PARKED_ERROR_HEADER, PARKED_FROM_HEADER, PARKED_SUFFIX, RETRIES_HEADER, RetryPolicy,
-    SHARED_PARKING_QUEUE, header, original_routing_key, retries,
+    ATTEMPTS_HEADER, HandleReport, MAX_IN_QUEUE_RETRIES, ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER, OnError, PARKED_ERROR_HEADER, PARKED_FROM_HEADER, PARKED_SUFFIX,
+    RETRIES_HEADER, RetryPolicy, SHARED_PARKING_QUEUE, header, original_routing_key, retries,
 };
 use crate::error::{ReceiveError, SendError};
 use crate::report::Report;
@@ -122,7 +122,14 @@ impl PublishOptions {
         self.expiration = Some(ttl);
         self
     }
-    /// Sets the priority.
+    /// Sets the priority: a queue that honours priorities delivers higher
+    /// ones first. A quorum queue on RabbitMQ 4.3+ has 32 strict priorities
+    /// (0–31, higher counts as 31) with no queue argument; on 4.0–4.2 it
+    /// has two (0–4 normal, 5 and above high); 3.x quorum queues and
+    /// streams ignore it. A classic queue honours it when declared with
+    /// [`max_priority`](crate::QueueBuilder::max_priority) (higher counts
+    /// as that maximum). [`ServerInfo::quorum_queue_priorities`](crate::ServerInfo::quorum_queue_priorities)
+    /// says which applies.
     pub fn priority(mut self, priority: u8) -> Self {
         self.priority = Some(priority);
         self
@@ -347,6 +354,16 @@ impl<T> Received<T> {
     pub fn redelivered(&self) -> bool {
         self.delivery.redelivered()
     }
+    /// Its queue's count of failed deliveries before this one
+    /// (`x-delivery-count`); see [`Delivery::delivery_count`].
+    pub fn delivery_count(&self) -> Option<u64> {
+        self.delivery.delivery_count()
+    }
+    /// How many times it was acquired before (`x-acquired-count`); see
+    /// [`Delivery::acquired_count`].
+    pub fn acquired_count(&self) -> Option<u64> {
+        self.delivery.acquired_count()
+    }
     /// The AMQP properties.
     pub fn properties(&self) -> &BasicProperties {
         self.delivery.properties()
@@ -449,6 +466,22 @@ impl<T> Incoming<T> {
     /// connection was lost before the ack): it may have been handled.
     pub fn redelivered(&self) -> bool {
         self.redelivered
+    }
+
+    /// How many earlier deliveries its quorum queue counted as failed
+    /// (`x-delivery-count`, checked against the queue's delivery limit);
+    /// `None` on a first delivery, a classic queue or a stream. See
+    /// [`Delivery::delivery_count`] for what counts on each RabbitMQ
+    /// version.
+    pub fn delivery_count(&self) -> Option<u64> {
+        rabbitkit_core::Delivery::count_in(&self.properties, rabbitkit_core::DELIVERY_COUNT)
+    }
+
+    /// How many times a consumer acquired it before (`x-acquired-count`,
+    /// RabbitMQ 4.0+ quorum queues); `None` on a first delivery or where
+    /// the broker does not count.
+    pub fn acquired_count(&self) -> Option<u64> {
+        rabbitkit_core::Delivery::count_in(&self.properties, rabbitkit_core::ACQUIRED_COUNT)
     }
 
     /// The message's headers, readable.
@@ -669,6 +702,7 @@ impl<T: DeserializeOwned> Subscription<T> {
         F: FnMut(T, &Delivery) -> Fut,
         Fut: Future<Output = Result<(), Report>>,
     {
+        let watch = crate::engine::Watch::of(&options, &self.client);
         let settle = Settle::new(
             self.client.clone(),
             self.queue().to_owned(),
@@ -680,6 +714,7 @@ impl<T: DeserializeOwned> Subscription<T> {
             &mut self.consumer,
             options.concurrency,
             options.shutdown.as_ref(),
+            watch,
             |delivery| {
                 let decoded = codec::decode_with_limit::<T>(
                     delivery.body(),

@@ -1,6 +1,6 @@
 //! The partitioned work queue: one logical queue spread over `N` quorum
 //! queues, with order kept per key. See [`PartitionedQueue`] for what is
-//! declared, and why a consistent-hash exchange.
+//! declared, and which hash exchange.
 
 use std::marker::PhantomData;
 
@@ -28,6 +28,11 @@ pub const MAX_PARTITIONS: usize = 256;
 /// The exchange type the partitions are bound to (the
 /// `rabbitmq_consistent_hash_exchange` plugin).
 pub const CONSISTENT_HASH: &str = "x-consistent-hash";
+
+/// The exchange type of RabbitMQ 4.3+'s core broker that routes by
+/// `hash(routing key) mod N` over its bindings in a stable order: no
+/// plugin needed.
+pub const MODULUS_HASH: &str = "x-modulus-hash";
 
 /// The `x-queue-leader-locator` every partition is declared with: the node
 /// that leads the fewest queues (`balanced` on RabbitMQ 3.12+, which 3.10
@@ -67,12 +72,14 @@ pub struct PartitionedQueueBuilder<T> {
     partitions: usize,
     prefetch: u16,
     on_error: OnError,
+    /// The exchange type asked for; `None`: chosen by the broker's version.
+    routing: Option<&'static str>,
     /// Every partition's declaration, but for its name.
     template: QueueBuilder,
     _t: PhantomData<fn() -> T>,
 }
 
-/// `N` quorum queues behind a consistent-hash exchange: publish by key,
+/// `N` quorum queues behind a hash exchange: publish by key,
 /// consume every partition, one consumer active per partition, order kept
 /// per key.
 ///
@@ -80,8 +87,10 @@ pub struct PartitionedQueueBuilder<T> {
 /// node (a quorum queue's leader): it tops out at about one core of one
 /// node. A [`PartitionedQueue`] named `orders` with `N` partitions is:
 ///
-/// - a durable exchange `orders` of type `x-consistent-hash` (the
+/// - a durable exchange `orders` of type `x-modulus-hash` on RabbitMQ
+///   4.3+ (in the core broker) or `x-consistent-hash` before (the
 ///   `rabbitmq_consistent_hash_exchange` plugin, shipped with RabbitMQ);
+///   see below;
 /// - `N` durable quorum queues `orders.p0` … `orders.p{N-1}`, each bound to
 ///   it with weight 1, in that order;
 /// - on each, `x-single-active-consumer: true`: however many instances of
@@ -101,19 +110,29 @@ pub struct PartitionedQueueBuilder<T> {
 /// reordered by a re-send (a nack, a failover). Different keys spread over
 /// the partitions (and the nodes).
 ///
-/// ## Why a consistent-hash exchange (and not modulo routing)
-/// The alternative is a direct exchange with partitions bound to `"0"` …
-/// `"N-1"` and the publisher choosing `hash(key) % N`. The consistent-hash
-/// exchange was chosen because the broker does the hashing: any program in
-/// any language publishes to the exchange with the key as routing key and
-/// reaches the same partition as rabbitkit, with no hash function to agree
-/// on; and adding a partition moves only about `1/(N+1)` of the keys
-/// (jump consistent hashing over the bindings), where modulo moves most of
-/// them. The price: the plugin must be enabled (it is shipped with
-/// RabbitMQ, and the local test cluster enables it; without it the
-/// declaration fails with [`DeclareError::Broker`], the broker saying
-/// `unknown exchange type 'x-consistent-hash'`), and the client cannot
-/// tell in advance which partition a key goes to.
+/// ## Which exchange: modulus hash on 4.3, consistent hash before
+/// The broker does the hashing, so any program in any language publishes
+/// to the exchange with the key as routing key and reaches the same
+/// partition as rabbitkit, with no hash function to agree on.
+///
+/// - On RabbitMQ 4.3+, [`declare`](PartitionedQueueBuilder::declare)
+///   makes an `x-modulus-hash` exchange ([`MODULUS_HASH`]): in the core
+///   broker since 4.3, with a stable order of bindings, the shape
+///   RabbitMQ's own guide recommends (N queues, single active consumer).
+///   No plugin to enable. Adding a partition moves most keys.
+/// - Before 4.3, or when asked ([`consistent_hash`](PartitionedQueueBuilder::consistent_hash)),
+///   an `x-consistent-hash` exchange ([`CONSISTENT_HASH`]): the plugin
+///   must be enabled (it is shipped with RabbitMQ, and the local test
+///   cluster enables it; without it the declaration fails with
+///   [`DeclareError::Broker`], `unknown exchange type`). Adding a
+///   partition moves only about `1/(N+1)` of the keys (jump consistent
+///   hashing over the bindings).
+///
+/// Either way a key always reaches the same partition. An exchange that
+/// already exists keeps its type: a partitioned queue made on 3.x or 4.0
+/// stays on consistent hashing after an upgrade to 4.3 (switching would
+/// move keys, and break order per key for those queued). The client
+/// cannot tell in advance which partition a key goes to.
 ///
 /// ## The leader locator, on 3.10 and 4.x
 /// `balanced` is the name RabbitMQ 3.12+ gives this placement, but 3.10
@@ -127,8 +146,9 @@ pub struct PartitionedQueueBuilder<T> {
 /// ## Number of partitions
 /// Between 1 and [`MAX_PARTITIONS`]. Declaring again with the same number
 /// changes nothing. Declaring with more partitions than exist adds the new
-/// ones: about `1/N` of the keys move to them, and for the messages of
-/// those keys already queued, order is no longer guaranteed. Declaring
+/// ones: keys move to them (about `1/N` of them with consistent hashing,
+/// most with modulus hashing), and for the messages of those keys already
+/// queued, order is no longer guaranteed. Declaring
 /// with fewer is refused ([`DeclareError::Inequivalent`]): the extra
 /// partitions would keep receiving messages that nobody consumes.
 ///
@@ -167,7 +187,7 @@ pub struct PartitionedQueue<T> {
 
 impl<T> PartitionedQueue<T> {
     /// A partitioned queue `name` of `partitions` durable quorum queues
-    /// (`<name>.p0` …) behind the consistent-hash exchange `name`, each
+    /// (`<name>.p0` …) behind the hash exchange `name`, each
     /// queue with a single active consumer and its leader placed on the
     /// node that leads the fewest queues.
     pub fn builder(name: impl Into<String>, partitions: usize) -> PartitionedQueueBuilder<T> {
@@ -176,6 +196,7 @@ impl<T> PartitionedQueue<T> {
             partitions,
             prefetch: DEFAULT_PREFETCH,
             on_error: OnError::default(),
+            routing: None,
             template: Queue::quorum("partition")
                 .argument("x-single-active-consumer", AMQPValue::Boolean(true))
                 .argument(
@@ -271,6 +292,25 @@ impl<T> PartitionedQueueBuilder<T> {
         self
     }
 
+    /// Route through the `x-consistent-hash` exchange (the
+    /// `rabbitmq_consistent_hash_exchange` plugin) on every broker version:
+    /// adding a partition later moves only about `1/(N+1)` of the keys.
+    /// The default on RabbitMQ before 4.3.
+    pub fn consistent_hash(mut self) -> Self {
+        self.routing = Some(CONSISTENT_HASH);
+        self
+    }
+
+    /// Route through the `x-modulus-hash` exchange (RabbitMQ 4.3+, in the
+    /// core broker: no plugin): `hash(key) mod N`. Adding a partition
+    /// later moves most keys. The default on RabbitMQ 4.3+; declaring it
+    /// on an older broker fails with the broker's
+    /// `unknown exchange type` ([`DeclareError::Broker`]).
+    pub fn modulus_hash(mut self) -> Self {
+        self.routing = Some(MODULUS_HASH);
+        self
+    }
+
     fn invalid(&self, what: &str, value: String, reason: &str) -> DeclareError {
         DeclareError::Invalid {
             what: what.into(),
@@ -282,8 +322,15 @@ impl<T> PartitionedQueueBuilder<T> {
     /// The declarations this builder makes, in order: the exchange, then
     /// each partition's queue followed by its binding (weight `"1"`). The
     /// order of the bindings decides which keys go where, so it never
-    /// changes.
+    /// changes. The exchange is of the type asked for
+    /// ([`modulus_hash`](Self::modulus_hash), [`consistent_hash`](Self::consistent_hash)),
+    /// else `x-consistent-hash`; [`declare`](Self::declare) chooses by the
+    /// broker's version when none was asked for.
     pub fn build(&self) -> Result<Vec<Declaration>, DeclareError> {
+        self.build_with(self.routing.unwrap_or(CONSISTENT_HASH))
+    }
+
+    fn build_with(&self, routing: &'static str) -> Result<Vec<Declaration>, DeclareError> {
         check_name(&self.name)?;
         if self.partitions == 0 {
             return Err(self.invalid(
@@ -301,7 +348,7 @@ impl<T> PartitionedQueueBuilder<T> {
         }
         let mut decls = vec![Declaration::Exchange(ExchangeSpec {
             name: self.name.clone(),
-            kind: ExchangeType::Custom(CONSISTENT_HASH.into()),
+            kind: ExchangeType::Custom(routing.into()),
             durable: true,
             auto_delete: false,
             internal: false,
@@ -340,7 +387,17 @@ impl<T> PartitionedQueueBuilder<T> {
     /// When more partitions exist than asked for (`<name>.p<N>` exists),
     /// fails with [`DeclareError::Inequivalent`] and declares nothing.
     pub async fn declare(self, client: &Client) -> Result<PartitionedQueue<T>, DeclareError> {
-        let decls = self.build()?;
+        let chosen = self.routing.unwrap_or_else(|| {
+            if client
+                .server()
+                .is_some_and(|s| s.has_modulus_hash_exchange())
+            {
+                MODULUS_HASH
+            } else {
+                CONSISTENT_HASH
+            }
+        });
+        let mut decls = self.build_with(chosen)?;
         let beyond = partition_name(&self.name, self.partitions);
         match client.queue_info(&beyond).await {
             Ok(_) => {
@@ -355,13 +412,33 @@ impl<T> PartitionedQueueBuilder<T> {
             Err(DeclareError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
+        // An exchange made before with the other type (by rabbitkit on an
+        // older broker) keeps it: switching would move most keys to other
+        // partitions, and order per key with them.
+        if let Some(Declaration::Exchange(exchange)) = decls.first().cloned() {
+            match client.declare(Declaration::Exchange(exchange)).await {
+                Ok(()) => {}
+                Err(DeclareError::Inequivalent { current, .. })
+                    if self.routing.is_none()
+                        && chosen == MODULUS_HASH
+                        && current.contains(CONSISTENT_HASH) =>
+                {
+                    tracing::info!(target: "rabbitkit", exchange = %self.name, "the partitioned queue's exchange exists as x-consistent-hash: kept (keys stay on their partitions)");
+                    decls = self.build_with(CONSISTENT_HASH)?;
+                    client.declare(decls[0].clone()).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let parks = matches!(self.on_error, OnError::Retry(_));
         let mut queues = Vec::with_capacity(self.partitions);
-        for decl in decls {
+        for decl in decls.into_iter().skip(1) {
             if let Declaration::Queue(spec) = &decl {
                 queues.push(
                     self.template
                         .clone()
                         .renamed(spec.name.clone())
+                        .parks_failures(parks)
                         .declare(client)
                         .await?,
                 );

@@ -143,6 +143,11 @@ pub struct QueueBuilder {
     auto_delete: bool,
     arguments: FieldTable,
     delivery_limit: bool,
+    /// Options only a quorum queue takes, by name, as given.
+    quorum_only: Vec<&'static str>,
+    /// Its consumer parks what fails (a work queue's retry policy): no
+    /// warning about messages dropped at the delivery limit.
+    parks_failures: bool,
     /// Made by [`Queue::transient`]: a non-durable shared queue is allowed.
     transient: bool,
     errors: Vec<DeclareError>,
@@ -432,9 +437,17 @@ impl QueueBuilder {
             auto_delete: false,
             arguments: FieldTable::default(),
             delivery_limit: false,
+            quorum_only: Vec::new(),
+            parks_failures: false,
             transient: false,
             errors: Vec::new(),
         }
+    }
+
+    /// Its consumers park failed messages (no delivery-limit warning).
+    pub(crate) fn parks_failures(mut self, parks: bool) -> Self {
+        self.parks_failures = parks;
+        self
     }
 
     /// The same declaration under another name (partitioned queues build
@@ -605,6 +618,64 @@ impl QueueBuilder {
         self.arg("x-delivery-limit", AMQPValue::LongLongInt(limit.into()))
     }
 
+    /// Quorum queues (RabbitMQ 4.3+): a consumer whose delivery stays
+    /// unacknowledged this long is cancelled (`basic.cancel`, its channel
+    /// kept) and its unacknowledged messages go back to the queue, for
+    /// every consumer of this queue (`x-consumer-timeout`; a consumer's own
+    /// [`ConsumeOptions::consumer_timeout`](crate::ConsumeOptions::consumer_timeout)
+    /// overrides it). rabbitkit subscribes again after such a cancel.
+    /// Classic queues and streams have no consumer timeout on 4.3: refused
+    /// for them. Older brokers ignore the argument (their consumer timeout
+    /// is one broker-wide setting, 30 minutes by default, which closes the
+    /// channel).
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.quorum_only.push("consumer_timeout");
+        match i64::try_from(timeout.as_millis()) {
+            Ok(ms) if ms > 0 => self.arg("x-consumer-timeout", AMQPValue::LongLongInt(ms)),
+            _ => self.refuse(
+                "consumer timeout",
+                format!("{timeout:?}"),
+                "not between 1 ms and i64::MAX ms",
+            ),
+        }
+    }
+
+    /// Quorum queues (RabbitMQ 4.3+): how long the queue keeps a consumer
+    /// whose node went away (killed, partitioned) before it gives that
+    /// consumer's unacknowledged messages to others, and, for a
+    /// single-active-consumer queue, before the next consumer takes over
+    /// (`x-consumer-disconnected-timeout`; the broker's default is
+    /// `consumer_disconnected_timeout`, 60 s).
+    ///
+    /// The trade-off: a short value redoes in-flight tasks and hands a
+    /// partition over sooner after a node dies, but also re-runs the tasks
+    /// of a consumer that was only cut off for a moment (and that may
+    /// still be running them: a task can run twice at once). Before 4.3
+    /// the queue returns them as soon as the node is seen down, and
+    /// ignores the argument (a warning is logged at declare time).
+    pub fn consumer_disconnected_timeout(mut self, timeout: Duration) -> Self {
+        self.quorum_only.push("consumer_disconnected_timeout");
+        match i64::try_from(timeout.as_millis()) {
+            Ok(ms) if ms >= 0 => self.arg(
+                "x-consumer-disconnected-timeout",
+                AMQPValue::LongLongInt(ms),
+            ),
+            _ => self.refuse(
+                "consumer disconnected timeout",
+                format!("{timeout:?}"),
+                "too long",
+            ),
+        }
+    }
+
+    /// Only one consumer at a time gets the queue's messages
+    /// (`x-single-active-consumer`); the others wait, in order of
+    /// subscription, and the next takes over when it goes: order kept with
+    /// a standby. See also [`PartitionedQueue`](crate::PartitionedQueue).
+    pub fn single_active_consumer(self) -> Self {
+        self.arg("x-single-active-consumer", AMQPValue::Boolean(true))
+    }
+
     /// Any other queue argument.
     pub fn argument(self, key: &str, value: AMQPValue) -> Self {
         self.arg(key, value)
@@ -648,6 +719,13 @@ impl QueueBuilder {
                 reason: format!("{key} is a stream argument: declare the queue with Queue::stream"),
             });
         }
+        if let Some(reason) = refused_by_rabbitmq_4_3(&self.arguments) {
+            return Err(DeclareError::Invalid {
+                what: "queue options".into(),
+                value: name,
+                reason: reason.into(),
+            });
+        }
         let implicit_quorum =
             explicit.is_none() && self.durable && !self.exclusive && !self.auto_delete;
         let quorum = explicit.as_deref() == Some("quorum") || implicit_quorum;
@@ -667,6 +745,11 @@ impl QueueBuilder {
         }
         if self.delivery_limit && !quorum {
             return Err(conflict("delivery_limit needs a quorum queue"));
+        }
+        if let Some(option) = self.quorum_only.first().filter(|_| !quorum) {
+            return Err(conflict(&format!(
+                "{option} needs a quorum queue (RabbitMQ 4.3 has no consumer timeouts on classic queues and streams)"
+            )));
         }
         if !self.durable && !self.exclusive && !self.transient {
             return Err(conflict(
@@ -696,6 +779,7 @@ impl QueueBuilder {
     /// naming the argument).
     pub async fn declare(self, client: &Client) -> Result<Queue, DeclareError> {
         let temporary = self.name.is_none();
+        let parks = self.parks_failures;
         let spec = self.build()?;
         let stream = spec.arguments.inner().get("x-queue-type")
             == Some(&AMQPValue::LongString("stream".into()));
@@ -706,9 +790,90 @@ impl QueueBuilder {
             temporary,
             stream,
         };
+        let warnings = client
+            .server()
+            .map(|server| declare_warnings(&spec, &server, parks))
+            .unwrap_or_default();
         client.declare(Declaration::Queue(spec)).await?;
+        for warning in warnings {
+            tracing::warn!(target: "rabbitkit", queue = queue.name(), "{warning}");
+        }
         Ok(queue)
     }
+}
+
+/// Why RabbitMQ 4.3 refuses these queue arguments, if it does: classic
+/// queue v1 storage and its modes are gone (every classic queue is v2,
+/// which keeps messages on disk as `lazy` did).
+fn refused_by_rabbitmq_4_3(arguments: &FieldTable) -> Option<&'static str> {
+    let args = arguments.inner();
+    if args.contains_key("x-queue-mode") {
+        return Some(
+            "x-queue-mode is refused by RabbitMQ 4.3 (classic queue v1 is removed;              v2 queues page messages to disk as `lazy` did): leave it out",
+        );
+    }
+    let v1 = match args.get("x-queue-version") {
+        Some(AMQPValue::LongString(v)) => v.to_string() == "1",
+        Some(AMQPValue::ShortString(v)) => v.as_str() == "1",
+        Some(AMQPValue::LongLongInt(n)) => *n == 1,
+        Some(AMQPValue::LongInt(n)) => *n == 1,
+        Some(AMQPValue::ShortInt(n)) => *n == 1,
+        Some(AMQPValue::ShortShortInt(n)) => *n == 1,
+        Some(AMQPValue::ShortShortUInt(n)) => *n == 1,
+        _ => false,
+    };
+    if v1 {
+        return Some(
+            "x-queue-version 1 is refused by RabbitMQ 4.3 (classic queue v1 storage is removed):              leave it out, or ask for 2",
+        );
+    }
+    if args.contains_key("x-queue-master-locator") {
+        return Some(
+            "x-queue-master-locator is a deprecated feature RabbitMQ 4.3 denies: use              x-queue-leader-locator",
+        );
+    }
+    None
+}
+
+/// What declaring `spec` on `server` deserves a warning for: a quorum
+/// queue that drops a message past its delivery limit (no dead-letter
+/// exchange, and no consumer of rabbitkit's that parks failures), an
+/// argument the broker ignores.
+fn declare_warnings(
+    spec: &QueueSpec,
+    server: &rabbitkit_core::ServerInfo,
+    parks: bool,
+) -> Vec<String> {
+    let args = spec.arguments.inner();
+    let quorum = args.get("x-queue-type") == Some(&AMQPValue::LongString("quorum".into()));
+    let mut warnings = Vec::new();
+    if !quorum {
+        return warnings;
+    }
+    let limit = match args.get("x-delivery-limit") {
+        Some(AMQPValue::LongLongInt(n)) => Some(n.to_string()),
+        Some(other) => Some(format!("{other:?}")),
+        None if server.has_default_delivery_limit() => Some("20, the default,".to_owned()),
+        None => None,
+    };
+    if let Some(limit) = limit.filter(|_| !parks && !args.contains_key("x-dead-letter-exchange")) {
+        let counted = if server.requeues_count_toward_delivery_limit() {
+            "every return (nack, reject, a consumer lost) counts on this RabbitMQ version"
+        } else {
+            "rejects and lost consumers count"
+        };
+        warnings.push(format!(
+            "quorum queue without a dead-letter exchange: a message delivered {limit} times              without an ack is dropped ({counted}); give it a dead-letter exchange, or consume              it with a WorkQueue whose failures are parked"
+        ));
+    }
+    if args.contains_key("x-consumer-disconnected-timeout")
+        && !server.has_consumer_disconnected_timeout()
+    {
+        warnings.push(format!(
+            "consumer_disconnected_timeout needs RabbitMQ 4.3, ignored by {server}: the              messages of a consumer whose node dies come back as soon as the node is seen down"
+        ));
+    }
+    warnings
 }
 
 /// A stream is durable, shared, and takes none of the classic- or

@@ -267,10 +267,12 @@ impl Router {
         );
         let settle = &settle;
         let max_inflated = subscription.max_inflated;
+        let watch = crate::engine::Watch::of(&options, &subscription.client);
         let report = drive(
             &mut subscription.consumer,
             options.concurrency,
             options.shutdown.as_ref(),
+            watch,
             |delivery| {
                 let copied = settle.copied_already(&delivery);
                 let route = (self.routes.iter()).find(|r| !copied && r.on.matches(&delivery));

@@ -64,8 +64,19 @@ pub struct WorkQueueBuilder<T> {
     on_error: Option<OnError>,
     dead_letter: bool,
     consumer_timeout: Option<Duration>,
+    /// The share of the consumer timeout after which a running handler
+    /// is warned about.
+    warn_share: f64,
     _t: PhantomData<fn() -> T>,
 }
+
+/// The share of the consumer timeout after which a running handler is
+/// warned about, unless [`WorkQueueBuilder::warn_long_running`] says
+/// otherwise.
+pub const DEFAULT_WARN_SHARE: f64 = 0.5;
+
+/// RabbitMQ's default `consumer_timeout`: 30 minutes.
+pub const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A durable (quorum, by default) queue of tasks of type `T` shared by workers.
 #[derive(Debug, Clone)]
@@ -75,6 +86,9 @@ pub struct WorkQueue<T> {
     concurrency: usize,
     on_error: OnError,
     consumer_timeout: Option<Duration>,
+    /// When a running handler is warned about: after `.0` of the
+    /// consumer timeout `.1`; `None` when the queue has no timeout.
+    long_running: Option<(Duration, f64)>,
     /// Declared as a quorum queue (the only type with a consumer timeout
     /// on RabbitMQ 4.3).
     quorum: bool,
@@ -95,6 +109,7 @@ impl<T> WorkQueue<T> {
             on_error: None,
             dead_letter: false,
             consumer_timeout: None,
+            warn_share: DEFAULT_WARN_SHARE,
             _t: PhantomData,
         }
     }
@@ -150,6 +165,24 @@ impl<T> WorkQueueBuilder<T> {
     /// a task may run as long as it takes (logged once per subscription).
     pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
         self.consumer_timeout = Some(timeout);
+        self
+    }
+
+    /// When a task still running is worth a warning: after this share
+    /// (0 to 1; default 0.5) of the consumer timeout that applies to it
+    /// ([`consumer_timeout`](Self::consumer_timeout), else the queue's
+    /// [`QueueBuilder::consumer_timeout`](crate::QueueBuilder::consumer_timeout),
+    /// else the broker's default of 30 minutes), a WARN log and an
+    /// [`Event::HandlerRunningLong`](crate::Event::HandlerRunningLong),
+    /// once per task: a handler that runs long is visible before the
+    /// broker takes its task back. A classic queue on RabbitMQ 4.3 has no
+    /// consumer timeout, so no warning.
+    pub fn warn_long_running(mut self, share: f64) -> Self {
+        self.warn_share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            DEFAULT_WARN_SHARE
+        };
         self
     }
 
@@ -215,18 +248,82 @@ impl<T> WorkQueueBuilder<T> {
             matches!(spec.arguments.inner().get("x-queue-type"),
                 Some(rabbitkit_core::AMQPValue::LongString(t)) if t.to_string() == "quorum")
         });
+        let on_error = match self.on_error {
+            Some(on_error) => on_error,
+            None if self.dead_letter => OnError::RequeueOnce,
+            None => OnError::default(),
+        };
+        let parks = matches!(on_error, OnError::Retry(_));
+        let queue_timeout = self.queue.clone().build().ok().and_then(|spec| {
+            match spec.arguments.inner().get("x-consumer-timeout") {
+                Some(rabbitkit_core::AMQPValue::LongLongInt(ms)) => {
+                    u64::try_from(*ms).ok().map(Duration::from_millis)
+                }
+                _ => None,
+            }
+        });
+        let cancels = client
+            .server()
+            .is_some_and(|s| s.cancels_timed_out_consumers());
+        let timeout = self.consumer_timeout.or(queue_timeout).or(
+            // The broker's default; a classic queue on 4.3 has none.
+            (quorum || !cancels).then_some(BROKER_CONSUMER_TIMEOUT),
+        );
+        let long_running = timeout
+            .filter(|_| quorum || !cancels)
+            .map(|t| (t, self.warn_share));
+        let mut queue = self.queue;
+        if let OnError::Retry(policy) = &on_error
+            && let Some((min, max)) = policy.queue_delays()
+        {
+            let name = queue.clone().build()?.name;
+            let refuse = |reason: String| DeclareError::Invalid {
+                what: "retry policy".into(),
+                value: name.clone(),
+                reason,
+            };
+            if !quorum {
+                return Err(refuse(
+                    "RetryPolicy::in_queue needs a quorum queue (the queue delays the retries)"
+                        .into(),
+                ));
+            }
+            match client.server() {
+                Some(server) if server.has_delayed_retry() => {}
+                Some(server) => {
+                    return Err(refuse(format!(
+                        "RetryPolicy::in_queue needs RabbitMQ 4.3+ (quorum queue delayed retry);                          this broker is {server}: use RetryPolicy::new or exponential"
+                    )));
+                }
+                None => {
+                    return Err(refuse(
+                        "RetryPolicy::in_queue needs RabbitMQ 4.3+, and the broker's version is unknown"
+                            .into(),
+                    ));
+                }
+            }
+            let ms = |d: Duration| {
+                rabbitkit_core::AMQPValue::LongLongInt(
+                    i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                )
+            };
+            queue = queue
+                .argument(
+                    "x-delayed-retry-type",
+                    rabbitkit_core::AMQPValue::LongString("failed".into()),
+                )
+                .argument("x-delayed-retry-min", ms(min))
+                .argument("x-delayed-retry-max", ms(max));
+        }
         Ok(WorkQueue {
-            queue: self.queue.declare(client).await?,
+            queue: queue.parks_failures(parks).declare(client).await?,
             quorum,
             prefetch: self
                 .prefetch
                 .max(u16::try_from(self.concurrency).unwrap_or(u16::MAX)),
             concurrency: self.concurrency,
-            on_error: match self.on_error {
-                Some(on_error) => on_error,
-                None if self.dead_letter => OnError::RequeueOnce,
-                None => OnError::default(),
-            },
+            on_error,
+            long_running,
             consumer_timeout: self.consumer_timeout,
             _t: PhantomData,
         })
@@ -416,8 +513,12 @@ impl<T: DeserializeOwned> WorkQueue<T> {
     }
 
     fn handle_options(&self) -> HandleOptions {
-        HandleOptions::new()
+        let options = HandleOptions::new()
             .on_error(self.on_error.clone())
-            .concurrency(self.concurrency)
+            .concurrency(self.concurrency);
+        match self.long_running {
+            Some((timeout, share)) => options.long_running(timeout, share),
+            None => options,
+        }
     }
 }

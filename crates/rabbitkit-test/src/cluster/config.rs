@@ -182,10 +182,17 @@ pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<Tls<'_>>) ->
         stream = stream_port(port),
         management = management_port(port)
     ) + if version.is_4() {
-        // RabbitMQ 4.3.0 refused transient non-exclusive queues by default
-        // and later releases will again: refuse them here so the suite
-        // shows rabbitkit never needs them.
-        "deprecated_features.permit.transient_nonexcl_queues = false\n"
+        // Every deprecated feature a client can use is denied, so the
+        // whole suite (every example, pattern and recovery path) shows
+        // rabbitkit never needs one. RabbitMQ 4.3.0 refused transient
+        // non-exclusive queues by default (4.3.6 permits them again);
+        // global QoS and queue-master-locator are denied by default since
+        // 4.3, said here so a later default cannot hide a use. Left
+        // permitted: `management_metrics_collection` (the management UI's
+        // message counts, which the book reads), not a client feature.
+        "deprecated_features.permit.transient_nonexcl_queues = false\n\
+         deprecated_features.permit.global_qos = false\n\
+         deprecated_features.permit.queue_master_locator = false\n"
     } else {
         // Do not wait 5 minutes for peers that will not come back.
         "mnesia_table_loading_retry_timeout = 5000\n\

@@ -306,9 +306,13 @@ where
             reply_failures: AtomicU32::new(0),
         };
         let serving = &serving;
-        let report = drive(&mut consumer, self.concurrency, shutdown, |delivery| {
-            serving.answer(delivery)
-        })
+        let report = drive(
+            &mut consumer,
+            self.concurrency,
+            shutdown,
+            None,
+            |delivery| serving.answer(delivery),
+        )
         .await;
         if report.abandoned > 0 {
             tracing::warn!(target: "rabbitkit", queue = self.queue.name(), abandoned = report.abandoned, "RPC requests still running at the shutdown deadline abandoned; they are requeued");
