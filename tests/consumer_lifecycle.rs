@@ -505,22 +505,15 @@ async fn what_each_version_does_with_a_consumer_timeout_and_the_late_ack() {
         assert_eq!(acted, "consumer cancelled");
         assert!(open_before);
         assert_eq!(after_ack, "channel open, 1 ready");
-    } else if server.version.is_some_and(|v| v.at_least(3, 12)) {
-        // 3.12–4.2: the channel is closed (406), the message returned.
-        assert_eq!(acted, "channel closed");
-        assert!(after_ack.starts_with("channel closed"), "{after_ack}");
+    } else {
+        // Before 4.3 the broker checks consumer timeouts on its own
+        // schedule (about once a minute) and then closes the channel: a
+        // 1 s timeout is not acted on within 10 s, and the ack goes
+        // through. Measured on 4.0.5: "nothing in 10 s; channel open:
+        // true; after the late ack: channel open, 0 ready".
+        assert_eq!(acted, "nothing in 10 s");
+        assert_eq!(after_ack, "channel open, 0 ready");
     }
-    // 3.10/3.11 have no per-consumer timeout: nothing happens, the ack goes through.
     let _ = conn.close(200, "done".into()).await;
-    let mut left = u32::MAX;
-    for _ in 0..100 {
-        left = queue.info().await.unwrap().messages;
-        if left == u32::from(server.version.is_some_and(|v| v.at_least(3, 12))) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Where the broker took it back, the message waits to be done again.
-    eprintln!("ready after: {left}");
     client.delete_queue(&name).await.unwrap();
 }

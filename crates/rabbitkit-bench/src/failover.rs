@@ -56,6 +56,13 @@ pub struct Round {
     pub to_recovered: Option<Duration>,
     /// Kill → first publish confirmed through the new connection.
     pub to_first_confirm: Option<Duration>,
+    /// Kill → a task held unacknowledged by a consumer on the killed node
+    /// delivered again (RabbitMQ 4.3 waits `consumer_disconnected_timeout`).
+    pub to_task_redone: Option<Duration>,
+    /// Kill → a single-active-consumer queue whose active consumer was on
+    /// the killed node delivers again (its standby, or the consumer
+    /// re-subscribed on another node).
+    pub to_takeover: Option<Duration>,
     /// Publishes re-sent after the loss (`Stats::republished`).
     pub republished: u64,
     /// Publishes that failed in this round, and why.
@@ -107,6 +114,82 @@ fn kill(n: usize, at: &OnceLock<Instant>) -> Result<()> {
     Ok(())
 }
 
+/// What a consumer on the node about to be killed has in flight: one
+/// task held unacknowledged from a plain quorum queue, and the place of
+/// active consumer of a single-active-consumer queue (also holding one
+/// message); a client on another node consumes both, standing by. The
+/// waiter yields when each is delivered again.
+struct InFlight {
+    queues: Vec<String>,
+    waiter: tokio::task::JoinHandle<[Option<Instant>; 2]>,
+    _held: Vec<rabbitkit::Delivery>,
+    other: rabbitkit::Client,
+}
+
+async fn hold_in_flight(client: &rabbitkit::Client, other_node: usize) -> Result<InFlight> {
+    use rabbitkit::ConsumeOptions;
+    let cluster = Cluster::local();
+    let other = rk::options(1).connect(cluster.amqp_url(other_node)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let mut queues = Vec::new();
+    let mut held = Vec::new();
+    for (i, sac) in [false, true].into_iter().enumerate() {
+        let name = rabbitkit_test::unique_name(if sac {
+            "bench.failover.partition"
+        } else {
+            "bench.failover.task"
+        });
+        let mut queue = Queue::quorum(&name);
+        if sac {
+            queue = queue.single_active_consumer();
+        }
+        queue.declare(client).await?;
+        client
+            .publisher()
+            .publish(OutgoingMessage::new("", name.as_str(), b"held".to_vec()))
+            .await?;
+        let mut mine = client
+            .consume(&name, ConsumeOptions::new().prefetch(1))
+            .await?;
+        let d = tokio::time::timeout(Duration::from_secs(20), mine.next())
+            .await
+            .map_err(|_| "the held task was not delivered")?
+            .ok_or("consumer ended")??;
+        held.push(d);
+        let standby = other
+            .consume(&name, ConsumeOptions::new().prefetch(1))
+            .await?;
+        for mut consumer in [mine, standby] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(Ok(d)) = consumer.next().await {
+                    let _ = tx.send((i, Instant::now()));
+                    let _ = d.ack().await;
+                }
+            });
+        }
+        queues.push(name);
+    }
+    let waiter = tokio::spawn(async move {
+        let mut at = [None, None];
+        while at.iter().any(Option::is_none) {
+            match rx.recv().await {
+                Some((i, t)) => {
+                    at[i].get_or_insert(t);
+                }
+                None => break,
+            }
+        }
+        at
+    });
+    Ok(InFlight {
+        queues,
+        waiter,
+        _held: held,
+        other,
+    })
+}
+
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx, s: &Settings) -> Result<Report> {
     let cluster = Cluster::local();
@@ -135,6 +218,8 @@ pub async fn run(ctx: &Ctx, s: &Settings) -> Result<Report> {
             .node_for_port(port)
             .ok_or("connected to a node that is not part of the local cluster")?;
         eprintln!("  failover round {round}/{}: killing node {node}", s.rounds);
+        let other_node = if node == 1 { 2 } else { 1 };
+        let in_flight = hold_in_flight(&client, other_node).await?;
         let republished_before = client.stats().republished;
         let kill_at: Arc<OnceLock<Instant>> = Arc::default();
         let mut kill_task = None;
@@ -229,7 +314,27 @@ pub async fn run(ctx: &Ctx, s: &Settings) -> Result<Report> {
         let new_node = client
             .current_endpoint()
             .and_then(|e| cluster.node_for_port(e.port()));
+        // The held task and the partition: delivered again once the queue
+        // lets the dead node's consumer go (4.3: consumer_disconnected_timeout).
+        let InFlight {
+            queues,
+            waiter,
+            _held,
+            other,
+        } = in_flight;
+        let redone = tokio::time::timeout(Duration::from_secs(180), waiter)
+            .await
+            .ok()
+            .and_then(|joined| joined.ok())
+            .unwrap_or([None, None]);
+        drop(_held);
+        for queue in &queues {
+            let _ = other.delete_queue(queue).await;
+        }
+        other.close().await;
         let r = Round {
+            to_task_redone: redone[0].and_then(since),
+            to_takeover: redone[1].and_then(since),
             node,
             new_node,
             to_disconnected,
@@ -240,8 +345,13 @@ pub async fn run(ctx: &Ctx, s: &Settings) -> Result<Report> {
             error: errors.keys().next().cloned(),
         };
         eprintln!(
-            "    kill→disconnected {:?}, kill→recovered {:?}, kill→first confirm {:?}, republished {}",
-            r.to_disconnected, r.to_recovered, r.to_first_confirm, r.republished
+            "    kill→disconnected {:?}, kill→recovered {:?}, kill→first confirm {:?}, republished {}, kill→task redone {:?}, kill→partition taken over {:?}",
+            r.to_disconnected,
+            r.to_recovered,
+            r.to_first_confirm,
+            r.republished,
+            r.to_task_redone,
+            r.to_takeover
         );
         report.rounds.push(r);
         events.lock().unwrap().clear();

@@ -1000,7 +1000,7 @@ pub fn render(bench: &Bench) -> String {
          connected to ({} s into the round), measures from just before the signal to the first publish confirmed through the new \
          connection, publishes {} s more (or gives up {} s after the kill when nothing is confirmed through the new connection), \
          restarts the node (`Cluster::start`) and waits {} s. The quorum queue is declared through node 1, so its leader starts \
-         there. At the end the queue is read back: a confirmed number missing is a lost message, one read twice a duplicate.",
+         there. At the end the queue is read back: a confirmed number missing is a lost message, one read twice a duplicate.          Before each kill the same client also holds one task unacknowledged from a quorum queue and is the active consumer          of a single-active-consumer quorum queue (holding one message too), while a second client on another node consumes          both: \"in-flight task redone\" and \"partition taken over\" are the times from the kill until each is delivered          again (RabbitMQ 4.3 waits `consumer_disconnected_timeout`, 60 s by default; earlier versions return them when the          node is seen down).",
         f.rate,
         f.window,
         a.body,
@@ -1121,13 +1121,13 @@ pub fn render(bench: &Bench) -> String {
         );
         let _ = writeln!(
             out,
-            "| round | killed node | new node | kill → Disconnected | kill → Recovered | kill → first confirm | re-published | publishes failed |"
+            "| round | killed node | new node | kill → Disconnected | kill → Recovered | kill → first confirm | kill → in-flight task redone | kill → partition taken over | re-published | publishes failed |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for (i, x) in r.rounds.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 i + 1,
                 x.node,
                 x.new_node
@@ -1136,6 +1136,8 @@ pub fn render(bench: &Bench) -> String {
                 secs(x.to_disconnected),
                 secs(x.to_recovered),
                 secs(x.to_first_confirm),
+                secs(x.to_task_redone),
+                secs(x.to_takeover),
                 x.republished,
                 match &x.error {
                     Some(e) => format!("{} ({e})", x.failed),

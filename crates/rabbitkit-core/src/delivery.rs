@@ -11,7 +11,7 @@ use crate::error::AckError;
 /// The header in which a quorum queue counts a message's failed deliveries.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 
-/// The header in which a RabbitMQ 4.0+ quorum queue counts every time a
+/// The header in which a RabbitMQ 4.3+ quorum queue counts every time a
 /// message was acquired by a consumer.
 pub const ACQUIRED_COUNT: &str = "x-acquired-count";
 
@@ -154,8 +154,9 @@ impl Delivery {
 
     /// How many times a consumer acquired this message before this
     /// delivery, whatever the outcome (the `x-acquired-count` header of
-    /// RabbitMQ 4.0+ quorum queues). `None` when the broker sent no count:
-    /// the first delivery, a classic queue or a stream, RabbitMQ 3.x.
+    /// RabbitMQ 4.3+ quorum queues). `None` when the broker sent no count:
+    /// the first delivery, a classic queue or a stream, a broker before
+    /// 4.3 (4.0.5 sends none).
     pub fn acquired_count(&self) -> Option<u64> {
         count_header(&self.inner.properties, ACQUIRED_COUNT)
     }

@@ -172,7 +172,8 @@ impl ServerInfo {
     }
 
     /// How many priorities a quorum queue honours without `x-max-priority`:
-    /// 32 on 4.3+ (strict), 2 on 4.0–4.2 (0–4 normal, 5 and above high),
+    /// 32 on 4.3+ (strict), 2 on 4.0–4.2 (0–4 normal, 5 and above high,
+    /// delivered two high for one normal while both wait),
     /// none before 4.0 (quorum queues ignored priorities). `None` when the
     /// version is unknown.
     pub fn quorum_queue_priorities(&self) -> Option<u8> {

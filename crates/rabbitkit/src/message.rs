@@ -125,7 +125,8 @@ impl PublishOptions {
     /// Sets the priority: a queue that honours priorities delivers higher
     /// ones first. A quorum queue on RabbitMQ 4.3+ has 32 strict priorities
     /// (0–31, higher counts as 31) with no queue argument; on 4.0–4.2 it
-    /// has two (0–4 normal, 5 and above high); 3.x quorum queues and
+    /// has two (0–4 normal, 5 and above high, delivered two high for one
+    /// normal while both wait); 3.x quorum queues and
     /// streams ignore it. A classic queue honours it when declared with
     /// [`max_priority`](crate::QueueBuilder::max_priority) (higher counts
     /// as that maximum). [`ServerInfo::quorum_queue_priorities`](crate::ServerInfo::quorum_queue_priorities)
@@ -478,7 +479,7 @@ impl<T> Incoming<T> {
     }
 
     /// How many times a consumer acquired it before (`x-acquired-count`,
-    /// RabbitMQ 4.0+ quorum queues); `None` on a first delivery or where
+    /// RabbitMQ 4.3+ quorum queues); `None` on a first delivery or where
     /// the broker does not count.
     pub fn acquired_count(&self) -> Option<u64> {
         rabbitkit_core::Delivery::count_in(&self.properties, rabbitkit_core::ACQUIRED_COUNT)
