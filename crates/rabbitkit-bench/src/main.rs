@@ -64,6 +64,7 @@ mod failover;
 mod measure;
 mod raw;
 mod report;
+mod retry;
 mod rk;
 mod stream_protocol;
 
@@ -153,6 +154,7 @@ const SCENARIOS: &[&str] = &[
     "work-concurrency",
     "work-slow",
     "delay",
+    "retry",
     "partitions",
     "streams",
     "stream-protocol",
@@ -877,6 +879,17 @@ async fn run(args: &Args) -> Result<report::Bench> {
         );
         bench.delay = Some(
             delay::run(ctx, n, window, args.rounds, k, longest)
+                .await
+                .map_err(|e| e.to_string()),
+        );
+    }
+
+    if args.wants("retry") {
+        entering("retry");
+        let n = if args.quick { 200 } else { 2_000 };
+        eprintln!("retry: {n} tasks failing once, delay levels vs the queue's delayed retry");
+        bench.retry = Some(
+            retry::run(ctx, n, args.rounds)
                 .await
                 .map_err(|e| e.to_string()),
         );

@@ -111,6 +111,8 @@ pub struct Bench {
     pub busy: Vec<String>,
     /// The delay scenario's outcome, if it ran.
     pub delay: Option<Result<crate::delay::Report, String>>,
+    /// The retry scenario's outcome, if it ran.
+    pub retry: Option<Result<crate::retry::Report, String>>,
     /// The partitions and streams scenarios' outcomes, those that ran.
     pub beyond: Vec<Result<crate::beyond::Report, String>>,
     /// The `stream-protocol` scenario, if it ran.
@@ -131,6 +133,7 @@ impl Bench {
             comparisons: Vec::new(),
             failover: None,
             delay: None,
+            retry: None,
             beyond: Vec::new(),
             stream_protocol: None,
             busy: Vec::new(),
@@ -1073,6 +1076,14 @@ pub fn render(bench: &Bench) -> String {
         None => {}
     }
 
+    match &bench.retry {
+        Some(Ok(r)) => out.push_str(&crate::retry::render(r)),
+        Some(Err(e)) => {
+            let _ = writeln!(out, "\n## Retries (rabbitkit only)\n\nFailed: {e}");
+        }
+        None => {}
+    }
+
     for beyond in &bench.beyond {
         match beyond {
             Ok(r) => out.push_str(&crate::beyond::render(r)),
@@ -1476,6 +1487,7 @@ mod tests {
             failover: None,
             busy: Vec::new(),
             delay: None,
+            retry: None,
             beyond: Vec::new(),
             stream_protocol: None,
         };

@@ -182,7 +182,8 @@
 //!   ([`Queue::stream`], [`Queue::subscribe_stream`], [`StreamOffset`]).
 //! - `work_queue.rs` — [`WorkQueue`].
 //! - `partitioned.rs` — [`PartitionedQueue`]: `N` quorum queues behind a
-//!   consistent-hash exchange, a single active consumer each; order per key.
+//!   hash exchange (`x-modulus-hash` on RabbitMQ 4.3, `x-consistent-hash`
+//!   before), a single active consumer each; order per key.
 //! - `rpc.rs` and `rpc/` — request/reply: `rpc/client.rs` ([`RpcClient`],
 //!   on the core's `RecoveredChannel`: requests and replies on one channel,
 //!   reopened after a failover), `rpc/server.rs` ([`RpcServer`], handlers on
