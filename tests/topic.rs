@@ -87,3 +87,47 @@ async fn invalid_patterns_and_wildcard_keys_are_refused() {
     ));
     client.delete_exchange(x.name()).await.unwrap();
 }
+
+/// A topic pattern with more than two `#` is refused before the network:
+/// RabbitMQ 4.3.5+ refuses such a binding (matching many `#` costs the
+/// broker time exponential in their number). What the broker does with
+/// it, sent raw, is printed for each version.
+#[tokio::test]
+async fn a_pattern_with_more_than_two_hashes_is_refused_before_the_network() {
+    let err = "#.a.#.b.#".parse::<TopicPattern>().unwrap_err();
+    assert_eq!(err.what, "topic pattern");
+    assert!(err.reason.contains("two '#'"), "{err}");
+    assert!("#.a.#".parse::<TopicPattern>().is_ok());
+    // Sent anyway, through the core, past the check.
+    let client = common::client().await;
+    let x = Exchange::topic(common::unique_name("topic.hashes"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let q = rabbitkit::Queue::temporary()
+        .declare(&client)
+        .await
+        .unwrap();
+    let raw = client
+        .declare(rabbitkit::core::Declaration::Binding(
+            rabbitkit::core::BindingSpec {
+                queue: q.name().into(),
+                exchange: x.name().into(),
+                routing_key: "#.a.#.b.#".into(),
+                arguments: Default::default(),
+            },
+        ))
+        .await;
+    let server = client.server().unwrap();
+    eprintln!(
+        "RabbitMQ {}: binding #.a.#.b.# sent raw: {raw:?}",
+        server.version_text
+    );
+    if server
+        .version
+        .is_some_and(|v| v >= rabbitkit::Version::new(4, 3, 5))
+    {
+        assert!(raw.is_err(), "RabbitMQ {} took it", server.version_text);
+    }
+    client.delete_exchange(x.name()).await.unwrap();
+}

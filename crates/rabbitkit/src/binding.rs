@@ -509,7 +509,9 @@ mod tests {
 
     #[test]
     fn topic_matching_tricky_cases() {
-        let p = |s: &str| TopicPattern::new(s).unwrap();
+        // Built directly: one case has more `#` than a binding may (the
+        // matcher is right for any).
+        let p = |s: &str| TopicPattern(s.to_owned());
         // `#` takes zero or more words, `*` exactly one; "" has no words.
         for (pattern, yes, no) in [
             ("#", &["", "a", "a.b.c"][..], &[][..]),

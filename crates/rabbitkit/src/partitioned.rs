@@ -276,6 +276,19 @@ impl<T> PartitionedQueueBuilder<T> {
         self
     }
 
+    /// How long a partition keeps its active consumer after that
+    /// consumer's node went away before the next one takes over (RabbitMQ
+    /// 4.3+, `x-consumer-disconnected-timeout`; 60 s by default). Measured
+    /// on a real node kill: 2.3 s with 2 s here, 60.3 s with the default.
+    /// Shorter hands a partition over sooner, but also away from a consumer
+    /// only cut off for a moment (which may still be handling a message
+    /// the standby then gets again). See
+    /// [`QueueBuilder::consumer_disconnected_timeout`].
+    pub fn consumer_disconnected_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.template = self.template.consumer_disconnected_timeout(timeout);
+        self
+    }
+
     /// Change anything else about every partition's queue (a delivery
     /// limit, a TTL, ...). It must stay a quorum queue: a partition made
     /// classic, exclusive or a stream is refused by [`build`](Self::build).
@@ -627,6 +640,30 @@ mod tests {
                     b.routing_key.as_str()
                 ),
                 ("orders", q.name.as_str(), "1")
+            );
+        }
+    }
+
+    #[test]
+    fn every_partition_takes_the_disconnected_timeout_and_the_routing_asked_for() {
+        let decls = builder("orders", 2)
+            .consumer_disconnected_timeout(std::time::Duration::from_secs(5))
+            .modulus_hash()
+            .build()
+            .unwrap();
+        assert!(matches!(&decls[0], Declaration::Exchange(x) if x.kind.as_str() == MODULUS_HASH));
+        let partitions: Vec<_> = decls
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::Queue(q) => Some(q),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(partitions.len(), 2);
+        for q in partitions {
+            assert_eq!(
+                q.arguments.inner().get("x-consumer-disconnected-timeout"),
+                Some(&AMQPValue::LongLongInt(5000))
             );
         }
     }

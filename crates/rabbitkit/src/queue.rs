@@ -913,6 +913,76 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_rabbitmq_4_3_refuses_is_refused_before_the_network() {
+        let refused = |b: QueueBuilder, needle: &str| match b.build() {
+            Err(DeclareError::Invalid { reason, .. }) => {
+                assert!(reason.contains(needle), "{reason}")
+            }
+            other => panic!("expected Invalid ({needle}), got {other:?}"),
+        };
+        refused(
+            Queue::durable("q")
+                .classic()
+                .argument("x-queue-mode", AMQPValue::LongString("lazy".into())),
+            "x-queue-mode",
+        );
+        refused(
+            Queue::durable("q")
+                .classic()
+                .argument("x-queue-version", AMQPValue::LongLongInt(1)),
+            "x-queue-version 1",
+        );
+        refused(
+            Queue::durable("q").classic().argument(
+                "x-queue-master-locator",
+                AMQPValue::LongString("min-masters".into()),
+            ),
+            "x-queue-master-locator",
+        );
+        // Version 2 is what 4.3 has: fine.
+        assert!(
+            Queue::durable("q")
+                .classic()
+                .argument("x-queue-version", AMQPValue::LongLongInt(2))
+                .build()
+                .is_ok()
+        );
+        // Consumer timeouts are quorum-queue options on 4.3.
+        let second = Duration::from_secs(1);
+        refused(
+            Queue::durable("q").classic().consumer_timeout(second),
+            "consumer_timeout",
+        );
+        refused(
+            Queue::stream("s").consumer_disconnected_timeout(second),
+            "consumer_disconnected_timeout",
+        );
+        refused(
+            Queue::quorum("q").consumer_timeout(Duration::ZERO),
+            "not between",
+        );
+        let ok = Queue::quorum("q")
+            .consumer_timeout(second)
+            .consumer_disconnected_timeout(second)
+            .single_active_consumer()
+            .build()
+            .unwrap();
+        let args = ok.arguments.inner();
+        assert_eq!(
+            args.get("x-consumer-timeout"),
+            Some(&AMQPValue::LongLongInt(1000))
+        );
+        assert_eq!(
+            args.get("x-consumer-disconnected-timeout"),
+            Some(&AMQPValue::LongLongInt(1000))
+        );
+        assert_eq!(
+            args.get("x-single-active-consumer"),
+            Some(&AMQPValue::Boolean(true))
+        );
+    }
+
+    #[test]
     fn conflicting_options_are_refused_before_the_network() {
         assert!(Queue::quorum("q").exclusive(true).build().is_err());
         assert!(Queue::quorum("q").durable(false).build().is_err());
