@@ -279,7 +279,15 @@ impl RabbitMq {
         self.prepare_root()?;
         let inside = root.join(dir.strip_prefix("/").unwrap_or(dir));
         if is_mount_point(&inside) {
-            return Ok(());
+            if same_dir(dir, &inside) {
+                return Ok(());
+            }
+            // The host directory was deleted and made again (a reset
+            // cluster): the mount still shows the deleted one. Mount the
+            // new one instead.
+            let mut cmd = Command::new("umount");
+            cmd.arg(&inside);
+            run(cmd, SHORT_TIMEOUT)?;
         }
         fs::create_dir_all(&inside)
             .map_err(|e| ClusterError::io(format!("creating {}", inside.display()), e))?;
@@ -415,6 +423,16 @@ fn is_mount_point(path: &Path) -> bool {
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|mount| mount == wanted)
+}
+
+/// Whether `a` and `b` are the same directory (device and inode): a bind
+/// mount of a directory that still exists.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -457,14 +457,10 @@ impl Watch {
         })
     }
 
-    /// Runs `work`, warning once if it is still running after `after`.
-    async fn run<F: Future>(
-        watch: Option<Self>,
-        queue: String,
-        message_id: Option<String>,
-        work: F,
-    ) -> F::Output {
-        let Some(watch) = watch else {
+    /// Runs `work`, warning once (naming the queue and the message id) if
+    /// it is still running after `after`.
+    async fn run<F: Future>(watched: Option<(Self, String, Option<String>)>, work: F) -> F::Output {
+        let Some((watch, queue, message_id)) = watched else {
             return work.await;
         };
         let mut work = std::pin::pin!(work);
@@ -987,9 +983,12 @@ where
             Some(outcome) = running.next(), if !running.is_empty() => report.add(outcome),
             item = consumer.next(), if running.len() < concurrency => match item {
                 Some(Ok(delivery)) => {
-                    let message_id = watch.as_ref().and_then(|_| delivery.message_id().map(str::to_owned));
+                    // What a warning names; nothing is copied without a watch.
+                    let watched = watch.as_ref().map(|w| {
+                        (w.clone(), queue.clone(), delivery.message_id().map(str::to_owned))
+                    });
                     let work = timed(&metrics, traced(delivery, &queue, &mut start), Outcome::error);
-                    let work = Watch::run(watch.clone(), queue.clone(), message_id, work);
+                    let work = Watch::run(watched, work);
                     // Handler panics are caught where they run; this only
                     // keeps a panic in settling from ending the loop.
                     running.push(AssertUnwindSafe(work).catch_unwind().map(|ended| ended.unwrap_or_else(|panic| {
