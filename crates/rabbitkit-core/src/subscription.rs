@@ -289,10 +289,10 @@ pub(crate) async fn pump(
     let Subscription {
         generation,
         channel,
-        consumer,
+        mut consumer,
         acks,
     } = sub;
-    let forwarding = forward(&record, consumer, acks.clone());
+    let forwarding = forward(&record, &mut consumer, acks.clone());
     let dropped = match &acks {
         Some(acks) => tokio::select! {
             biased;
@@ -314,6 +314,11 @@ pub(crate) async fn pump(
         let _ = channel.close(200, "consumer ended".into()).await;
     })
     .await;
+    // Dropped only now: lapin cancels a consumer dropped while its channel
+    // is open (`basic.cancel`), the very race the close avoids (on
+    // RabbitMQ 3.10, deleting a queue right after its consumer's stream
+    // was dropped closed the whole connection: 505, unexpected cancel-ok).
+    drop(consumer);
     if !dropped {
         // Only this subscription is cleared: channel ids start again on
         // every connection, so a newer subscription may have this one's id.
@@ -335,7 +340,7 @@ pub(crate) async fn pump(
 /// The forwarding loop; `true` when the application dropped the stream.
 async fn forward(
     record: &ConsumerRecord,
-    mut consumer: lapin::Consumer,
+    consumer: &mut lapin::Consumer,
     acks: Option<Arc<Acks>>,
 ) -> bool {
     let metrics = crate::metrics::Consume::new(&record.queue());
