@@ -371,7 +371,6 @@ async fn forward(
             Some(Err(_)) | None => break,
         }
     }
-    drop(consumer);
     if record.is_cancelled() {
         // `Consumer::cancel`: deliveries already received are still being
         // handled and acknowledged on this channel (its acks keep being
