@@ -388,3 +388,57 @@ async fn credentials_never_show_and_a_wrong_password_is_an_authentication_error(
     assert!(!shown.contains("guest:guest"), "{shown}");
     assert!(shown.contains("guest:***@"), "{shown}");
 }
+
+/// A stream deleted under a live producer and consumer: the producer's
+/// pending and later sends fail with `StreamNotFound` (not after the
+/// reconnection limit, set here to an hour), the consumer's stream ends
+/// with that error; what was confirmed before was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_fails_the_sends_and_ends_the_consumer_with_stream_not_found() {
+    common::ensure_cluster();
+    let client = stream_options()
+        .reconnect_for(Duration::from_secs(3600))
+        .connect(stream_addrs())
+        .await
+        .unwrap();
+    let stream = new_stream(&client, "sp.deleted").await;
+    let producer = client
+        .producer::<Order>(&stream, "doomed")
+        .build()
+        .await
+        .unwrap();
+    let mut events = producer.events();
+    let mut consumer = client
+        .consumer::<Order>(&stream)
+        .offset(OffsetSpec::First)
+        .build()
+        .await
+        .unwrap();
+    for n in 0..10 {
+        producer.send(&order(n)).await.unwrap();
+    }
+    let got = read(&mut consumer, 10).await;
+    assert_eq!(got[9].body, order(9));
+
+    client.delete_stream(&stream).await.unwrap();
+    // Bounded only so that a hang fails the test instead of the run.
+    let bound = Duration::from_secs(60);
+    let gave_up = common::wait_for_event_of(&mut events, bound, |e| {
+        matches!(e, rabbitkit_stream::StreamEvent::GaveUp { .. })
+    })
+    .await;
+    eprintln!("producer: {gave_up}");
+    let e = tokio::time::timeout(bound, producer.send(&order(10)))
+        .await
+        .expect("a send to a deleted stream fails, it does not hang")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StreamNotFound, "{e}");
+    let end = tokio::time::timeout(bound, consumer.next())
+        .await
+        .expect("the consumer of a deleted stream ends, it does not hang");
+    let e = end.expect("an error first").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StreamNotFound, "{e}");
+    assert!(consumer.next().await.is_none(), "then the stream ends");
+    let e = producer.close().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StreamNotFound, "{e}");
+}

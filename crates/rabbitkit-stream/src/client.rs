@@ -104,7 +104,14 @@ impl StreamSpec {
 
 /// How long a stream missing from the metadata is looked for again before
 /// it counts as missing (when making a producer or consumer).
-const MISSING_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const MISSING_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a stream missing from the metadata is looked for again when a
+/// producer or consumer reconnects, before it counts as deleted: its
+/// pending sends then fail at once instead of after the reconnection
+/// limit. (A node's death never makes a stream missing: only its leader
+/// moves.)
+pub(crate) const DELETED_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest stream name the broker takes (a queue name: 255 bytes).
 const MAX_NAME: usize = 255;
@@ -284,13 +291,14 @@ impl StreamClient {
 
     /// [`connect_to`](Self::connect_to), retried with back-off until the
     /// reconnection limit; errors retrying cannot fix (authentication) end
-    /// it at once. A missing stream is retried too (its leader may be
-    /// being elected); with `missing_is_final`, only for [`MISSING_GRACE`].
+    /// it at once. A missing stream is retried too (it may be missing from
+    /// one node's metadata for a moment), for `missing_grace`: after that
+    /// it is an [`ErrorKind::StreamNotFound`] error.
     pub(crate) async fn connect_with_retry(
         &self,
         stream: &str,
         role: Role,
-        missing_is_final: bool,
+        missing_grace: Duration,
     ) -> Result<(Client, String), Error> {
         let o = &self.inner.options;
         let started = Instant::now();
@@ -302,9 +310,8 @@ impl StreamClient {
                 // A stream just declared through another node may be
                 // missing from this one's metadata for a moment.
                 Err(e)
-                    if missing_is_final
-                        && e.kind() == ErrorKind::StreamNotFound
-                        && started.elapsed() > MISSING_GRACE =>
+                    if e.kind() == ErrorKind::StreamNotFound
+                        && started.elapsed() > missing_grace =>
                 {
                     return Err(e);
                 }

@@ -25,7 +25,7 @@ use rabbitmq_stream_client::types::{
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::client::{Role, StreamClient, check_name, client_error};
+use crate::client::{DELETED_GRACE, MISSING_GRACE, Role, StreamClient, check_name, client_error};
 use crate::error::{BrokerCode, Error, ErrorKind};
 use crate::events::{self, Events, StreamEvent};
 
@@ -153,7 +153,7 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
         }
         let (client, node) = self
             .client
-            .connect_with_retry(&self.stream, Role::Replica, true)
+            .connect_with_retry(&self.stream, Role::Replica, MISSING_GRACE)
             .await?;
         let stored = match &self.name {
             Some(name) => match client.query_offset(name.clone(), &self.stream).await {
@@ -202,7 +202,7 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     (client, node) = shared
                         .client
-                        .connect_with_retry(&shared.stream, Role::Replica, true)
+                        .connect_with_retry(&shared.stream, Role::Replica, MISSING_GRACE)
                         .await?;
                 }
                 Err(e) => {
@@ -225,6 +225,7 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
         Ok(StreamConsumer {
             shared,
             rx,
+            ended: false,
             last: None,
             stop: Some(stop_tx),
             task: Some(task),
@@ -287,10 +288,16 @@ pub struct StreamMessage<T> {
 /// On a connection loss or a node's death the consumer reconnects with
 /// back-off over the endpoints to a replica (or the leader) of the stream
 /// and subscribes again after the last offset it had received: nothing is
-/// skipped and nothing is handed out twice.
+/// skipped and nothing is handed out twice. When it gives up — the stream
+/// was deleted (an [`ErrorKind::StreamNotFound`] error a few seconds
+/// after), or no node took it back within
+/// [`StreamOptions::reconnect_for`](crate::StreamOptions::reconnect_for) —
+/// it yields that error once, then ends (`None`).
 pub struct StreamConsumer<T> {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Item>,
+    /// The consumer gave up (its error was handed out): the stream ends.
+    ended: bool,
     last: Option<u64>,
     stop: Option<oneshot::Sender<Option<u64>>>,
     task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
@@ -346,10 +353,19 @@ impl<T: DeserializeOwned> futures::Stream for StreamConsumer<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
         match this.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            // Only the task's last word is an error (it gave up): the
+            // stream ends after it.
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                this.rx.close();
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Ready(Some(Ok((offset, message)))) => {
                 if let Some(prev) = this.last.replace(offset) {
                     this.shared.processed.store(prev + 1, Ordering::Release);
@@ -584,7 +600,7 @@ async fn run(
         loop {
             let (c, n) = match shared
                 .client
-                .connect_with_retry(&shared.stream, Role::Replica, false)
+                .connect_with_retry(&shared.stream, Role::Replica, DELETED_GRACE)
                 .await
             {
                 Ok(x) => x,

@@ -22,7 +22,7 @@ use rabbitmq_stream_client::types::{Message, MessageResult, ResponseKind};
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
-use crate::client::{Role, StreamClient, check_name, client_error};
+use crate::client::{DELETED_GRACE, MISSING_GRACE, Role, StreamClient, check_name, client_error};
 use crate::error::{Error, ErrorKind};
 use crate::events::{self, Events, StreamEvent};
 
@@ -72,7 +72,7 @@ impl<T: Serialize> ProducerBuilder<T> {
         check_name("producer", &self.name)?;
         let (client, node) = self
             .client
-            .connect_with_retry(&self.stream, Role::Leader, true)
+            .connect_with_retry(&self.stream, Role::Leader, MISSING_GRACE)
             .await?;
         let shared = Arc::new(Shared {
             stream: self.stream,
@@ -121,6 +121,9 @@ impl<T: Serialize> ProducerBuilder<T> {
 ///   itself under the same name and re-sends every unconfirmed message with
 ///   its original id, in order. The broker drops the ids it already has:
 ///   **a confirmed message is stored once**, never twice.
+/// - A stream deleted under the producer fails its waiting and later
+///   sends with [`ErrorKind::StreamNotFound`] (a few seconds after, not
+///   after the reconnection limit).
 /// - Messages are packed into publish frames of up to
 ///   [`StreamOptions::batch_size`](crate::StreamOptions::batch_size)
 ///   messages and never more bytes than the frame size; a message that
@@ -571,7 +574,7 @@ async fn writer(shared: Arc<Shared>, mut client: Client, mut node: String) {
         let (new_client, new_node, generation) = loop {
             let attempt = shared
                 .client
-                .connect_with_retry(&shared.stream, Role::Leader, false)
+                .connect_with_retry(&shared.stream, Role::Leader, DELETED_GRACE)
                 .await;
             let (c, n) = match attempt {
                 Ok(x) => x,
