@@ -122,6 +122,20 @@ impl Streams {
             .expect("query the stored offset")
     }
 
+    /// Appends the number 7 to `hello-stream`: JSON, not text.
+    fn append_a_number(&self) {
+        self.rt.block_on(async {
+            let producer = self
+                .client
+                .producer::<u32>(HELLO, "stream_tutorials_test")
+                .build()
+                .await
+                .expect("a producer");
+            producer.send(&7).await.expect("confirmed");
+            producer.close().await.expect("close");
+        });
+    }
+
     /// The first `count` messages of `stream`: offset and body.
     fn read(&self, stream: &str, count: usize) -> Vec<(u64, String)> {
         self.rt.block_on(async {
@@ -199,6 +213,15 @@ fn stream_protocol_tutorial_programs_work_as_the_book_says() {
     assert!(
         receive
             .expect(" [x] Received 'Hello, World!' at offset 1")
+            .is_empty()
+    );
+    // A body that is not text (a JSON number) is reported on stderr, and
+    // the next message is read.
+    streams.append_a_number();
+    assert_eq!(run("hello_stream_send"), [SENT]);
+    assert!(
+        receive
+            .expect(" [x] Received 'Hello, World!' at offset 3")
             .is_empty()
     );
     receive.interrupt();
