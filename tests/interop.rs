@@ -46,7 +46,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::process::{Program, build_examples, consumer, run};
+use common::process::{Program, build_examples, consumer, python, require_python_module, run};
 
 /// Every example this test runs.
 const EXAMPLES: &[&str] = &[
@@ -74,34 +74,8 @@ const INSTALL_PIKA: &str = "The interop test runs RabbitMQ's official Python tut
      python3 with pika. Run it with `cargo xtask test`, which installs pika into \
      target/python-venv and sets PYTHON, or set PYTHON to an interpreter with pika.";
 
-fn python() -> String {
-    std::env::var("PYTHON")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| "python3".to_string())
-}
-
 fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python")
-}
-
-/// Fails the test, with how to fix it, when python3 or pika is missing.
-fn require_pika() {
-    let python = python();
-    let output = Command::new(&python)
-        .args(["-c", "import pika; print(pika.__version__)"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{python}`: {e}. {INSTALL_PIKA}"));
-    assert!(
-        output.status.success(),
-        "`{python} -c 'import pika'` failed ({}): {}. {INSTALL_PIKA}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    eprintln!(
-        "using {python} with pika {}",
-        String::from_utf8_lossy(&output.stdout).trim()
-    );
 }
 
 /// Starts the official Python program `script` with `args`. `exit_after`:
@@ -277,7 +251,7 @@ type Pair = (&'static str, fn(&str));
 
 #[test]
 fn tutorial_programs_interoperate_with_the_official_python_tutorials() {
-    require_pika();
+    require_python_module("pika", INSTALL_PIKA);
     rabbitkit_test::ensure_cluster();
     build_examples(EXAMPLES);
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");

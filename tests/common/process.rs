@@ -54,6 +54,7 @@ fn newest_shared_source(root: &Path) -> SystemTime {
     for part in [
         "crates/rabbitkit/src",
         "crates/rabbitkit-core/src",
+        "crates/rabbitkit-stream/src",
         "Cargo.toml",
         "Cargo.lock",
     ] {
@@ -293,6 +294,37 @@ impl Drop for Program {
 /// lines.
 pub fn run(name: &str, args: &[&str]) -> Vec<String> {
     Program::start(name, args).succeed()
+}
+
+/// The Python interpreter to run programs with: `PYTHON` (`cargo xtask
+/// test` sets it to its venv, target/python-venv), else `python3`.
+pub fn python() -> String {
+    std::env::var("PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| "python3".to_string())
+}
+
+/// Fails the test, saying `how_to_install`, unless [`python`] imports
+/// `module`; returns the module's version.
+pub fn require_python_module(module: &str, how_to_install: &str) -> String {
+    let python = python();
+    let output = Command::new(&python)
+        .args([
+            "-c",
+            &format!("import {module}; print({module}.__version__)"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{python}`: {e}. {how_to_install}"));
+    assert!(
+        output.status.success(),
+        "`{python} -c 'import {module}'` failed ({}): {}. {how_to_install}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    eprintln!("using {python} with {module} {version}");
+    version
 }
 
 /// Starts the example `name` and waits until it prints `ready`.

@@ -60,11 +60,12 @@ Environment:
   RABBITKIT_CLUSTER_DIR  Where the local cluster keeps its files
                          (default /var/tmp/rabbitkit-cluster).
   RABBITKIT_RABBITMQ     The version, as --rabbitmq.
-  RABBITKIT_NO_INSTALL   test installs nothing (pika, nginx, iptables,
-                         openssl): the tests that need what is missing
-                         are reported as skipped.
-  PYTHON                 The Python (with pika) for the pika tests, instead
-                         of test's own venv, target/python-venv.";
+  RABBITKIT_NO_INSTALL   test installs nothing (pika, rstream, nginx,
+                         iptables, openssl): the tests that need what is
+                         missing are reported as skipped.
+  PYTHON                 The Python (with pika and rstream) for the tests
+                         that run Python programs, instead of test's own
+                         venv, target/python-venv.";
 
 #[derive(Debug, Subcommand)]
 enum Task {
@@ -84,7 +85,8 @@ enum Task {
     /// whole test suite.
     ///
     /// 0. what is missing, installed on first use (as `broker up` installs
-    ///    RabbitMQ): Python with pika (`pika>=1.3,<2`) in a virtual
+    ///    RabbitMQ): Python with pika (`pika>=1.3,<2`) and rstream
+    ///    (`rstream>=1.1,<2`, the stream tutorials' client) in a virtual
     ///    environment of the workspace's own, `target/python-venv`
     ///    (`python3 -m venv`, then pip; never the system's site-packages),
     ///    exported as PYTHON to every step below; with root, `apt-get
@@ -94,8 +96,8 @@ enum Task {
     ///    python3-venv when `python3 -m venv` cannot work. One line says
     ///    what is installed. What cannot be (not root, apt-get or pip
     ///    failed, RABBITKIT_NO_INSTALL set; a PYTHON of your own without
-    ///    pika) is printed with the reason, and the tests that need it are
-    ///    filtered out of the runs below: nextest reports them as skipped
+    ///    pika or rstream) is printed with the reason, and the tests that
+    ///    need it are filtered out of the runs below: nextest reports them as skipped
     ///
     /// 1. `cargo nextest run --workspace --all-targets --no-fail-fast
     ///    -E 'not binary(failover) and not binary(netsplit)' ARGS`
@@ -135,8 +137,8 @@ enum Task {
     /// are filtered out: nextest reports them as skipped; so are the
     /// consistent-hash tests (`partitioned`, the examples' tutorial run)
     /// when the broker's management API (port 15672) says it lacks the
-    /// plugin. Without pika, the three tests that run pika programs are
-    /// skipped the same way; without nginx (and its stream module), the
+    /// plugin. Without pika and rstream, the four tests that run Python
+    /// programs are skipped the same way; without nginx (and its stream module), the
     /// failover tests through nginx (`through_nginx` in their names); without
     /// iptables, the netsplit tests. On RabbitMQ 3.10 (`--rabbitmq 3.10`),
     /// the tests of stream features from 3.11 (names ending `_since_3_11`)
@@ -330,6 +332,7 @@ const NEXTEST_TESTS_FAILED: i32 = 100;
 const STREAM_PROTOCOL_3_10: &[&str] = &[
     "test(/_since_3_11$/)",
     "binary(stream_protocol)",
+    "binary(stream_tutorials)",
     "test(/^stream_protocol_/)",
 ];
 
@@ -599,7 +602,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     }
     let setup = tools::prepare(&needs, &metadata.target_dir);
     if let Some(why) = setup.missing(tools::Need::Pika) {
-        eprintln!("xtask: {why}: the tests that run pika programs are skipped");
+        eprintln!("xtask: {why}: the tests that run Python programs are skipped");
     }
     // Every cargo step below: PYTHON names the venv's interpreter.
     let cargo = |root: &Path| {

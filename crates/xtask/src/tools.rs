@@ -1,6 +1,6 @@
 //! What `cargo xtask test` needs besides Rust and RabbitMQ, installed on
-//! first use as `broker up` installs RabbitMQ: Python with pika in a
-//! virtual environment of the workspace's own (`target/python-venv`), nginx
+//! first use as `broker up` installs RabbitMQ: Python with pika and
+//! rstream in a virtual environment of the workspace's own (`target/python-venv`), nginx
 //! with its stream module, iptables and iproute2, openssl.
 //!
 //! Each is installed only when missing, and only as root (apt-get) or into
@@ -19,6 +19,10 @@ use rabbitkit_test::{LoadBalancer, find_program, is_root};
 /// The pika versions the interop and tracing tests run with.
 pub const PIKA: &str = "pika>=1.3,<2";
 
+/// The rstream versions the stream tutorials' interop test runs with (the
+/// client of RabbitMQ's official Python stream tutorials).
+pub const RSTREAM: &str = "rstream>=1.1,<2";
+
 /// Set (to anything but empty or `0`) to install nothing: what is missing
 /// is reported and the tests that need it are skipped.
 pub const NO_INSTALL_ENV: &str = "RABBITKIT_NO_INSTALL";
@@ -26,11 +30,16 @@ pub const NO_INSTALL_ENV: &str = "RABBITKIT_NO_INSTALL";
 /// The virtual environment, under the workspace's target directory.
 pub const VENV_DIR: &str = "python-venv";
 
-/// The tests that run pika programs: (test binary, test name).
+/// The tests that run Python programs (pika, or rstream for the stream
+/// tutorials): (test binary, test name).
 pub const PIKA_TESTS: &[(&str, &str)] = &[
     (
         "interop",
         "tutorial_programs_interoperate_with_the_official_python_tutorials",
+    ),
+    (
+        "stream_tutorials",
+        "stream_protocol_tutorials_interoperate_with_the_official_python_stream_tutorials",
     ),
     (
         "tracing",
@@ -282,7 +291,7 @@ fn exchange_types(response: &str) -> Result<Vec<String>, String> {
 /// A piece some tests need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// Python with pika: [`PIKA_TESTS`].
+    /// Python with pika and rstream: [`PIKA_TESTS`].
     Pika,
     /// nginx with its stream module: the failover tests [`NGINX_TESTS`].
     Nginx,
@@ -339,7 +348,7 @@ impl Need {
 impl fmt::Display for Need {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Need::Pika => "Python with pika",
+            Need::Pika => "Python with pika and rstream",
             Need::Nginx => "nginx with its stream module",
             Need::Netsplit => "iptables and iproute2",
             Need::Openssl => "openssl",
@@ -350,7 +359,7 @@ impl fmt::Display for Need {
 /// What is on the machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Have {
-    /// The interpreter to use imports pika.
+    /// The interpreter to use imports pika and rstream.
     pub pika: bool,
     pub python3: bool,
     /// `python3` can make a virtual environment (Debian: `python3-venv`).
@@ -497,7 +506,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
         why_not.push((
             Need::Pika,
             format!(
-                "PYTHON={} cannot import pika (unset PYTHON to let xtask make {})",
+                "PYTHON={} cannot import pika and rstream (unset PYTHON to let xtask make {})",
                 python.display(),
                 venv.display()
             ),
@@ -534,11 +543,11 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
     if needs_pip(&have) && why_not.iter().all(|(n, _)| *n != Need::Pika) {
         let outcome = if no_install() {
             Err(format!(
-                "cannot pip install {PIKA}: {NO_INSTALL_ENV} is set"
+                "cannot pip install {PIKA} {RSTREAM}: {NO_INSTALL_ENV} is set"
             ))
         } else {
             eprintln!(
-                "xtask: installing {PIKA} into {} (pip) for the pika tests",
+                "xtask: installing {PIKA} and {RSTREAM} into {} (pip) for the Python tests",
                 venv.display()
             );
             pip_install(&venv)
@@ -564,7 +573,7 @@ pub fn prepare(needs: &[Need], target_dir: &Path) -> Setup {
     }
     if needs.contains(&Need::Pika) && have.pika {
         eprintln!(
-            "xtask: PYTHON={} (pika {}) for the pika tests",
+            "xtask: PYTHON={} ({}) for the Python tests",
             python.display(),
             pika_version(&python).unwrap_or_default()
         );
@@ -619,7 +628,7 @@ fn look(needs: &[Need], python: &Path) -> Have {
     let pika = needs.contains(&Need::Pika);
     let python3 = find_program("python3").is_some();
     Have {
-        pika: pika && succeeds(Command::new(python).args(["-c", "import pika"])),
+        pika: pika && succeeds(Command::new(python).args(["-c", "import pika, rstream"])),
         python3,
         // Debian ships ensurepip in python3-venv.
         venv: pika
@@ -632,9 +641,13 @@ fn look(needs: &[Need], python: &Path) -> Have {
     }
 }
 
+/// `pika 1.3.2, rstream 1.1.1`.
 fn pika_version(python: &Path) -> Option<String> {
     let out = Command::new(python)
-        .args(["-c", "import pika; print(pika.__version__)"])
+        .args([
+            "-c",
+            "import pika, rstream; print(f'pika {pika.__version__}, rstream {rstream.__version__}')",
+        ])
         .output()
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -690,6 +703,7 @@ fn pip_install(venv: &Path) -> Result<(), String> {
         "--timeout",
         "20",
         PIKA,
+        RSTREAM,
     ]))
     .map_err(|e| format!("pip install failed: {e}"))
 }
