@@ -66,12 +66,21 @@ mod client;
 mod consumer;
 mod error;
 mod events;
+mod filter;
+mod names;
 mod options;
 mod producer;
+mod super_stream;
 
 pub use client::{StreamClient, StreamSpec};
 pub use consumer::{ConsumerBuilder, OffsetSpec, StreamConsumer, StreamMessage};
 pub use error::{BrokerCode, Error, ErrorKind};
 pub use events::StreamEvent;
+pub use filter::{ConsumerFilter, FILTER_VALUE_PROPERTY};
 pub use options::{DEFAULT_PORT, Endpoint, StreamOptions, ToEndpoints};
 pub use producer::{Confirm, ProducerBuilder, StreamProducer};
+pub use super_stream::{
+    MAX_PARTITIONS, Routing, SuperConfirm, SuperStreamConsumer, SuperStreamConsumerBuilder,
+    SuperStreamMessage, SuperStreamProducer, SuperStreamProducerBuilder, SuperStreamSpec,
+    hash_partition,
+};

@@ -74,6 +74,14 @@ impl<T: Serialize> ProducerBuilder<T> {
             .client
             .connect_with_retry(&self.stream, Role::Leader, true)
             .await?;
+        let name_guard = match crate::names::NameGuard::take(&self.client, &self.stream, &self.name)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = client.close().await;
+                return Err(e);
+            }
+        };
         let shared = Arc::new(Shared {
             stream: self.stream,
             name: self.name,
@@ -107,6 +115,7 @@ impl<T: Serialize> ProducerBuilder<T> {
         Ok(StreamProducer {
             shared,
             writer: Some(writer),
+            _name_guard: name_guard,
             _t: PhantomData,
         })
     }
@@ -128,11 +137,19 @@ impl<T: Serialize> ProducerBuilder<T> {
 /// - Bodies are encoded as rabbitkit's codec encodes them (a string as
 ///   plain text, everything else as JSON), with the AMQP 1.0 `content-type`.
 ///
-/// Only one live producer should use a name on a stream: two would share
-/// one sequence of ids, and the broker would drop the messages of one.
+/// Only one live producer may use a name on a stream: two would share one
+/// sequence of ids, and the broker would drop the messages of one as
+/// duplicates (and confirm them). Building a second producer of the same
+/// name and stream while the first is open, in the same process, fails with
+/// [`ErrorKind::ProducerNameInUse`]; the name is free again once the first
+/// is closed (or dropped). The broker itself accepts the same name from
+/// two connections, so across processes keeping names unique is the
+/// application's part.
 pub struct StreamProducer<T> {
     shared: Arc<Shared>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    /// Declared after `writer`: the name is freed once the producer is gone.
+    _name_guard: crate::names::NameGuard,
     _t: PhantomData<fn(&T)>,
 }
 
