@@ -1,22 +1,30 @@
-//! Stream filtering (RabbitMQ 3.13+): a producer's filter value per
-//! message, a consumer's filter, and the client-side post-filter.
+//! Stream filtering (RabbitMQ 3.13+): a consumer's filter and the
+//! client-side post-filter.
 //!
 //! The broker keeps a Bloom filter of the filter values of each chunk and
 //! skips the chunks that hold none of the consumer's values. A Bloom filter
 //! has false positives, and a chunk holds messages of many values: the
 //! broker sends whole chunks, so the consumer must drop the messages that do
-//! not match itself. rabbitkit-stream does: the filter value of each message
-//! travels in its AMQP 1.0 application properties under
-//! [`FILTER_VALUE_PROPERTY`] (the header AMQP 0-9-1 publishers set for the
-//! same purpose), and the consumer hands out only the messages whose value
-//! is one of its values (and, with
-//! [`match_unfiltered`](ConsumerFilter::match_unfiltered), those without
-//! one).
+//! not match itself. rabbitkit-stream does, reading each message's value
+//! where the broker keeps it: the `x-stream-filter-value` message
+//! annotation (RabbitMQ 4 puts an AMQP 0-9-1 publisher's `x-` headers there)
+//! or the application property of that name.
+//!
+//! **Who sets the values.** An AMQP 0-9-1 publisher, e.g. rabbitkit's
+//! `queue.send_with(&v, PublishOptions::new().header("x-stream-filter-value", "california"))`:
+//! the broker indexes the header and keeps it with the message. A
+//! rabbitkit-stream producer cannot yet: rabbitmq-stream-client 0.11 keeps
+//! the publish frame's filter value behind a private type (`ClientMessage`),
+//! so its raw client publishes none. A stream-protocol client that puts the
+//! value only in the publish frame (the Java and Python clients do) must
+//! also put it in the message's `x-stream-filter-value` application
+//! property, or the post-filter sees its messages as unfiltered.
 
-use rabbitmq_stream_client::types::{Message, SimpleValue};
+use rabbitmq_stream_client::types::{Message, SimpleValue, Value};
 
-/// The application property that carries a message's filter value, set by
-/// rabbitkit-stream's producers and read by its consumers' post-filter.
+/// The message annotation (or application property) that carries a
+/// message's filter value, read by the consumers' post-filter; also the
+/// AMQP 0-9-1 header that sets it.
 pub const FILTER_VALUE_PROPERTY: &str = "x-stream-filter-value";
 
 /// The filter of a consumer: the filter values it wants.
@@ -84,13 +92,30 @@ pub(crate) fn unsupported() -> crate::Error {
     )
 }
 
-/// The filter value a message carries, if any.
+/// The filter value a message carries, if any: in its message annotations
+/// (where RabbitMQ 4 puts an AMQP 0-9-1 publisher's `x-` headers) or its
+/// application properties (where rabbitkit-stream and older brokers put it).
 pub(crate) fn filter_value(message: &Message) -> Option<&str> {
-    match message
-        .application_properties()?
-        .get(FILTER_VALUE_PROPERTY)?
-    {
+    let annotated = message
+        .message_annotations()
+        .and_then(|a| a.get(FILTER_VALUE_PROPERTY))
+        .and_then(|v| match v {
+            Value::Simple(s) => text(s),
+            _ => None,
+        });
+    annotated.or_else(|| {
+        text(
+            message
+                .application_properties()?
+                .get(FILTER_VALUE_PROPERTY)?,
+        )
+    })
+}
+
+fn text(v: &SimpleValue) -> Option<&str> {
+    match v {
         SimpleValue::String(s) => Some(s.as_str()),
+        SimpleValue::Symbol(s) => Some(s.as_str()),
         // An AMQP 0-9-1 header converted by the broker may be binary.
         SimpleValue::Binary(b) => std::str::from_utf8(b).ok(),
         _ => None,
