@@ -393,14 +393,13 @@ impl<T: Serialize> SuperStreamProducerBuilder<T> {
                 }
             }
         }
-        let (locator, _) = self.client.connect_any().await?;
         Ok(SuperStreamProducer {
             super_stream: self.super_stream,
             partitions,
             producers,
             routing: self.routing,
             routes: Mutex::new(HashMap::new()),
-            locator: tokio::sync::Mutex::new(locator),
+            locator: tokio::sync::Mutex::new(None),
             client: self.client,
         })
     }
@@ -417,8 +416,9 @@ pub struct SuperStreamProducer<T> {
     routing: Routing,
     /// [`Routing::Key`]: the partition indexes of each key asked for.
     routes: Mutex<HashMap<String, Vec<usize>>>,
-    /// The connection the `route` command is sent on.
-    locator: tokio::sync::Mutex<Client>,
+    /// The connection the `route` command is sent on ([`Routing::Key`]),
+    /// opened at the first key.
+    locator: tokio::sync::Mutex<Option<Client>>,
     client: StreamClient,
 }
 
@@ -510,21 +510,27 @@ impl<T: Serialize> SuperStreamProducer<T> {
     /// more on a new one.
     async fn ask_route(&self, key: &str) -> Result<Vec<String>, Error> {
         let mut locator = self.locator.lock().await;
-        for attempt in 0..2 {
-            match locator
+        let mut last = None;
+        for _ in 0..2 {
+            let client = match locator.take() {
+                Some(c) => c,
+                None => self.client.connect_any().await?.0,
+            };
+            match client
                 .route(key.to_owned(), self.super_stream.clone())
                 .await
             {
-                Ok(r) => return Ok(if r.is_ok() { r.streams } else { vec![] }),
-                Err(e) if attempt == 1 => return Err(client_error("route", e)),
-                Err(_) => {
-                    let (c, _) = self.client.connect_any().await?;
-                    let old = std::mem::replace(&mut *locator, c);
-                    let _ = old.close().await;
+                Ok(r) => {
+                    *locator = Some(client);
+                    return Ok(if r.is_ok() { r.streams } else { vec![] });
+                }
+                Err(e) => {
+                    let _ = client.close().await;
+                    last = Some(e);
                 }
             }
         }
-        unreachable!("two attempts")
+        Err(client_error("route", last.expect("two attempts failed")))
     }
 }
 
@@ -554,7 +560,9 @@ impl<T> SuperStreamProducer<T> {
                 first = r;
             }
         }
-        let _ = self.locator.into_inner().close().await;
+        if let Some(c) = self.locator.into_inner() {
+            let _ = c.close().await;
+        }
         first
     }
 }
