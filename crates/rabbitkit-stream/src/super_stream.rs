@@ -191,9 +191,12 @@ pub fn hash_partition(key: &str, partitions: usize) -> usize {
 
 /// The broker's version from its peer properties, as (major, minor).
 async fn broker_version(client: &Client) -> Option<(u32, u32)> {
-    let props = client.server_properties().await;
-    let v = props.get("version")?;
-    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+    parse_version(client.server_properties().await.get("version")?)
+}
+
+/// `"4.3.6"` → `(4, 3)`; `None` for what is not a version.
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.split(['.', '-', '+']).map(|p| p.parse::<u32>().ok());
     Some((it.next()??, it.next()??))
 }
 
@@ -782,6 +785,17 @@ mod tests {
             hash_partition("customer-42", 3),
             hash_partition("customer-42", 3)
         );
+    }
+
+    #[test]
+    fn broker_versions_are_read_from_the_peer_properties_text() {
+        assert_eq!(parse_version("4.3.6"), Some((4, 3)));
+        assert_eq!(parse_version("3.10.7"), Some((3, 10)));
+        assert_eq!(parse_version("3.13.0-rc.1"), Some((3, 13)));
+        assert_eq!(parse_version("4.1+dev"), Some((4, 1)));
+        assert_eq!(parse_version("unknown"), None);
+        // 3.10 < 3.11 < 3.13 as numbers, not as text.
+        assert!((3, 10) < (3, 11) && (3, 11) < (3, 13) && (3, 13) < (4, 0));
     }
 
     #[test]
