@@ -122,12 +122,14 @@ async fn a_super_stream_routes_each_key_to_its_hash_partition_in_order_once_sinc
     );
 
     write(&client, &name, 0, 50).await;
-    let mut consumer = client
-        .super_stream_consumer::<Event>(&name)
-        .offset(OffsetSpec::First)
-        .build()
-        .await
-        .unwrap();
+    let reader = || {
+        client
+            .super_stream_consumer::<Event>(&name)
+            .name("reader")
+            .offset(OffsetSpec::First)
+            .build()
+    };
+    let mut consumer = reader().await.unwrap();
     let mut got = vec![];
     while got.len() < KEYS * 50 {
         got.push(next(&mut consumer).await);
@@ -145,6 +147,24 @@ async fn a_super_stream_routes_each_key_to_its_hash_partition_in_order_once_sinc
     let used: HashSet<_> = got.iter().map(|m| &m.partition).collect();
     assert_eq!(used.len(), 3, "12 keys spread over the 3 partitions");
     // Nothing more.
+    let more = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(more.is_err(), "a message more: {more:?}");
+    // Closed, it stores its offset per partition under its name; started
+    // again, it reads exactly what came since.
+    consumer.close().await.unwrap();
+    write(&client, &name, 50, 5).await;
+    let mut consumer = reader().await.unwrap();
+    let mut since = vec![];
+    while since.len() < KEYS * 5 {
+        since.push(next(&mut consumer).await);
+    }
+    assert!(
+        since.iter().all(|m| m.body.seq >= 50),
+        "read again after a restart: {:?}",
+        since.iter().find(|m| m.body.seq < 50)
+    );
+    got.extend(since);
+    assert_once_in_order(&got, 55);
     let more = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
     assert!(more.is_err(), "a message more: {more:?}");
     consumer.close().await.unwrap();
