@@ -111,11 +111,16 @@ impl<T: Serialize> ProducerBuilder<T> {
             }
         };
         shared.state.lock().expect("state").next_id = seq + 1;
-        let writer = tokio::spawn(writer(shared.clone(), client, node));
+        // The name is held until the writer has drained and closed, not
+        // only until the handle is dropped.
+        let write = writer(shared.clone(), client, node);
+        let writer = tokio::spawn(async move {
+            write.await;
+            drop(name_guard);
+        });
         Ok(StreamProducer {
             shared,
             writer: Some(writer),
-            _name_guard: name_guard,
             _t: PhantomData,
         })
     }
@@ -142,14 +147,13 @@ impl<T: Serialize> ProducerBuilder<T> {
 /// duplicates (and confirm them). Building a second producer of the same
 /// name and stream while the first is open, in the same process, fails with
 /// [`ErrorKind::ProducerNameInUse`]; the name is free again once the first
-/// is closed (or dropped). The broker itself accepts the same name from
-/// two connections, so across processes keeping names unique is the
-/// application's part.
+/// is closed (or, dropped, once it has drained). The broker itself accepts
+/// the same name from two connections (RabbitMQ 4.3: both declarations
+/// succeed and both are told the same last id), so across processes keeping
+/// names unique is the application's part.
 pub struct StreamProducer<T> {
     shared: Arc<Shared>,
     writer: Option<tokio::task::JoinHandle<()>>,
-    /// Declared after `writer`: the name is freed once the producer is gone.
-    _name_guard: crate::names::NameGuard,
     _t: PhantomData<fn(&T)>,
 }
 
