@@ -1,6 +1,6 @@
 //! rabbitkit-stream's super streams, filtering and producer names against
 //! the real cluster (stream protocol, 5552-5554): a super stream declared
-//! once, routing by key (hash as the Java client, or the broker's
+//! once, routing by key (hash as the other stream clients, or the broker's
 //! bindings), order per key, every message once, a single active consumer
 //! standby taking a partition over from the stored offset, consumer
 //! filters with the client-side post-filter, and the bad input of each.
@@ -135,7 +135,7 @@ async fn a_super_stream_routes_each_key_to_its_hash_partition_in_order_once_sinc
         got.push(next(&mut consumer).await);
     }
     assert_once_in_order(&got, 50);
-    // Each key is in the partition the Java client's hash picks.
+    // Each key is in the partition the other stream clients' hash picks.
     for m in &got {
         assert_eq!(
             m.partition,

@@ -16,7 +16,7 @@
 //! rabbitkit-stream producer cannot yet: rabbitmq-stream-client 0.11 keeps
 //! the publish frame's filter value behind a private type (`ClientMessage`),
 //! so its raw client publishes none. A stream-protocol client that puts the
-//! value only in the publish frame (the Java and Python clients do) must
+//! value only in the publish frame (the Java client's extractor does) must
 //! also put it in the message's `x-stream-filter-value` application
 //! property, or the post-filter sees its messages as unfiltered.
 

@@ -64,9 +64,9 @@
 //! A super stream `invoices` of 3 partitions is the streams `invoices-0`,
 //! `invoices-1`, `invoices-2` behind an exchange `invoices`. Each message
 //! goes to the partition of its routing key: by default
-//! ([`Routing::Hash`]) the Java stream client's murmur3 hash of the key
-//! ([`hash_partition`]), so rabbitkit-stream and Java applications agree on
-//! a key's partition; or ([`Routing::Key`]) the partitions the exchange
+//! ([`Routing::Hash`]) the murmur3 hash of the key the Java, .NET, Go and
+//! Rust stream clients use ([`hash_partition`]), so rabbitkit-stream and
+//! their applications agree on a key's partition; or ([`Routing::Key`]) the partitions the exchange
 //! binds to the key. The messages of one key keep their order.
 //!
 //! ```no_run

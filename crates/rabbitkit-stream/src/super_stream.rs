@@ -7,9 +7,10 @@
 //! keys, to `invoices-<key>` by `<key>`. The producer picks a partition per
 //! message from its routing key:
 //! - [`Routing::Hash`] (the default): murmur3 (32-bit, seed 104729) of the
-//!   key's UTF-8 bytes, its low 31 bits modulo the partition count, over the
-//!   partitions in the broker's order: what the Java stream client does, so
-//!   a key lands in the same partition whichever of the two writes it.
+//!   key's UTF-8 bytes as an unsigned number, modulo the partition count,
+//!   over the partitions in the broker's order: what the Java (since 2022,
+//!   `Integer.remainderUnsigned`), .NET, Go and Rust stream clients do, so a
+//!   key lands in the same partition whichever of them writes it.
 //! - [`Routing::Key`]: the partitions the broker's exchange binds to the key
 //!   (asked once per key with the `route` command).
 //!
@@ -45,7 +46,7 @@ use crate::producer::{Confirm, StreamProducer};
 /// a design.
 pub const MAX_PARTITIONS: usize = 1000;
 
-/// The seed of the Java stream client's murmur3 routing.
+/// The seed of the stream clients' murmur3 routing.
 const HASH_SEED: u32 = 104_729;
 
 /// A super stream to declare: its partitions and their retention.
@@ -172,8 +173,8 @@ impl SuperStreamSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Routing {
-    /// murmur3 of the key modulo the partition count, as the Java stream
-    /// client does (see the [module docs](crate#super-streams)).
+    /// murmur3 of the key modulo the partition count, as the Java, .NET, Go
+    /// and Rust stream clients do (see [`hash_partition`]).
     #[default]
     Hash,
     /// The partitions the super stream's exchange binds to the key.
@@ -181,12 +182,14 @@ pub enum Routing {
 }
 
 /// The partition index of `key` among `partitions` partitions with
-/// [`Routing::Hash`]: the Java stream client's
-/// `(murmur3_32(utf8(key), 104729) & 0x7fffffff) % partitions`.
+/// [`Routing::Hash`]: `murmur3_32(utf8(key), seed 104729) % partitions`,
+/// the hash taken as an unsigned 32-bit number, as the Java
+/// (`Integer.remainderUnsigned`, since its fix of September 2022), .NET, Go
+/// and Rust stream clients compute it.
 pub fn hash_partition(key: &str, partitions: usize) -> usize {
     let h = murmur3::murmur3_32(&mut Cursor::new(key.as_bytes()), HASH_SEED)
         .expect("reading from memory");
-    (h & 0x7fff_ffff) as usize % partitions.max(1)
+    (h % partitions.max(1) as u32) as usize
 }
 
 /// The broker's version from its peer properties, as (major, minor).
@@ -770,16 +773,20 @@ mod tests {
     }
 
     #[test]
-    fn hash_routing_takes_the_low_31_bits_as_the_java_client() {
-        for key in ["", "a", "customer-42", "hello", "emea", "ключ"] {
+    fn hash_routing_takes_the_hash_unsigned_as_the_other_clients() {
+        let mut high_bit = 0;
+        for k in 0..100 {
+            let key = format!("customer-{k}");
             let h = murmur3::murmur3_32(&mut Cursor::new(key.as_bytes()), HASH_SEED).unwrap();
+            high_bit += usize::from(h >= 1 << 31);
             for n in 1..=7 {
-                assert_eq!(
-                    hash_partition(key, n),
-                    ((h & 0x7fff_ffff) % n as u32) as usize
-                );
+                // Java's Integer.remainderUnsigned(hash, n), Go's and
+                // .NET's uint32 `%`; not (hash & 0x7fffffff) % n, which
+                // Java used before September 2022.
+                assert_eq!(hash_partition(&key, n), (u64::from(h) % n as u64) as usize);
             }
         }
+        assert!(high_bit > 0, "the keys cover hashes with the top bit set");
         // Stable: a key always goes to the same partition.
         assert_eq!(
             hash_partition("customer-42", 3),
