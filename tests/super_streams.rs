@@ -233,6 +233,93 @@ async fn routing_key_mode_follows_the_bindings_and_refuses_an_unbound_key_since_
     client.delete_super_stream(&name).await.unwrap();
 }
 
+/// The official client's super stream producer (rabbitmq-stream-client,
+/// hash routing: the same murmur3 as the Java, .NET and Go clients) and
+/// rabbitkit-stream put every key in the same partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_written_by_the_official_client_are_in_the_partitions_rabbitkit_picks_since_3_11() {
+    use rabbitmq_stream_client::Environment;
+    use rabbitmq_stream_client::types::{
+        HashRoutingMurmurStrategy, Message, RoutingStrategy, SimpleValue,
+    };
+    fn routing_key(m: &Message) -> String {
+        match m.application_properties().and_then(|p| p.get("key")) {
+            Some(SimpleValue::String(s)) => s.clone(),
+            _ => String::new(),
+        }
+    }
+    let client = stream_client().await;
+    let name = new_super_stream(&client, "ss.interop", 5).await;
+    let partitions = client.super_stream_partitions(&name).await.unwrap();
+    // The official client follows the advertised host, which the local
+    // cluster's nodes resolve to 127.0.0.1.
+    let ep = &client.endpoints()[0];
+    let env = Environment::builder()
+        .host(ep.host())
+        .port(ep.port())
+        .build()
+        .await
+        .unwrap();
+    let mut producer = env
+        .super_stream_producer(RoutingStrategy::HashRoutingStrategy(
+            HashRoutingMurmurStrategy {
+                routing_extractor: &routing_key,
+            },
+        ))
+        .build(&name)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for k in 0..100 {
+        let key = format!("customer-{k}");
+        let msg = Message::builder()
+            .properties()
+            .content_type("text/plain")
+            .message_builder()
+            .application_properties()
+            .insert("key", key.as_str())
+            .message_builder()
+            .body(key.clone().into_bytes())
+            .build();
+        let tx = tx.clone();
+        producer
+            .send(msg, move |r| {
+                let _ = tx.send(r.map(|s| s.confirmed()).unwrap_or(false));
+                async {}
+            })
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        assert!(rx.recv().await.unwrap(), "confirmed by the broker");
+    }
+    producer.close().await.unwrap();
+
+    let mut consumer = client
+        .super_stream_consumer::<String>(&name)
+        .offset(OffsetSpec::First)
+        .build()
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < 100 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("a message within 30 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            m.partition,
+            partitions[hash_partition(&m.body, partitions.len())],
+            "key {}",
+            m.body
+        );
+        assert!(seen.insert(m.body));
+    }
+    consumer.close().await.unwrap();
+    client.delete_super_stream(&name).await.unwrap();
+}
+
 /// Two consumers of one name with single active consumer share the three
 /// partitions; when one closes, the other takes its partitions over after
 /// the offsets it stored: every message once, each key in order.
