@@ -383,6 +383,58 @@ async fn a_standby_takes_over_the_partitions_of_a_closed_consumer_from_its_store
     client.delete_super_stream(&name).await.unwrap();
 }
 
+/// A consumer joining while another reads: the broker moves partitions to
+/// it; the one giving a partition up stores what it processed first, so the
+/// newcomer starts there, not from the first offset: nothing lost, and read
+/// again at most the message each moved partition had handed out last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_joining_takes_partitions_over_after_what_the_other_processed_since_3_11() {
+    let client = stream_client().await;
+    let name = new_super_stream(&client, "ss.rebalance", 3).await;
+    let consumer = || {
+        client
+            .super_stream_consumer::<Event>(&name)
+            .name("ledger")
+            .single_active(true)
+            .offset(OffsetSpec::First)
+            .build()
+    };
+    let mut a = consumer().await.unwrap();
+    write(&client, &name, 0, 30).await;
+    let mut got = vec![];
+    while got.len() < KEYS * 30 {
+        got.push(next(&mut a).await);
+    }
+    // B joins: some partition moves from A to B.
+    let mut b = consumer().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write(&client, &name, 30, 30).await;
+    let mut seen: HashSet<Event> = got.iter().map(|m| m.body.clone()).collect();
+    let (mut from_b, mut again) = (0, vec![]);
+    while seen.len() < KEYS * 60 {
+        let m = tokio::select! {
+            m = next(&mut a) => m,
+            m = next(&mut b) => { from_b += 1; m }
+        };
+        if !seen.insert(m.body.clone()) {
+            again.push(m.body);
+        }
+    }
+    assert!(from_b > 0, "B took no partition over");
+    assert!(
+        again.len() <= 3 && again.iter().all(|e| e.seq == 29),
+        "read again: {again:?} (more than the last message of each moved partition)"
+    );
+    let more = tokio::time::timeout(Duration::from_millis(500), async {
+        tokio::select! { m = a.next() => m, m = b.next() => m }
+    })
+    .await;
+    assert!(more.is_err(), "a message more: {more:?}");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    client.delete_super_stream(&name).await.unwrap();
+}
+
 /// A consumer's filter: the broker skips chunks without its values, and the
 /// post-filter drops the messages of other values in the chunks it sends.
 /// The values are written by AMQP 0-9-1 publishers (rabbitkit's
