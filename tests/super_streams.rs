@@ -522,6 +522,56 @@ async fn a_filtered_consumer_gets_exactly_the_matching_messages_since_3_13() {
     assert_eq!(two.iter().filter(|e| e.key == "none").count(), 5);
     assert_eq!(two.iter().map(|e| e.seq).collect::<HashSet<_>>().len(), 405);
 
+    // A super stream's consumer filters every partition the same way; its
+    // partitions are streams AMQP 0-9-1 publishers can write to.
+    let ss = new_super_stream(&client, "ss.filter", 2).await;
+    for p in client.super_stream_partitions(&ss).await.unwrap() {
+        // As the broker made it (a super stream's partitions are balanced).
+        let q = Queue::stream(&p)
+            .max_age(Duration::from_secs(3600))
+            .argument(
+                "x-queue-leader-locator",
+                rabbitkit::AMQPValue::LongString("balanced".into()),
+            )
+            .declare(&amqp)
+            .await
+            .unwrap();
+        for seq in 0..60u32 {
+            let state = states[seq as usize % 3];
+            let e = Event {
+                key: format!("{p}/{state}"),
+                seq,
+            };
+            q.send_with(
+                &e,
+                PublishOptions::new().header("x-stream-filter-value", state),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let mut c = client
+        .super_stream_consumer::<Event>(&ss)
+        .offset(OffsetSpec::First)
+        .filter(ConsumerFilter::new(["ohio"]))
+        .build()
+        .await
+        .unwrap();
+    let mut got = HashSet::new();
+    while got.len() < 40 {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 40", got.len()))
+            .unwrap()
+            .unwrap();
+        assert!(m.body.key.ends_with("/ohio"), "{:?}", m.body);
+        assert!(got.insert(m.body), "read twice");
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), c.next()).await;
+    assert!(more.is_err(), "a message more: {more:?}");
+    c.close().await.unwrap();
+    client.delete_super_stream(&ss).await.unwrap();
+
     // A filter without values: refused before the network.
     let e = client
         .consumer::<Event>(&name)

@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use crate::client::{StreamClient, StreamSpec, check_name, client_error};
 use crate::consumer::{OffsetSpec, StreamConsumer};
 use crate::error::{Error, ErrorKind};
+use crate::filter::ConsumerFilter;
 use crate::producer::{Confirm, StreamProducer};
 
 /// The most partitions [`SuperStreamSpec`] accepts. Each partition is a
@@ -293,6 +294,7 @@ impl StreamClient {
             single_active: false,
             offset: OffsetSpec::Next,
             store_every: None,
+            filter: None,
             _t: PhantomData,
         }
     }
@@ -582,6 +584,7 @@ pub struct SuperStreamConsumerBuilder<T> {
     single_active: bool,
     offset: OffsetSpec,
     store_every: Option<(u64, Duration)>,
+    filter: Option<ConsumerFilter>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -629,6 +632,13 @@ impl<T: DeserializeOwned> SuperStreamConsumerBuilder<T> {
         self
     }
 
+    /// Only the messages that pass `filter`, on every partition (see
+    /// [`ConsumerBuilder::filter`](crate::ConsumerBuilder::filter)).
+    pub fn filter(mut self, filter: ConsumerFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
     /// Finds the partitions and subscribes to each.
     pub async fn build(self) -> Result<SuperStreamConsumer<T>, Error> {
         let partitions = self
@@ -647,6 +657,9 @@ impl<T: DeserializeOwned> SuperStreamConsumerBuilder<T> {
             }
             if let Some((m, i)) = self.store_every {
                 b = b.store_every(m, i);
+            }
+            if let Some(f) = &self.filter {
+                b = b.filter(f.clone());
             }
             if self.single_active {
                 b.properties
