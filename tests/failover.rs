@@ -1163,7 +1163,6 @@ async fn a_worker_on_a_classic_queue_whose_node_died_resumes_when_the_node_retur
 /// cluster (2026-12-07: a publish timed out after the kill and message 480
 /// was never read), so rabbitkit-stream's failover is not a promise yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rabbitkit-stream failover is not reliable yet (issue 29): failed 1 run of 3"]
 async fn stream_protocol_named_producer_and_consumer_survive_a_sigkill_of_the_leader_node() {
     use rabbitkit_stream::{OffsetSpec, StreamEvent, StreamSpec};
     const TOTAL: u64 = 20_000;

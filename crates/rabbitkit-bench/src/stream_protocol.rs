@@ -14,16 +14,27 @@
 //!   permit (`window` permits), the body's bytes as they are, the
 //!   library's default batch size; `Consumer` read to `n`,
 //!   `String::from_utf8` of each body.
+//!
+//! Then the same with a super stream of 3 partitions: `n` messages over
+//! 100 routing keys (`customer-0..99`, in turn), hash routing.
+//! - rabbitkit-stream: `SuperStreamProducer::publish(key, ..)` (a named
+//!   `StreamProducer` per partition), `SuperStreamConsumer<String>`.
+//! - raw: `SuperStreamProducer` with `HashRoutingMurmurStrategy` (the key in
+//!   an application property its extractor reads; no deduplication: the
+//!   library's super stream producer has no name), a semaphore permit per
+//!   message in flight; `SuperStreamConsumer` read to `n`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
-use rabbitkit_stream::{OffsetSpec, StreamClient, StreamOptions, StreamSpec};
+use rabbitkit_stream::{OffsetSpec, StreamClient, StreamOptions, StreamSpec, SuperStreamSpec};
 use rabbitkit_test::unique_name;
 use rabbitmq_stream_client::Environment;
-use rabbitmq_stream_client::types::{Message, OffsetSpecification};
+use rabbitmq_stream_client::types::{
+    HashRoutingMurmurStrategy, Message, OffsetSpecification, RoutingStrategy, SimpleValue,
+};
 use tokio::sync::Semaphore;
 
 use crate::Ctx;
@@ -49,7 +60,16 @@ pub struct Report {
     pub kit: Row,
     /// raw rabbitmq-stream-client.
     pub raw: Row,
+    /// rabbitkit-stream, a super stream of [`PARTITIONS`] partitions.
+    pub kit_super: Row,
+    /// raw rabbitmq-stream-client, the same super stream.
+    pub raw_super: Row,
 }
+
+/// The super stream rows' partitions.
+pub const PARTITIONS: usize = 3;
+/// The super stream rows' routing keys, used in turn.
+const KEYS: usize = 100;
 
 const STREAM_PORT: u16 = 5552;
 
@@ -174,6 +194,141 @@ async fn raw_round(
     Ok((publish, read))
 }
 
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("customer-{i}")).collect()
+}
+
+async fn kit_super_round(
+    ctx: &Ctx,
+    client: &StreamClient,
+    n: u64,
+    window: usize,
+) -> Result<(Sample, Sample)> {
+    let name = unique_name("bench.ss.kit");
+    client
+        .declare_super_stream(SuperStreamSpec::new(&name, PARTITIONS))
+        .await?;
+    let body = String::from_utf8_lossy(&ctx.body).into_owned();
+    let keys = keys();
+    let producer = client
+        .super_stream_producer::<String>(&name, "bench")
+        .build()
+        .await?;
+    let meter = Meter::start(&ctx.pids);
+    let mut inflight = VecDeque::with_capacity(window);
+    for i in 0..n {
+        inflight.push_back(producer.publish(&keys[i as usize % KEYS], &body).await?);
+        if inflight.len() >= window
+            && let Some(c) = inflight.pop_front()
+        {
+            c.await?;
+        }
+    }
+    for c in inflight {
+        c.await?;
+    }
+    let publish = meter.finish(n);
+    producer.close().await?;
+
+    let mut consumer = client
+        .super_stream_consumer::<String>(&name)
+        .offset(OffsetSpec::First)
+        .build()
+        .await?;
+    let meter = Meter::start(&ctx.pids);
+    let mut read = 0;
+    while read < n {
+        let m = consumer.next().await.ok_or("consumer ended")??;
+        std::hint::black_box(&m.body);
+        read += 1;
+    }
+    let read = meter.finish(read);
+    consumer.close().await?;
+    client.delete_super_stream(&name).await?;
+    Ok((publish, read))
+}
+
+/// The raw producer's routing key: the message's `key` application property.
+fn routing_key(m: &Message) -> String {
+    match m.application_properties().and_then(|p| p.get("key")) {
+        Some(SimpleValue::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+async fn raw_super_round(
+    ctx: &Ctx,
+    client: &StreamClient,
+    env: &Environment,
+    n: u64,
+    window: usize,
+) -> Result<(Sample, Sample)> {
+    let name = unique_name("bench.ss.raw");
+    client
+        .declare_super_stream(SuperStreamSpec::new(&name, PARTITIONS))
+        .await?;
+    let body = String::from_utf8_lossy(&ctx.body).into_owned();
+    let keys = keys();
+    let mut producer = env
+        .super_stream_producer(RoutingStrategy::HashRoutingStrategy(
+            HashRoutingMurmurStrategy {
+                routing_extractor: &routing_key,
+            },
+        ))
+        .build(&name)
+        .await?;
+    let permits = Arc::new(Semaphore::new(window));
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let meter = Meter::start(&ctx.pids);
+    for i in 0..n {
+        permits.acquire().await?.forget();
+        let (permits, confirmed) = (permits.clone(), confirmed.clone());
+        let msg = Message::builder()
+            .application_properties()
+            .insert("key", keys[i as usize % KEYS].as_str())
+            .message_builder()
+            .body(body.as_bytes().to_vec())
+            .build();
+        producer
+            .send(msg, move |r| {
+                if matches!(r, Ok(ref s) if s.confirmed()) {
+                    confirmed.fetch_add(1, Ordering::Relaxed);
+                }
+                permits.add_permits(1);
+                async {}
+            })
+            .await?;
+    }
+    let _all = permits.acquire_many(window as u32).await?;
+    let publish = meter.finish(n);
+    if confirmed.load(Ordering::Relaxed) != n {
+        return Err(format!(
+            "raw super stream: {} of {n} confirmed",
+            confirmed.load(Ordering::Relaxed)
+        )
+        .into());
+    }
+    producer.close().await?;
+
+    let mut consumer = env
+        .super_stream_consumer()
+        .offset(OffsetSpecification::First)
+        .build(&name)
+        .await?;
+    let meter = Meter::start(&ctx.pids);
+    let mut read = 0;
+    while read < n {
+        let d = consumer.next().await.ok_or("consumer ended")??;
+        let s = String::from_utf8(d.message().data().unwrap_or_default().to_vec())?;
+        std::hint::black_box(&s);
+        read += 1;
+    }
+    let read = meter.finish(read);
+    let _ = consumer.handle().close().await;
+    client.delete_super_stream(&name).await?;
+    Ok((publish, read))
+}
+
 /// Runs the scenario `rounds` times, the order of the two clients swapped
 /// every other round.
 pub async fn run(ctx: &Ctx, n: u64, window: usize, rounds: usize) -> Result<Report> {
@@ -188,6 +343,8 @@ pub async fn run(ctx: &Ctx, n: u64, window: usize, rounds: usize) -> Result<Repo
         .await?;
     let mut kit = Row::default();
     let mut raw = Row::default();
+    let mut kit_super = Row::default();
+    let mut raw_super = Row::default();
     for round in 0..rounds {
         for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
             let (label, (p, r)) = if which == 0 {
@@ -213,12 +370,42 @@ pub async fn run(ctx: &Ctx, n: u64, window: usize, rounds: usize) -> Result<Repo
             row.publish.push(p);
             row.read.push(r);
         }
+        for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let (label, (p, r)) = if which == 0 {
+                (
+                    "rabbitkit-stream super stream",
+                    kit_super_round(ctx, &client, n, window).await?,
+                )
+            } else {
+                (
+                    "raw rabbitmq-stream-client super stream",
+                    raw_super_round(ctx, &client, &env, n, window).await?,
+                )
+            };
+            eprintln!(
+                "  stream-protocol [{label}] round {}: publish {:.0}/s ({:.2} µs CPU/msg), read {:.0}/s ({:.2} µs CPU/msg)",
+                round + 1,
+                p.rate(),
+                p.cpu_us(),
+                r.rate(),
+                r.cpu_us()
+            );
+            let row = if which == 0 {
+                &mut kit_super
+            } else {
+                &mut raw_super
+            };
+            row.publish.push(p);
+            row.read.push(r);
+        }
     }
     Ok(Report {
         n,
         window,
         kit,
         raw,
+        kit_super,
+        raw_super,
     })
 }
 
@@ -237,7 +424,10 @@ pub fn render(r: &Report, amqp: Option<(f64, f64)>) -> String {
         out,
         "{} messages published with confirms by one named producer ({} in flight) into a fresh stream, \
          then read from the first offset by one consumer; medians of {rounds} rounds. Client CPU: this \
-         process's CPU time over the phase per message.\n",
+         process's CPU time over the phase per message. The super stream rows: the same into a super \
+         stream of {PARTITIONS} partitions, over {KEYS} routing keys in turn (hash routing), read by \
+         one consumer of every partition (the raw library's super stream producer has no name, so no \
+         deduplication).\n",
         r.n, r.window
     );
     let _ = writeln!(
@@ -255,9 +445,14 @@ pub fn render(r: &Report, amqp: Option<(f64, f64)>) -> String {
     };
     let kit = figures(&r.kit);
     let raw = figures(&r.raw);
+    let kit_super = figures(&r.kit_super);
+    let raw_super = figures(&r.raw_super);
+    let super_label = |who: &str| format!("{who}, super stream of {PARTITIONS} partitions");
     for (label, f) in [
-        ("rabbitkit-stream", kit),
-        ("raw rabbitmq-stream-client", raw),
+        ("rabbitkit-stream".to_owned(), kit),
+        ("raw rabbitmq-stream-client".to_owned(), raw),
+        (super_label("rabbitkit-stream"), kit_super),
+        (super_label("raw rabbitmq-stream-client"), raw_super),
     ] {
         let _ = writeln!(
             out,
@@ -282,6 +477,19 @@ pub fn render(r: &Report, amqp: Option<(f64, f64)>) -> String {
         mark(kit.1 / raw.1 <= 1.1),
         kit.3 / raw.3,
         mark(kit.3 / raw.3 <= 1.1)
+    );
+    let _ = writeln!(
+        out,
+        "- super stream, ≥ 0.9× raw: publish {:.2}× ({}), read {:.2}× ({}); client CPU ≤ 1.1× raw: \
+         publish {:.2}× ({}), read {:.2}× ({})",
+        kit_super.0 / raw_super.0,
+        mark(kit_super.0 / raw_super.0 >= 0.9),
+        kit_super.2 / raw_super.2,
+        mark(kit_super.2 / raw_super.2 >= 0.9),
+        kit_super.1 / raw_super.1,
+        mark(kit_super.1 / raw_super.1 <= 1.1),
+        kit_super.3 / raw_super.3,
+        mark(kit_super.3 / raw_super.3 <= 1.1)
     );
     match amqp {
         Some((p, rd)) => {

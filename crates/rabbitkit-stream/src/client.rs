@@ -366,7 +366,7 @@ impl StreamClient {
     /// Waits (up to 10 s) until every node's metadata names a leader of
     /// `stream`: a stream just created has none for a moment, and a
     /// producer or consumer made then would find no node to connect to.
-    async fn wait_for_leader(&self, stream: &str) {
+    pub(crate) async fn wait_for_leader(&self, stream: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut ready = 0;
         while Instant::now() < deadline && ready < self.inner.endpoints.len() {

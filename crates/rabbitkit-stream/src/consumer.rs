@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::client::{DELETED_GRACE, MISSING_GRACE, Role, StreamClient, check_name, client_error};
 use crate::error::{BrokerCode, Error, ErrorKind};
 use crate::events::{self, Events, StreamEvent};
+use crate::filter::ConsumerFilter;
 
 const SUBSCRIPTION: u8 = 1;
 /// Chunks granted at subscription; one more per chunk handed on. One at a
@@ -79,6 +80,9 @@ pub struct ConsumerBuilder<T> {
     store_every: u64,
     store_interval: Duration,
     single_active: bool,
+    filter: Option<ConsumerFilter>,
+    /// Subscription properties besides the ones above (a super stream's).
+    pub(crate) properties: Vec<(String, String)>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -102,6 +106,8 @@ impl<T> ConsumerBuilder<T> {
             store_every: 1000,
             store_interval: Duration::from_secs(5),
             single_active: false,
+            filter: None,
+            properties: vec![],
             _t: PhantomData,
         }
     }
@@ -139,6 +145,16 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
         self
     }
 
+    /// Only the messages that pass `filter` (RabbitMQ 3.13+): the broker
+    /// skips chunks without any of its values, and the consumer drops the
+    /// other messages of the chunks it gets (see [`ConsumerFilter`]). On a
+    /// broker without filtering, [`build`](Self::build) fails with
+    /// [`ErrorKind::FilteringUnsupported`].
+    pub fn filter(mut self, filter: ConsumerFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
     /// Connects and subscribes. With a name, reads from the offset after
     /// the one stored under it, if any; else from [`offset`](Self::offset).
     pub async fn build(self) -> Result<StreamConsumer<T>, Error> {
@@ -151,10 +167,20 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
                 "a single active consumer needs a name",
             ));
         }
+        if self.filter.as_ref().is_some_and(|f| f.values.is_empty()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a consumer filter needs at least one value",
+            ));
+        }
         let (client, node) = self
             .client
             .connect_with_retry(&self.stream, Role::Replica, MISSING_GRACE)
             .await?;
+        if self.filter.is_some() && !client.filtering_supported() {
+            let _ = client.close().await;
+            return Err(crate::filter::unsupported());
+        }
         let stored = match &self.name {
             Some(name) => match client.query_offset(name.clone(), &self.stream).await {
                 Ok(o) => Some(o),
@@ -177,6 +203,8 @@ impl<T: DeserializeOwned> ConsumerBuilder<T> {
             name: self.name,
             start,
             single_active: self.single_active,
+            filter: self.filter,
+            properties: self.properties,
             store_every: self.store_every,
             store_interval: self.store_interval,
             forwarded: AtomicU64::new(0),
@@ -240,6 +268,8 @@ struct Shared {
     name: Option<String>,
     start: OffsetSpec,
     single_active: bool,
+    filter: Option<ConsumerFilter>,
+    properties: Vec<(String, String)>,
     store_every: u64,
     store_interval: Duration,
     /// The offset after the last one handed to the channel (0: none yet).
@@ -432,6 +462,10 @@ async fn subscribe(
         props.insert("single-active-consumer".to_owned(), "true".to_owned());
         props.insert("name".to_owned(), name.clone());
     }
+    props.extend(shared.properties.iter().cloned());
+    if let Some(f) = &shared.filter {
+        props.extend(f.properties());
+    }
     let res = client
         .subscribe(SUBSCRIPTION, &shared.stream, offset, INITIAL_CREDIT, props)
         .await
@@ -467,7 +501,13 @@ async fn on_message(
                         OffsetSpec::Offset(o) => offset < o,
                         _ => false,
                     };
+                    // The post-filter: a chunk holds messages of other values.
+                    let wanted = shared.filter.as_ref().is_none_or(|f| f.matches(&m));
                     if (next == 0 || offset >= next) && !skip {
+                        if !wanted {
+                            shared.forwarded.store(offset + 1, Ordering::Release);
+                            continue;
+                        }
                         if tx.send(Ok((offset, m))).await.is_err() {
                             return;
                         }
@@ -562,6 +602,9 @@ async fn run(
                         let spec = if active {
                             resume_spec(&shared, &client).await
                         } else {
+                            // Another consumer takes over from the stored
+                            // offset: store what was processed first.
+                            store(&shared, &client, &mut stored, shared.processed.load(Ordering::Acquire)).await;
                             OffsetSpecification::Next
                         };
                         if active && let OffsetSpecification::Offset(o) = spec {

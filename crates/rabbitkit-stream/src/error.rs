@@ -42,6 +42,15 @@ pub enum ErrorKind {
     /// The broker has no stream filtering (RabbitMQ 3.13+ with the
     /// `stream_filtering` feature flag).
     FilteringUnsupported,
+    /// A producer of this name is open on this stream already (in this
+    /// process): two would share one sequence of publishing ids and the
+    /// broker would drop the messages of one as duplicates.
+    ProducerNameInUse,
+    /// The broker has no super streams (RabbitMQ 3.11+ with the stream
+    /// protocol's super stream commands).
+    SuperStreamsUnsupported,
+    /// No partition of the super stream is bound to the routing key.
+    Unroutable,
 }
 
 /// The broker's response codes that rabbitkit-stream reports.

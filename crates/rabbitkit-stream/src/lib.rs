@@ -21,6 +21,12 @@
 //! - **Offsets on the server.** A named [`StreamConsumer`] stores the offset
 //!   of the last processed message every N messages, every T seconds and
 //!   when closed, and resumes after it when started again.
+//! - **Super streams** (see [below](#super-streams)): a partitioned stream
+//!   declared as one [`SuperStreamSpec`], a [`SuperStreamProducer`] routing
+//!   by key, a [`SuperStreamConsumer`] with single active consumer per
+//!   partition.
+//! - **Filtering** (RabbitMQ 3.13+): a consumer's [`ConsumerFilter`], with
+//!   the client-side post-filter the Bloom filter needs.
 //! - **Typed bodies** with rabbitkit's codec (strings as text, anything
 //!   else as JSON), **typed errors** ([`ErrorKind`]), **events**
 //!   ([`StreamEvent`]) and an [`StreamOptions`] builder whose endpoints
@@ -53,12 +59,64 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Super streams
+//!
+//! A super stream `invoices` of 3 partitions is the streams `invoices-0`,
+//! `invoices-1`, `invoices-2` behind an exchange `invoices`. Each message
+//! goes to the partition of its routing key: by default
+//! ([`Routing::Hash`]) the murmur3 hash of the key the Java, .NET, Go and
+//! Rust stream clients use ([`hash_partition`]), so rabbitkit-stream and
+//! their applications agree on a key's partition; or ([`Routing::Key`]) the partitions the exchange
+//! binds to the key. The messages of one key keep their order.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use rabbitkit_stream::{StreamClient, SuperStreamSpec};
+//!
+//! # async fn f(client: StreamClient) -> Result<(), rabbitkit_stream::Error> {
+//! client.declare_super_stream(SuperStreamSpec::new("invoices", 3)).await?;
+//! let producer = client
+//!     .super_stream_producer::<String>("invoices", "billing")
+//!     .build()
+//!     .await?;
+//! producer.send("customer-42", &"invoice 1".to_string()).await?;
+//!
+//! // Consumers named "accounting" share the partitions, one active per
+//! // partition; when one closes, another takes its partitions over.
+//! let mut consumer = client
+//!     .super_stream_consumer::<String>("invoices")
+//!     .name("accounting")
+//!     .single_active(true)
+//!     .build()
+//!     .await?;
+//! while let Some(msg) = consumer.next().await {
+//!     let msg = msg?;
+//!     println!("{} from {} at {}", msg.body, msg.partition, msg.offset);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Bad input is refused with an [`ErrorKind`]: no partition or more than
+//! [`MAX_PARTITIONS`], a repeated binding key or a name over 255 bytes
+//! (`InvalidInput`, before the network); a super stream that exists with
+//! other partitions (`Refused`); a key no partition is bound to
+//! (`Unroutable`, nothing sent); a producer name open twice on a stream in
+//! one process (`ProducerNameInUse`: the broker would accept it and drop
+//! one producer's messages as duplicates); a filter on a broker without
+//! filtering (`FilteringUnsupported`, from the command versions the broker
+//! announces); super streams on a broker before 3.11/3.13
+//! (`SuperStreamsUnsupported`, from its version).
+//!
 //! ## Layout
 //! - `options.rs` — [`StreamOptions`], [`Endpoint`] (redacted), [`ToEndpoints`].
 //! - `client.rs` — [`StreamClient`]: declarations, and the one place that
 //!   connects to a node and locates a stream's leader or replicas.
 //! - `producer.rs` — [`StreamProducer`]: ids, batching, confirms, re-sends.
 //! - `consumer.rs` — [`StreamConsumer`]: offsets, storage, single active consumer.
+//! - `super_stream.rs` — [`SuperStreamSpec`], [`SuperStreamProducer`] and its
+//!   [`Routing`], [`SuperStreamConsumer`].
+//! - `filter.rs` — [`ConsumerFilter`] and the post-filter.
+//! - `names.rs` — the producer names open in this process.
 //! - `events.rs`, `error.rs` — [`StreamEvent`], [`Error`] and [`ErrorKind`].
 #![deny(missing_docs)]
 
@@ -66,12 +124,21 @@ mod client;
 mod consumer;
 mod error;
 mod events;
+mod filter;
+mod names;
 mod options;
 mod producer;
+mod super_stream;
 
 pub use client::{StreamClient, StreamSpec};
 pub use consumer::{ConsumerBuilder, OffsetSpec, StreamConsumer, StreamMessage};
 pub use error::{BrokerCode, Error, ErrorKind};
 pub use events::StreamEvent;
+pub use filter::{ConsumerFilter, FILTER_VALUE_PROPERTY};
 pub use options::{DEFAULT_PORT, Endpoint, StreamOptions, ToEndpoints};
 pub use producer::{Confirm, ProducerBuilder, StreamProducer};
+pub use super_stream::{
+    MAX_PARTITIONS, Routing, SuperConfirm, SuperStreamConsumer, SuperStreamConsumerBuilder,
+    SuperStreamMessage, SuperStreamProducer, SuperStreamProducerBuilder, SuperStreamSpec,
+    hash_partition,
+};

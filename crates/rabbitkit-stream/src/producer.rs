@@ -74,6 +74,14 @@ impl<T: Serialize> ProducerBuilder<T> {
             .client
             .connect_with_retry(&self.stream, Role::Leader, MISSING_GRACE)
             .await?;
+        let name_guard = match crate::names::NameGuard::take(&self.client, &self.stream, &self.name)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = client.close().await;
+                return Err(e);
+            }
+        };
         let shared = Arc::new(Shared {
             stream: self.stream,
             name: self.name,
@@ -103,7 +111,13 @@ impl<T: Serialize> ProducerBuilder<T> {
             }
         };
         shared.state.lock().expect("state").next_id = seq + 1;
-        let writer = tokio::spawn(writer(shared.clone(), client, node));
+        // The name is held until the writer has drained and closed, not
+        // only until the handle is dropped.
+        let write = writer(shared.clone(), client, node);
+        let writer = tokio::spawn(async move {
+            write.await;
+            drop(name_guard);
+        });
         Ok(StreamProducer {
             shared,
             writer: Some(writer),
@@ -131,8 +145,15 @@ impl<T: Serialize> ProducerBuilder<T> {
 /// - Bodies are encoded as rabbitkit's codec encodes them (a string as
 ///   plain text, everything else as JSON), with the AMQP 1.0 `content-type`.
 ///
-/// Only one live producer should use a name on a stream: two would share
-/// one sequence of ids, and the broker would drop the messages of one.
+/// Only one live producer may use a name on a stream: two would share one
+/// sequence of ids, and the broker would drop the messages of one as
+/// duplicates (and confirm them). Building a second producer of the same
+/// name and stream while the first is open, in the same process, fails with
+/// [`ErrorKind::ProducerNameInUse`]; the name is free again once the first
+/// is closed (or, dropped, once it has drained). The broker itself accepts
+/// the same name from two connections (RabbitMQ 4.3: both declarations
+/// succeed and both are told the same last id), so across processes keeping
+/// names unique is the application's part.
 pub struct StreamProducer<T> {
     shared: Arc<Shared>,
     writer: Option<tokio::task::JoinHandle<()>>,
