@@ -442,3 +442,58 @@ async fn a_deleted_stream_fails_the_sends_and_ends_the_consumer_with_stream_not_
     let e = producer.close().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::StreamNotFound, "{e}");
 }
+
+/// What the broker lacks is a typed error before anything is sent: super
+/// streams need RabbitMQ 3.13 (their declaration over the stream protocol),
+/// filters 3.13 too. On an older broker (3.10 in `cargo xtask test
+/// --rabbitmq 3.10`) the errors; on a newer one (4.3) the same calls work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_older_broker_lacks_is_a_typed_error_and_creates_nothing() {
+    use rabbitkit_stream::{ConsumerFilter, SuperStreamSpec};
+    let amqp = common::client().await;
+    let version = amqp.server_version().expect("identified");
+    let new_enough = version.at_least(3, 13);
+    eprintln!("broker {version:?}: super streams and filters expected: {new_enough}");
+    let client = stream_client().await;
+    let name = common::unique_name("sp.older");
+    let declared = client
+        .declare_super_stream(SuperStreamSpec::new(&name, 2))
+        .await;
+    let stream = new_stream(&client, "sp.older.filter").await;
+    let filtered = client
+        .consumer::<Order>(&stream)
+        .offset(OffsetSpec::First)
+        .filter(ConsumerFilter::new(["eu"]))
+        .build()
+        .await;
+    let filtering = client
+        .producer::<Order>(&stream, "filtering")
+        .filter_value(|o: &Order| Some(o.item.clone()))
+        .build()
+        .await;
+    if new_enough {
+        filtering
+            .expect("filter values on 3.13+")
+            .close()
+            .await
+            .unwrap();
+        declared.expect("super streams on 3.13+");
+        filtered.expect("filters on 3.13+").close().await.unwrap();
+        client.delete_super_stream(&name).await.unwrap();
+    } else {
+        let e = declared.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::SuperStreamsUnsupported, "{e}");
+        // Nothing was created: no partition stream exists.
+        let e = client
+            .consumer::<Order>(&format!("{name}-0"))
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StreamNotFound, "{e}");
+        let e = filtered.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FilteringUnsupported, "{e}");
+        let e = filtering.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FilteringUnsupported, "{e}");
+    }
+    client.delete_stream(&stream).await.unwrap();
+}

@@ -25,7 +25,7 @@
 //! xtask test` installs it into target/python-venv and sets `PYTHON`; the
 //! interop test fails without it (xtask reports it as skipped when it
 //! cannot install it). Every test name starts with `stream_protocol_`:
-//! RabbitMQ 3.10's stream listener refuses rabbitkit-stream, and xtask
+//! RabbitMQ 3.10's stream listener refused rabbitkit-stream, and xtask
 //! skips them there.
 
 mod common;

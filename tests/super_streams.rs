@@ -5,10 +5,11 @@
 //! standby taking a partition over from the stored offset, consumer
 //! filters with the client-side post-filter, and the bad input of each.
 //!
-//! Super streams and single active consumer arrived in RabbitMQ 3.11 (their
-//! declaration over the stream protocol in 3.13) and filtering in 3.13:
-//! `cargo xtask test --rabbitmq 3.10` skips this binary with the other
-//! stream-protocol ones (3.10's stream listener is not supported).
+//! Super streams and single active consumer arrived in RabbitMQ 3.11, their
+//! declaration over the stream protocol and filtering in 3.13: every test
+//! here declares a super stream, so every name ends `_since_3_13`, and
+//! `cargo xtask test --rabbitmq 3.10` skips them (and this binary). What
+//! 3.10 answers instead is tested in `stream_protocol.rs`.
 
 mod common;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rabbitkit_stream::{
-    ConsumerFilter, ErrorKind, OffsetSpec, Routing, StreamClient, SuperStreamConsumer,
+    ConsumerFilter, ErrorKind, OffsetSpec, Routing, StreamClient, StreamSpec, SuperStreamConsumer,
     SuperStreamMessage, SuperStreamSpec, hash_partition,
 };
 use serde::{Deserialize, Serialize};
@@ -98,7 +99,7 @@ fn assert_once_in_order(got: &[SuperStreamMessage<Event>], per_key: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_super_stream_routes_each_key_to_its_hash_partition_in_order_once_since_3_11() {
+async fn a_super_stream_routes_each_key_to_its_hash_partition_in_order_once_since_3_13() {
     let client = stream_client().await;
     let name = new_super_stream(&client, "ss.hash", 3).await;
     // Declared again: a no-op; with other partitions: refused.
@@ -177,7 +178,7 @@ async fn a_super_stream_routes_each_key_to_its_hash_partition_in_order_once_sinc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routing_key_mode_follows_the_bindings_and_refuses_an_unbound_key_since_3_11() {
+async fn routing_key_mode_follows_the_bindings_and_refuses_an_unbound_key_since_3_13() {
     let client = stream_client().await;
     let name = common::unique_name("ss.keys");
     client
@@ -237,7 +238,7 @@ async fn routing_key_mode_follows_the_bindings_and_refuses_an_unbound_key_since_
 /// hash routing: the same murmur3 as the Java, .NET and Go clients) and
 /// rabbitkit-stream put every key in the same partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_written_by_the_official_client_are_in_the_partitions_rabbitkit_picks_since_3_11() {
+async fn keys_written_by_the_official_client_are_in_the_partitions_rabbitkit_picks_since_3_13() {
     use rabbitmq_stream_client::Environment;
     use rabbitmq_stream_client::types::{
         HashRoutingMurmurStrategy, Message, RoutingStrategy, SimpleValue,
@@ -324,7 +325,7 @@ async fn keys_written_by_the_official_client_are_in_the_partitions_rabbitkit_pic
 /// partitions; when one closes, the other takes its partitions over after
 /// the offsets it stored: every message once, each key in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_the_partitions_of_a_closed_consumer_from_its_stored_offset_since_3_11()
+async fn a_standby_takes_over_the_partitions_of_a_closed_consumer_from_its_stored_offset_since_3_13()
  {
     let client = stream_client().await;
     let name = new_super_stream(&client, "ss.sac", 3).await;
@@ -388,7 +389,7 @@ async fn a_standby_takes_over_the_partitions_of_a_closed_consumer_from_its_store
 /// newcomer starts there, not from the first offset: nothing lost, and read
 /// again at most the message each moved partition had handed out last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_joining_takes_partitions_over_after_what_the_other_processed_since_3_11() {
+async fn a_consumer_joining_takes_partitions_over_after_what_the_other_processed_since_3_13() {
     let client = stream_client().await;
     let name = new_super_stream(&client, "ss.rebalance", 3).await;
     let consumer = || {
@@ -584,7 +585,7 @@ async fn a_filtered_consumer_gets_exactly_the_matching_messages_since_3_13() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_to_super_streams_and_producer_names_is_a_typed_error_nothing_lost_since_3_11() {
+async fn bad_input_to_super_streams_and_producer_names_is_a_typed_error_nothing_lost_since_3_13() {
     let client = stream_client().await;
     // Partition counts the broker would refuse or that are surely a typo,
     // and names too long for the broker: refused before the network.
@@ -685,4 +686,69 @@ async fn bad_input_to_super_streams_and_producer_names_is_a_typed_error_nothing_
     assert!(more.is_err(), "a message more: {more:?}");
     consumer.close().await.unwrap();
     client.delete_super_stream(&name).await.unwrap();
+}
+
+/// A rabbitkit-stream producer's filter values (publish version 2): a
+/// consumer filtered on one value reads exactly the messages with it, in
+/// order; one that also matches unfiltered messages reads those too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_filter_values_reach_exactly_the_matching_consumer_since_3_13() {
+    let client = stream_client().await;
+    let name = common::unique_name("ss.filter.producer");
+    client
+        .declare_stream(StreamSpec::new(&name).max_age(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let producer = client
+        .producer::<Event>(&name, "filtering-writer")
+        .filter_value(|e: &Event| (e.key != "none").then(|| e.key.clone()))
+        .build()
+        .await
+        .unwrap();
+    let states = ["california", "texas", "ohio", "none"];
+    let events: Vec<Event> = (0..400u32)
+        .map(|seq| Event {
+            key: states[seq as usize % 4].to_owned(),
+            seq,
+        })
+        .collect();
+    for chunk in events.chunks(50) {
+        producer.send_batch(chunk).await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    for (filter, keys) in [
+        (ConsumerFilter::new(["texas"]), &["texas"][..]),
+        (
+            ConsumerFilter::new(["ohio"]).match_unfiltered(true),
+            &["ohio", "none"][..],
+        ),
+    ] {
+        let want: Vec<u32> = events
+            .iter()
+            .filter(|e| keys.contains(&e.key.as_str()))
+            .map(|e| e.seq)
+            .collect();
+        let mut c = client
+            .consumer::<Event>(&name)
+            .offset(OffsetSpec::First)
+            .filter(filter)
+            .build()
+            .await
+            .unwrap();
+        let mut got = vec![];
+        while got.len() < want.len() {
+            let m = tokio::time::timeout(Duration::from_secs(30), c.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {}", got.len(), want.len()))
+                .unwrap()
+                .unwrap();
+            got.push(m.body.seq);
+        }
+        let more = tokio::time::timeout(Duration::from_millis(500), c.next()).await;
+        assert!(more.is_err(), "a message more: {more:?}");
+        assert_eq!(got, want, "exactly {keys:?}, in order");
+        c.close().await.unwrap();
+    }
+    client.delete_stream(&name).await.unwrap();
 }

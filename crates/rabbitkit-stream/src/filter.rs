@@ -10,14 +10,15 @@
 //! annotation (RabbitMQ 4 puts an AMQP 0-9-1 publisher's `x-` headers there)
 //! or the application property of that name.
 //!
-//! **Who sets the values.** An AMQP 0-9-1 publisher, e.g. rabbitkit's
+//! **Who sets the values.** A rabbitkit-stream producer,
+//! [`ProducerBuilder::filter_value`](crate::ProducerBuilder::filter_value):
+//! the value goes in the publish frame (for the Bloom filter) and in the
+//! message's `x-stream-filter-value` application property (for the
+//! post-filter). Or an AMQP 0-9-1 publisher, e.g. rabbitkit's
 //! `queue.send_with(&v, PublishOptions::new().header("x-stream-filter-value", "california"))`:
 //! the broker indexes the header and keeps it with the message. A
-//! rabbitkit-stream producer cannot yet: rabbitmq-stream-client 0.11 keeps
-//! the publish frame's filter value behind a private type (`ClientMessage`),
-//! so its raw client publishes none. A stream-protocol client that puts the
-//! value only in the publish frame (the Java client's extractor does) must
-//! also put it in the message's `x-stream-filter-value` application
+//! stream-protocol client that puts the value only in the publish frame
+//! (the Java client's extractor does) must also put it in that application
 //! property, or the post-filter sees its messages as unfiltered.
 
 use rabbitmq_stream_client::types::{Message, SimpleValue, Value};

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use rabbitmq_stream_client::Client;
 use rabbitmq_stream_client::types::{Message, MessageResult, ResponseKind};
+use rabbitmq_stream_client::{Client, ClientMessage};
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
@@ -39,8 +39,12 @@ pub struct ProducerBuilder<T> {
     client: StreamClient,
     stream: String,
     name: String,
+    filter_value: Option<FilterValue<T>>,
     _t: PhantomData<fn(&T)>,
 }
+
+/// How a producer gets a message's filter value.
+pub(crate) type FilterValue<T> = Arc<dyn Fn(&T) -> Option<String> + Send + Sync>;
 
 impl<T> std::fmt::Debug for ProducerBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,8 +61,41 @@ impl<T> ProducerBuilder<T> {
             client,
             stream: stream.to_owned(),
             name: name.to_owned(),
+            filter_value: None,
             _t: PhantomData,
         }
+    }
+
+    /// Gives every message the filter value `f` returns for it (RabbitMQ
+    /// 3.13+): the broker keeps a Bloom filter of each chunk's values, and
+    /// a consumer with a [`ConsumerFilter`](crate::ConsumerFilter) is sent
+    /// only the chunks that may hold its values (it drops the rest of a
+    /// chunk itself). `None` leaves a message without a value. On a broker
+    /// without filtering, [`build`](Self::build) is an
+    /// [`ErrorKind::FilteringUnsupported`] error.
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Serialize)] struct Order { region: String }
+    /// # async fn f(client: rabbitkit_stream::StreamClient) -> Result<(), rabbitkit_stream::Error> {
+    /// let producer = client
+    ///     .producer::<Order>("orders", "order-writer")
+    ///     .filter_value(|order| Some(order.region.clone()))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn filter_value(
+        mut self,
+        f: impl Fn(&T) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.filter_value = Some(Arc::new(f));
+        self
+    }
+
+    /// The same, shared (a super stream's producers of every partition).
+    pub(crate) fn shared_filter_value(mut self, f: Option<FilterValue<T>>) -> Self {
+        self.filter_value = f;
+        self
     }
 }
 
@@ -74,6 +111,10 @@ impl<T: Serialize> ProducerBuilder<T> {
             .client
             .connect_with_retry(&self.stream, Role::Leader, MISSING_GRACE)
             .await?;
+        if self.filter_value.is_some() && !client.filtering_supported() {
+            let _ = client.close().await;
+            return Err(crate::filter::unsupported());
+        }
         let name_guard = match crate::names::NameGuard::take(&self.client, &self.stream, &self.name)
         {
             Ok(g) => g,
@@ -98,6 +139,7 @@ impl<T: Serialize> ProducerBuilder<T> {
             wake: Notify::new(),
             events: events::channel(),
             frame_limit: 0,
+            publish_version: if self.filter_value.is_some() { 2 } else { 1 },
         });
         let mut shared = shared;
         Arc::get_mut(&mut shared)
@@ -121,6 +163,7 @@ impl<T: Serialize> ProducerBuilder<T> {
         Ok(StreamProducer {
             shared,
             writer: Some(writer),
+            filter_value: self.filter_value,
             _t: PhantomData,
         })
     }
@@ -157,6 +200,7 @@ impl<T: Serialize> ProducerBuilder<T> {
 pub struct StreamProducer<T> {
     shared: Arc<Shared>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    filter_value: Option<FilterValue<T>>,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -178,6 +222,9 @@ struct Shared {
     wake: Notify,
     events: Events,
     frame_limit: usize,
+    /// 2 when messages carry filter values (the publish command's version
+    /// with them), else 1.
+    publish_version: u16,
 }
 
 struct State {
@@ -196,6 +243,7 @@ struct State {
 
 struct Pending {
     message: Message,
+    filter: Option<String>,
     size: usize,
     done: Option<oneshot::Sender<Result<(), Error>>>,
 }
@@ -305,7 +353,9 @@ impl<T: Serialize> StreamProducer<T> {
     fn encode(&self, value: &T) -> Result<Encoded, Error> {
         let (body, props) = rabbitkit::codec::encode(value, false)
             .map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))?;
-        let size = body.len() + MESSAGE_OVERHEAD;
+        let filter = self.filter_value.as_ref().and_then(|f| f(value));
+        // The value goes twice: in the publish frame and in the message.
+        let size = body.len() + MESSAGE_OVERHEAD + filter.as_ref().map_or(0, |f| 64 + 2 * f.len());
         if size > self.shared.frame_limit {
             return Err(Error::new(
                 ErrorKind::TooLarge {
@@ -322,7 +372,12 @@ impl<T: Serialize> StreamProducer<T> {
             .content_type()
             .as_ref()
             .is_some_and(|c| c.as_str() == rabbitkit::codec::TEXT);
-        Ok(Encoded { body, text, size })
+        Ok(Encoded {
+            body,
+            text,
+            size,
+            filter,
+        })
     }
 
     fn enqueue(&self, values: &[T]) -> Result<Vec<oneshot::Receiver<Result<(), Error>>>, Error> {
@@ -339,7 +394,13 @@ impl<T: Serialize> StreamProducer<T> {
             if st.closing {
                 return Err(Error::new(ErrorKind::Closed, "the producer is closing"));
             }
-            for Encoded { body, text, size } in encoded {
+            for Encoded {
+                body,
+                text,
+                size,
+                filter,
+            } in encoded
+            {
                 let id = st.next_id;
                 st.next_id += 1;
                 let (tx, rx) = oneshot::channel();
@@ -348,17 +409,24 @@ impl<T: Serialize> StreamProducer<T> {
                 } else {
                     rabbitkit::codec::JSON
                 };
-                let message = Message::builder()
+                let mut builder = Message::builder()
                     .properties()
                     .content_type(content_type)
-                    .message_builder()
-                    .body(body)
-                    .publishing_id(id)
-                    .build();
+                    .message_builder();
+                // The value is in the chunk's Bloom filter only; consumers
+                // post-filter on this copy in the message.
+                if let Some(value) = &filter {
+                    builder = builder
+                        .application_properties()
+                        .insert(crate::FILTER_VALUE_PROPERTY, value.as_str())
+                        .message_builder();
+                }
+                let message = builder.body(body).publishing_id(id).build();
                 st.unconfirmed.insert(
                     id,
                     Pending {
                         message,
+                        filter,
                         size,
                         done: Some(tx),
                     },
@@ -376,6 +444,7 @@ struct Encoded {
     body: Vec<u8>,
     text: bool,
     size: usize,
+    filter: Option<String>,
 }
 
 impl<T> StreamProducer<T> {
@@ -502,7 +571,7 @@ fn on_message(shared: &Shared, generation: u64, item: MessageResult) {
 }
 
 enum Next {
-    Write(Vec<Message>),
+    Write(Vec<ClientMessage>),
     Broken(String),
     Wait,
     Done,
@@ -532,7 +601,7 @@ fn next_batch(shared: &Shared, batch_size: usize) -> Next {
             break;
         }
         bytes += p.size;
-        batch.push(p.message.clone());
+        batch.push(ClientMessage::new(id, p.message.clone(), p.filter.clone()));
         st.outbox.pop_front();
     }
     Next::Write(batch)
@@ -550,7 +619,10 @@ async fn writer(shared: Arc<Shared>, mut client: Client, mut node: String) {
             }
             match next_batch(&shared, options.batch_size) {
                 Next::Write(batch) => {
-                    if let Err(e) = client.publish(PUBLISHER_ID, batch, 1).await {
+                    if let Err(e) = client
+                        .publish(PUBLISHER_ID, batch, shared.publish_version)
+                        .await
+                    {
                         break format!("publish failed: {e}");
                     }
                 }

@@ -280,6 +280,7 @@ impl StreamClient {
             super_stream: super_stream.to_owned(),
             name: name.to_owned(),
             routing: Routing::Hash,
+            filter_value: None,
             _t: PhantomData,
         }
     }
@@ -361,6 +362,7 @@ pub struct SuperStreamProducerBuilder<T> {
     super_stream: String,
     name: String,
     routing: Routing,
+    filter_value: Option<crate::producer::FilterValue<T>>,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -381,6 +383,16 @@ impl<T: Serialize> SuperStreamProducerBuilder<T> {
         self
     }
 
+    /// Gives every message the filter value `f` returns for it, in every
+    /// partition (see [`ProducerBuilder::filter_value`](crate::ProducerBuilder::filter_value)).
+    pub fn filter_value(
+        mut self,
+        f: impl Fn(&T) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.filter_value = Some(std::sync::Arc::new(f));
+        self
+    }
+
     /// Finds the partitions and makes a [`StreamProducer`] on each under
     /// the producer's name.
     pub async fn build(self) -> Result<SuperStreamProducer<T>, Error> {
@@ -391,7 +403,11 @@ impl<T: Serialize> SuperStreamProducerBuilder<T> {
             .await?;
         let mut producers = Vec::with_capacity(partitions.len());
         for p in &partitions {
-            match self.client.producer::<T>(p, &self.name).build().await {
+            let builder = self
+                .client
+                .producer::<T>(p, &self.name)
+                .shared_filter_value(self.filter_value.clone());
+            match builder.build().await {
                 Ok(producer) => producers.push(producer),
                 Err(e) => {
                     for producer in producers {

@@ -142,8 +142,7 @@ enum Task {
     /// failover tests through nginx (`through_nginx` in their names); without
     /// iptables, the netsplit tests. On RabbitMQ 3.10 (`--rabbitmq 3.10`),
     /// the tests of stream features from 3.11 and 3.13 (names ending
-    /// `_since_3_11`, `_since_3_13`) and rabbitkit-stream's (not supported on
-    /// 3.10 yet; its super stream and filter tests in `super_streams`).
+    /// `_since_3_11`, `_since_3_13`, and the `super_streams` binary).
     Test(PassOn),
     /// Bring the cluster up, then `cargo run --quiet --example demo -- [ARGS]`.
     Demo(PassOn),
@@ -328,16 +327,13 @@ impl NodeArg {
 const NEXTEST_TESTS_FAILED: i32 = 100;
 
 /// What `cargo xtask test --rabbitmq 3.10` filters out (nextest reports
-/// it skipped): stream features from 3.11 and 3.13 (filtering), and
-/// rabbitkit-stream (its super streams and filters too), whose connection
-/// 3.10's stream listener closes at the handshake.
+/// it skipped): the tests of stream features from 3.11 (super streams,
+/// single active consumer for streams) and 3.13 (filtering, declaring
+/// super streams). rabbitkit-stream's other tests run on 3.10.
 const STREAM_PROTOCOL_3_10: &[&str] = &[
     "test(/_since_3_11$/)",
     "test(/_since_3_13$/)",
-    "binary(stream_protocol)",
-    "binary(stream_tutorials)",
     "binary(super_streams)",
-    "test(/^stream_protocol_/)",
 ];
 
 fn main() -> ExitCode {
@@ -673,9 +669,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
             == RabbitMq::V3_10;
     if on_3_10 {
         eprintln!(
-            "xtask: RabbitMQ 3.10: the tests of stream features from 3.11 and 3.13 (`_since_3_11`, `_since_3_13`) are skipped, \
-             and rabbitkit-stream's (the stream protocol: 3.10's stream listener closes its connection \
-             at the handshake; not supported there yet)"
+            "xtask: RabbitMQ 3.10: the tests of stream features from 3.11 and 3.13 (`_since_3_11`, `_since_3_13`, \
+             the `super_streams` binary) are skipped"
         );
         excluded.extend(STREAM_PROTOCOL_3_10.iter().map(|f| f.to_string()));
     }

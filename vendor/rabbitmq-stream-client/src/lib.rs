@@ -88,6 +88,9 @@ pub type RabbitMQStreamResult<T> = Result<T, error::ClientError>;
 pub use crate::client::{
     Client, ClientOptions, MetricsCollector, TlsConfiguration, TlsConfigurationBuilder,
 };
+// rabbitkit patch: the message type that carries a filter value, so that a
+// raw `Client::publish` can send one (it was private).
+pub use crate::client::ClientMessage;
 
 pub use crate::consumer::{
     Consumer, ConsumerBuilder, ConsumerHandle, FilterConfiguration, MessageContext,
