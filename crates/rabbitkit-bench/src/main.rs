@@ -54,6 +54,8 @@
 //!   vs raw rabbitmq-stream-client (client CPU per message), beside the
 //!   AMQP 0-9-1 stream row of `beyond.rs`.
 //! - `failover.rs` — SIGKILL the connected node, measure, check for loss.
+//! - `stream_failover.rs` — SIGKILL a stream leader's node under a named
+//!   rabbitkit-stream producer: lost, duplicated, time to publish again.
 //! - `measure.rs` — CPU from `/proc`, wall time, percentiles.
 //! - `report.rs` — the Markdown table, machine notes, `--write`.
 
@@ -66,6 +68,7 @@ mod raw;
 mod report;
 mod retry;
 mod rk;
+mod stream_failover;
 mod stream_protocol;
 
 use std::path::PathBuf;
@@ -158,6 +161,7 @@ const SCENARIOS: &[&str] = &[
     "partitions",
     "streams",
     "stream-protocol",
+    "stream-failover",
 ];
 
 /// rabbitkit side by side with raw lapin 4 and amqprs 2 on the local cluster.
@@ -918,6 +922,22 @@ async fn run(args: &Args) -> Result<report::Bench> {
                 .await
                 .map_err(|e| format!("stream-protocol: {e}")),
         );
+    }
+
+    if args.wants("stream-failover") && args.failover.rounds > 0 {
+        if rabbitkit_test::using_external_broker() {
+            bench.stream_failover =
+                Some(Err("skipped: AMQP_ADDR points at an external broker".into()));
+        } else {
+            entering("stream-failover");
+            eprintln!(
+                "stream-failover: {} kills of the stream leader's node under a named producer",
+                args.failover.rounds
+            );
+            let outcome = stream_failover::run(20_000, 500, args.failover.rounds).await;
+            let _ = tokio::task::spawn_blocking(|| rabbitkit_test::Cluster::local().up()).await;
+            bench.stream_failover = Some(outcome.map_err(|e| format!("stream-failover: {e}")));
+        }
     }
 
     if args.wants("failover") && args.failover.rounds > 0 {

@@ -117,6 +117,8 @@ pub struct Bench {
     pub beyond: Vec<Result<crate::beyond::Report, String>>,
     /// The `stream-protocol` scenario, if it ran.
     pub stream_protocol: Option<Result<crate::stream_protocol::Report, String>>,
+    /// The stream-failover scenario's outcome, if it ran.
+    pub stream_failover: Option<Result<crate::stream_failover::Report, String>>,
 }
 
 impl Bench {
@@ -136,6 +138,7 @@ impl Bench {
             retry: None,
             beyond: Vec::new(),
             stream_protocol: None,
+            stream_failover: None,
             busy: Vec::new(),
         }
     }
@@ -1108,6 +1111,13 @@ pub fn render(bench: &Bench) -> String {
         }
         None => {}
     }
+    match &bench.stream_failover {
+        Some(Ok(r)) => out.push_str(&crate::stream_failover::render(r)),
+        Some(Err(e)) => {
+            let _ = writeln!(out, "\n## Stream failover\n\nFailed: {e}");
+        }
+        None => {}
+    }
 
     let anomalies = ANOMALIES.lock().unwrap().clone();
     if !anomalies.is_empty() {
@@ -1490,6 +1500,7 @@ mod tests {
             retry: None,
             beyond: Vec::new(),
             stream_protocol: None,
+            stream_failover: None,
         };
         let text = misses(&bench);
         assert!(
