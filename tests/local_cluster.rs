@@ -153,6 +153,82 @@ async fn tls_connects_and_verifies_the_server() {
     assert!(!format!("{err}").contains("guest:guest"));
 }
 
+/// rabbitkit-stream over TLS (`rabbitmq-stream+tls://`, node 1's stream
+/// TLS listener): the server checked against the test CA, a stream written
+/// and read over it; another CA or another host name than the
+/// certificate's is a `Tls` error at once, without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_protocol_tls_connects_and_verifies_the_server() {
+    use futures::StreamExt;
+    use rabbitkit_stream::{ErrorKind, OffsetSpec, StreamOptions, StreamSpec};
+    let cluster = require_local_cluster();
+    let dir = cluster.tls_dir();
+    let client = StreamOptions::new()
+        .tls_ca_file(dir.join("ca.pem"))
+        .connect(cluster.stream_tls_url())
+        .await
+        .unwrap();
+    assert!(client.endpoints()[0].tls());
+    // One replica, led by node 1 (the only node with a stream TLS
+    // listener): every connection of this test goes to it.
+    let stream = common::unique_name("tls.stream");
+    client
+        .declare_stream(
+            StreamSpec::new(&stream)
+                .initial_cluster_size(1)
+                .leader_locator_client_local(),
+        )
+        .await
+        .unwrap();
+    let producer = client
+        .producer::<String>(&stream, "tls-writer")
+        .build()
+        .await
+        .unwrap();
+    producer.send(&"over TLS".to_owned()).await.unwrap();
+    producer.close().await.unwrap();
+    let mut consumer = client
+        .consumer::<String>(&stream)
+        .offset(OffsetSpec::First)
+        .build()
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("read over TLS")
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.body, "over TLS");
+    consumer.close().await.unwrap();
+    client.delete_stream(&stream).await.unwrap();
+
+    // A CA that did not sign the server's certificate: refused at once.
+    let e = StreamOptions::new()
+        .tls_ca_file(dir.join("other-ca.pem"))
+        .connect(cluster.stream_tls_url())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+    // The right CA but another host name than the certificate's.
+    let e = StreamOptions::new()
+        .tls_ca_file(dir.join("ca.pem"))
+        .connect(format!(
+            "rabbitmq-stream+tls://guest:s3cret@127.0.0.1:{}/%2f",
+            rabbitkit_test::STREAM_TLS_PORT
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+    assert!(!format!("{e} {e:?}").contains("s3cret"));
+    // A CA file that does not exist: refused before the network.
+    let e = StreamOptions::new()
+        .tls_ca_file(dir.join("missing.pem"))
+        .connect(cluster.stream_tls_url())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+}
+
 /// The nodes that accept connections now (other tests restart nodes).
 fn nodes_up() -> Vec<usize> {
     let cluster = Cluster::local();

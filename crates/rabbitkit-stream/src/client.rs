@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rabbitmq_stream_client::error::ClientError;
 use rabbitmq_stream_client::types::ResponseCode;
-use rabbitmq_stream_client::{Client, ClientOptions};
+use rabbitmq_stream_client::{Client, ClientOptions, TlsConfiguration};
 
 use crate::consumer::ConsumerBuilder;
 use crate::error::{Error, ErrorKind};
@@ -100,6 +100,14 @@ impl StreamSpec {
             .push(("initial-cluster-size".into(), nodes.to_string()));
         self
     }
+    /// The leader on the node the declaration went to
+    /// (`queue-leader-locator: client-local`) instead of the broker's
+    /// balanced choice.
+    pub fn leader_locator_client_local(mut self) -> Self {
+        self.args
+            .push(("queue-leader-locator".into(), "client-local".into()));
+        self
+    }
 }
 
 /// How long a stream missing from the metadata is looked for again before
@@ -127,6 +135,14 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Errors that retrying (on this node or another) cannot fix.
+fn final_error(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Authentication | ErrorKind::Tls | ErrorKind::InvalidInput
+    )
 }
 
 pub(crate) fn client_error(context: &str, e: ClientError) -> Error {
@@ -164,9 +180,9 @@ impl StreamClient {
         &self.inner.endpoints
     }
 
-    fn client_options(&self, ep: &Endpoint, host: &str, port: u16) -> ClientOptions {
+    fn client_options(&self, ep: &Endpoint, host: &str, port: u16) -> Result<ClientOptions, Error> {
         let o = &self.inner.options;
-        ClientOptions::builder()
+        let mut builder = ClientOptions::builder()
             .host(host)
             .port(port)
             .user(&ep.user)
@@ -174,16 +190,34 @@ impl StreamClient {
             .v_host(&ep.vhost)
             .heartbeat(o.heartbeat.as_secs().max(1) as u32)
             .max_frame_size(o.max_frame_size)
-            .client_provided_name(o.connection_name.clone())
-            .build()
+            .client_provided_name(o.connection_name.clone());
+        if ep.tls {
+            let mut tls = TlsConfiguration::builder().add_root_certificates(o.tls_roots()?);
+            if let Some((cert, key)) = &o.tls_identity {
+                tls = tls.add_client_certificates_keys(cert.clone(), key.clone());
+            }
+            let tls = tls
+                .build()
+                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("TLS: {e}")))?;
+            builder = builder.tls(tls);
+        }
+        Ok(builder.build())
     }
 
     async fn open(&self, ep: &Endpoint, host: &str, port: u16) -> Result<Client, Error> {
-        Client::connect(self.client_options(ep, host, port))
+        Client::connect(self.client_options(ep, host, port)?)
             .await
             .map_err(|e| match &e {
                 ClientError::RequestError(code) => {
                     Error::from_code(code, &format!("connect to {host}:{port}"))
+                }
+                ClientError::Io(io)
+                    if ep.tls && io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    Error::new(ErrorKind::Tls, format!("TLS with {host}:{port}: {e}")).with_source(e)
+                }
+                ClientError::Tls(_) => {
+                    Error::new(ErrorKind::Tls, format!("TLS with {host}:{port}: {e}")).with_source(e)
                 }
                 _ => Error::new(ErrorKind::Connect, format!("connect to {host}:{port}: {e}"))
                     .with_source(e),
@@ -200,8 +234,9 @@ impl StreamClient {
             let ep = &eps[(start + i) % eps.len()];
             match self.open(ep, &ep.host, ep.port).await {
                 Ok(c) => return Ok((c, ep.clone())),
-                // Wrong credentials will not get better on another node.
-                Err(e) if e.kind() == ErrorKind::Authentication => return Err(e),
+                // Wrong credentials or TLS settings will not get better on
+                // another node.
+                Err(e) if final_error(&e) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -306,7 +341,7 @@ impl StreamClient {
         loop {
             match self.connect_to(stream, role).await {
                 Ok(done) => return Ok(done),
-                Err(e) if e.kind() == ErrorKind::Authentication => return Err(e),
+                Err(e) if final_error(&e) => return Err(e),
                 // A stream just declared through another node may be
                 // missing from this one's metadata for a moment.
                 Err(e)

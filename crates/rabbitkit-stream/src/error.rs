@@ -16,6 +16,10 @@ pub enum ErrorKind {
     Connect,
     /// The broker refused the user name or password.
     Authentication,
+    /// The TLS handshake failed: the server's certificate is not signed by
+    /// a trusted CA or names another host, or the broker wanted a client
+    /// certificate. Retrying does not fix it.
+    Tls,
     /// The stream does not exist (or was deleted).
     StreamNotFound,
     /// The broker refused the declaration (bad name or arguments, or the

@@ -33,6 +33,11 @@
 //!   partition.
 //! - **Filtering** (RabbitMQ 3.13+): a consumer's [`ConsumerFilter`], with
 //!   the client-side post-filter the Bloom filter needs.
+//! - **TLS**: `rabbitmq-stream+tls://` endpoints (port 5551 by default),
+//!   the server checked against [`StreamOptions::tls_ca_file`] or the
+//!   system's CA bundle, a client certificate with
+//!   [`StreamOptions::tls_identity`]; a failed handshake is an
+//!   [`ErrorKind::Tls`] error at once.
 //! - **Typed bodies** with rabbitkit's codec (strings as text, anything
 //!   else as JSON), **typed errors** ([`ErrorKind`]), **events**
 //!   ([`StreamEvent`]) and an [`StreamOptions`] builder whose endpoints
@@ -142,7 +147,7 @@ pub use consumer::{ConsumerBuilder, OffsetSpec, StreamConsumer, StreamMessage};
 pub use error::{BrokerCode, Error, ErrorKind};
 pub use events::StreamEvent;
 pub use filter::{ConsumerFilter, FILTER_VALUE_PROPERTY};
-pub use options::{DEFAULT_PORT, Endpoint, StreamOptions, ToEndpoints};
+pub use options::{DEFAULT_PORT, DEFAULT_TLS_PORT, Endpoint, StreamOptions, ToEndpoints};
 pub use producer::{Confirm, ProducerBuilder, StreamProducer};
 pub use super_stream::{
     MAX_PARTITIONS, Routing, SuperConfirm, SuperStreamConsumer, SuperStreamConsumerBuilder,

@@ -9,7 +9,21 @@ use crate::error::{Error, ErrorKind};
 /// The stream protocol's port (`rabbitmq-stream://` URLs without a port).
 pub const DEFAULT_PORT: u16 = 5552;
 
-/// One node of the cluster: `rabbitmq-stream://user:password@host:port/vhost`.
+/// The stream protocol's TLS port (`rabbitmq-stream+tls://` URLs without a
+/// port).
+pub const DEFAULT_TLS_PORT: u16 = 5551;
+
+/// Where the system's CA bundle usually is (Debian/Ubuntu/Alpine, then
+/// Fedora/RHEL, then openSUSE): the default roots of a TLS endpoint.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// One node of the cluster: `rabbitmq-stream://user:password@host:port/vhost`,
+/// or `rabbitmq-stream+tls://…` for TLS (the server's certificate checked
+/// against [`StreamOptions::tls_ca_file`], else the system's CA bundle).
 ///
 /// Its `Debug` and `Display` never show the password:
 ///
@@ -27,6 +41,7 @@ pub struct Endpoint {
     pub(crate) user: String,
     pub(crate) password: String,
     pub(crate) vhost: String,
+    pub(crate) tls: bool,
 }
 
 impl Endpoint {
@@ -46,6 +61,10 @@ impl Endpoint {
     pub fn user(&self) -> &str {
         &self.user
     }
+    /// Whether the connection uses TLS (`rabbitmq-stream+tls://`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
 }
 
 impl fmt::Display for Endpoint {
@@ -55,9 +74,14 @@ impl fmt::Display for Endpoint {
         } else {
             self.vhost.replace('%', "%25").replace('/', "%2f")
         };
+        let scheme = if self.tls {
+            "rabbitmq-stream+tls"
+        } else {
+            "rabbitmq-stream"
+        };
         write!(
             f,
-            "rabbitmq-stream://{}:***@{}:{}/{}",
+            "{scheme}://{}:***@{}:{}/{}",
             self.user, self.host, self.port, vhost
         )
     }
@@ -91,17 +115,24 @@ impl std::str::FromStr for Endpoint {
 
     /// Parses `rabbitmq-stream://[user[:password]@]host[:port][/vhost]`
     /// (user and password default to `guest`, the port to 5552, the vhost
-    /// to `/`). A bad URL is an [`ErrorKind::InvalidEndpoint`] error that
+    /// to `/`), or the same with `rabbitmq-stream+tls://` (port 5551). A
+    /// bad URL is an [`ErrorKind::InvalidEndpoint`] error that
     /// does not repeat the password.
     fn from_str(url: &str) -> Result<Self, Error> {
         let bad = |why: &str| {
             // Never echo the URL: it may hold a password.
             Error::new(ErrorKind::InvalidEndpoint, format!("bad stream URL: {why}"))
         };
-        let rest = url
-            .trim()
-            .strip_prefix("rabbitmq-stream://")
-            .ok_or_else(|| bad("it must start with rabbitmq-stream://"))?;
+        let url = url.trim();
+        let (rest, tls) = match url.strip_prefix("rabbitmq-stream+tls://") {
+            Some(rest) => (rest, true),
+            None => (
+                url.strip_prefix("rabbitmq-stream://").ok_or_else(|| {
+                    bad("it must start with rabbitmq-stream:// or rabbitmq-stream+tls://")
+                })?,
+                false,
+            ),
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((a, p)) => (a, p),
             None => (rest, ""),
@@ -129,7 +160,7 @@ impl std::str::FromStr for Endpoint {
                 p.parse::<u16>()
                     .map_err(|_| bad("the port is not a number"))?,
             ),
-            None => (hostport, DEFAULT_PORT),
+            None => (hostport, if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT }),
         };
         if host.is_empty() {
             return Err(bad("no host"));
@@ -145,6 +176,7 @@ impl std::str::FromStr for Endpoint {
             user,
             password,
             vhost,
+            tls,
         })
     }
 }
@@ -224,6 +256,8 @@ pub struct StreamOptions {
     pub(crate) reconnect_for: Duration,
     pub(crate) publish_timeout: Duration,
     pub(crate) batch_size: usize,
+    pub(crate) tls_ca_file: Option<std::path::PathBuf>,
+    pub(crate) tls_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for StreamOptions {
@@ -237,6 +271,8 @@ impl Default for StreamOptions {
             reconnect_for: Duration::from_secs(120),
             publish_timeout: Duration::from_secs(60),
             batch_size: 1000,
+            tls_ca_file: None,
+            tls_identity: None,
         }
     }
 }
@@ -289,6 +325,48 @@ impl StreamOptions {
         self.batch_size = messages.max(1);
         self
     }
+    /// The PEM file of the CA(s) a `rabbitmq-stream+tls://` server's
+    /// certificate must be signed by; without it, the system's CA bundle
+    /// (the first of `/etc/ssl/certs/ca-certificates.crt`,
+    /// `/etc/pki/tls/certs/ca-bundle.crt`, `/etc/ssl/ca-bundle.pem`).
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+    /// A client certificate and its key (PEM files), for brokers that ask
+    /// for one (mutual TLS).
+    pub fn tls_identity(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls_identity = Some((cert.into(), key.into()));
+        self
+    }
+    /// The CA file a TLS connection checks the server against: the one
+    /// given, else the system's bundle. An [`ErrorKind::InvalidInput`]
+    /// error when neither exists.
+    pub(crate) fn tls_roots(&self) -> Result<std::path::PathBuf, Error> {
+        if let Some(path) = &self.tls_ca_file {
+            if !path.is_file() {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("the TLS CA file {} does not exist", path.display()),
+                ));
+            }
+            return Ok(path.clone());
+        }
+        SYSTEM_CA_BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "TLS: no CA file given (StreamOptions::tls_ca_file) and no system CA bundle found",
+                )
+            })
+    }
     /// Connects to the first endpoint that answers and returns the client;
     /// the others are kept for failover.
     pub async fn connect(self, endpoints: impl ToEndpoints) -> Result<StreamClient, Error> {
@@ -314,6 +392,10 @@ mod tests {
         assert_eq!(all[0].vhost, "/");
         assert_eq!(all[1].password, "p@ss");
         assert_eq!(all[1].vhost, "vh");
+        let tls: Endpoint = "rabbitmq-stream+tls://u:secret@h".parse().unwrap();
+        assert!(tls.tls && !all[0].tls);
+        assert_eq!(tls.port, DEFAULT_TLS_PORT);
+        assert_eq!(tls.to_string(), "rabbitmq-stream+tls://u:***@h:5551/%2f");
         let e = "amqp://u:secret@h".to_endpoints().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidEndpoint);
         assert!(!e.to_string().contains("secret"));

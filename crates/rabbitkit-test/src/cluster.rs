@@ -20,7 +20,7 @@ use crate::rabbitmq::RabbitMq;
 
 pub use config::{PLUGINS, management_port, stream_port};
 pub use status::{ClusterStatus, NodeStatus};
-pub use tls::{MTLS_NODE, MTLS_PORT, MTLS_USER, TLS_PORT};
+pub use tls::{MTLS_NODE, MTLS_PORT, MTLS_USER, STREAM_TLS_PORT, TLS_PORT};
 
 /// Default base directory of the local cluster.
 const DEFAULT_BASE_DIR: &str = "/var/tmp/rabbitkit-cluster";

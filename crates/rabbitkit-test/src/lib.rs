@@ -36,7 +36,8 @@
 //!   Nodes are `rabbit1@localhost`, `rabbit2@localhost` and
 //!   `rabbit3@localhost`, listening for AMQP on `127.0.0.1:5672`, `5673`
 //!   and `5674` (Erlang distribution on `25672`, `25673`, `25674`; node 1
-//!   also serves TLS on `5671`, node 2 mutual TLS on `5676`: a client
+//!   also serves TLS on `5671` and stream-protocol TLS on `5551`, node 2
+//!   mutual TLS on `5676`: a client
 //!   certificate signed by the test CA is required, the `EXTERNAL`
 //!   mechanism is offered). Their files live under
 //!   `/var/tmp/rabbitkit-cluster` (or `$RABBITKIT_CLUSTER_DIR`), one
@@ -103,7 +104,8 @@ mod rabbitmq;
 
 pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external_broker};
 pub use cluster::{
-    Cluster, ClusterStatus, MTLS_NODE, MTLS_PORT, MTLS_USER, NodeStatus, PLUGINS, TLS_PORT,
+    Cluster, ClusterStatus, MTLS_NODE, MTLS_PORT, MTLS_USER, NodeStatus, PLUGINS, STREAM_TLS_PORT,
+    TLS_PORT,
     stream_port,
 };
 pub use error::ClusterError;

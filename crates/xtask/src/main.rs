@@ -23,7 +23,8 @@ mod tools;
 /// Developer commands for rabbitkit.
 ///
 /// The local broker is a 3-node RabbitMQ cluster (rabbit1@localhost to
-/// rabbit3@localhost, AMQP on 127.0.0.1:5672-5674, TLS on 5671, mutual TLS
+/// rabbit3@localhost, AMQP on 127.0.0.1:5672-5674, TLS on 5671 (and the
+/// stream protocol over TLS on 5551), mutual TLS
 /// with the EXTERNAL mechanism on 5676 (node 2)), installed
 /// by `broker up` (and by test, demo, bench and soak, which bring it up;
 /// needs root): RabbitMQ 4.3 by default (Debian unstable's package, run

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::Cluster;
-use super::tls::{MTLS_NODE, MTLS_PORT, TLS_PORT};
+use super::tls::{MTLS_NODE, MTLS_PORT, STREAM_TLS_PORT, TLS_PORT};
 use crate::error::{ClusterError, Result};
 use crate::rabbitmq::RabbitMq;
 
@@ -134,6 +134,7 @@ pub(super) fn node_config(version: RabbitMq, port: u16, tls: Option<Tls<'_>>) ->
     let tls = match tls {
         Some(Tls::ServerOnly(dir)) => format!(
             "listeners.ssl.default = 127.0.0.1:{TLS_PORT}\n\
+             stream.listeners.ssl.default = 127.0.0.1:{STREAM_TLS_PORT}\n\
              ssl_options.cacertfile = {d}/ca.pem\n\
              ssl_options.certfile = {d}/server.pem\n\
              ssl_options.keyfile = {d}/server.key\n\

@@ -13,6 +13,10 @@ use crate::process::run;
 /// The TLS (`amqps`) port of node 1. It asks for no client certificate.
 pub const TLS_PORT: u16 = 5671;
 
+/// The stream protocol's TLS port of node 1 (`rabbitmq-stream+tls://`),
+/// with the same certificate as [`TLS_PORT`].
+pub const STREAM_TLS_PORT: u16 = 5551;
+
 /// The mutual-TLS port of node [`MTLS_NODE`]: every client must present a
 /// certificate signed by the test CA (`ssl_options.verify = verify_peer`,
 /// `fail_if_no_peer_cert = true`), and may log in with the `EXTERNAL`
@@ -50,6 +54,12 @@ impl Cluster {
     /// An `amqps://` URL of node 1's TLS listener ([`TLS_PORT`]), by host name.
     pub fn amqps_url(&self) -> String {
         format!("amqps://guest:guest@localhost:{TLS_PORT}/%2f")
+    }
+
+    /// A `rabbitmq-stream+tls://` URL of node 1's stream TLS listener
+    /// ([`STREAM_TLS_PORT`]), by host name.
+    pub fn stream_tls_url(&self) -> String {
+        format!("rabbitmq-stream+tls://guest:guest@localhost:{STREAM_TLS_PORT}/%2f")
     }
 
     /// An `amqps://` URL of the mutual-TLS listener ([`MTLS_PORT`]), by
