@@ -31,6 +31,7 @@ chapters! {
     headers => "headers.md",
     rpc => "rpc.md",
     publisher_confirms => "publisher_confirms.md",
+    stream_tutorials => "stream_tutorials.md",
     workers => "workers.md",
     failover => "failover.md",
     dead_letters => "dead_letters.md",
