@@ -211,13 +211,13 @@ impl StreamClient {
                 ClientError::RequestError(code) => {
                     Error::from_code(code, &format!("connect to {host}:{port}"))
                 }
-                ClientError::Io(io)
-                    if ep.tls && io.kind() == std::io::ErrorKind::InvalidData =>
-                {
-                    Error::new(ErrorKind::Tls, format!("TLS with {host}:{port}: {e}")).with_source(e)
+                ClientError::Io(io) if ep.tls && io.kind() == std::io::ErrorKind::InvalidData => {
+                    Error::new(ErrorKind::Tls, format!("TLS with {host}:{port}: {e}"))
+                        .with_source(e)
                 }
                 ClientError::Tls(_) => {
-                    Error::new(ErrorKind::Tls, format!("TLS with {host}:{port}: {e}")).with_source(e)
+                    Error::new(ErrorKind::Tls, format!("TLS with {host}:{port}: {e}"))
+                        .with_source(e)
                 }
                 _ => Error::new(ErrorKind::Connect, format!("connect to {host}:{port}: {e}"))
                     .with_source(e),

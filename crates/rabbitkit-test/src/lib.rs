@@ -105,8 +105,7 @@ mod rabbitmq;
 pub use addr::{amqp_addrs, ensure_cluster, require_local_cluster, using_external_broker};
 pub use cluster::{
     Cluster, ClusterStatus, MTLS_NODE, MTLS_PORT, MTLS_USER, NodeStatus, PLUGINS, STREAM_TLS_PORT,
-    TLS_PORT,
-    stream_port,
+    TLS_PORT, stream_port,
 };
 pub use error::ClusterError;
 pub use names::unique_name;

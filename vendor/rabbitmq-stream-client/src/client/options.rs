@@ -13,6 +13,18 @@ use tokio_rustls::{
 
 use crate::error::ClientError;
 
+/// rabbitkit patch: a TLS configuration with the ring provider named. The
+/// published crate used rustls' process default, and a process that links
+/// both ring (lapin's) and aws-lc-rs has none: `ClientConfig::builder()`
+/// panicked.
+fn config_builder(
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, ClientError> {
+    Ok(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?,
+    )
+}
+
 use super::{
     metrics::{MetricsCollector, NopMetricsCollector},
     GenericTcpStream,
@@ -129,7 +141,11 @@ impl ClientOptions {
             config: ClientConfig,
         ) -> Result<GenericTcpStream, ClientError> {
             let stream = TcpStream::connect((host.clone(), port)).await?;
-            let domain = ServerName::try_from(host.clone()).unwrap();
+            // rabbitkit patch: an error, not a panic, for a host that is
+            // not a valid server name.
+            let domain = ServerName::try_from(host.clone()).map_err(|e| {
+                ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            })?;
             let connector = TlsConnector::from(Arc::new(config));
             let conn = connector.connect(domain, stream).await?;
             Ok(GenericTcpStream::SecureTcp(Box::new(conn)))
@@ -141,7 +157,7 @@ impl ClientOptions {
             } => {
                 let roots = build_root_store(root_certificates_path).await?;
 
-                let builder = ClientConfig::builder().with_root_certificates(roots);
+                let builder = config_builder()?.with_root_certificates(roots);
                 let config = match client_certificates {
                     Some(client_certificates) => {
                         let client_certs = match build_client_certificates(
@@ -477,7 +493,7 @@ async fn build_tls_client_configuration_untrusted() -> Result<ClientConfig, Clie
         }
     }
 
-    let config = ClientConfig::builder()
+    let config = config_builder()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(danger::NoCertificateVerification {}))
         .with_no_client_auth();
