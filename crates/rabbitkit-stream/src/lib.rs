@@ -31,8 +31,9 @@
 //!   declared as one [`SuperStreamSpec`], a [`SuperStreamProducer`] routing
 //!   by key, a [`SuperStreamConsumer`] with single active consumer per
 //!   partition.
-//! - **Filtering** (RabbitMQ 3.13+): a consumer's [`ConsumerFilter`], with
-//!   the client-side post-filter the Bloom filter needs.
+//! - **Filtering** (RabbitMQ 3.13+): a producer's filter values
+//!   ([`ProducerBuilder::filter_value`]) and a consumer's [`ConsumerFilter`],
+//!   with the client-side post-filter the Bloom filter needs.
 //! - **TLS**: `rabbitmq-stream+tls://` endpoints (port 5551 by default),
 //!   the server checked against [`StreamOptions::tls_ca_file`] or the
 //!   system's CA bundle, a client certificate with
