@@ -485,13 +485,29 @@ async fn what_each_version_does_with_a_consumer_timeout_and_the_late_ack() {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let after_ack = match ch
-        .queue_declare(name.as_str().into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(q) => format!("channel open, {} ready", q.message_count()),
-        Err(e) => format!("channel closed: {e}"),
-    };
+    // The queue returns the message through its log, a moment after the
+    // cancel reaches the client: look again (up to 20 s) until it shows,
+    // so a return still on its way is not read as a message lost.
+    let expected_ready = u32::from(server.cancels_timed_out_consumers());
+    let mut after_ack = String::new();
+    for _ in 0..100 {
+        match ch
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(q) => {
+                after_ack = format!("channel open, {} ready", q.message_count());
+                if q.message_count() == expected_ready {
+                    break;
+                }
+            }
+            Err(e) => {
+                after_ack = format!("channel closed: {e}");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     eprintln!(
         "RabbitMQ {}: after the timeout: {acted}; channel open: {open_before}; after the late ack: {after_ack}",
         server.version_text

@@ -1010,7 +1010,9 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     let mut deliveries = 0usize;
     let mut killed = None;
     let mut acked_at_kill: Option<u64> = None;
-    while seen.len() < TOTAL as usize {
+    // One more message is sent after the failover (body TOTAL), so all
+    // TOTAL + 1 are expected.
+    while seen.len() <= TOTAL as usize {
         let msg = tokio::time::timeout(Duration::from_secs(120), sub.next())
             .await
             .unwrap_or_else(|_| panic!("stalled at {} distinct offsets", seen.len()))
@@ -1044,6 +1046,14 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
                 matches!(e, Event::Recovered { .. })
             })
             .await;
+            // A stream's reader sees only chunks its node knows to be
+            // committed. On RabbitMQ 3.10 a replica that becomes leader
+            // may not tell readers of its last chunks until it writes
+            // again (CI once stalled at 9,926 of 10,000 here, with no
+            // new writes): one more message, sent after the failover as
+            // a live producer would, moves the commit on, and must be
+            // read too.
+            queue.send(&TOTAL).await.expect("sent after the failover");
             drop(held);
             continue;
         }
@@ -1060,7 +1070,7 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     // No gap: every message was read.
     let mut bodies: Vec<u32> = seen.keys().copied().collect();
     bodies.sort_unstable();
-    assert_eq!(bodies, (0..TOTAL).collect::<Vec<_>>());
+    assert_eq!(bodies, (0..=TOTAL).collect::<Vec<_>>());
     // Resumed after the last acknowledged offset (checked per duplicate
     // above), not from the first (that would read thousands again): only
     // what was delivered and not yet acknowledged: about the prefetch, but
@@ -1076,7 +1086,7 @@ async fn a_stream_consumer_resumes_after_its_last_acknowledged_offset_when_its_n
     );
     assert!(
         sub.last_acked_offset()
-            .is_some_and(|o| o >= u64::from(TOTAL) - 1)
+            .is_some_and(|o| o >= u64::from(TOTAL))
     );
     drop(sub);
     queue.delete().await.unwrap();
