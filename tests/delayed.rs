@@ -181,6 +181,103 @@ async fn unroutable_delayed_messages_do_not_hold_up_the_ones_behind_them() {
     assert_eq!(common::next_body(&mut sub).await, "behind");
 }
 
+/// A target that refuses messages (a queue full at its max length, with
+/// `reject-publish`) holds up its own delayed messages only: another
+/// target's delayed message, on the same delay levels, arrives. Before,
+/// at-least-once dead-lettering kept the refused messages in the shared
+/// last level, and after about 32 of them (the broker's dead-letter worker
+/// prefetch) that level delivered nothing to anyone.
+#[tokio::test]
+async fn a_target_that_refuses_messages_holds_up_no_other_targets_delayed_messages() {
+    let client = common::client().await;
+    let full = Queue::durable(common::unique_name("delayed.full"))
+        .max_length(1)
+        .argument(
+            "x-overflow",
+            rabbitkit::AMQPValue::LongString("reject-publish".into()),
+        )
+        .declare(&client)
+        .await
+        .unwrap();
+    full.send(&"fills it".to_string()).await.unwrap();
+    {
+        let numbers: Vec<u32> = (0..50).collect();
+        let mut sends = futures::stream::FuturesUnordered::new();
+        for i in &numbers {
+            // 200 ms: the same last level (01) as the message below.
+            sends.push(full.send_with(i, after(Duration::from_millis(200))));
+        }
+        while let Some(sent) = sends.next().await {
+            sent.unwrap();
+        }
+    }
+    let other = Queue::durable(common::unique_name("delayed.other"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut sub = other.subscribe::<String>().await.unwrap();
+    // Well after the 50 refused ones are due.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    other
+        .send_with(&"ping".to_string(), after(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert_eq!(common::next_body(&mut sub).await, "ping");
+    drop(sub);
+    // The refused ones wait in the full queue's own inbox, which goes
+    // with the queue.
+    let inbox = rabbitkit_core::delay::delay_inbox_name("", full.name());
+    client
+        .queue_info(&inbox)
+        .await
+        .expect("the full queue's inbox");
+    full.delete().await.unwrap();
+    other.delete().await.unwrap();
+    assert!(
+        matches!(
+            client.queue_info(&inbox).await,
+            Err(rabbitkit_core::DeclareError::NotFound { .. })
+        ),
+        "the inbox is deleted with its queue"
+    );
+}
+
+/// Each target of delayed messages has an inbox (a quorum queue and a
+/// fanout exchange): deleting the target through rabbitkit deletes its
+/// inbox, and the target made again under the same name gets delayed
+/// messages again (through a new inbox).
+#[tokio::test]
+async fn deleting_a_target_deletes_its_delay_inbox_and_a_new_one_gets_delayed_messages() {
+    let client = common::client().await;
+    let name = common::unique_name("delayed.inbox");
+    for round in ["first", "second"] {
+        let fanout = Exchange::fanout(name.as_str())
+            .declare(&client)
+            .await
+            .unwrap();
+        let mut sub = fanout.subscribe::<String>().await.unwrap();
+        fanout
+            .publish_with(&round.to_string(), after(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        assert_eq!(common::next_body(&mut sub).await, round);
+        drop(sub);
+        let inbox = rabbitkit_core::delay::delay_inbox_name(&name, "");
+        client
+            .queue_info(&inbox)
+            .await
+            .expect("the exchange's inbox");
+        client.delete_exchange(&name).await.unwrap();
+        assert!(
+            matches!(
+                client.queue_info(&inbox).await,
+                Err(rabbitkit_core::DeclareError::NotFound { .. })
+            ),
+            "{round}: the inbox is deleted with its exchange"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_zero_delay_is_an_ordinary_send_and_a_too_long_one_is_refused_before_sending() {
     let client = common::client().await;

@@ -384,21 +384,53 @@ impl Client {
     /// Deletes a queue (and forgets its declaration and bindings). Returns
     /// the number of messages it held. Deleting a missing queue succeeds.
     /// A name over 255 bytes is [`DeclareError::InvalidName`].
+    ///
+    /// The queue's delay inbox goes with it
+    /// ([`delay_inbox_name`](crate::delay::delay_inbox_name), made by the
+    /// first delayed publish to the queue), with any delayed messages still
+    /// waiting there for a queue that had no room.
     pub async fn delete_queue(&self, queue: &str) -> Result<u32, DeclareError> {
         validate::name(queue)?;
         self.forget(Forget::Queue(queue.to_owned())).await;
         let name = queue.to_owned();
+        let held = self
+            .admin(move |ch| {
+                let name = name.clone();
+                async move {
+                    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                        .await
+                }
+            })
+            .await?;
+        self.delete_delay_inbox("", queue).await?;
+        Ok(held)
+    }
+
+    /// Deletes the delay inbox of a target that was deleted (queue and
+    /// fanout exchange; missing ones are fine).
+    async fn delete_delay_inbox(&self, exchange: &str, queue: &str) -> Result<(), DeclareError> {
+        let inbox = crate::delay::delay_inbox_name(exchange, queue);
+        self.forget(Forget::Queue(inbox.clone())).await;
+        self.forget(Forget::Exchange(inbox.clone())).await;
         self.admin(move |ch| {
-            let name = name.clone();
+            let name = inbox.clone();
             async move {
                 ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+                ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
                     .await
             }
         })
         .await
+        .or_else(|e| match e {
+            // Brokers that answer a missing exchange's delete with 404.
+            DeclareError::NotFound { .. } => Ok(()),
+            e => Err(e),
+        })
     }
 
-    /// Deletes an exchange (and forgets its declaration and bindings).
+    /// Deletes an exchange (and forgets its declaration and bindings), and
+    /// its delay inbox as [`delete_queue`](Self::delete_queue) does.
     /// A name over 255 bytes is [`DeclareError::InvalidName`].
     pub async fn delete_exchange(&self, exchange: &str) -> Result<(), DeclareError> {
         validate::name(exchange)?;
@@ -411,7 +443,11 @@ impl Client {
                     .await
             }
         })
-        .await
+        .await?;
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        self.delete_delay_inbox(exchange, "").await
     }
 
     /// Removes a binding (and forgets it). Names or a routing key over 255

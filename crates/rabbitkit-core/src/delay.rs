@@ -21,23 +21,25 @@
 //!   `"0"` straight on to the level below. Levels are declared up to the
 //!   highest one a delay needs.
 //! - `rabbitkit.delay.deliver`, a headers exchange, routes each message to
-//!   its target: bound to the target exchange (an exchange-to-exchange
-//!   binding matching `rabbitkit-delay-exchange`), or, for the default
-//!   exchange, to the target queue itself (matching `rabbitkit-delay-queue`).
-//!   Those bindings are declared by the first delayed publish to each target.
+//!   its target's **inbox** (matching `rabbitkit-delay-exchange` for an
+//!   exchange, `rabbitkit-delay-queue` for a queue of the default
+//!   exchange): `rabbitkit.delay.to.x.<exchange>` or
+//!   `rabbitkit.delay.to.q.<queue>` ([`delay_inbox_name`]), a quorum queue
+//!   with a TTL of 0 that dead-letters at least once to the fanout exchange
+//!   of the same name, bound to the target (and to the sink). Declared by
+//!   the first delayed publish to each target. A target that refuses
+//!   messages (a queue full at its `x-max-length` with `x-overflow:
+//!   reject-publish`) holds up its own inbox only, where its messages wait;
+//!   the levels, shared by every target in the virtual host, never wait for
+//!   one target. Each target costs one quorum queue;
+//!   [`Client::delete_queue`](crate::Client::delete_queue) and
+//!   [`delete_exchange`](crate::Client::delete_exchange) delete the
+//!   target's inbox with it (and the messages waiting there).
 //! - `rabbitkit.delay.sink`, a quorum queue with a TTL of 0 that receives a
 //!   copy of every delivered message and drops it at once. It is there so a
 //!   message whose target routes nowhere (a fanout without subscribers, a
 //!   deleted queue) is dropped like any unroutable publish, instead of
 //!   staying in the last delay queue and holding up the ones behind it.
-//!   The sink does not help with a target that *refuses* messages (a
-//!   queue at its `x-max-length` with `x-overflow: reject-publish`): at
-//!   least once means the last level keeps such a message until the
-//!   target takes it, and after about 32 of them (the broker's
-//!   `dead_letter_worker_consumer_prefetch`) that level forwards nothing,
-//!   for every target of the virtual host, until the target has room
-//!   again. Give delayed targets room, or the default `drop-head`
-//!   overflow.
 //!
 //! A message enters at the exchange of its highest level: a 5 s delay
 //! (50 units, binary 110010) enters `rabbitkit.delay.05`, waits 3.2 s, moves
@@ -260,23 +262,83 @@ fn level_declarations(level: u32) -> Vec<Declaration> {
     ]
 }
 
-/// The binding that hands a delayed message to its target.
-fn target_declaration(exchange: &str, routing_key: &str) -> Declaration {
-    if exchange.is_empty() {
+/// The prefix of a target's inbox (queue and exchange): see [`delay_inbox_name`].
+pub const DELAY_INBOX_PREFIX: &str = "rabbitkit.delay.to.";
+
+/// The name of the inbox of a delayed message's target, queue and fanout
+/// exchange alike: `rabbitkit.delay.to.q.<queue>` for a queue (the default
+/// exchange), `rabbitkit.delay.to.x.<exchange>` for an exchange; a name
+/// that would pass 255 bytes ends with a hash of the whole instead.
+pub fn delay_inbox_name(exchange: &str, routing_key: &str) -> String {
+    let (kind, target) = if exchange.is_empty() {
+        ("q", routing_key)
+    } else {
+        ("x", exchange)
+    };
+    let name = format!("{DELAY_INBOX_PREFIX}{kind}.{target}");
+    if name.len() <= 255 {
+        return name;
+    }
+    // FNV-1a: the same in every process and every Rust version.
+    let hash = (target.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut keep = 200;
+    while !target.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{DELAY_INBOX_PREFIX}{kind}.{}.{hash:016x}", &target[..keep])
+}
+
+/// What hands a delayed message to its target: the deliver exchange routes
+/// it (by its target header) to the target's **inbox**, a quorum queue
+/// with a TTL of 0 that dead-letters it at least once to the inbox's
+/// fanout exchange, bound to the target and to the sink. A target that
+/// refuses messages (full, with `reject-publish`) then holds up its own
+/// inbox only: the delay levels, shared by every target, never wait for it.
+fn target_declarations(exchange: &str, routing_key: &str) -> Vec<Declaration> {
+    let inbox = delay_inbox_name(exchange, routing_key);
+    let (header, value) = if exchange.is_empty() {
+        (DELAY_QUEUE_HEADER, routing_key)
+    } else {
+        (DELAY_EXCHANGE_HEADER, exchange)
+    };
+    let mut fanout = headers_exchange(inbox.clone());
+    if let Declaration::Exchange(e) = &mut fanout {
+        e.kind = ExchangeType::Fanout;
+    }
+    let to_target = if exchange.is_empty() {
         Declaration::Binding(BindingSpec {
             queue: routing_key.into(),
-            exchange: DELAY_DELIVER_EXCHANGE.into(),
+            exchange: inbox.clone(),
             routing_key: String::new(),
-            arguments: match_all(&[(DELAY_QUEUE_HEADER, routing_key)]),
+            arguments: FieldTable::default(),
         })
     } else {
         Declaration::ExchangeBinding(ExchangeBindingSpec {
             destination: exchange.into(),
-            source: DELAY_DELIVER_EXCHANGE.into(),
+            source: inbox.clone(),
             routing_key: String::new(),
-            arguments: match_all(&[(DELAY_EXCHANGE_HEADER, exchange)]),
+            arguments: FieldTable::default(),
         })
-    }
+    };
+    vec![
+        fanout,
+        delay_queue(inbox.clone(), 0, Some(inbox.clone())),
+        Declaration::Binding(BindingSpec {
+            queue: inbox.clone(),
+            exchange: DELAY_DELIVER_EXCHANGE.into(),
+            routing_key: String::new(),
+            arguments: match_all(&[(header, value)]),
+        }),
+        Declaration::Binding(BindingSpec {
+            queue: DELAY_SINK_QUEUE.into(),
+            exchange: inbox,
+            routing_key: String::new(),
+            arguments: FieldTable::default(),
+        }),
+        to_target,
+    ]
 }
 
 /// Every declaration the delay topology needs for delays up to level
@@ -286,7 +348,7 @@ pub fn delay_declarations(top: u32, exchange: &str, routing_key: &str) -> Vec<De
     for level in 0..=top.min(DELAY_LEVELS - 1) {
         all.extend(level_declarations(level));
     }
-    all.push(target_declaration(exchange, routing_key));
+    all.extend(target_declarations(exchange, routing_key));
     all
 }
 
@@ -397,9 +459,13 @@ where
         *declared.levels.lock().unwrap() = Some(top);
     }
     if !target_ok(declared) {
-        declare(target_declaration(exchange, routing_key))
-            .await
-            .map_err(|e| declare_failed(e, Some((exchange, routing_key))))?;
+        for d in target_declarations(exchange, routing_key) {
+            // Only the last one names the application's exchange or queue.
+            let names_target = matches!(&d, Declaration::Binding(b) if b.queue == routing_key && exchange.is_empty())
+                || matches!(&d, Declaration::ExchangeBinding(b) if b.destination == exchange);
+            let target = names_target.then_some((exchange, routing_key));
+            declare(d).await.map_err(|e| declare_failed(e, target))?;
+        }
         declared.targets.lock().unwrap().insert(target);
     }
     Ok(())
@@ -439,6 +505,19 @@ fn declare_failed(e: DeclareError, target: Option<(&str, &str)>) -> PublishError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbox_names_fit_an_amqp_short_string() {
+        assert_eq!(
+            delay_inbox_name("orders", "eu.#"),
+            "rabbitkit.delay.to.x.orders"
+        );
+        let long = "é".repeat(127); // 254 bytes
+        let name = delay_inbox_name("", &long);
+        assert!(name.len() <= 255, "{}", name.len());
+        assert_eq!(name, delay_inbox_name("", &long), "stable");
+        assert_ne!(name, delay_inbox_name("", &"é".repeat(126)));
+    }
 
     #[test]
     fn zero_is_no_delay_and_every_delay_rounds_up_to_a_unit() {
@@ -494,7 +573,17 @@ mod tests {
             Some(DELAY_DELIVER_EXCHANGE)
         );
         assert_eq!(dlx_of(DELAY_SINK_QUEUE), None);
+        // deliver -> the target's inbox -> (dead-lettered) its fanout -> the target and the sink.
+        let inbox = delay_inbox_name("", "jobs");
+        assert_eq!(inbox, "rabbitkit.delay.to.q.jobs");
         assert!(decls.iter().any(|d| matches!(d,
+            Declaration::Binding(b) if b.queue == inbox && b.exchange == DELAY_DELIVER_EXCHANGE)));
+        assert_eq!(dlx_of(&inbox).as_deref(), Some(inbox.as_str()));
+        assert!(decls.iter().any(|d| matches!(d,
+            Declaration::Binding(b) if b.queue == "jobs" && b.exchange == inbox)));
+        assert!(decls.iter().any(|d| matches!(d,
+            Declaration::Binding(b) if b.queue == DELAY_SINK_QUEUE && b.exchange == inbox)));
+        assert!(!decls.iter().any(|d| matches!(d,
             Declaration::Binding(b) if b.queue == "jobs" && b.exchange == DELAY_DELIVER_EXCHANGE)));
         assert!(
             !decls
