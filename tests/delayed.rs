@@ -242,6 +242,60 @@ async fn a_target_that_refuses_messages_holds_up_no_other_targets_delayed_messag
     );
 }
 
+/// A target bound straight to the deliver exchange, as rabbitkit did before
+/// the inboxes (or as a program of another client declares it the old
+/// way), gets each delayed message once: the direct binding goes when the
+/// inbox is made. Before: every delayed message arrived twice (seen in CI:
+/// a duplicate left in the tutorial's `delayed_hello`).
+#[tokio::test]
+async fn a_target_bound_the_old_way_gets_each_delayed_message_once() {
+    use rabbitkit_core::delay::{DELAY_DELIVER_EXCHANGE, DELAY_QUEUE_HEADER};
+    use rabbitkit_core::{AMQPValue, BindingSpec, Declaration, FieldTable};
+    let client = common::client().await;
+    // The delay topology exists (made by a delayed publish elsewhere).
+    let elsewhere = Queue::durable(common::unique_name("delayed.elsewhere"))
+        .declare(&client)
+        .await
+        .unwrap();
+    elsewhere
+        .send_with(&"first".to_string(), after(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let queue = Queue::durable(common::unique_name("delayed.old"))
+        .declare(&client)
+        .await
+        .unwrap();
+    let mut old = FieldTable::default();
+    old.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    old.insert(
+        DELAY_QUEUE_HEADER.into(),
+        AMQPValue::LongString(queue.name().into()),
+    );
+    client
+        .declare(Declaration::Binding(BindingSpec {
+            queue: queue.name().into(),
+            exchange: DELAY_DELIVER_EXCHANGE.into(),
+            routing_key: String::new(),
+            arguments: old,
+        }))
+        .await
+        .unwrap();
+    let mut sub = queue.subscribe::<String>().await.unwrap();
+    queue
+        .send_with(&"once".to_string(), after(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    queue
+        .send_with(&"end".to_string(), after(Duration::from_millis(600)))
+        .await
+        .unwrap();
+    // Both copies of "once" (if two) would be in the queue before "end".
+    assert_eq!(common::bodies_until(&mut sub, "end").await, ["once"]);
+    drop(sub);
+    queue.delete().await.unwrap();
+    elsewhere.delete().await.unwrap();
+}
+
 /// Each target of delayed messages has an inbox (a quorum queue and a
 /// fanout exchange): deleting the target through rabbitkit deletes its
 /// inbox, and the target made again under the same name gets delayed

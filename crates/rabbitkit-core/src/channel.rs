@@ -282,7 +282,8 @@ impl RecoveredChannel {
                 Some(_) => {
                     let client = &this.inner.client;
                     let declare = |d| client.declare(d);
-                    crate::delay::prepare(&client.shared().delay, declare, message).await?
+                    let unbind = |d| crate::delay::unbind(client, d);
+                    crate::delay::prepare(&client.shared().delay, declare, unbind, message).await?
                 }
                 None => message,
             };

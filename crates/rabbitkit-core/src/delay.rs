@@ -341,6 +341,40 @@ fn target_declarations(exchange: &str, routing_key: &str) -> Vec<Declaration> {
     ]
 }
 
+/// The binding from the deliver exchange straight to the target, as
+/// rabbitkit made it before the inboxes: removed when the inbox is made.
+fn direct_binding(exchange: &str, routing_key: &str) -> Declaration {
+    if exchange.is_empty() {
+        Declaration::Binding(BindingSpec {
+            queue: routing_key.into(),
+            exchange: DELAY_DELIVER_EXCHANGE.into(),
+            routing_key: String::new(),
+            arguments: match_all(&[(DELAY_QUEUE_HEADER, routing_key)]),
+        })
+    } else {
+        Declaration::ExchangeBinding(ExchangeBindingSpec {
+            destination: exchange.into(),
+            source: DELAY_DELIVER_EXCHANGE.into(),
+            routing_key: String::new(),
+            arguments: match_all(&[(DELAY_EXCHANGE_HEADER, exchange)]),
+        })
+    }
+}
+
+/// Removes `binding` (a [`Declaration::Binding`] or
+/// [`Declaration::ExchangeBinding`]; a missing one is fine) through
+/// `client`: the `unbind` of [`prepare`].
+pub(crate) async fn unbind(
+    client: &crate::Client,
+    binding: Declaration,
+) -> Result<(), DeclareError> {
+    match binding {
+        Declaration::Binding(b) => client.unbind(b).await,
+        Declaration::ExchangeBinding(b) => client.unbind_exchange(b).await,
+        _ => Ok(()),
+    }
+}
+
 /// Every declaration the delay topology needs for delays up to level
 /// `top` and one target, in order. Exposed for tests and tools.
 pub fn delay_declarations(top: u32, exchange: &str, routing_key: &str) -> Vec<Declaration> {
@@ -356,15 +390,19 @@ pub fn delay_declarations(top: u32, exchange: &str, routing_key: &str) -> Vec<De
 /// that starts the delay. `None`: no delay, publish as it is.
 ///
 /// `declared` is what this client declared already; `declare` declares
-/// (and records) one declaration, as [`Client::declare`](crate::Client::declare) does.
-pub(crate) async fn prepare<F, Fut>(
+/// (and records) one declaration, as [`Client::declare`](crate::Client::declare) does;
+/// `unbind` removes a binding ([`unbind`]).
+pub(crate) async fn prepare<F, Fut, U, UFut>(
     declared: &Declared,
     declare: F,
+    unbind: U,
     mut message: OutgoingMessage,
 ) -> Result<OutgoingMessage, PublishError>
 where
     F: Fn(Declaration) -> Fut,
     Fut: Future<Output = Result<(), DeclareError>>,
+    U: FnOnce(Declaration) -> UFut,
+    UFut: Future<Output = Result<(), DeclareError>>,
 {
     let Some(delay) = message.delay.take() else {
         return Ok(message);
@@ -386,7 +424,7 @@ where
         });
     }
     let target = (message.exchange.as_str(), message.routing_key.as_str());
-    ensure(declared, declare, top, target).await?;
+    ensure(declared, declare, unbind, top, target).await?;
 
     // A copy of a message that was delayed (or dead-lettered) before must
     // not carry its history: the broker would see the same queues again as
@@ -427,15 +465,18 @@ where
 
 /// Declares the levels up to `top` and the target's binding, unless this
 /// client did already.
-async fn ensure<F, Fut>(
+async fn ensure<F, Fut, U, UFut>(
     declared: &Declared,
     declare: F,
+    unbind: U,
     top: u32,
     (exchange, routing_key): (&str, &str),
 ) -> Result<(), PublishError>
 where
     F: Fn(Declaration) -> Fut,
     Fut: Future<Output = Result<(), DeclareError>>,
+    U: FnOnce(Declaration) -> UFut,
+    UFut: Future<Output = Result<(), DeclareError>>,
 {
     let target = (exchange.to_string(), target_key(exchange, routing_key));
     let levels_ok = |d: &Declared| d.levels.lock().unwrap().is_some_and(|l| l >= top);
@@ -466,6 +507,14 @@ where
             let target = names_target.then_some((exchange, routing_key));
             declare(d).await.map_err(|e| declare_failed(e, target))?;
         }
+        // Once the inbox is in place (never neither: a message would
+        // reach only the sink), the direct binding that rabbitkit before
+        // the inboxes made (or a program of another client that declares
+        // the topology that way) goes: with both, the target would get
+        // each delayed message twice.
+        unbind(direct_binding(exchange, routing_key))
+            .await
+            .map_err(|e| declare_failed(e, Some((exchange, routing_key))))?;
         declared.targets.lock().unwrap().insert(target);
     }
     Ok(())

@@ -141,9 +141,10 @@ impl Publisher {
                     // queues' declarations (the first delayed publish) included.
                     let started = Instant::now();
                     let declare = |d| client.declare(d);
+                    let unbind = |d| crate::delay::unbind(&client, d);
                     let prepared = tokio::time::timeout(
                         timeout,
-                        crate::delay::prepare(&client.shared().delay, declare, message),
+                        crate::delay::prepare(&client.shared().delay, declare, unbind, message),
                     )
                     .await;
                     let message = match prepared {

@@ -28,6 +28,10 @@ def level(k):
     return f"{PREFIX}{k:02}"
 
 
+def inbox(queue):
+    return f"{PREFIX}to.q.{queue}"
+
+
 def bit_header(k):
     return f"rabbitkit-delay-{k:02}"
 
@@ -54,8 +58,20 @@ def declare(channel, top, queue):
         channel.queue_declare(level(k), durable=True, arguments=quorum(UNIT_MS * 2**k, below))
         channel.queue_bind(level(k), level(k), arguments={"x-match": "all", bit_header(k): "1"})
         channel.exchange_bind(below, level(k), arguments={"x-match": "all", bit_header(k): "0"})
-    # The default exchange's targets are queues, bound by name.
-    channel.queue_bind(queue, DELIVER, arguments={"x-match": "all", "rabbitkit-delay-queue": queue})
+    # The target's own inbox: a quorum queue with a TTL of 0 that
+    # dead-letters, at least once, to the fanout exchange of the same name,
+    # bound to the target and the sink. The default exchange's targets are
+    # queues, picked by name.
+    box = inbox(queue)
+    match = {"x-match": "all", "rabbitkit-delay-queue": queue}
+    channel.exchange_declare(box, "fanout", durable=True)
+    channel.queue_declare(box, durable=True, arguments=quorum(0, box))
+    channel.queue_bind(box, DELIVER, routing_key="", arguments=match)
+    channel.queue_bind(SINK, box, routing_key="")
+    channel.queue_bind(queue, box, routing_key="")
+    # Older versions bound the target straight to DELIVER: with both, the
+    # target would get each message twice.
+    channel.queue_unbind(queue, DELIVER, routing_key="", arguments=match)
 # ANCHOR_END: declare
 
 
