@@ -388,7 +388,9 @@ impl Client {
     /// The queue's delay inbox goes with it
     /// ([`delay_inbox_name`](crate::delay::delay_inbox_name), made by the
     /// first delayed publish to the queue), with any delayed messages still
-    /// waiting there for a queue that had no room.
+    /// waiting there for a queue that had no room. Failing to delete the
+    /// inbox (the connection lost just then) is logged as a warning and
+    /// does not fail the call: the queue is deleted.
     pub async fn delete_queue(&self, queue: &str) -> Result<u32, DeclareError> {
         validate::name(queue)?;
         self.forget(Forget::Queue(queue.to_owned())).await;
@@ -402,13 +404,14 @@ impl Client {
                 }
             })
             .await?;
-        self.delete_delay_inbox("", queue).await?;
+        self.delete_delay_inbox("", queue).await;
         Ok(held)
     }
 
     /// Deletes the delay inbox of a target that was deleted (queue and
-    /// fanout exchange; missing ones are fine).
-    async fn delete_delay_inbox(&self, exchange: &str, queue: &str) -> Result<(), DeclareError> {
+    /// fanout exchange; missing ones are fine). The target is gone
+    /// already: a failure here is logged, not the caller's error.
+    async fn delete_delay_inbox(&self, exchange: &str, queue: &str) {
         let inbox = crate::delay::delay_inbox_name(exchange, queue);
         self.forget(Forget::Queue(inbox.clone())).await;
         self.forget(Forget::Exchange(inbox.clone())).await;
@@ -427,6 +430,9 @@ impl Client {
             DeclareError::NotFound { .. } => Ok(()),
             e => Err(e),
         })
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "deleting a deleted target's delay inbox failed; it stays");
+        });
     }
 
     /// Deletes an exchange (and forgets its declaration and bindings), and
@@ -444,10 +450,10 @@ impl Client {
             }
         })
         .await?;
-        if exchange.is_empty() {
-            return Ok(());
+        if !exchange.is_empty() {
+            self.delete_delay_inbox(exchange, "").await;
         }
-        self.delete_delay_inbox(exchange, "").await
+        Ok(())
     }
 
     /// Removes a binding (and forgets it). Names or a routing key over 255
