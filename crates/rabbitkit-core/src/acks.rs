@@ -294,6 +294,19 @@ impl Acks {
     async fn flush_locked(&self) -> Result<(), AckError> {
         let batch = Self::take_batch(&mut self.state.lock().unwrap());
         for (tag, requeue) in batch.released {
+            if self.cursor.is_some() {
+                // A stream keeps every message whatever its readers say,
+                // and RabbitMQ answers `basic.nack`/`reject` on a stream
+                // with 540 NOT_IMPLEMENTED, closing the whole connection.
+                // A delivery given back is acked (its credit returns); the
+                // cursor was told it was not processed.
+                self.bounded(
+                    self.channel
+                        .basic_ack(tag, BasicAckOptions { multiple: false }),
+                )
+                .await?;
+                continue;
+            }
             self.send_nack(tag, requeue, !requeue).await?;
         }
         if let Some(upto) = batch.upto {
