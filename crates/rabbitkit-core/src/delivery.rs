@@ -180,6 +180,11 @@ impl Delivery {
     /// on purpose: no warning is logged. It goes out with the next batch of
     /// acknowledgements, with no wait here. For deliveries a consumer
     /// received but will not handle, e.g. when it stops.
+    ///
+    /// A stream keeps every message and refuses `basic.nack` (RabbitMQ
+    /// closes the connection for it): a stream delivery given back (or
+    /// dropped) is acknowledged on the wire instead, and
+    /// `last_acked_offset` does not pass it.
     pub fn give_back(mut self) {
         if let Some(acks) = self.acks.take() {
             acks.release(self.inner.delivery_tag, self.requeue_on_drop, false);
